@@ -1,0 +1,4 @@
+//! CodeKraft: an AI app builder served as a GraphQL API.
+
+pub mod agent;
+pub mod sandbox;

@@ -1,0 +1,105 @@
+//! Where generated apps live and run. One trait, several backends: `local` (embedded default),
+//! `e2b` (hosted), `fake` (in memory, for tests and benchmarks).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// The sandbox (or a file in it) does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// A path that is absolute, climbs out with `..`, or leads outside through a symlink.
+    #[error("path refused: {0}")]
+    PathRefused(String),
+    #[error("command timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("cancelled")]
+    Cancelled,
+    /// The backend cannot be reached or refused the request (a system failure, not the app's).
+    #[error("sandbox backend unavailable: {0}")]
+    Unavailable(String),
+    #[error("sandbox I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Files of a project, path (relative to the app root) → UTF-8 content.
+pub type FileMap = BTreeMap<String, String>;
+
+#[derive(Debug, Clone)]
+pub struct CommandSpec {
+    pub command: String,
+    /// Relative to the app root; `None` is the app root.
+    pub cwd: Option<String>,
+    pub env: Vec<(String, String)>,
+    pub timeout: Duration,
+}
+
+impl CommandSpec {
+    pub fn new(command: impl Into<String>, timeout: Duration) -> Self {
+        Self {
+            command: command.into(),
+            cwd: None,
+            env: Vec::new(),
+            timeout,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputChunk {
+    Stdout(String),
+    Stderr(String),
+}
+
+/// A finished command. `stdout`/`stderr` are capped (for the model); the full output was
+/// streamed to the caller's sink as it came.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandOutput {
+    pub exit_code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub truncated: bool,
+}
+
+/// Receives output as it streams.
+pub type OutputSink<'a> = &'a (dyn Fn(OutputChunk) + Send + Sync);
+
+#[async_trait]
+pub trait SandboxProvider: Send + Sync {
+    /// Reconnects to the sandbox `existing_id` when it is still alive; otherwise creates a new one
+    /// from the template and writes `restore` (the project's latest files) into it.
+    async fn connect(
+        &self,
+        project_id: Uuid,
+        existing_id: Option<&str>,
+        restore: &FileMap,
+    ) -> Result<Arc<dyn Sandbox>, SandboxError>;
+
+    /// Short backend name for logs and the UI (`local`, `e2b`, `fake`).
+    fn kind(&self) -> &'static str;
+}
+
+#[async_trait]
+pub trait Sandbox: Send + Sync {
+    fn id(&self) -> &str;
+    async fn write_file(&self, path: &str, content: &str) -> Result<(), SandboxError>;
+    async fn read_file(&self, path: &str) -> Result<String, SandboxError>;
+    /// Files below `dir` (relative paths, recursive, without `node_modules`, `.next`, `.git`).
+    async fn list_files(&self, dir: &str) -> Result<Vec<String>, SandboxError>;
+    async fn run_command(
+        &self,
+        spec: CommandSpec,
+        sink: OutputSink<'_>,
+        cancel: CancellationToken,
+    ) -> Result<CommandOutput, SandboxError>;
+    /// Ensures the app's dev server runs and returns its preview URL.
+    async fn preview_url(&self) -> Result<String, SandboxError>;
+    async fn extend_lifetime(&self, by: Duration) -> Result<(), SandboxError>;
+    async fn kill(&self) -> Result<(), SandboxError>;
+}
