@@ -1,4 +1,8 @@
 //! CodeKraft: an AI app builder served as a GraphQL API.
 
 pub mod agent;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod entity;
 pub mod sandbox;

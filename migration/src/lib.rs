@@ -1,6 +1,28 @@
+//! Database schema, written with the sea-query builder so it runs on SQLite and PostgreSQL.
+
 pub use sea_orm_migration::prelude::*;
+
+mod m20261125_000001_create_user;
+mod m20261125_000002_create_project;
+mod m20261125_000003_create_message;
+mod m20261125_000004_create_fragment;
+mod m20261125_000005_create_usage;
+mod m20261125_000006_create_run;
+mod m20261125_000007_create_run_event;
+
 pub struct Migrator;
+
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
-    fn migrations() -> Vec<Box<dyn MigrationTrait>> { vec![] }
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261125_000001_create_user::Migration),
+            Box::new(m20261125_000002_create_project::Migration),
+            Box::new(m20261125_000003_create_message::Migration),
+            Box::new(m20261125_000004_create_fragment::Migration),
+            Box::new(m20261125_000005_create_usage::Migration),
+            Box::new(m20261125_000006_create_run::Migration),
+            Box::new(m20261125_000007_create_run_event::Migration),
+        ]
+    }
 }

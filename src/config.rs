@@ -1,0 +1,205 @@
+//! Configuration from the environment, `.env` and command-line flags. Every key is documented in
+//! the README's configuration table; the names are a public interface.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "codekraft", version, about = "CodeKraft: an AI app builder served as a GraphQL API")]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Copy, Subcommand, PartialEq, Eq)]
+pub enum Command {
+    /// Run pending migrations, then serve the API, the web client and the workers (the default).
+    Serve,
+    /// Run pending migrations and exit.
+    Migrate,
+    /// Print the GraphQL schema (SDL) to standard output.
+    PrintSchema,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModelProviderKind {
+    Gemini,
+    Openai,
+    Offline,
+    Replay,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SandboxProviderKind {
+    Local,
+    E2b,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address the server listens on.
+    #[arg(long, env = "BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+    /// Where the SQLite database, the dev JWT secret and local sandboxes live.
+    #[arg(long, env = "DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Unset: a SQLite file in DATA_DIR. A postgres:// URL: PostgreSQL.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// URL at which browsers reach this server (preview links); defaults to http://BIND.
+    #[arg(long, env = "PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// HS256 secret for built-in accounts; unset: generated once and kept in DATA_DIR.
+    #[arg(long, env = "AUTH_JWT_SECRET", hide_env_values = true)]
+    pub auth_jwt_secret: Option<String>,
+    /// JWKS URL of an external issuer (Clerk); enables RS256 session tokens.
+    #[arg(long, env = "AUTH_JWKS_URL")]
+    pub auth_jwks_url: Option<String>,
+    /// Expected `iss` of external tokens.
+    #[arg(long, env = "AUTH_ISSUER")]
+    pub auth_issuer: Option<String>,
+    /// Claim of external tokens that carries the plan (`free`/`pro`); unset: the plan in the DB.
+    #[arg(long, env = "AUTH_PLAN_CLAIM")]
+    pub auth_plan_claim: Option<String>,
+    /// Comma-separated origins allowed by CORS; unset: same origin only.
+    #[arg(long, env = "CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+    /// `pretty` or `json` log lines (filter with RUST_LOG).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "pretty")]
+    pub log_format: LogFormat,
+    /// Directory of the built web client served at `/`.
+    #[arg(long, env = "WEB_CLIENT_DIR", default_value = "./web-client")]
+    pub web_client_dir: PathBuf,
+
+    /// `gemini`, `openai`, `offline` or `replay`; unset: gemini when a Gemini key is set, else offline.
+    #[arg(long, env = "MODEL_PROVIDER", value_enum)]
+    pub model_provider: Option<ModelProviderKind>,
+    /// Gemini API key (the seed's GOOGLE_AI_API_KEY is accepted too).
+    #[arg(long, env = "GEMINI_API_KEY", hide_env_values = true)]
+    pub gemini_api_key: Option<String>,
+    #[arg(long, env = "GOOGLE_AI_API_KEY", hide = true, hide_env_values = true)]
+    pub google_ai_api_key: Option<String>,
+    #[arg(long, env = "GEMINI_MODEL", default_value = "gemini-2.5-flash")]
+    pub gemini_model: String,
+    #[arg(
+        long,
+        env = "GEMINI_BASE_URL",
+        default_value = "https://generativelanguage.googleapis.com"
+    )]
+    pub gemini_base_url: String,
+    /// OpenAI-compatible endpoint (Ollama: http://localhost:11434/v1).
+    #[arg(long, env = "OPENAI_BASE_URL", default_value = "http://localhost:11434/v1")]
+    pub openai_base_url: String,
+    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
+    pub openai_api_key: Option<String>,
+    #[arg(long, env = "OPENAI_MODEL", default_value = "qwen2.5-coder:7b")]
+    pub openai_model: String,
+    /// Recorded transcript (JSON list of model responses) for MODEL_PROVIDER=replay.
+    #[arg(long, env = "REPLAY_FILE")]
+    pub replay_file: Option<PathBuf>,
+    /// Runs executed at once by this process.
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 2)]
+    pub worker_concurrency: usize,
+    /// Model steps a run may take before it ends with an error.
+    #[arg(long, env = "AGENT_MAX_STEPS", default_value_t = 30)]
+    pub agent_max_steps: u32,
+    /// Rounds the agent gets to fix a build error before the run gives up.
+    #[arg(long, env = "AGENT_MAX_FIX_ROUNDS", default_value_t = 2)]
+    pub agent_max_fix_rounds: u32,
+
+    /// `local` or `e2b`; unset: e2b when E2B_API_KEY is set, else local.
+    #[arg(long, env = "SANDBOX_PROVIDER", value_enum)]
+    pub sandbox_provider: Option<SandboxProviderKind>,
+    #[arg(long, env = "E2B_API_KEY", hide_env_values = true)]
+    pub e2b_api_key: Option<String>,
+    #[arg(long, env = "E2B_TEMPLATE", default_value = "codekraft-nextjs")]
+    pub e2b_template: String,
+    #[arg(long, env = "E2B_DOMAIN", default_value = "e2b.app")]
+    pub e2b_domain: String,
+    /// Control-plane base URL; unset: https://api.E2B_DOMAIN.
+    #[arg(long, env = "E2B_API_URL")]
+    pub e2b_api_url: Option<String>,
+    /// envd base URL, replacing https://49983-{id}.E2B_DOMAIN (tests, self-hosted E2B).
+    #[arg(long, env = "E2B_ENVD_URL")]
+    pub e2b_envd_url: Option<String>,
+    /// Lifetime of a hosted sandbox, extended while a project is active.
+    #[arg(long, env = "SANDBOX_TIMEOUT_SECS", default_value_t = 1800)]
+    pub sandbox_timeout_secs: u64,
+    /// Idle time after which a local dev server is stopped (it starts again on demand).
+    #[arg(long, env = "SANDBOX_IDLE_SECS", default_value_t = 900)]
+    pub sandbox_idle_secs: u64,
+    /// Time limit of one command the agent runs.
+    #[arg(long, env = "SANDBOX_COMMAND_TIMEOUT_SECS", default_value_t = 300)]
+    pub sandbox_command_timeout_secs: u64,
+    /// Template of local sandboxes.
+    #[arg(long, env = "SANDBOX_TEMPLATE_DIR", default_value = "./sandbox-templates/next-js")]
+    pub sandbox_template_dir: PathBuf,
+    /// Shared npm dependency cache of local sandboxes; unset: DATA_DIR/cache.
+    #[arg(long, env = "SANDBOX_CACHE_DIR")]
+    pub sandbox_cache_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Config for tests and embedding: defaults, no environment.
+    pub fn defaults() -> Self {
+        Cli::parse_from(["codekraft"]).config
+    }
+
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("codekraft.db").display()
+            ),
+        }
+    }
+
+    pub fn public_url(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.bind))
+            .trim_end_matches('/')
+            .to_owned()
+    }
+
+    pub fn gemini_key(&self) -> Option<&str> {
+        self.gemini_api_key
+            .as_deref()
+            .or(self.google_ai_api_key.as_deref())
+            .filter(|key| !key.is_empty())
+    }
+
+    pub fn model_provider_kind(&self) -> ModelProviderKind {
+        self.model_provider.unwrap_or(if self.gemini_key().is_some() {
+            ModelProviderKind::Gemini
+        } else {
+            ModelProviderKind::Offline
+        })
+    }
+
+    pub fn sandbox_provider_kind(&self) -> SandboxProviderKind {
+        self.sandbox_provider.unwrap_or(
+            if self.e2b_api_key.as_deref().is_some_and(|k| !k.is_empty()) {
+                SandboxProviderKind::E2b
+            } else {
+                SandboxProviderKind::Local
+            },
+        )
+    }
+
+    pub fn command_timeout(&self) -> Duration {
+        Duration::from_secs(self.sandbox_command_timeout_secs)
+    }
+}

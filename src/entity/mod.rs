@@ -1,0 +1,9 @@
+//! One module per table. Reads of owned rows go through the scoped finders next to each entity.
+
+pub mod fragment;
+pub mod message;
+pub mod project;
+pub mod run;
+pub mod run_event;
+pub mod usage;
+pub mod user;

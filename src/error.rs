@@ -1,0 +1,79 @@
+//! The application's error type, with stable codes. Converted to GraphQL errors in one place
+//! (`graphql::error`) and to HTTP responses in one place (`http::error`).
+
+use chrono::{DateTime, Utc};
+use sea_orm::{DbErr, SqlErr};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("authentication required")]
+    Unauthenticated,
+    #[error("{0}")]
+    BadUserInput(String),
+    #[error("no credits left; they renew at {reset_at}")]
+    CreditsExhausted { reset_at: DateTime<Utc> },
+    #[error("too many requests")]
+    RateLimited,
+    #[error("{0}")]
+    Conflict(String),
+    /// Logged with its context where it is converted; clients only see "internal error".
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl AppError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotFound(_) => "NOT_FOUND",
+            Self::Unauthenticated => "UNAUTHENTICATED",
+            Self::BadUserInput(_) => "BAD_USER_INPUT",
+            Self::CreditsExhausted { .. } => "CREDITS_EXHAUSTED",
+            Self::RateLimited => "RATE_LIMITED",
+            Self::Conflict(_) => "CONFLICT",
+            Self::Internal(_) => "INTERNAL",
+        }
+    }
+
+    pub fn bad_input(message: impl Into<String>) -> Self {
+        Self::BadUserInput(message.into())
+    }
+
+    pub fn internal(context: impl std::fmt::Display) -> Self {
+        Self::Internal(context.to_string())
+    }
+
+    /// What a client may see: internal details stay in the logs.
+    pub fn public_message(&self) -> String {
+        match self {
+            Self::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                "internal error".to_owned()
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
+impl From<DbErr> for AppError {
+    fn from(err: DbErr) -> Self {
+        match err.sql_err() {
+            Some(SqlErr::UniqueConstraintViolation(_)) => {
+                Self::Conflict("that already exists".to_owned())
+            }
+            _ => Self::Internal(format!("database: {err}")),
+        }
+    }
+}
+
+impl From<sea_orm::TransactionError<AppError>> for AppError {
+    fn from(err: sea_orm::TransactionError<AppError>) -> Self {
+        match err {
+            sea_orm::TransactionError::Connection(db) => db.into(),
+            sea_orm::TransactionError::Transaction(app) => app,
+        }
+    }
+}
+
+pub type AppResult<T> = Result<T, AppError>;
