@@ -4,5 +4,6 @@ pub mod agent;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod services;
 pub mod entity;
 pub mod sandbox;

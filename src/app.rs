@@ -1,0 +1,185 @@
+//! The application: state shared by every handler and worker, the router, and `serve`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use sea_orm::{ConnectOptions, Database, DatabaseConnection};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::agent::provider::ModelProvider;
+use crate::auth::{AuthConfig, Authenticator};
+use crate::config::Config;
+use crate::events::{EventBus, InProcessBus, PostgresBus};
+use crate::sandbox::SandboxProvider;
+
+/// Counters exposed at `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub db_statements: AtomicU64,
+}
+
+impl Metrics {
+    pub fn db_statements(&self) -> u64 {
+        self.db_statements.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: DatabaseConnection,
+    pub config: Arc<Config>,
+    pub bus: Arc<dyn EventBus>,
+    pub auth: Authenticator,
+    pub sandboxes: Arc<dyn SandboxProvider>,
+    pub models: Arc<dyn ModelProvider>,
+    pub metrics: Arc<Metrics>,
+    /// Cancelled when the server shuts down: workers and listeners stop on it.
+    pub shutdown: CancellationToken,
+}
+
+/// Opens the database (creating the SQLite file's folder), counting statements.
+pub async fn connect_database(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<DatabaseConnection> {
+    let url = config.database_url();
+    if config.database_url.is_none() {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    }
+    let mut options = ConnectOptions::new(url);
+    options
+        .sqlx_logging(false)
+        .connect_timeout(Duration::from_secs(10))
+        .acquire_timeout(Duration::from_secs(30));
+    let mut db = Database::connect(options)
+        .await
+        .context("connecting to the database")?;
+    if db.get_database_backend() == sea_orm::DatabaseBackend::Sqlite {
+        // Readers do not block the writer, and a busy writer is waited for.
+        use sea_orm::ConnectionTrait;
+        db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=10000;")
+            .await?;
+    }
+    let counter = metrics.clone();
+    db.set_metric_callback(move |_| {
+        counter.db_statements.fetch_add(1, Ordering::Relaxed);
+    });
+    Ok(db)
+}
+
+/// Builds the state from config; tests swap the network-edge parts (model, sandbox) in.
+pub struct AppBuilder {
+    config: Config,
+    sandboxes: Option<Arc<dyn SandboxProvider>>,
+    models: Option<Arc<dyn ModelProvider>>,
+}
+
+impl AppBuilder {
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            sandboxes: None,
+            models: None,
+        }
+    }
+
+    pub fn sandboxes(mut self, sandboxes: Arc<dyn SandboxProvider>) -> Self {
+        self.sandboxes = Some(sandboxes);
+        self
+    }
+
+    pub fn models(mut self, models: Arc<dyn ModelProvider>) -> Self {
+        self.models = Some(models);
+        self
+    }
+
+    /// Connects, migrates and assembles the state.
+    pub async fn build(self) -> anyhow::Result<AppState> {
+        let config = self.config;
+        let metrics = Arc::new(Metrics::default());
+        let db = connect_database(&config, &metrics).await?;
+        migrate(&db).await?;
+        let shutdown = CancellationToken::new();
+        let bus: Arc<dyn EventBus> = match db.get_database_backend() {
+            sea_orm::DatabaseBackend::Postgres => Arc::new(
+                PostgresBus::start(db.get_postgres_connection_pool().clone(), shutdown.clone())
+                    .await
+                    .context("listening for events")?,
+            ),
+            _ => Arc::new(InProcessBus::new()),
+        };
+        let jwt_secret = match &config.auth_jwt_secret {
+            Some(secret) if !secret.is_empty() => secret.clone(),
+            _ => crate::auth::load_or_create_secret(&config.data_dir)
+                .context("loading the JWT secret")?,
+        };
+        let auth = Authenticator::new(AuthConfig {
+            jwt_secret,
+            jwks_url: config.auth_jwks_url.clone(),
+            issuer: config.auth_issuer.clone(),
+            plan_claim: config.auth_plan_claim.clone(),
+            token_ttl: Duration::from_secs(30 * 24 * 3600),
+        });
+        let sandboxes = match self.sandboxes {
+            Some(sandboxes) => sandboxes,
+            None => crate::sandbox::from_config(&config)?,
+        };
+        let models = match self.models {
+            Some(models) => models,
+            None => crate::agent::provider::from_config(&config)?,
+        };
+        Ok(AppState {
+            db,
+            config: Arc::new(config),
+            bus,
+            auth,
+            sandboxes,
+            models,
+            metrics,
+            shutdown,
+        })
+    }
+}
+
+pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {
+    use migration::MigratorTrait;
+    migration::Migrator::up(db, None)
+        .await
+        .context("running migrations")
+}
+
+pub fn router(state: AppState) -> Router {
+    crate::http::router(state)
+}
+
+/// A running server: its address, and a handle to stop it.
+pub struct Server {
+    pub addr: std::net::SocketAddr,
+    pub state: AppState,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.state.shutdown.cancel();
+        self.task.await??;
+        Ok(())
+    }
+}
+
+/// Binds `listener` and serves the API, the web client and the workers until `state.shutdown`.
+pub async fn start(state: AppState, listener: TcpListener) -> anyhow::Result<Server> {
+    let addr = listener.local_addr()?;
+    let app = router(state.clone());
+    let shutdown = state.shutdown.clone();
+    crate::jobs::start_workers(state.clone());
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await
+    });
+    tracing::info!(%addr, "CodeKraft is listening");
+    Ok(Server { addr, state, task })
+}

@@ -1,0 +1,74 @@
+//! The GraphQL adapter: schema, context, per-domain roots, loaders, error mapping.
+
+pub mod context;
+pub mod error;
+pub mod loaders;
+pub mod mutation;
+pub mod query;
+pub mod subscription;
+pub mod types;
+
+use std::sync::Arc;
+
+use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextValidation};
+use async_graphql::parser::types::ExecutableDocument;
+use async_graphql::{Schema, SchemaBuilder, ServerError, ServerResult, ValidationResult, Variables};
+
+use crate::app::AppState;
+
+pub type AppSchema = Schema<query::Query, mutation::Mutation, subscription::Subscription>;
+
+fn builder() -> SchemaBuilder<query::Query, mutation::Mutation, subscription::Subscription> {
+    Schema::build(
+        query::Query,
+        mutation::Mutation,
+        subscription::Subscription,
+    )
+    .extension(ErrorCodes)
+}
+
+pub fn build_schema(state: AppState) -> AppSchema {
+    builder().data(state).finish()
+}
+
+/// The SDL that `codekraft print-schema` writes to `schema.graphql`.
+pub fn schema_sdl() -> String {
+    builder().finish().sdl()
+}
+
+/// Gives syntax and validation errors their codes.
+struct ErrorCodes;
+
+impl ExtensionFactory for ErrorCodes {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(ErrorCodes)
+    }
+}
+
+#[async_trait::async_trait]
+impl Extension for ErrorCodes {
+    async fn parse_query(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        query: &str,
+        variables: &Variables,
+        next: NextParseQuery<'_>,
+    ) -> ServerResult<ExecutableDocument> {
+        next.run(ctx, query, variables)
+            .await
+            .map_err(|err| error::with_default_code(err, "GRAPHQL_PARSE_FAILED"))
+    }
+
+    async fn validation(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        next: NextValidation<'_>,
+    ) -> Result<ValidationResult, Vec<ServerError>> {
+        next.run(ctx).await.map_err(|errors| {
+            errors
+                .into_iter()
+                .map(|err| error::with_default_code(err, "GRAPHQL_VALIDATION_FAILED"))
+                .collect()
+        })
+    }
+}

@@ -1,0 +1,158 @@
+use async_graphql::{Context, Object, SimpleObject, ID};
+
+use super::context::ContextExt;
+use super::error::GqlResult;
+use super::types::{parse_id, to_id, AuthPayload, Message, Project, Run};
+use crate::error::AppError;
+use crate::services::{message, project, run, user};
+
+#[derive(Default)]
+pub struct Mutation;
+
+#[derive(SimpleObject)]
+pub struct GenerationPayload {
+    pub project: Project,
+    /// The stored USER message.
+    pub message: Message,
+    /// The queued run that will answer it.
+    pub run: Run,
+}
+
+#[derive(SimpleObject)]
+pub struct DeleteProjectPayload {
+    pub id: ID,
+}
+
+fn auth_payload(ctx: &Context<'_>, user: crate::entity::user::Model) -> async_graphql::Result<AuthPayload> {
+    let token = ctx
+        .state()
+        .auth
+        .issue_token(&user.auth_subject)
+        .map_err(AppError::internal)
+        .gql()?;
+    Ok(AuthPayload {
+        token,
+        user: user.into(),
+    })
+}
+
+#[Object]
+impl Mutation {
+    /// Creates a built-in account (argon2id-hashed password) and signs it in.
+    async fn sign_up(
+        &self,
+        ctx: &Context<'_>,
+        email: String,
+        password: String,
+    ) -> async_graphql::Result<AuthPayload> {
+        let created = user::sign_up(&ctx.state().db, &email, &password).await.gql()?;
+        auth_payload(ctx, created)
+    }
+
+    async fn sign_in(
+        &self,
+        ctx: &Context<'_>,
+        email: String,
+        password: String,
+    ) -> async_graphql::Result<AuthPayload> {
+        let found = user::sign_in(&ctx.state().db, &email, &password).await.gql()?;
+        auth_payload(ctx, found)
+    }
+
+    /// Starts a project from a prompt: stores it with its first message, takes a credit and
+    /// queues a generation.
+    async fn create_project(
+        &self,
+        ctx: &Context<'_>,
+        prompt: String,
+    ) -> async_graphql::Result<GenerationPayload> {
+        let viewer = ctx.viewer()?;
+        let state = ctx.state();
+        let (project, generation) =
+            project::create_project(&state.db, state.bus.as_ref(), viewer, &prompt)
+                .await
+                .gql()?;
+        Ok(GenerationPayload {
+            project: project.into(),
+            message: generation.message.into(),
+            run: generation.run.into(),
+        })
+    }
+
+    /// A follow-up: the agent builds on the project's current files.
+    async fn send_message(
+        &self,
+        ctx: &Context<'_>,
+        project_id: ID,
+        content: String,
+    ) -> async_graphql::Result<GenerationPayload> {
+        let viewer = ctx.viewer()?;
+        let state = ctx.state();
+        let project_id = parse_id(&project_id, "project").gql()?;
+        let generation =
+            message::send_message(&state.db, state.bus.as_ref(), viewer, project_id, &content)
+                .await
+                .gql()?;
+        let project = project::find_project(&state.db, viewer, project_id)
+            .await
+            .gql()?;
+        Ok(GenerationPayload {
+            project: project.into(),
+            message: generation.message.into(),
+            run: generation.run.into(),
+        })
+    }
+
+    async fn rename_project(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        name: String,
+    ) -> async_graphql::Result<Project> {
+        let viewer = ctx.viewer()?;
+        let id = parse_id(&id, "project").gql()?;
+        Ok(project::rename_project(&ctx.state().db, viewer, id, &name)
+            .await
+            .gql()?
+            .into())
+    }
+
+    /// Deletes the project with its messages, fragments and runs.
+    async fn delete_project(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<DeleteProjectPayload> {
+        let viewer = ctx.viewer()?;
+        let state = ctx.state();
+        let id = parse_id(&id, "project").gql()?;
+        let deleted = project::delete_project(&state.db, state.bus.as_ref(), viewer, id)
+            .await
+            .gql()?;
+        Ok(DeleteProjectPayload {
+            id: to_id(deleted.id),
+        })
+    }
+
+    /// Stops a queued or running generation; it keeps its credit.
+    async fn cancel_run(&self, ctx: &Context<'_>, run_id: ID) -> async_graphql::Result<Run> {
+        let viewer = ctx.viewer()?;
+        let state = ctx.state();
+        let run_id = parse_id(&run_id, "run").gql()?;
+        Ok(run::cancel_run(&state.db, state.bus.as_ref(), viewer, run_id)
+            .await
+            .gql()?
+            .into())
+    }
+
+    /// Queues a failed generation again.
+    async fn retry_run(&self, ctx: &Context<'_>, run_id: ID) -> async_graphql::Result<Run> {
+        let viewer = ctx.viewer()?;
+        let state = ctx.state();
+        let run_id = parse_id(&run_id, "run").gql()?;
+        Ok(run::retry_run(&state.db, state.bus.as_ref(), viewer, run_id)
+            .await
+            .gql()?
+            .into())
+    }
+}

@@ -1,0 +1,89 @@
+use async_graphql::connection::Connection;
+use async_graphql::{Context, Object, SimpleObject, ID};
+
+use super::context::ContextExt;
+use super::error::GqlResult;
+use super::types::project::project_connection;
+use super::types::{parse_id, Fragment, Project, Run, Usage, User};
+use crate::services::page::PageRequest;
+use crate::services::{credits, fragment, project, run, user};
+
+#[derive(Default)]
+pub struct Query;
+
+/// What this server runs on, for the UI (e.g. to say that the model is offline).
+#[derive(SimpleObject)]
+pub struct ServerInfo {
+    pub model_provider: String,
+    pub model: String,
+    /// No model is configured: generations come from the deterministic offline provider.
+    pub model_offline: bool,
+    pub sandbox_provider: String,
+}
+
+#[Object]
+impl Query {
+    /// The signed-in user.
+    async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
+        let viewer = ctx.viewer()?;
+        Ok(user::find_user(&ctx.state().db, viewer.user_id).await.gql()?.into())
+    }
+
+    /// Credits left in the current window.
+    async fn usage(&self, ctx: &Context<'_>) -> async_graphql::Result<Usage> {
+        let viewer = ctx.viewer()?;
+        Ok(credits::usage_summary(&ctx.state().db, viewer.user_id, viewer.plan)
+            .await
+            .gql()?
+            .into())
+    }
+
+    /// The viewer's projects, newest first.
+    async fn projects(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Connection<String, Project>> {
+        let viewer = ctx.viewer()?;
+        let request = PageRequest::parse(first, after.as_deref()).gql()?;
+        let page = project::list_projects(&ctx.state().db, viewer, request)
+            .await
+            .gql()?;
+        Ok(project_connection(page, request.after.is_some()))
+    }
+
+    async fn project(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Project> {
+        let viewer = ctx.viewer()?;
+        let id = parse_id(&id, "project").gql()?;
+        Ok(project::find_project(&ctx.state().db, viewer, id)
+            .await
+            .gql()?
+            .into())
+    }
+
+    async fn fragment(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Fragment> {
+        let viewer = ctx.viewer()?;
+        let id = parse_id(&id, "fragment").gql()?;
+        Ok(fragment::find_fragment(&ctx.state().db, viewer, id)
+            .await
+            .gql()?
+            .into())
+    }
+
+    async fn run(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Run> {
+        let viewer = ctx.viewer()?;
+        let id = parse_id(&id, "run").gql()?;
+        Ok(run::find_run(&ctx.state().db, viewer, id).await.gql()?.into())
+    }
+
+    async fn server_info(&self, ctx: &Context<'_>) -> ServerInfo {
+        let state = ctx.state();
+        ServerInfo {
+            model_provider: state.models.name().to_owned(),
+            model: state.models.model().to_owned(),
+            model_offline: state.models.is_offline(),
+            sandbox_provider: state.sandboxes.kind().to_owned(),
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! The one place where application errors become HTTP responses.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::error::AppError;
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            AppError::BadUserInput(_) => StatusCode::BAD_REQUEST,
+            AppError::CreditsExhausted { .. } => StatusCode::PAYMENT_REQUIRED,
+            AppError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            AppError::Conflict(_) => StatusCode::CONFLICT,
+            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let body = json!({ "error": { "code": self.code(), "message": self.public_message() } });
+        (status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,90 @@
+//! Mounts the GraphQL endpoints: HTTP at `/graphql`, WebSocket at `/graphql/ws`, GraphiQL.
+
+use async_graphql::http::GraphiQLSource;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde_json::Value;
+
+use crate::app::AppState;
+use crate::graphql::context::{loader_data, RequestAuth};
+use crate::graphql::http::graphql_http_router;
+use crate::graphql::ws::{GraphQLWs, WsInitError};
+use crate::graphql::build_schema;
+use crate::services::user::viewer_from_header;
+
+pub fn routes(state: AppState) -> Router<AppState> {
+    let schema = build_schema(state.clone());
+    let http_state = state.clone();
+    let http = graphql_http_router("/graphql", schema.clone(), move |parts: Parts| {
+        let state = http_state.clone();
+        async move {
+            let header = parts
+                .headers
+                .get(AUTHORIZATION)
+                .and_then(|value| value.to_str().ok());
+            let auth = authenticate(&state, header).await?;
+            let mut data = loader_data(&state);
+            data.insert(auth);
+            Ok::<_, Response>(data)
+        }
+    });
+    let init_state = state.clone();
+    let operation_state = state.clone();
+    let ws = GraphQLWs::new(schema)
+        .on_connection_init(move |payload| {
+            let state = init_state.clone();
+            async move {
+                let header = authorization_from_init(&payload);
+                match authenticate(&state, header.as_deref()).await {
+                    Ok(auth @ RequestAuth::Viewer(_)) => {
+                        let mut data = async_graphql::Data::default();
+                        data.insert(auth);
+                        Ok(data)
+                    }
+                    _ => Err(WsInitError::new("a valid token is required")),
+                }
+            }
+        })
+        .operation_data(move |_connection| loader_data(&operation_state));
+    Router::new()
+        .merge(http)
+        .route("/graphql/ws", ws.method_router())
+        .route("/graphiql", get(graphiql))
+}
+
+/// A bad token still lets public fields work; fields that need a viewer report it.
+async fn authenticate(state: &AppState, header: Option<&str>) -> Result<RequestAuth, Response> {
+    match viewer_from_header(&state.db, &state.auth, header).await {
+        Ok(Some(viewer)) => Ok(RequestAuth::Viewer(viewer)),
+        Ok(None) => Ok(RequestAuth::Anonymous),
+        Err(crate::error::AppError::Unauthenticated) => Ok(RequestAuth::InvalidToken),
+        Err(err) => Err(err.into_response()),
+    }
+}
+
+/// `connection_init` payloads carry the token as `Authorization` (any case) or `token`.
+fn authorization_from_init(payload: &Value) -> Option<String> {
+    let object = payload.as_object()?;
+    object
+        .iter()
+        .find(|(key, _)| key.eq_ignore_ascii_case("authorization"))
+        .and_then(|(_, value)| value.as_str().map(str::to_owned))
+        .or_else(|| {
+            object
+                .get("token")
+                .and_then(Value::as_str)
+                .map(|token| format!("Bearer {token}"))
+        })
+}
+
+async fn graphiql() -> Html<String> {
+    Html(
+        GraphiQLSource::build()
+            .endpoint("/graphql")
+            .subscription_endpoint("/graphql/ws")
+            .finish(),
+    )
+}

@@ -1,0 +1,145 @@
+//! Messages: a USER message starts a generation (a queued run); an ASSISTANT message ends it.
+
+use chrono::Utc;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set, TransactionTrait,
+};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::page::{Page, PageRequest};
+use super::Viewer;
+use crate::entity::message::{self, MessageType, Role};
+use crate::entity::run::{self, RunStatus};
+use crate::error::{AppError, AppResult};
+use crate::events::{record_event, BusMessage, EventBus, EventKind};
+
+pub const MAX_CONTENT: usize = 10_000;
+pub const MAX_ATTEMPTS: i32 = 3;
+
+pub fn validate_content(content: &str) -> AppResult<&str> {
+    let content = content.trim();
+    if content.is_empty() {
+        return Err(AppError::bad_input("the message is empty"));
+    }
+    if content.chars().count() > MAX_CONTENT {
+        return Err(AppError::bad_input(format!(
+            "the message is longer than {MAX_CONTENT} characters"
+        )));
+    }
+    Ok(content)
+}
+
+/// A stored USER message and the run that will answer it.
+#[derive(Debug, Clone)]
+pub struct Generation {
+    pub message: message::Model,
+    pub run: run::Model,
+}
+
+impl Generation {
+    /// After the commit: wake subscribers and workers.
+    pub async fn announce(&self, bus: &dyn EventBus) {
+        bus.publish(BusMessage::ProjectEvents(self.run.project_id))
+            .await;
+        bus.publish(BusMessage::RunQueued).await;
+    }
+}
+
+/// Inside the caller's transaction: the USER message, a QUEUED run and their events.
+pub(super) async fn queue_generation<C>(
+    txn: &C,
+    project_id: Uuid,
+    content: &str,
+) -> AppResult<Generation>
+where
+    C: ConnectionTrait + TransactionTrait,
+{
+    let now = Utc::now();
+    let run_id = Uuid::now_v7();
+    let message = message::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        project_id: Set(project_id),
+        run_id: Set(Some(run_id)),
+        role: Set(Role::User),
+        message_type: Set(MessageType::Result),
+        content: Set(content.to_owned()),
+        created_at: Set(now),
+    }
+    .insert(txn)
+    .await?;
+    let run = run::ActiveModel {
+        id: Set(run_id),
+        project_id: Set(project_id),
+        user_message_id: Set(message.id),
+        status: Set(RunStatus::Queued),
+        attempts: Set(0),
+        max_attempts: Set(MAX_ATTEMPTS),
+        lease_owner: Set(None),
+        lease_until: Set(None),
+        error: Set(None),
+        input_tokens: Set(0),
+        output_tokens: Set(0),
+        cost_usd: Set(0.0),
+        credit_refunded: Set(false),
+        created_at: Set(now),
+        started_at: Set(None),
+        finished_at: Set(None),
+    }
+    .insert(txn)
+    .await?;
+    record_event(
+        txn,
+        project_id,
+        run_id,
+        EventKind::MessageCreated,
+        json!({ "messageId": message.id, "role": "USER", "type": "RESULT" }),
+    )
+    .await?;
+    record_event(txn, project_id, run_id, EventKind::RunQueued, json!({})).await?;
+    Ok(Generation { message, run })
+}
+
+/// A follow-up on an existing project: same rules as the first prompt. One generation at a
+/// time per project, so two runs never edit one sandbox at once.
+pub async fn send_message<C: TransactionTrait>(
+    db: &C,
+    bus: &dyn EventBus,
+    viewer: Viewer,
+    project_id: Uuid,
+    content: &str,
+) -> AppResult<Generation> {
+    let content = validate_content(content)?;
+    let txn = db.begin().await?;
+    super::credits::consume_credit(&txn, viewer.user_id, viewer.plan).await?;
+    let project = super::project::find_project(&txn, viewer, project_id).await?;
+    if !super::run::active_run_ids(&txn, project.id).await?.is_empty() {
+        return Err(AppError::Conflict(
+            "a generation is already running for this project; wait for it or cancel it"
+                .to_owned(),
+        ));
+    }
+    let generation = queue_generation(&txn, project.id, content).await?;
+    txn.commit().await?;
+    generation.announce(bus).await;
+    Ok(generation)
+}
+
+/// Messages of a project the viewer owns, oldest first.
+pub async fn list_messages(
+    db: &impl ConnectionTrait,
+    viewer: Viewer,
+    project_id: Uuid,
+    page: PageRequest,
+) -> AppResult<Page<message::Model>> {
+    super::project::find_project(db, viewer, project_id).await?;
+    let mut query = message::Entity::find()
+        .filter(message::Column::ProjectId.eq(project_id))
+        .order_by_asc(message::Column::Id)
+        .limit(page.first + 1);
+    if let Some(after) = page.after {
+        query = query.filter(message::Column::Id.gt(after));
+    }
+    Ok(Page::from_overfetch(query.all(db).await?, page.first))
+}

@@ -1,0 +1,21 @@
+//! The rules of the product. Services take `&impl ConnectionTrait` (or a connection that can open
+//! transactions) so they compose; they know nothing of GraphQL or HTTP.
+
+pub mod credits;
+pub mod fragment;
+pub mod message;
+pub mod page;
+pub mod project;
+pub mod run;
+pub mod user;
+
+use uuid::Uuid;
+
+use crate::entity::user::Plan;
+
+/// Who is asking: every service call that touches owned rows takes one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Viewer {
+    pub user_id: Uuid,
+    pub plan: Plan,
+}

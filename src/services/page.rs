@@ -1,0 +1,84 @@
+//! Cursor pagination over time-ordered (UUIDv7) ids: the cursor is the last id seen.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use uuid::Uuid;
+
+use crate::error::{AppError, AppResult};
+
+pub const MAX_PAGE: u64 = 100;
+pub const DEFAULT_PAGE: u64 = 20;
+
+#[derive(Debug, Clone, Copy)]
+pub struct PageRequest {
+    pub first: u64,
+    pub after: Option<Uuid>,
+}
+
+impl PageRequest {
+    pub fn parse(first: Option<i32>, after: Option<&str>) -> AppResult<Self> {
+        let first = match first {
+            None => DEFAULT_PAGE,
+            Some(n) if (0..=MAX_PAGE as i32).contains(&n) => n as u64,
+            Some(_) => {
+                return Err(AppError::bad_input(format!(
+                    "`first` must be between 0 and {MAX_PAGE}"
+                )))
+            }
+        };
+        let after = after.map(decode_cursor).transpose()?;
+        Ok(Self { first, after })
+    }
+}
+
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub has_next_page: bool,
+}
+
+impl<T> Page<T> {
+    /// Builds a page from up to `first + 1` rows: the extra row only says there is more.
+    pub fn from_overfetch(mut items: Vec<T>, first: u64) -> Self {
+        let has_next_page = items.len() as u64 > first;
+        items.truncate(first as usize);
+        Self {
+            items,
+            has_next_page,
+        }
+    }
+}
+
+pub fn encode_cursor(id: Uuid) -> String {
+    URL_SAFE_NO_PAD.encode(id.as_bytes())
+}
+
+pub fn decode_cursor(cursor: &str) -> AppResult<Uuid> {
+    URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|bytes| Uuid::from_slice(&bytes).ok())
+        .ok_or_else(|| AppError::bad_input("invalid cursor"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trips_and_rejects_garbage() {
+        let id = Uuid::now_v7();
+        assert_eq!(decode_cursor(&encode_cursor(id)).unwrap(), id);
+        assert!(matches!(decode_cursor("%%"), Err(AppError::BadUserInput(_))));
+        assert!(matches!(decode_cursor("abc"), Err(AppError::BadUserInput(_))));
+    }
+
+    #[test]
+    fn page_size_is_bounded() {
+        assert_eq!(PageRequest::parse(None, None).unwrap().first, DEFAULT_PAGE);
+        assert!(PageRequest::parse(Some(-1), None).is_err());
+        assert!(PageRequest::parse(Some(101), None).is_err());
+        let page = Page::from_overfetch(vec![1, 2, 3], 2);
+        assert_eq!(page.items, vec![1, 2]);
+        assert!(page.has_next_page);
+    }
+}

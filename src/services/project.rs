@@ -1,0 +1,158 @@
+//! Projects: created from a first prompt, renamed, deleted, listed newest first.
+
+use chrono::Utc;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, ModelTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set, TransactionTrait,
+};
+use uuid::Uuid;
+
+use super::message::{self, Generation};
+use super::page::{Page, PageRequest};
+use super::Viewer;
+use crate::entity::project;
+use crate::error::{AppError, AppResult};
+use crate::events::{BusMessage, EventBus};
+
+const MAX_NAME: usize = 120;
+const STOP_WORDS: &[&str] = &[
+    "a", "an", "the", "with", "and", "for", "of", "to", "in", "on", "me", "please", "build",
+    "make", "create", "that", "my",
+];
+
+/// A readable name from the prompt: "a todo app with dark mode" → "todo-app-dark-mode".
+pub fn name_from_prompt(prompt: &str) -> String {
+    let words: Vec<String> = prompt
+        .split(|c: char| !c.is_alphanumeric())
+        .map(str::to_lowercase)
+        .filter(|word| !word.is_empty() && !STOP_WORDS.contains(&word.as_str()))
+        .take(4)
+        .collect();
+    if words.is_empty() {
+        "untitled-app".to_owned()
+    } else {
+        words.join("-").chars().take(MAX_NAME).collect()
+    }
+}
+
+/// Stores the project, its first USER message and a queued run, and takes a credit — all in
+/// one transaction, so a refused credit leaves nothing behind.
+pub async fn create_project<C: TransactionTrait>(
+    db: &C,
+    bus: &dyn EventBus,
+    viewer: Viewer,
+    prompt: &str,
+) -> AppResult<(project::Model, Generation)> {
+    let prompt = message::validate_content(prompt)?;
+    let txn = db.begin().await?;
+    // The credit first: on SQLite a write as the first statement waits for the lock.
+    super::credits::consume_credit(&txn, viewer.user_id, viewer.plan).await?;
+    let now = Utc::now();
+    let project = project::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        owner_id: Set(viewer.user_id),
+        name: Set(name_from_prompt(prompt)),
+        sandbox_id: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(&txn)
+    .await?;
+    let generation = message::queue_generation(&txn, project.id, prompt).await?;
+    txn.commit().await?;
+    generation.announce(bus).await;
+    Ok((project, generation))
+}
+
+pub async fn find_project(
+    db: &impl ConnectionTrait,
+    viewer: Viewer,
+    project_id: Uuid,
+) -> AppResult<project::Model> {
+    project::find_for_owner(viewer.user_id, project_id)
+        .one(db)
+        .await?
+        .ok_or(AppError::NotFound("project"))
+}
+
+pub async fn list_projects(
+    db: &impl ConnectionTrait,
+    viewer: Viewer,
+    page: PageRequest,
+) -> AppResult<Page<project::Model>> {
+    let mut query = project::Entity::find()
+        .filter(project::Column::OwnerId.eq(viewer.user_id))
+        .order_by_desc(project::Column::Id)
+        .limit(page.first + 1);
+    if let Some(after) = page.after {
+        query = query.filter(project::Column::Id.lt(after));
+    }
+    Ok(Page::from_overfetch(query.all(db).await?, page.first))
+}
+
+pub async fn rename_project(
+    db: &impl ConnectionTrait,
+    viewer: Viewer,
+    project_id: Uuid,
+    name: &str,
+) -> AppResult<project::Model> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME {
+        return Err(AppError::bad_input(format!(
+            "a project name has 1 to {MAX_NAME} characters"
+        )));
+    }
+    let project = find_project(db, viewer, project_id).await?;
+    let mut active: project::ActiveModel = project.into();
+    active.name = Set(name.to_owned());
+    active.updated_at = Set(Utc::now());
+    Ok(active.update(db).await?)
+}
+
+/// Deletes the project and (by cascade) its messages, fragments, runs and events. Runs still
+/// executing are told to stop.
+pub async fn delete_project(
+    db: &impl ConnectionTrait,
+    bus: &dyn EventBus,
+    viewer: Viewer,
+    project_id: Uuid,
+) -> AppResult<project::Model> {
+    let project = find_project(db, viewer, project_id).await?;
+    let active_runs = super::run::active_run_ids(db, project_id).await?;
+    project.clone().delete(db).await?;
+    for run_id in active_runs {
+        bus.publish(BusMessage::CancelRun(run_id)).await;
+    }
+    Ok(project)
+}
+
+pub async fn set_sandbox_id(
+    db: &impl ConnectionTrait,
+    project_id: Uuid,
+    sandbox_id: &str,
+) -> AppResult<()> {
+    project::Entity::update_many()
+        .col_expr(
+            project::Column::SandboxId,
+            sea_orm::sea_query::Expr::value(sandbox_id),
+        )
+        .filter(project::Column::Id.eq(project_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::name_from_prompt;
+
+    #[test]
+    fn names_come_from_the_prompt() {
+        assert_eq!(
+            name_from_prompt("a todo app with dark mode"),
+            "todo-app-dark-mode"
+        );
+        assert_eq!(name_from_prompt("  !!  "), "untitled-app");
+        assert_eq!(name_from_prompt("Build me a Kanban board"), "kanban-board");
+    }
+}

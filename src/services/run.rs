@@ -1,0 +1,140 @@
+//! Runs seen from the API: read, cancel, retry. Executing them is `jobs` + `agent`.
+
+use chrono::Utc;
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, TransactionTrait,
+};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::Viewer;
+use crate::entity::run::{self, RunStatus};
+use crate::error::{AppError, AppResult};
+use crate::events::{record_event, BusMessage, EventBus, EventKind};
+
+pub async fn find_run(
+    db: &impl ConnectionTrait,
+    viewer: Viewer,
+    run_id: Uuid,
+) -> AppResult<run::Model> {
+    run::find_for_owner(viewer.user_id, run_id)
+        .one(db)
+        .await?
+        .ok_or(AppError::NotFound("run"))
+}
+
+/// Runs of the project that are queued or executing.
+pub async fn active_run_ids(db: &impl ConnectionTrait, project_id: Uuid) -> AppResult<Vec<Uuid>> {
+    Ok(run::Entity::find()
+        .select_only()
+        .column(run::Column::Id)
+        .filter(run::Column::ProjectId.eq(project_id))
+        .filter(run::Column::Status.is_in([RunStatus::Queued, RunStatus::Running]))
+        .into_tuple()
+        .all(db)
+        .await?)
+}
+
+/// Stops a queued or running run. A queued one ends at once; a running one is told (on every
+/// server process) to stop, and ends CANCELLED. A cancelled run keeps its credit.
+pub async fn cancel_run<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    bus: &dyn EventBus,
+    viewer: Viewer,
+    run_id: Uuid,
+) -> AppResult<run::Model> {
+    let txn = db.begin().await?;
+    let found = find_run(&txn, viewer, run_id).await?;
+    if found.status.is_finished() {
+        return Err(AppError::Conflict(format!(
+            "the run has already ended ({:?})",
+            found.status
+        )));
+    }
+    let ended = run::Entity::update_many()
+        .col_expr(run::Column::Status, Expr::value(RunStatus::Cancelled))
+        .col_expr(run::Column::FinishedAt, Expr::value(Utc::now()))
+        .col_expr(run::Column::LeaseOwner, Expr::value(Option::<String>::None))
+        .col_expr(run::Column::LeaseUntil, Expr::value(Option::<chrono::DateTime<Utc>>::None))
+        .filter(run::Column::Id.eq(run_id))
+        .filter(run::Column::Status.is_in([RunStatus::Queued, RunStatus::Running]))
+        .exec(&txn)
+        .await?
+        .rows_affected
+        == 1;
+    if ended {
+        record_event(
+            &txn,
+            found.project_id,
+            run_id,
+            EventKind::RunFinished,
+            json!({
+                "status": "CANCELLED",
+                "inputTokens": found.input_tokens,
+                "outputTokens": found.output_tokens,
+                "costUsd": found.cost_usd,
+            }),
+        )
+        .await?;
+    }
+    txn.commit().await?;
+    bus.publish(BusMessage::CancelRun(run_id)).await;
+    bus.publish(BusMessage::ProjectEvents(found.project_id))
+        .await;
+    find_run(db, viewer, run_id).await
+}
+
+/// Queues a FAILED run again with a fresh set of attempts. A run whose credit was given back
+/// (it failed for a system reason) takes one again; one that kept its credit does not.
+pub async fn retry_run<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    bus: &dyn EventBus,
+    viewer: Viewer,
+    run_id: Uuid,
+) -> AppResult<run::Model> {
+    let txn = db.begin().await?;
+    let found = find_run(&txn, viewer, run_id).await?;
+    if found.status != RunStatus::Failed {
+        return Err(AppError::Conflict("only a failed run can be retried".to_owned()));
+    }
+    if found.credit_refunded {
+        super::credits::consume_credit(&txn, viewer.user_id, viewer.plan).await?;
+    }
+    if !active_run_ids(&txn, found.project_id).await?.is_empty() {
+        return Err(AppError::Conflict(
+            "a generation is already running for this project".to_owned(),
+        ));
+    }
+    run::Entity::update_many()
+        .col_expr(run::Column::Status, Expr::value(RunStatus::Queued))
+        .col_expr(run::Column::Attempts, Expr::value(0))
+        .col_expr(run::Column::Error, Expr::value(Option::<String>::None))
+        .col_expr(run::Column::FinishedAt, Expr::value(Option::<chrono::DateTime<Utc>>::None))
+        .col_expr(run::Column::CreditRefunded, Expr::value(false))
+        .filter(run::Column::Id.eq(run_id))
+        .exec(&txn)
+        .await?;
+    record_event(&txn, found.project_id, run_id, EventKind::RunQueued, json!({ "retry": true }))
+        .await?;
+    txn.commit().await?;
+    bus.publish(BusMessage::ProjectEvents(found.project_id))
+        .await;
+    bus.publish(BusMessage::RunQueued).await;
+    find_run(db, viewer, run_id).await
+}
+
+/// Sequence number of the run's RUN_FINISHED event, if it has one.
+pub async fn finished_event_seq(db: &impl ConnectionTrait, run_id: Uuid) -> AppResult<Option<i64>> {
+    use crate::entity::run_event;
+    use sea_orm::QueryOrder;
+    Ok(run_event::Entity::find()
+        .select_only()
+        .column(run_event::Column::Seq)
+        .filter(run_event::Column::RunId.eq(run_id))
+        .filter(run_event::Column::Kind.eq(EventKind::RunFinished.as_str()))
+        .order_by_desc(run_event::Column::Seq)
+        .into_tuple()
+        .one(db)
+        .await?)
+}
