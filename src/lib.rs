@@ -1,4 +1,5 @@
 //! CodeKraft: an AI app builder served as a GraphQL API.
 
 pub mod agent;
+pub mod graphql;
 pub mod sandbox;
