@@ -16,8 +16,9 @@ async fn main() {
         init_timeout: Duration::from_millis(
             std::env::var("INIT_TIMEOUT_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(2000),
         ),
+        ..Default::default()
     };
-    let bound = toy::spawn_toy_server(addr.parse().expect("address"), options).await;
-    println!("toy server on http://{bound}/graphql and ws://{bound}/graphql/ws");
+    let server = toy::spawn_toy_server(addr.parse().expect("address"), options).await;
+    println!("toy server on {} and {}", server.http_url(), server.ws_url());
     std::future::pending::<()>().await;
 }
