@@ -2,11 +2,13 @@
 
 pub mod context;
 pub mod error;
+pub mod http;
 pub mod loaders;
 pub mod mutation;
 pub mod query;
 pub mod subscription;
 pub mod types;
+pub mod ws;
 
 use std::sync::Arc;
 
@@ -15,6 +17,14 @@ use async_graphql::parser::types::ExecutableDocument;
 use async_graphql::{Schema, SchemaBuilder, ServerError, ServerResult, ValidationResult, Variables};
 
 use crate::app::AppState;
+
+/// A *request error* in the GraphQL spec's sense (parse, validation, unknown operation, variable
+/// coercion): no data at all and only errors without a `path`. Field errors always carry a path.
+pub(crate) fn is_request_error(response: &async_graphql::Response) -> bool {
+    response.data == async_graphql::Value::Null
+        && !response.errors.is_empty()
+        && response.errors.iter().all(|e| e.path.is_empty())
+}
 
 pub type AppSchema = Schema<query::Query, mutation::Mutation, subscription::Subscription>;
 

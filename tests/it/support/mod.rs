@@ -1,0 +1,5 @@
+//! Shared test support: toy server, raw WS client, node conformance runner.
+
+pub mod conformance;
+pub mod toy;
+pub mod ws_client;
