@@ -13,9 +13,9 @@ pub mod retry;
 pub mod sse;
 
 pub use gemini::{GeminiConfig, GeminiProvider};
-// pub use offline::OfflineProvider;
-// pub use openai_compat::{OpenAiConfig, OpenAiCompatProvider};
-// pub use replay::ReplayProvider;
+pub use offline::{OfflineProvider, REPLY_MARKER, TITLE_MARKER};
+pub use openai_compat::{OpenAiConfig, OpenAiCompatProvider};
+pub use replay::ReplayProvider;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
