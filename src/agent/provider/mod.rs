@@ -4,6 +4,19 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub mod gemini;
+pub mod offline;
+pub mod openai_compat;
+pub mod pricing;
+pub mod replay;
+pub mod retry;
+pub mod sse;
+
+pub use gemini::{GeminiConfig, GeminiProvider};
+pub use offline::{OfflineProvider, REPLY_MARKER, TITLE_MARKER};
+pub use openai_compat::{OpenAiConfig, OpenAiCompatProvider};
+pub use replay::ReplayProvider;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     /// Network failure, timeout or a retryable status that stayed after the retries.
@@ -102,3 +115,4 @@ pub trait ModelProvider: Send + Sync {
         on_delta: DeltaSink<'_>,
     ) -> Result<ModelResponse, ModelError>;
 }
+

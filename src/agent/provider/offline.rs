@@ -1,0 +1,403 @@
+//! Deterministic stand-in used when no model is configured: no network, same tool loop.
+//!
+//! With tools in the request it reads the conversation after the latest user message and
+//! counts the tool results there to pick its step: (1) `createOrUpdateFiles` writing
+//! `app/page.tsx` for the user's request, (2) `terminal {"command":"ls app"}`, (3) `readFiles`
+//! of the page, (4) a final text with `<task_summary>…</task_summary>`. Follow-up messages start
+//! the sequence again for the new request. Without tools the request is one of the agent's
+//! helper prompts (fragment title or user-facing reply): it answers with a short text that
+//! mentions offline mode. Put [`TITLE_MARKER`] or [`REPLY_MARKER`] in the helper's system prompt
+//! to choose explicitly; otherwise a system prompt mentioning "title" asks for a title.
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+
+use super::{ChatMessage, ChatRequest, DeltaSink, ModelError, ModelProvider, ModelResponse, TokenUsage, ToolCall};
+
+/// Marks the helper prompt asking for a short fragment title.
+pub const TITLE_MARKER: &str = "[codekraft:fragment-title]";
+/// Marks the helper prompt asking for the short user-facing reply.
+pub const REPLY_MARKER: &str = "[codekraft:user-reply]";
+
+pub const PAGE_PATH: &str = "app/page.tsx";
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OfflineProvider;
+
+impl OfflineProvider {
+    pub fn new() -> Self {
+        Self
+    }
+}
+
+#[async_trait]
+impl ModelProvider for OfflineProvider {
+    fn name(&self) -> &'static str {
+        "offline"
+    }
+
+    fn model(&self) -> &str {
+        "offline"
+    }
+
+    fn is_offline(&self) -> bool {
+        true
+    }
+
+    fn estimate_cost_usd(&self, _usage: TokenUsage) -> f64 {
+        0.0
+    }
+
+    async fn complete(&self, request: &ChatRequest, on_delta: DeltaSink<'_>) -> Result<ModelResponse, ModelError> {
+        let (text, tool_calls) =
+            if request.tools.is_empty() { (helper_answer(request), Vec::new()) } else { next_step(request) };
+        if !text.is_empty() {
+            on_delta(&text);
+        }
+        let output_chars = text.len() + tool_calls.iter().map(|c| c.name.len() + c.arguments.to_string().len()).sum::<usize>();
+        let usage = TokenUsage { input_tokens: estimate_tokens(input_chars(request)), output_tokens: estimate_tokens(output_chars) };
+        Ok(ModelResponse { text, tool_calls, usage, raw: None })
+    }
+}
+
+fn estimate_tokens(chars: usize) -> u64 {
+    chars.div_ceil(4) as u64
+}
+
+fn input_chars(request: &ChatRequest) -> usize {
+    let messages: usize = request
+        .messages
+        .iter()
+        .map(|m| match m {
+            ChatMessage::User { text } => text.len(),
+            ChatMessage::Assistant { text, tool_calls, .. } => {
+                text.len() + tool_calls.iter().map(|c| c.arguments.to_string().len()).sum::<usize>()
+            }
+            ChatMessage::ToolResult { content, .. } => content.to_string().len(),
+        })
+        .sum();
+    request.system.len() + messages
+}
+
+/// The latest user message's index and text.
+fn latest_user(messages: &[ChatMessage]) -> Option<(usize, &str)> {
+    messages.iter().enumerate().rev().find_map(|(i, m)| match m {
+        ChatMessage::User { text } => Some((i, text.as_str())),
+        _ => None,
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    WritePage,
+    ListFiles,
+    ReadPage,
+}
+
+impl Step {
+    fn tool(self) -> &'static str {
+        match self {
+            Step::WritePage => "createOrUpdateFiles",
+            Step::ListFiles => "terminal",
+            Step::ReadPage => "readFiles",
+        }
+    }
+}
+
+fn next_step(request: &ChatRequest) -> (String, Vec<ToolCall>) {
+    let (user_index, prompt) = latest_user(&request.messages).unwrap_or((0, ""));
+    let turn = request.messages.iter().filter(|m| matches!(m, ChatMessage::User { .. })).count();
+    let done = request.messages[user_index..].iter().filter(|m| matches!(m, ChatMessage::ToolResult { .. })).count();
+    let page = Page::for_prompt(prompt);
+
+    let available = |name: &str| request.tools.iter().any(|t| t.name == name);
+    let plan: Vec<Step> =
+        [Step::WritePage, Step::ListFiles, Step::ReadPage].into_iter().filter(|s| available(s.tool())).collect();
+    let Some(&step) = plan.get(done) else {
+        return (page.summary(plan.contains(&Step::WritePage)), Vec::new());
+    };
+    let arguments = match step {
+        Step::WritePage => json!({ "files": [{ "path": PAGE_PATH, "content": page.source() }] }),
+        Step::ListFiles => json!({ "command": "ls app" }),
+        Step::ReadPage => json!({ "files": [PAGE_PATH] }),
+    };
+    let call = ToolCall { id: format!("offline_{turn}_{done}"), name: step.tool().to_owned(), arguments };
+    (String::new(), vec![call])
+}
+
+fn helper_answer(request: &ChatRequest) -> String {
+    let mentions = |marker: &str| {
+        request.system.contains(marker)
+            || request.messages.iter().any(|m| matches!(m, ChatMessage::User { text } if text.contains(marker)))
+    };
+    let wants_title = if mentions(TITLE_MARKER) {
+        true
+    } else if mentions(REPLY_MARKER) {
+        false
+    } else {
+        request.system.to_lowercase().contains("title")
+    };
+    let prompt = latest_user(&request.messages)
+        .map(|(_, text)| text.replace(TITLE_MARKER, "").replace(REPLY_MARKER, ""))
+        .unwrap_or_default();
+    let page = Page::for_prompt(&prompt);
+    if wants_title {
+        let words: Vec<&str> = page.title.split_whitespace().take(4).collect();
+        format!("{} (offline)", words.join(" "))
+    } else {
+        format!(
+            "I built {} in offline mode, because no AI model is configured. It is a simple starting point \
+             generated without a model; configure a model provider to build apps with AI.",
+            page.description()
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PageKind {
+    Todo,
+    Landing,
+}
+
+struct Page {
+    kind: PageKind,
+    title: String,
+    prompt: String,
+}
+
+impl Page {
+    fn for_prompt(prompt: &str) -> Self {
+        let prompt = prompt.trim();
+        let lower = prompt.to_lowercase();
+        let kind = if ["todo", "to-do", "to do list", "task list", "checklist"].iter().any(|k| lower.contains(k)) {
+            PageKind::Todo
+        } else {
+            PageKind::Landing
+        };
+        Page { kind, title: title_from_prompt(prompt), prompt: prompt.to_owned() }
+    }
+
+    fn description(&self) -> String {
+        match self.kind {
+            PageKind::Todo => format!("a client-side todo list app titled \"{}\"", self.title),
+            PageKind::Landing => format!("a landing page titled \"{}\" featuring your request", self.title),
+        }
+    }
+
+    fn summary(&self, wrote_page: bool) -> String {
+        let what = if wrote_page {
+            format!("I wrote {PAGE_PATH}: {}.", self.description())
+        } else {
+            "No file tool was available, so nothing was written.".to_owned()
+        };
+        format!(
+            "<task_summary>\nGenerated offline (no model configured). {what} \
+             Configure a model provider to generate apps with AI.\n</task_summary>"
+        )
+    }
+
+    /// The page source. User text only appears inside JSON-escaped string literals, rendered
+    /// through JSX expressions (which React escapes).
+    fn source(&self) -> String {
+        let title = js_string(&self.title);
+        let prompt = js_string(&self.prompt);
+        match self.kind {
+            PageKind::Todo => TODO_PAGE.replace("__TITLE__", &title).replace("__PROMPT__", &prompt),
+            PageKind::Landing => LANDING_PAGE.replace("__TITLE__", &title).replace("__PROMPT__", &prompt),
+        }
+    }
+}
+
+/// A JavaScript string literal (JSON strings are valid JS string literals).
+fn js_string(s: &str) -> String {
+    Value::String(s.to_owned()).to_string()
+}
+
+/// A short title from the first line of the prompt, without a leading "build me a".
+fn title_from_prompt(prompt: &str) -> String {
+    let first_line = prompt.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
+    let mut words: Vec<&str> = first_line.split_whitespace().collect();
+    let lead = |w: &str| w.trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase();
+    if words.first().is_some_and(|w| ["build", "create", "make", "generate", "write", "design"].contains(&lead(w).as_str())) {
+        words.remove(0);
+        if words.first().is_some_and(|w| ["me", "us"].contains(&lead(w).as_str())) {
+            words.remove(0);
+        }
+        if words.first().is_some_and(|w| ["a", "an", "the", "some"].contains(&lead(w).as_str())) {
+            words.remove(0);
+        }
+    }
+    let mut title = String::new();
+    for word in words {
+        if title.chars().count() + word.chars().count() > 60 {
+            title.push('…');
+            break;
+        }
+        if !title.is_empty() {
+            title.push(' ');
+        }
+        title.push_str(word);
+    }
+    let title = title.trim_end_matches(['.', '!', '?', ',', ';', ':']).to_owned();
+    let mut chars = title.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => "My App".to_owned(),
+    }
+}
+
+const TODO_PAGE: &str = r##""use client";
+
+import { useState, type FormEvent } from "react";
+
+const TITLE = __TITLE__;
+const PROMPT = __PROMPT__;
+
+type Todo = { id: number; text: string; done: boolean };
+
+export default function Page() {
+  const [todos, setTodos] = useState<Todo[]>([]);
+  const [draft, setDraft] = useState("");
+
+  function addTodo(event: FormEvent<HTMLFormElement>) {
+    event.preventDefault();
+    const text = draft.trim();
+    if (!text) return;
+    setTodos((current) => [
+      ...current,
+      { id: current.reduce((max, t) => Math.max(max, t.id), 0) + 1, text, done: false },
+    ]);
+    setDraft("");
+  }
+
+  function toggleTodo(id: number) {
+    setTodos((current) => current.map((t) => (t.id === id ? { ...t, done: !t.done } : t)));
+  }
+
+  function removeTodo(id: number) {
+    setTodos((current) => current.filter((t) => t.id !== id));
+  }
+
+  const remaining = todos.filter((t) => !t.done).length;
+
+  return (
+    <main className="min-h-screen bg-slate-50 px-4 py-16">
+      <div className="mx-auto max-w-lg rounded-2xl bg-white p-8 shadow-lg">
+        <h1 className="text-3xl font-bold text-slate-900">{TITLE}</h1>
+        <p className="mt-2 text-sm text-slate-500">{PROMPT}</p>
+        <form onSubmit={addTodo} className="mt-6 flex gap-2">
+          <input
+            value={draft}
+            onChange={(e) => setDraft(e.target.value)}
+            placeholder="What needs to be done?"
+            aria-label="New todo"
+            className="flex-1 rounded-lg border border-slate-300 px-3 py-2 focus:border-indigo-500 focus:outline-none"
+          />
+          <button
+            type="submit"
+            className="rounded-lg bg-indigo-600 px-4 py-2 font-medium text-white hover:bg-indigo-700"
+          >
+            Add
+          </button>
+        </form>
+        <ul className="mt-6 space-y-2">
+          {todos.map((todo) => (
+            <li key={todo.id} className="flex items-center gap-3 rounded-lg border border-slate-200 px-3 py-2">
+              <input
+                type="checkbox"
+                checked={todo.done}
+                onChange={() => toggleTodo(todo.id)}
+                className="h-4 w-4 accent-indigo-600"
+              />
+              <span className={todo.done ? "flex-1 text-slate-400 line-through" : "flex-1 text-slate-800"}>
+                {todo.text}
+              </span>
+              <button
+                onClick={() => removeTodo(todo.id)}
+                className="text-sm text-slate-400 hover:text-red-600"
+                aria-label={`Delete ${todo.text}`}
+              >
+                Delete
+              </button>
+            </li>
+          ))}
+        </ul>
+        <p className="mt-6 text-sm text-slate-500">
+          {todos.length === 0 ? "Nothing to do yet." : `${remaining} of ${todos.length} left`}
+        </p>
+        <p className="mt-8 text-xs text-slate-400">Generated offline: no AI model is configured.</p>
+      </div>
+    </main>
+  );
+}
+"##;
+
+const LANDING_PAGE: &str = r##"const TITLE = __TITLE__;
+const PROMPT = __PROMPT__;
+
+const FEATURES = [
+  { name: "Fast", text: "Built with Next.js and Tailwind CSS, ready to extend." },
+  { name: "Responsive", text: "Looks good on phones, tablets and desktops." },
+  { name: "Yours", text: "A clean starting point you can shape into anything." },
+];
+
+export default function Page() {
+  return (
+    <main className="min-h-screen bg-gradient-to-b from-white to-slate-100">
+      <section className="mx-auto max-w-4xl px-6 py-24 text-center">
+        <h1 className="text-5xl font-extrabold tracking-tight text-slate-900">{TITLE}</h1>
+        <p className="mx-auto mt-6 max-w-2xl text-lg text-slate-600">{PROMPT}</p>
+        <div className="mt-10 flex justify-center gap-4">
+          <a href="#features" className="rounded-lg bg-indigo-600 px-6 py-3 font-semibold text-white hover:bg-indigo-700">
+            Get started
+          </a>
+          <a href="#features" className="rounded-lg border border-slate-300 px-6 py-3 font-semibold text-slate-700 hover:bg-white">
+            Learn more
+          </a>
+        </div>
+      </section>
+      <section id="features" className="mx-auto grid max-w-5xl gap-6 px-6 pb-24 sm:grid-cols-3">
+        {FEATURES.map((feature) => (
+          <div key={feature.name} className="rounded-2xl bg-white p-6 shadow-sm ring-1 ring-slate-200">
+            <h2 className="text-lg font-semibold text-slate-900">{feature.name}</h2>
+            <p className="mt-2 text-slate-600">{feature.text}</p>
+          </div>
+        ))}
+      </section>
+      <footer className="pb-10 text-center text-xs text-slate-400">
+        Generated offline: no AI model is configured.
+      </footer>
+    </main>
+  );
+}
+"##;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn titles() {
+        assert_eq!(title_from_prompt("Build me a todo app with dark mode."), "Todo app with dark mode");
+        assert_eq!(title_from_prompt("  \n  create an \"evil\" </script> page"), "\"evil\" </script> page");
+        assert_eq!(title_from_prompt(""), "My App");
+        assert!(title_from_prompt(&"word ".repeat(40)).ends_with('…'));
+    }
+
+    #[test]
+    fn user_text_is_escaped_in_string_literals() {
+        let page = Page::for_prompt("make a page \"}; alert(1); //\n<script>`${x}`");
+        let source = page.source();
+        assert!(source.contains(r#"const PROMPT = "make a page \"}; alert(1); //\n<script>`${x}`";"#), "{source}");
+        assert!(!source.contains("__TITLE__") && !source.contains("__PROMPT__"));
+    }
+
+    #[test]
+    fn todo_prompts_get_a_client_component() {
+        let source = Page::for_prompt("a TODO list").source();
+        assert!(source.starts_with("\"use client\";"));
+        assert!(source.contains("useState"));
+        let landing = Page::for_prompt("a bakery website").source();
+        assert!(!landing.contains("use client"));
+    }
+}
