@@ -6,14 +6,18 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
-use sea_orm::{ConnectOptions, Database, DatabaseConnection};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::provider::ModelProvider;
+use crate::agent::provider::{
+    GeminiConfig, GeminiProvider, ModelProvider, OfflineProvider, OpenAiCompatProvider,
+    OpenAiConfig, ReplayProvider,
+};
 use crate::auth::{AuthConfig, Authenticator};
-use crate::config::Config;
+use crate::config::{Config, ModelProviderKind, SandboxProviderKind};
 use crate::events::{EventBus, InProcessBus, PostgresBus};
+use crate::sandbox::local::{LocalSandboxConfig, LocalSandboxProvider};
 use crate::sandbox::SandboxProvider;
 
 /// Counters exposed at `/metrics`.
@@ -37,6 +41,8 @@ pub struct AppState {
     pub sandboxes: Arc<dyn SandboxProvider>,
     pub models: Arc<dyn ModelProvider>,
     pub metrics: Arc<Metrics>,
+    /// The local sandbox backend, when it is the one in use: its previews are proxied.
+    pub local_sandboxes: Option<Arc<LocalSandboxProvider>>,
     /// Cancelled when the server shuts down: workers and listeners stop on it.
     pub shutdown: CancellationToken,
 }
@@ -58,7 +64,7 @@ pub async fn connect_database(config: &Config, metrics: &Arc<Metrics>) -> anyhow
         .context("connecting to the database")?;
     if db.get_database_backend() == sea_orm::DatabaseBackend::Sqlite {
         // Readers do not block the writer, and a busy writer is waited for.
-        use sea_orm::ConnectionTrait;
+
         db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=10000;")
             .await?;
     }
@@ -122,13 +128,13 @@ impl AppBuilder {
             plan_claim: config.auth_plan_claim.clone(),
             token_ttl: Duration::from_secs(30 * 24 * 3600),
         });
-        let sandboxes = match self.sandboxes {
-            Some(sandboxes) => sandboxes,
-            None => crate::sandbox::from_config(&config)?,
+        let (sandboxes, local_sandboxes) = match self.sandboxes {
+            Some(sandboxes) => (sandboxes, None),
+            None => sandbox_provider_from_config(&config)?,
         };
         let models = match self.models {
             Some(models) => models,
-            None => crate::agent::provider::from_config(&config)?,
+            None => model_provider_from_config(&config)?,
         };
         Ok(AppState {
             db,
@@ -138,8 +144,60 @@ impl AppBuilder {
             sandboxes,
             models,
             metrics,
+            local_sandboxes,
             shutdown,
         })
+    }
+}
+
+fn model_provider_from_config(config: &Config) -> anyhow::Result<Arc<dyn ModelProvider>> {
+    let timeout = Duration::from_secs(120);
+    Ok(match config.model_provider_kind() {
+        ModelProviderKind::Gemini => {
+            let key = config
+                .gemini_key()
+                .context("MODEL_PROVIDER=gemini needs GEMINI_API_KEY")?;
+            let mut gemini = GeminiConfig::new(key);
+            gemini.model = config.gemini_model.clone();
+            gemini.base_url = config.gemini_base_url.clone();
+            gemini.timeout = timeout;
+            Arc::new(GeminiProvider::new(gemini)?)
+        }
+        ModelProviderKind::Openai => {
+            let mut openai = OpenAiConfig::new(&config.openai_base_url, &config.openai_model);
+            openai.api_key = config.openai_api_key.clone().filter(|key| !key.is_empty());
+            Arc::new(OpenAiCompatProvider::new(openai)?)
+        }
+        ModelProviderKind::Replay => {
+            let file = config
+                .replay_file
+                .as_ref()
+                .context("MODEL_PROVIDER=replay needs REPLAY_FILE")?;
+            Arc::new(ReplayProvider::from_file(file)?)
+        }
+        ModelProviderKind::Offline => {
+            tracing::warn!("no model configured: generations come from the offline provider");
+            Arc::new(OfflineProvider::new())
+        }
+    })
+}
+
+type SandboxProviders = (Arc<dyn SandboxProvider>, Option<Arc<LocalSandboxProvider>>);
+
+fn sandbox_provider_from_config(config: &Config) -> anyhow::Result<SandboxProviders> {
+    match config.sandbox_provider_kind() {
+        SandboxProviderKind::Local => {
+            let mut local = LocalSandboxConfig::new(&config.data_dir, config.public_url());
+            local.template_dir = config.sandbox_template_dir.clone();
+            if let Some(cache) = &config.sandbox_cache_dir {
+                local.cache_dir = cache.clone();
+            }
+            local.command_timeout = config.command_timeout();
+            local.idle_timeout = Duration::from_secs(config.sandbox_idle_secs);
+            let provider = Arc::new(LocalSandboxProvider::new(local));
+            Ok((provider.clone(), Some(provider)))
+        }
+        SandboxProviderKind::E2b => anyhow::bail!("the E2B sandbox backend is not wired in yet"),
     }
 }
 

@@ -117,6 +117,16 @@ pub struct Config {
     /// Rounds the agent gets to fix a build error before the run gives up.
     #[arg(long, env = "AGENT_MAX_FIX_ROUNDS", default_value_t = 2)]
     pub agent_max_fix_rounds: u32,
+    /// Build check run in the sandbox after the model is done (empty: no check).
+    #[arg(
+        long,
+        env = "AGENT_CHECK_COMMAND",
+        default_value = "npx --no-install tsc --noEmit --pretty false"
+    )]
+    pub agent_check_command: String,
+    /// A running run's lease; a worker that stops heartbeating loses the run after this long.
+    #[arg(long, env = "RUN_LEASE_SECS", default_value_t = 30)]
+    pub run_lease_secs: u64,
 
     /// `local` or `e2b`; unset: e2b when E2B_API_KEY is set, else local.
     #[arg(long, env = "SANDBOX_PROVIDER", value_enum)]

@@ -1,1 +1,7 @@
+//! The agent: the model's tool loop against a project's sandbox.
+
+pub mod emitter;
+pub mod prompt;
 pub mod provider;
+pub mod runner;
+pub mod tools;

@@ -37,6 +37,9 @@ pub enum EventKind {
     SandboxReady,
     /// `{ text }`
     ModelTextDelta,
+    /// One whole model response (`ModelResponse`: text, toolCalls, usage): the run's transcript,
+    /// which the replay provider can serve again.
+    ModelResponse,
     /// `{ callId, name, arguments }`
     ToolCallStarted,
     /// `{ callId, stream: "stdout"|"stderr", chunk }`
@@ -60,6 +63,7 @@ impl EventKind {
             Self::RunStarted => "RUN_STARTED",
             Self::SandboxReady => "SANDBOX_READY",
             Self::ModelTextDelta => "MODEL_TEXT_DELTA",
+            Self::ModelResponse => "MODEL_RESPONSE",
             Self::ToolCallStarted => "TOOL_CALL_STARTED",
             Self::ToolOutput => "TOOL_OUTPUT",
             Self::FileWritten => "FILE_WRITTEN",

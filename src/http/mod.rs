@@ -3,6 +3,7 @@
 mod error;
 mod graphql;
 mod health;
+pub mod preview;
 
 use axum::http::{HeaderValue, Method};
 use axum::routing::get;
@@ -18,12 +19,17 @@ pub fn router(state: AppState) -> Router {
     let web_client = &state.config.web_client_dir;
     let index = web_client.join("index.html");
     let static_files = ServeDir::new(web_client).fallback(ServeFile::new(index));
+    let previews = match &state.local_sandboxes {
+        Some(local) => preview::router(local.clone()),
+        None => Router::new(),
+    };
     Router::new()
         .merge(graphql::routes(state.clone()))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .with_state(state.clone())
+        .merge(previews)
         .fallback_service(static_files)
         .layer(cors(&state.config.cors_origins))
         .layer(PropagateRequestIdLayer::x_request_id())

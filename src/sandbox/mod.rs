@@ -1,6 +1,10 @@
 //! Where generated apps live and run. One trait, several backends: `local` (embedded default),
 //! `e2b` (hosted), `fake` (in memory, for tests and benchmarks).
 
+pub mod fake;
+pub mod local;
+mod path;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;

@@ -13,6 +13,7 @@ pub enum RunEventKind {
     RunStarted,
     SandboxReady,
     ModelTextDelta,
+    ModelResponse,
     ToolCallStarted,
     ToolOutput,
     FileWritten,

@@ -3,7 +3,7 @@
 mod event;
 mod fragment;
 mod message;
-mod project;
+pub mod project;
 mod run;
 mod user;
 

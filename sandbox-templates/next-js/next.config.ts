@@ -1,0 +1,17 @@
+import type { NextConfig } from "next";
+
+// CodeKraft serves the preview under `/preview/{project_id}` (directly and through the API
+// server's proxy), so the base path and the allowed dev origins come from the environment.
+const basePath = process.env.NEXT_BASE_PATH || undefined;
+const allowedDevOrigins = (process.env.NEXT_ALLOWED_DEV_ORIGINS || "")
+  .split(",")
+  .map((origin) => origin.trim())
+  .filter(Boolean);
+
+const nextConfig: NextConfig = {
+  basePath,
+  allowedDevOrigins,
+  devIndicators: false,
+};
+
+export default nextConfig;

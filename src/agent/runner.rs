@@ -1,0 +1,353 @@
+//! One run of the agent: the model's tool loop against the project's sandbox, a build check
+//! with bounded fix rounds, then a title and a reply. Storing the result is the caller's job.
+
+use std::time::Duration;
+
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::emitter::Emitter;
+use super::prompt::{reply_prompt, task_summary, title_prompt, SYSTEM_PROMPT};
+use super::provider::{
+    ChatMessage, ChatRequest, ModelError, ModelProvider, ModelResponse, TokenUsage,
+};
+use super::tools::{tool_specs, ToolRunner};
+use crate::entity::message::{self, MessageType, Role};
+use crate::entity::{project, run};
+use crate::events::EventKind;
+use crate::sandbox::{CommandSpec, FileMap, Sandbox, SandboxError, SandboxProvider};
+use crate::services;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    #[error("the agent did not finish within {0} steps")]
+    StepLimit(u32),
+    #[error("cancelled")]
+    Cancelled,
+    #[error(transparent)]
+    App(#[from] crate::error::AppError),
+}
+
+impl From<sea_orm::DbErr> for AgentError {
+    fn from(err: sea_orm::DbErr) -> Self {
+        Self::App(err.into())
+    }
+}
+
+impl AgentError {
+    /// A failure of the system rather than of the generation: the credit goes back.
+    pub fn is_system_failure(&self) -> bool {
+        match self {
+            Self::Model(_) | Self::App(_) => true,
+            Self::Sandbox(err) => !matches!(err, SandboxError::Cancelled),
+            Self::StepLimit(_) | Self::Cancelled => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    pub max_steps: u32,
+    pub max_fix_rounds: u32,
+    pub command_timeout: Duration,
+    /// Run after the model is done; a non-zero exit is fed back for a fix round.
+    pub check_command: Option<String>,
+}
+
+/// What a finished run produced.
+#[derive(Debug, Clone)]
+pub struct RunOutput {
+    pub reply: String,
+    pub title: String,
+    pub summary: String,
+    pub sandbox_url: String,
+    /// Every file written in the project so far (the previous fragment's plus this run's).
+    pub files: FileMap,
+}
+
+/// Everything the loop needs, borrowed from the app.
+pub struct AgentContext<'a> {
+    pub db: &'a sea_orm::DatabaseConnection,
+    pub models: &'a dyn ModelProvider,
+    pub sandboxes: &'a dyn SandboxProvider,
+    pub emitter: &'a Emitter,
+    pub settings: &'a AgentSettings,
+    pub cancel: &'a CancellationToken,
+}
+
+/// Usage of the whole run so far.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RunUsage {
+    pub tokens: TokenUsage,
+    pub cost_usd: f64,
+}
+
+impl AgentContext<'_> {
+    #[tracing::instrument(skip_all, fields(run_id = %run.id, project_id = %run.project_id))]
+    pub async fn execute(&self, run: &run::Model, usage: &mut RunUsage) -> Result<RunOutput, AgentError> {
+        self.emitter
+            .emit(EventKind::RunStarted, json!({ "attempt": run.attempts }));
+        let project = project::Entity::find_by_id(run.project_id)
+            .one(self.db)
+            .await?
+            .ok_or(crate::error::AppError::NotFound("project"))?;
+        let previous_files = latest_files(self.db, project.id).await?;
+
+        let sandbox = self
+            .cancellable(self.sandboxes.connect(project.id, project.sandbox_id.as_deref(), &previous_files))
+            .await??;
+        if project.sandbox_id.as_deref() != Some(sandbox.id()) {
+            services::project::set_sandbox_id(self.db, project.id, sandbox.id()).await?;
+        }
+        let sandbox_url = self.cancellable(sandbox.preview_url()).await??;
+        self.emitter.emit(
+            EventKind::SandboxReady,
+            json!({ "sandboxId": sandbox.id(), "previewUrl": sandbox_url }),
+        );
+
+        let mut conversation = history(self.db, project.id, run.user_message_id, &previous_files).await?;
+        let mut written = FileMap::new();
+        let summary = self
+            .tool_loop(sandbox.as_ref(), &mut conversation, &mut written, usage)
+            .await?;
+
+        let prompt = conversation
+            .iter()
+            .rev()
+            .find_map(|m| match m {
+                ChatMessage::User { text } => Some(text.clone()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let title = self
+            .helper_answer(&title_prompt(&summary), &prompt, usage)
+            .await
+            .map(|title| title.trim().trim_matches('"').chars().take(80).collect::<String>())
+            .filter(|title| !title.is_empty())
+            .unwrap_or_else(|| project.name.clone());
+        let reply = self
+            .helper_answer(&reply_prompt(&summary), &prompt, usage)
+            .await
+            .filter(|reply| !reply.trim().is_empty())
+            .unwrap_or_else(|| summary.clone());
+
+        let mut files = previous_files;
+        files.extend(written);
+        Ok(RunOutput {
+            reply,
+            title,
+            summary,
+            sandbox_url,
+            files,
+        })
+    }
+
+    async fn cancellable<T>(&self, work: impl std::future::Future<Output = T>) -> Result<T, AgentError> {
+        tokio::select! {
+            _ = self.cancel.cancelled() => Err(AgentError::Cancelled),
+            done = work => Ok(done),
+        }
+    }
+
+    /// Steps until the model gives its summary (or stops calling tools) and the check passes
+    /// or the fix rounds are spent. Returns the summary.
+    async fn tool_loop(
+        &self,
+        sandbox: &dyn Sandbox,
+        conversation: &mut Vec<ChatMessage>,
+        written: &mut FileMap,
+        usage: &mut RunUsage,
+    ) -> Result<String, AgentError> {
+        let tools = tool_specs();
+        let mut fix_rounds = 0;
+        let mut steps = 0;
+        loop {
+            steps += 1;
+            if steps > self.settings.max_steps {
+                return Err(AgentError::StepLimit(self.settings.max_steps));
+            }
+            let request = ChatRequest {
+                system: SYSTEM_PROMPT.to_owned(),
+                messages: conversation.clone(),
+                tools: tools.clone(),
+            };
+            let response = self.complete(&request, usage).await?;
+            conversation.push(ChatMessage::Assistant {
+                text: response.text.clone(),
+                tool_calls: response.tool_calls.clone(),
+                raw: response.raw.clone(),
+            });
+            if response.tool_calls.is_empty() {
+                let summary = task_summary(&response.text)
+                    .unwrap_or(response.text.trim())
+                    .to_owned();
+                match self.check(sandbox).await? {
+                    Some(errors) if fix_rounds < self.settings.max_fix_rounds => {
+                        fix_rounds += 1;
+                        conversation.push(ChatMessage::User {
+                            text: format!(
+                                "The build check failed (fix round {fix_rounds} of {}):\n{errors}\n\nFix these errors, then reply with a new <task_summary>.",
+                                self.settings.max_fix_rounds
+                            ),
+                        });
+                        continue;
+                    }
+                    Some(errors) => {
+                        return Ok(format!(
+                            "{summary}\n\nThe build check still reports errors:\n{errors}"
+                        ))
+                    }
+                    None => return Ok(summary),
+                }
+            }
+            let mut runner = ToolRunner {
+                sandbox,
+                emitter: self.emitter,
+                cancel: self.cancel,
+                command_timeout: self.settings.command_timeout,
+                written: &mut *written,
+            };
+            for call in &response.tool_calls {
+                self.emitter.emit(
+                    EventKind::ToolCallStarted,
+                    json!({ "callId": call.id, "name": call.name, "arguments": call.arguments }),
+                );
+                let outcome = self.cancellable(runner.execute(call)).await??;
+                let mut finished = json!({ "callId": call.id, "name": call.name, "ok": !outcome.is_error });
+                if outcome.is_error {
+                    finished["error"] = outcome.content.clone();
+                }
+                self.emitter.emit(EventKind::ToolCallFinished, finished);
+                conversation.push(ChatMessage::ToolResult {
+                    call_id: call.id.clone(),
+                    name: call.name.clone(),
+                    content: outcome.content,
+                    is_error: outcome.is_error,
+                });
+            }
+        }
+    }
+
+    /// One model step: text deltas are published as they stream; the response is recorded.
+    async fn complete(&self, request: &ChatRequest, usage: &mut RunUsage) -> Result<ModelResponse, AgentError> {
+        let emitter = self.emitter.clone();
+        let on_delta = move |text: &str| {
+            emitter.emit(EventKind::ModelTextDelta, json!({ "text": text }));
+        };
+        let response = self.cancellable(self.models.complete(request, &on_delta)).await??;
+        usage.tokens.input_tokens += response.usage.input_tokens;
+        usage.tokens.output_tokens += response.usage.output_tokens;
+        usage.cost_usd += self.models.estimate_cost_usd(response.usage);
+        self.emitter.emit(
+            EventKind::ModelResponse,
+            serde_json::to_value(&response).unwrap_or(Value::Null),
+        );
+        Ok(response)
+    }
+
+    /// `Some(errors)` when the check command fails.
+    async fn check(&self, sandbox: &dyn Sandbox) -> Result<Option<String>, AgentError> {
+        let Some(command) = &self.settings.check_command else {
+            return Ok(None);
+        };
+        let ignore = |_| {};
+        let output = sandbox
+            .run_command(
+                CommandSpec::new(command.clone(), self.settings.command_timeout),
+                &ignore,
+                self.cancel.clone(),
+            )
+            .await;
+        match output {
+            Ok(output) if output.exit_code == 0 => Ok(None),
+            Ok(output) => Ok(Some(format!("{}{}", output.stdout, output.stderr).trim().to_owned())),
+            Err(SandboxError::Timeout(after)) => Ok(Some(format!("the check timed out after {}s", after.as_secs()))),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// A small tool-less completion (title, reply); `None` if the model fails: these are extras.
+    async fn helper_answer(&self, system: &str, prompt: &str, usage: &mut RunUsage) -> Option<String> {
+        let request = ChatRequest {
+            system: system.to_owned(),
+            messages: vec![ChatMessage::User { text: prompt.to_owned() }],
+            tools: Vec::new(),
+        };
+        let ignore = |_: &str| {};
+        match self.cancellable(self.models.complete(&request, &ignore)).await {
+            Ok(Ok(response)) => {
+                usage.tokens.input_tokens += response.usage.input_tokens;
+                usage.tokens.output_tokens += response.usage.output_tokens;
+                usage.cost_usd += self.models.estimate_cost_usd(response.usage);
+                Some(response.text)
+            }
+            Ok(Err(err)) => {
+                tracing::warn!(%err, "helper prompt failed");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+}
+
+/// The files of the project's latest fragment: what a new sandbox is restored from and what
+/// this run builds on.
+async fn latest_files(db: &sea_orm::DatabaseConnection, project_id: uuid::Uuid) -> Result<FileMap, AgentError> {
+    let files = services::fragment::latest_fragment(db, project_id)
+        .await?
+        .map(|fragment| fragment.files)
+        .unwrap_or(Value::Null);
+    Ok(serde_json::from_value(files).unwrap_or_default())
+}
+
+/// The conversation so far as model messages, up to and including this run's USER message.
+/// A follow-up is told which files exist, so it builds on them instead of starting over.
+async fn history(
+    db: &sea_orm::DatabaseConnection,
+    project_id: uuid::Uuid,
+    user_message_id: uuid::Uuid,
+    files: &FileMap,
+) -> Result<Vec<ChatMessage>, AgentError> {
+    let messages = message::Entity::find()
+        .filter(message::Column::ProjectId.eq(project_id))
+        .filter(message::Column::Id.lte(user_message_id))
+        .order_by_asc(message::Column::Id)
+        .all(db)
+        .await?;
+    let mut conversation = Vec::new();
+    for message in messages {
+        match (message.role, message.message_type) {
+            (Role::User, _) => conversation.push(ChatMessage::User { text: message.content }),
+            (Role::Assistant, MessageType::Result) => conversation.push(ChatMessage::Assistant {
+                text: message.content,
+                tool_calls: Vec::new(),
+                raw: None,
+            }),
+            (Role::Assistant, MessageType::Error) => {}
+        }
+    }
+    if !files.is_empty() {
+        if let Some(ChatMessage::User { text }) = conversation.last_mut() {
+            let listing: Vec<&str> = files.keys().map(String::as_str).collect();
+            *text = format!(
+                "{text}\n\n(The project already has these files from earlier requests; read and change them rather than starting over: {})",
+                listing.join(", ")
+            );
+        }
+    }
+    Ok(conversation)
+}
+
+pub fn settings_from_config(config: &crate::config::Config) -> AgentSettings {
+    AgentSettings {
+        max_steps: config.agent_max_steps,
+        max_fix_rounds: config.agent_max_fix_rounds,
+        command_timeout: config.command_timeout(),
+        check_command: Some(config.agent_check_command.clone()).filter(|c| !c.trim().is_empty()),
+    }
+}

@@ -1,0 +1,303 @@
+//! The agent's tools: JSON-schema specs for the model, and their execution in the sandbox.
+//! A tool's own failure (bad arguments, missing file, refused path) goes back to the model as a
+//! tool error; only system failures (sandbox unreachable, cancellation) end the run.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::emitter::Emitter;
+use super::provider::{ToolCall, ToolSpec};
+use crate::events::EventKind;
+use crate::sandbox::{CommandSpec, FileMap, OutputChunk, Sandbox, SandboxError};
+
+pub const TERMINAL: &str = "terminal";
+pub const CREATE_OR_UPDATE_FILES: &str = "createOrUpdateFiles";
+pub const READ_FILES: &str = "readFiles";
+pub const LIST_FILES: &str = "listFiles";
+pub const EDIT_FILE: &str = "editFile";
+
+const MAX_FILES_PER_CALL: usize = 50;
+const MAX_FILE_BYTES: usize = 512 * 1024;
+
+pub fn tool_specs() -> Vec<ToolSpec> {
+    vec![
+        ToolSpec {
+            name: TERMINAL.into(),
+            description: "Run a shell command in the app root and get its exit code and output."
+                .into(),
+            parameters: json!({
+                "type": "object",
+                "properties": { "command": { "type": "string", "description": "The command to run." } },
+                "required": ["command"]
+            }),
+        },
+        ToolSpec {
+            name: CREATE_OR_UPDATE_FILES.into(),
+            description: "Create or overwrite files (paths relative to the app root).".into(),
+            parameters: json!({
+                "type": "object",
+                "properties": {
+                    "files": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "path": { "type": "string" },
+                                "content": { "type": "string" }
+                            },
+                            "required": ["path", "content"]
+                        }
+                    }
+                },
+                "required": ["files"]
+            }),
+        },
+        ToolSpec {
+            name: READ_FILES.into(),
+            description: "Read files (paths relative to the app root).".into(),
+            parameters: json!({
+                "type": "object",
+                "properties": { "files": { "type": "array", "items": { "type": "string" } } },
+                "required": ["files"]
+            }),
+        },
+        ToolSpec {
+            name: LIST_FILES.into(),
+            description: "List the files below a directory (relative to the app root; \".\" for all)."
+                .into(),
+            parameters: json!({
+                "type": "object",
+                "properties": { "dir": { "type": "string" } },
+                "required": ["dir"]
+            }),
+        },
+        ToolSpec {
+            name: EDIT_FILE.into(),
+            description: "Replace exactly one occurrence of `search` with `replace` in a file."
+                .into(),
+            parameters: json!({
+                "type": "object",
+                "properties": {
+                    "path": { "type": "string" },
+                    "search": { "type": "string" },
+                    "replace": { "type": "string" }
+                },
+                "required": ["path", "search", "replace"]
+            }),
+        },
+    ]
+}
+
+#[derive(Deserialize)]
+struct TerminalArgs {
+    command: String,
+}
+
+#[derive(Deserialize)]
+struct FileArg {
+    path: String,
+    content: String,
+}
+
+#[derive(Deserialize)]
+struct WriteArgs {
+    files: Vec<FileArg>,
+}
+
+#[derive(Deserialize)]
+struct ReadArgs {
+    files: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct ListArgs {
+    #[serde(default)]
+    dir: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct EditArgs {
+    path: String,
+    search: String,
+    replace: String,
+}
+
+/// What a tool call gave back to the model.
+pub struct ToolOutcome {
+    pub content: Value,
+    pub is_error: bool,
+}
+
+impl ToolOutcome {
+    fn ok(content: Value) -> Self {
+        Self {
+            content,
+            is_error: false,
+        }
+    }
+
+    fn error(message: impl Into<String>) -> Self {
+        Self {
+            content: json!({ "error": message.into() }),
+            is_error: true,
+        }
+    }
+}
+
+pub struct ToolRunner<'a> {
+    pub sandbox: &'a dyn Sandbox,
+    pub emitter: &'a Emitter,
+    pub cancel: &'a CancellationToken,
+    pub command_timeout: Duration,
+    /// Every file written in this run, for the fragment.
+    pub written: &'a mut FileMap,
+}
+
+/// Sandbox errors that are the model's doing (a wrong path) versus the system's.
+fn tool_error_or_system(err: SandboxError) -> Result<ToolOutcome, SandboxError> {
+    match err {
+        SandboxError::NotFound(what) => Ok(ToolOutcome::error(format!("not found: {what}"))),
+        SandboxError::PathRefused(why) => Ok(ToolOutcome::error(format!("path refused: {why}"))),
+        SandboxError::Timeout(after) => Ok(ToolOutcome::error(format!(
+            "the command timed out after {}s and was killed",
+            after.as_secs()
+        ))),
+        SandboxError::Io(err) => Ok(ToolOutcome::error(format!("I/O error: {err}"))),
+        system @ (SandboxError::Cancelled | SandboxError::Unavailable(_)) => Err(system),
+    }
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(call: &ToolCall) -> Result<T, ToolOutcome> {
+    serde_json::from_value(call.arguments.clone()).map_err(|err| {
+        ToolOutcome::error(format!("invalid arguments for {}: {err}", call.name))
+    })
+}
+
+impl ToolRunner<'_> {
+    pub async fn execute(&mut self, call: &ToolCall) -> Result<ToolOutcome, SandboxError> {
+        let outcome = match call.name.as_str() {
+            TERMINAL => match parse::<TerminalArgs>(call) {
+                Ok(args) => self.terminal(call, args).await,
+                Err(outcome) => Ok(outcome),
+            },
+            CREATE_OR_UPDATE_FILES => match parse::<WriteArgs>(call) {
+                Ok(args) => self.write_files(args).await,
+                Err(outcome) => Ok(outcome),
+            },
+            READ_FILES => match parse::<ReadArgs>(call) {
+                Ok(args) => self.read_files(args).await,
+                Err(outcome) => Ok(outcome),
+            },
+            LIST_FILES => match parse::<ListArgs>(call) {
+                Ok(args) => self
+                    .sandbox
+                    .list_files(args.dir.as_deref().unwrap_or("."))
+                    .await
+                    .map(|files| ToolOutcome::ok(json!({ "files": files }))),
+                Err(outcome) => Ok(outcome),
+            },
+            EDIT_FILE => match parse::<EditArgs>(call) {
+                Ok(args) => self.edit_file(args).await,
+                Err(outcome) => Ok(outcome),
+            },
+            unknown => Ok(ToolOutcome::error(format!("unknown tool `{unknown}`"))),
+        };
+        outcome.or_else(tool_error_or_system)
+    }
+
+    async fn terminal(
+        &mut self,
+        call: &ToolCall,
+        args: TerminalArgs,
+    ) -> Result<ToolOutcome, SandboxError> {
+        let emitter = self.emitter.clone();
+        let call_id = call.id.clone();
+        let sink = move |chunk: OutputChunk| {
+            let (stream, text) = match chunk {
+                OutputChunk::Stdout(text) => ("stdout", text),
+                OutputChunk::Stderr(text) => ("stderr", text),
+            };
+            emitter.emit(
+                EventKind::ToolOutput,
+                json!({ "callId": call_id, "stream": stream, "chunk": text }),
+            );
+        };
+        let output = self
+            .sandbox
+            .run_command(
+                CommandSpec::new(args.command, self.command_timeout),
+                &sink,
+                self.cancel.clone(),
+            )
+            .await?;
+        Ok(ToolOutcome {
+            is_error: output.exit_code != 0,
+            content: json!({
+                "exitCode": output.exit_code,
+                "stdout": output.stdout,
+                "stderr": output.stderr,
+                "truncated": output.truncated,
+            }),
+        })
+    }
+
+    async fn write_files(&mut self, args: WriteArgs) -> Result<ToolOutcome, SandboxError> {
+        if args.files.is_empty() || args.files.len() > MAX_FILES_PER_CALL {
+            return Ok(ToolOutcome::error(format!(
+                "pass 1 to {MAX_FILES_PER_CALL} files"
+            )));
+        }
+        if let Some(big) = args.files.iter().find(|f| f.content.len() > MAX_FILE_BYTES) {
+            return Ok(ToolOutcome::error(format!(
+                "{} is larger than {MAX_FILE_BYTES} bytes",
+                big.path
+            )));
+        }
+        let mut paths = Vec::new();
+        for file in args.files {
+            self.sandbox.write_file(&file.path, &file.content).await?;
+            self.emitter
+                .emit(EventKind::FileWritten, json!({ "path": file.path }));
+            paths.push(file.path.clone());
+            self.written.insert(file.path, file.content);
+        }
+        Ok(ToolOutcome::ok(json!({ "written": paths })))
+    }
+
+    async fn read_files(&mut self, args: ReadArgs) -> Result<ToolOutcome, SandboxError> {
+        let mut files = serde_json::Map::new();
+        for path in args.files.into_iter().take(MAX_FILES_PER_CALL) {
+            let content = match self.sandbox.read_file(&path).await {
+                Ok(content) => Value::String(content),
+                Err(err) => tool_error_or_system(err)?.content,
+            };
+            files.insert(path, content);
+        }
+        Ok(ToolOutcome::ok(Value::Object(files)))
+    }
+
+    async fn edit_file(&mut self, args: EditArgs) -> Result<ToolOutcome, SandboxError> {
+        if args.search.is_empty() {
+            return Ok(ToolOutcome::error("`search` must not be empty"));
+        }
+        let content = self.sandbox.read_file(&args.path).await?;
+        let edited = match content.matches(&args.search).count() {
+            1 => content.replacen(&args.search, &args.replace, 1),
+            0 => return Ok(ToolOutcome::error(format!("`search` was not found in {}", args.path))),
+            n => {
+                return Ok(ToolOutcome::error(format!(
+                    "`search` occurs {n} times in {}; make it unique",
+                    args.path
+                )))
+            }
+        };
+        self.sandbox.write_file(&args.path, &edited).await?;
+        self.emitter
+            .emit(EventKind::FileWritten, json!({ "path": args.path }));
+        self.written.insert(args.path.clone(), edited);
+        Ok(ToolOutcome::ok(json!({ "edited": args.path })))
+    }
+}

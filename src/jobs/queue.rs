@@ -1,0 +1,258 @@
+//! The run queue. Runs are rows: a worker claims one atomically (`UPDATE … RETURNING`, with
+//! `FOR UPDATE SKIP LOCKED` on PostgreSQL so processes never take the same run), keeps its lease
+//! alive with heartbeats, and ends it with a conditional update — a run that was cancelled or
+//! whose lease was lost meanwhile is left alone.
+
+use chrono::{DateTime, Duration, Utc};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection,
+    EntityTrait, QueryFilter, Set, Statement, TransactionTrait,
+};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::JobError;
+use crate::agent::runner::{RunOutput, RunUsage};
+use crate::entity::message::{self, MessageType, Role};
+use crate::entity::run::{self, RunStatus};
+use crate::entity::{fragment, project};
+use crate::events::{record_event, BusMessage, EventBus, EventKind};
+
+/// Claims the oldest queued run, or a running one whose lease expired (its worker died).
+pub async fn claim_next_run(
+    db: &DatabaseConnection,
+    worker_id: &str,
+    lease: Duration,
+) -> Result<Option<run::Model>, JobError> {
+    let now = Utc::now();
+    let backend = db.get_database_backend();
+    let lock = match backend {
+        DatabaseBackend::Postgres => "FOR UPDATE SKIP LOCKED",
+        _ => "",
+    };
+    let sql = format!(
+        "UPDATE run SET status = 'RUNNING', lease_owner = $1, lease_until = $2, \
+         attempts = attempts + 1, started_at = COALESCE(started_at, $3) \
+         WHERE id = (SELECT id FROM run \
+           WHERE status = 'QUEUED' OR (status = 'RUNNING' AND lease_until < $3) \
+           ORDER BY created_at LIMIT 1 {lock}) \
+         RETURNING *"
+    );
+    let statement = Statement::from_sql_and_values(
+        backend,
+        sql,
+        [worker_id.into(), (now + lease).into(), now.into()],
+    );
+    Ok(run::Entity::find()
+        .from_raw_sql(statement)
+        .one(db)
+        .await?)
+}
+
+/// Extends the lease. `false` when the run is no longer ours to work on (cancelled, or the
+/// lease was lost and another worker took it).
+pub async fn heartbeat(
+    db: &DatabaseConnection,
+    run_id: Uuid,
+    worker_id: &str,
+    lease: Duration,
+) -> Result<bool, JobError> {
+    let updated = run::Entity::update_many()
+        .col_expr(run::Column::LeaseUntil, Expr::value(Utc::now() + lease))
+        .filter(owned_running(run_id, worker_id))
+        .exec(db)
+        .await?;
+    Ok(updated.rows_affected == 1)
+}
+
+fn owned_running(run_id: Uuid, worker_id: &str) -> sea_orm::Condition {
+    sea_orm::Condition::all()
+        .add(run::Column::Id.eq(run_id))
+        .add(run::Column::Status.eq(RunStatus::Running))
+        .add(run::Column::LeaseOwner.eq(worker_id))
+}
+
+async fn end_run<C: ConnectionTrait>(
+    txn: &C,
+    run_id: Uuid,
+    worker_id: &str,
+    status: RunStatus,
+    error: Option<String>,
+    usage: RunUsage,
+    refunded: bool,
+) -> Result<bool, JobError> {
+    let ended = run::Entity::update_many()
+        .col_expr(run::Column::Status, Expr::value(status))
+        .col_expr(run::Column::Error, Expr::value(error))
+        .col_expr(run::Column::FinishedAt, Expr::value(Utc::now()))
+        .col_expr(run::Column::LeaseUntil, Expr::value(Option::<DateTime<Utc>>::None))
+        .col_expr(run::Column::InputTokens, Expr::value(usage.tokens.input_tokens as i64))
+        .col_expr(run::Column::OutputTokens, Expr::value(usage.tokens.output_tokens as i64))
+        .col_expr(run::Column::CostUsd, Expr::value(usage.cost_usd))
+        .col_expr(run::Column::CreditRefunded, Expr::value(refunded))
+        .filter(owned_running(run_id, worker_id))
+        .exec(txn)
+        .await?;
+    Ok(ended.rows_affected == 1)
+}
+
+async fn insert_assistant_message<C>(
+    txn: &C,
+    run: &run::Model,
+    message_type: MessageType,
+    content: String,
+) -> Result<message::Model, JobError>
+where
+    C: ConnectionTrait + TransactionTrait,
+{
+    let message = message::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        project_id: Set(run.project_id),
+        run_id: Set(Some(run.id)),
+        role: Set(Role::Assistant),
+        message_type: Set(message_type),
+        content: Set(content),
+        created_at: Set(Utc::now()),
+    }
+    .insert(txn)
+    .await?;
+    let kind = match message_type {
+        MessageType::Result => "RESULT",
+        MessageType::Error => "ERROR",
+    };
+    record_event(
+        txn,
+        run.project_id,
+        run.id,
+        EventKind::MessageCreated,
+        json!({ "messageId": message.id, "role": "ASSISTANT", "type": kind }),
+    )
+    .await?;
+    Ok(message)
+}
+
+async fn record_finished<C>(
+    txn: &C,
+    run: &run::Model,
+    status: &str,
+    error: Option<&str>,
+    usage: RunUsage,
+) -> Result<(), JobError>
+where
+    C: ConnectionTrait + TransactionTrait,
+{
+    record_event(
+        txn,
+        run.project_id,
+        run.id,
+        EventKind::RunFinished,
+        json!({
+            "status": status,
+            "error": error,
+            "inputTokens": usage.tokens.input_tokens,
+            "outputTokens": usage.tokens.output_tokens,
+            "costUsd": usage.cost_usd,
+        }),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Stores the ASSISTANT result, its fragment and the run's end in one transaction. Does nothing
+/// (returns `false`) if the run is no longer this worker's.
+pub async fn succeed_run(
+    db: &DatabaseConnection,
+    bus: &dyn EventBus,
+    run: &run::Model,
+    worker_id: &str,
+    output: RunOutput,
+    usage: RunUsage,
+) -> Result<bool, JobError> {
+    let txn = db.begin().await?;
+    if !end_run(&txn, run.id, worker_id, RunStatus::Succeeded, None, usage, false).await? {
+        return Ok(false);
+    }
+    let message = insert_assistant_message(&txn, run, MessageType::Result, output.reply).await?;
+    let fragment = fragment::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        message_id: Set(message.id),
+        sandbox_url: Set(output.sandbox_url.clone()),
+        title: Set(output.title.clone()),
+        files: Set(serde_json::to_value(&output.files).unwrap_or_default()),
+        created_at: Set(Utc::now()),
+    }
+    .insert(&txn)
+    .await?;
+    record_event(
+        &txn,
+        run.project_id,
+        run.id,
+        EventKind::FragmentCreated,
+        json!({
+            "fragmentId": fragment.id,
+            "messageId": message.id,
+            "sandboxUrl": output.sandbox_url,
+            "title": output.title,
+        }),
+    )
+    .await?;
+    record_finished(&txn, run, "SUCCEEDED", None, usage).await?;
+    txn.commit().await?;
+    bus.publish(BusMessage::ProjectEvents(run.project_id)).await;
+    Ok(true)
+}
+
+/// Ends the run FAILED with an ASSISTANT ERROR message; a system failure gives the credit back.
+pub async fn fail_run(
+    db: &DatabaseConnection,
+    bus: &dyn EventBus,
+    run: &run::Model,
+    worker_id: &str,
+    error: &str,
+    system_failure: bool,
+    usage: RunUsage,
+) -> Result<bool, JobError> {
+    let txn = db.begin().await?;
+    if !end_run(&txn, run.id, worker_id, RunStatus::Failed, Some(error.to_owned()), usage, system_failure).await? {
+        return Ok(false);
+    }
+    if system_failure {
+        let owner = project::Entity::find_by_id(run.project_id)
+            .one(&txn)
+            .await?
+            .map(|project| project.owner_id);
+        if let Some(owner) = owner {
+            crate::services::credits::refund_credit(&txn, owner)
+                .await
+                .map_err(|err| sea_orm::DbErr::Custom(err.to_string()))?;
+        }
+    }
+    let content = if system_failure {
+        format!("Something went wrong on our side: {error}. Your credit was given back; try again.")
+    } else {
+        format!("Something went wrong: {error}.")
+    };
+    insert_assistant_message(&txn, run, MessageType::Error, content).await?;
+    record_finished(&txn, run, "FAILED", Some(error), usage).await?;
+    txn.commit().await?;
+    bus.publish(BusMessage::ProjectEvents(run.project_id)).await;
+    Ok(true)
+}
+
+/// Stores the usage so far (a crash keeps what was spent).
+pub async fn save_usage(
+    db: &DatabaseConnection,
+    run_id: Uuid,
+    worker_id: &str,
+    usage: RunUsage,
+) -> Result<(), JobError> {
+    run::Entity::update_many()
+        .col_expr(run::Column::InputTokens, Expr::value(usage.tokens.input_tokens as i64))
+        .col_expr(run::Column::OutputTokens, Expr::value(usage.tokens.output_tokens as i64))
+        .col_expr(run::Column::CostUsd, Expr::value(usage.cost_usd))
+        .filter(owned_running(run_id, worker_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
