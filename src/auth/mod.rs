@@ -207,9 +207,12 @@ impl Authenticator {
         if (1..32).contains(&secret_len) {
             tracing::warn!(secret_len, "jwt secret is shorter than 32 bytes");
         }
-        let external = config
-            .jwks_url
-            .map(|url| jwks::ExternalVerifier::new(make_cache(url), config.issuer));
+        let external = config.jwks_url.map(|url| {
+            if !is_secure_url(&url) {
+                tracing::warn!(%url, "JWKS URL is not https: its keys could be tampered with in transit");
+            }
+            jwks::ExternalVerifier::new(make_cache(url), config.issuer)
+        });
         Self {
             inner: Arc::new(Inner {
                 builtin,
@@ -276,6 +279,22 @@ impl Authenticator {
         };
         value.and_then(Value::as_str).and_then(Plan::from_claim)
     }
+}
+
+/// `https://…`, or plain http to a loopback host (local development and tests).
+fn is_secure_url(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return url.starts_with("https://");
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.split(':').next().unwrap_or_default(),
+    };
+    matches!(host, "localhost" | "127.0.0.1" | "::1")
 }
 
 /// Extracts the token from an `Authorization` header value: `Bearer <token>`, scheme
@@ -508,6 +527,20 @@ mod tests {
             parse_bearer("Bearer a b"),
             Err(AuthError::Invalid("malformed token"))
         );
+    }
+
+    #[test]
+    fn jwks_url_security() {
+        assert!(is_secure_url(
+            "https://x.clerk.accounts.dev/.well-known/jwks.json"
+        ));
+        assert!(is_secure_url("http://127.0.0.1:4000/jwks.json"));
+        assert!(is_secure_url("http://localhost/jwks.json"));
+        assert!(is_secure_url("http://[::1]:80/jwks.json"));
+        assert!(!is_secure_url("http://clerk.example.com/jwks.json"));
+        assert!(!is_secure_url("http://localhost.evil.com/jwks.json"));
+        assert!(!is_secure_url("http://127.0.0.1.evil.com/jwks.json"));
+        assert!(!is_secure_url("ftp://localhost/jwks.json"));
     }
 
     #[test]
