@@ -125,6 +125,24 @@ pub struct AuthConfig {
     pub plan_claim: Option<String>,
     /// Lifetime of issued built-in tokens.
     pub token_ttl: Duration,
+    /// Allowed `azp` (authorized party: the web origin that requested the token) of external
+    /// tokens, e.g. `["https://app.codekraft.dev", "http://localhost:5173"]`. Empty: not checked.
+    /// As in Clerk's SDKs, a token without `azp` passes.
+    pub authorized_parties: Vec<String>,
+}
+
+impl Default for AuthConfig {
+    /// Built-in tokens disabled (empty secret), no external provider, 24 h token lifetime.
+    fn default() -> Self {
+        Self {
+            jwt_secret: String::new(),
+            jwks_url: None,
+            issuer: None,
+            plan_claim: None,
+            token_ttl: Duration::from_secs(24 * 60 * 60),
+            authorized_parties: Vec::new(),
+        }
+    }
 }
 
 impl fmt::Debug for AuthConfig {
@@ -135,6 +153,7 @@ impl fmt::Debug for AuthConfig {
             .field("issuer", &self.issuer)
             .field("plan_claim", &self.plan_claim)
             .field("token_ttl", &self.token_ttl)
+            .field("authorized_parties", &self.authorized_parties)
             .finish()
     }
 }
@@ -151,6 +170,7 @@ struct Inner {
     builtin: Option<TokenIssuer>,
     external: Option<jwks::ExternalVerifier>,
     plan_claim: Option<String>,
+    authorized_parties: Vec<String>,
 }
 
 impl fmt::Debug for Authenticator {
@@ -187,14 +207,18 @@ impl Authenticator {
         if (1..32).contains(&secret_len) {
             tracing::warn!(secret_len, "jwt secret is shorter than 32 bytes");
         }
-        let external = config
-            .jwks_url
-            .map(|url| jwks::ExternalVerifier::new(make_cache(url), config.issuer));
+        let external = config.jwks_url.map(|url| {
+            if !is_secure_url(&url) {
+                tracing::warn!(%url, "JWKS URL is not https: its keys could be tampered with in transit");
+            }
+            jwks::ExternalVerifier::new(make_cache(url), config.issuer)
+        });
         Self {
             inner: Arc::new(Inner {
                 builtin,
                 external,
                 plan_claim: config.plan_claim.filter(|c| !c.is_empty()),
+                authorized_parties: config.authorized_parties,
             }),
         }
     }
@@ -226,12 +250,23 @@ impl Authenticator {
             Algorithm::RS256 => match &self.inner.external {
                 Some(external) => {
                     let claims = external.verify(token, header.kid.as_deref()).await?;
+                    self.check_authorized_party(&claims)?;
                     let plan = self.read_plan(&claims);
                     verified_from_claims(&claims, TokenSource::External, plan)
                 }
                 None => Err(AuthError::Invalid("unsupported algorithm")),
             },
             _ => Err(AuthError::Invalid("unsupported algorithm")),
+        }
+    }
+
+    fn check_authorized_party(&self, claims: &Map<String, Value>) -> Result<(), AuthError> {
+        let allowed = &self.inner.authorized_parties;
+        match claims.get("azp") {
+            _ if allowed.is_empty() => Ok(()),
+            None => Ok(()),
+            Some(Value::String(azp)) if allowed.iter().any(|party| party == azp) => Ok(()),
+            Some(_) => Err(AuthError::Invalid("unauthorized party")),
         }
     }
 
@@ -244,6 +279,22 @@ impl Authenticator {
         };
         value.and_then(Value::as_str).and_then(Plan::from_claim)
     }
+}
+
+/// `https://…`, or plain http to a loopback host (local development and tests).
+fn is_secure_url(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return url.starts_with("https://");
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.split(':').next().unwrap_or_default(),
+    };
+    matches!(host, "localhost" | "127.0.0.1" | "::1")
 }
 
 /// Extracts the token from an `Authorization` header value: `Bearer <token>`, scheme
@@ -400,6 +451,7 @@ mod tests {
             issuer: Some(ISSUER.to_owned()),
             plan_claim: Some("pla".to_owned()),
             token_ttl: Duration::from_secs(3600),
+            authorized_parties: Vec::new(),
         }
     }
 
@@ -475,6 +527,20 @@ mod tests {
             parse_bearer("Bearer a b"),
             Err(AuthError::Invalid("malformed token"))
         );
+    }
+
+    #[test]
+    fn jwks_url_security() {
+        assert!(is_secure_url(
+            "https://x.clerk.accounts.dev/.well-known/jwks.json"
+        ));
+        assert!(is_secure_url("http://127.0.0.1:4000/jwks.json"));
+        assert!(is_secure_url("http://localhost/jwks.json"));
+        assert!(is_secure_url("http://[::1]:80/jwks.json"));
+        assert!(!is_secure_url("http://clerk.example.com/jwks.json"));
+        assert!(!is_secure_url("http://localhost.evil.com/jwks.json"));
+        assert!(!is_secure_url("http://127.0.0.1.evil.com/jwks.json"));
+        assert!(!is_secure_url("ftp://localhost/jwks.json"));
     }
 
     #[test]
@@ -695,6 +761,63 @@ mod tests {
             auth.verify(&parts.join(".")).await,
             Err(AuthError::Invalid("bad signature"))
         );
+    }
+
+    #[tokio::test]
+    async fn authorized_parties() {
+        let jwks = FakeJwks::start().await;
+        let auth = Authenticator::new(AuthConfig {
+            authorized_parties: vec![
+                "https://app.codekraft.dev".to_owned(),
+                "http://localhost:5173".to_owned(),
+            ],
+            ..config(SECRET, Some(&jwks.url))
+        });
+        let with_azp = |azp: Option<&str>| {
+            let mut claims = clerk_claims();
+            match azp {
+                Some(azp) => claims["azp"] = azp.into(),
+                None => {
+                    claims.as_object_mut().unwrap().remove("azp");
+                }
+            }
+            clerk_token(&claims)
+        };
+        assert!(auth
+            .verify(&with_azp(Some("http://localhost:5173")))
+            .await
+            .is_ok());
+        assert!(auth
+            .verify(&with_azp(Some("https://app.codekraft.dev")))
+            .await
+            .is_ok());
+        assert!(auth.verify(&with_azp(None)).await.is_ok());
+        assert_eq!(
+            auth.verify(&with_azp(Some("https://evil.example"))).await,
+            Err(AuthError::Invalid("unauthorized party"))
+        );
+    }
+
+    #[tokio::test]
+    async fn clerk_shaped_header_is_accepted() {
+        // Clerk's header carries extra fields such as `cat`.
+        let jwks = FakeJwks::start().await;
+        let auth = Authenticator::new(config(SECRET, Some(&jwks.url)));
+        let header =
+            json!({"alg": "RS256", "cat": "cl_B7d4PD111AAA", "kid": "test-key-1", "typ": "JWT"});
+        let message = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(clerk_claims().to_string())
+        );
+        let key = EncodingKey::from_rsa_pem(PRIVATE_PEM).unwrap();
+        let signature =
+            jsonwebtoken::crypto::sign(message.as_bytes(), &key, Algorithm::RS256).unwrap();
+        let verified = auth
+            .verify(&format!("{message}.{signature}"))
+            .await
+            .unwrap();
+        assert_eq!(verified.subject, "user_2abc");
     }
 
     #[tokio::test]
