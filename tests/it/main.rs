@@ -1,0 +1,4 @@
+//! One integration-test binary.
+
+mod providers;
+mod support;

@@ -1,0 +1,3 @@
+//! Test support: fakes at the network edge.
+
+pub mod fake_llm;
