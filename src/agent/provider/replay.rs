@@ -18,16 +18,20 @@ pub struct ReplayProvider {
 
 impl ReplayProvider {
     pub fn from_responses(responses: Vec<ModelResponse>) -> Self {
-        Self { responses: Mutex::new(responses.into()) }
+        Self {
+            responses: Mutex::new(responses.into()),
+        }
     }
 
     /// Reads a transcript file (a JSON array of `ModelResponse`).
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ModelError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ModelError::Protocol(format!("cannot read replay file {}: {e}", path.display())))?;
-        let responses: Vec<ModelResponse> = serde_json::from_str(&text)
-            .map_err(|e| ModelError::Protocol(format!("invalid replay file {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ModelError::Protocol(format!("cannot read replay file {}: {e}", path.display()))
+        })?;
+        let responses: Vec<ModelResponse> = serde_json::from_str(&text).map_err(|e| {
+            ModelError::Protocol(format!("invalid replay file {}: {e}", path.display()))
+        })?;
         Ok(Self::from_responses(responses))
     }
 
@@ -51,7 +55,11 @@ impl ModelProvider for ReplayProvider {
         0.0
     }
 
-    async fn complete(&self, _request: &ChatRequest, on_delta: DeltaSink<'_>) -> Result<ModelResponse, ModelError> {
+    async fn complete(
+        &self,
+        _request: &ChatRequest,
+        on_delta: DeltaSink<'_>,
+    ) -> Result<ModelResponse, ModelError> {
         let next = self
             .responses
             .lock()

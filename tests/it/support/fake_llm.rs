@@ -40,7 +40,10 @@ pub struct CapturedRequest {
 
 impl CapturedRequest {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -48,7 +51,10 @@ impl CapturedRequest {
 enum ReplyBody {
     Full(String),
     /// Written as separate body chunks (each flushed), optionally followed by a disconnect.
-    Chunks { chunks: Vec<String>, abort: bool },
+    Chunks {
+        chunks: Vec<String>,
+        abort: bool,
+    },
 }
 
 /// One scripted response.
@@ -88,7 +94,10 @@ impl Reply {
         Self {
             status: 200,
             headers: vec![("content-type".into(), "text/event-stream".into())],
-            body: ReplyBody::Chunks { chunks: pieces.into_iter().map(Into::into).collect(), abort: false },
+            body: ReplyBody::Chunks {
+                chunks: pieces.into_iter().map(Into::into).collect(),
+                abort: false,
+            },
             delay: Duration::ZERO,
         }
     }
@@ -100,14 +109,20 @@ impl Reply {
 
     /// OpenAI SSE: `data: <JSON>\n\n` per chunk, then `data: [DONE]\n\n`.
     pub fn openai_stream(chunks: impl IntoIterator<Item = Value>) -> Self {
-        let mut pieces: Vec<String> = chunks.into_iter().map(|c| format!("data: {c}\n\n")).collect();
+        let mut pieces: Vec<String> = chunks
+            .into_iter()
+            .map(|c| format!("data: {c}\n\n"))
+            .collect();
         pieces.push("data: [DONE]\n\n".into());
         Self::raw_stream(pieces)
     }
 
     /// A Google error body (§1.7).
     pub fn gemini_error(status: u16, grpc_status: &str, message: &str) -> Self {
-        Self::json(status, json!({ "error": { "code": status, "message": message, "status": grpc_status } }))
+        Self::json(
+            status,
+            json!({ "error": { "code": status, "message": message, "status": grpc_status } }),
+        )
     }
 
     /// 429 `RESOURCE_EXHAUSTED` with `QuotaFailure`, `Help` and `RetryInfo.retryDelay` details.
@@ -221,9 +236,14 @@ pub struct FakeLlm {
 impl FakeLlm {
     /// Starts a fake on `127.0.0.1:0` that will answer with `script`, in order.
     pub async fn start(script: impl IntoIterator<Item = Reply>) -> Self {
-        let state = Arc::new(Mutex::new(FakeState { script: script.into_iter().collect(), requests: Vec::new() }));
+        let state = Arc::new(Mutex::new(FakeState {
+            script: script.into_iter().collect(),
+            requests: Vec::new(),
+        }));
         let app = Router::new().fallback(handle).with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fake LLM");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake LLM");
         let addr = listener.local_addr().expect("local addr");
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.expect("fake LLM server");
@@ -269,7 +289,9 @@ impl Drop for FakeLlm {
 
 async fn handle(State(state): State<Arc<Mutex<FakeState>>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let bytes = axum::body::to_bytes(body, 16 * 1024 * 1024).await.unwrap_or_default();
+    let bytes = axum::body::to_bytes(body, 16 * 1024 * 1024)
+        .await
+        .unwrap_or_default();
     let captured = CapturedRequest {
         method: parts.method.to_string(),
         path: parts.uri.path().to_owned(),
@@ -287,10 +309,9 @@ async fn handle(State(state): State<Arc<Mutex<FakeState>>>, request: Request) ->
         state.requests.push(captured);
         match rejection {
             Some(reply) => reply,
-            None => state
-                .script
-                .pop_front()
-                .unwrap_or_else(|| Reply::gemini_error(500, "INTERNAL", "fake LLM script exhausted")),
+            None => state.script.pop_front().unwrap_or_else(|| {
+                Reply::gemini_error(500, "INTERNAL", "fake LLM script exhausted")
+            }),
         }
     };
     into_response(reply)
@@ -299,11 +320,19 @@ async fn handle(State(state): State<Arc<Mutex<FakeState>>>, request: Request) ->
 /// Checks routing and auth the way the real services do; `Some` is the error reply.
 fn validate(request: &CapturedRequest) -> Option<Reply> {
     if request.method != "POST" {
-        return Some(Reply::gemini_error(405, "METHOD_NOT_ALLOWED", "only POST is faked"));
+        return Some(Reply::gemini_error(
+            405,
+            "METHOD_NOT_ALLOWED",
+            "only POST is faked",
+        ));
     }
     if request.path.ends_with("/chat/completions") {
         if request.body.get("model").is_none() || request.body.get("messages").is_none() {
-            return Some(Reply::openai_error(400, "model and messages are required", "invalid_request_error"));
+            return Some(Reply::openai_error(
+                400,
+                "model and messages are required",
+                "invalid_request_error",
+            ));
         }
         return None;
     }
@@ -317,7 +346,11 @@ fn validate(request: &CapturedRequest) -> Option<Reply> {
     let query = request.query.as_deref().unwrap_or("");
     let query_key = query.split('&').find_map(|kv| kv.strip_prefix("key="));
     let Some(key) = request.header("x-goog-api-key").or(query_key) else {
-        return Some(Reply::gemini_error(403, "PERMISSION_DENIED", "Method doesn't allow unregistered callers."));
+        return Some(Reply::gemini_error(
+            403,
+            "PERMISSION_DENIED",
+            "Method doesn't allow unregistered callers.",
+        ));
     };
     if key == INVALID_API_KEY {
         return Some(Reply::json(
@@ -331,7 +364,11 @@ fn validate(request: &CapturedRequest) -> Option<Reply> {
     match action {
         "generateContent" => None,
         "streamGenerateContent" if query.split('&').any(|kv| kv == "alt=sse") => None,
-        "streamGenerateContent" => Some(Reply::gemini_error(400, "INVALID_ARGUMENT", "the fake only streams with alt=sse")),
+        "streamGenerateContent" => Some(Reply::gemini_error(
+            400,
+            "INVALID_ARGUMENT",
+            "the fake only streams with alt=sse",
+        )),
         _ => Some(Reply::gemini_error(404, "NOT_FOUND", "unknown method")),
     }
 }
@@ -345,19 +382,28 @@ fn into_response(reply: Reply) -> Response {
             Ok::<_, std::io::Error>(Bytes::from(text))
         })),
         ReplyBody::Chunks { chunks, abort } => {
-            let items: VecDeque<Option<String>> =
-                chunks.into_iter().map(Some).chain(abort.then_some(None)).collect();
-            Body::from_stream(futures_util::stream::unfold(items, move |mut items| async move {
-                let item = items.pop_front()?;
-                if !delay.is_zero() {
-                    tokio::time::sleep(delay).await;
-                }
-                let result = match item {
-                    Some(chunk) => Ok(Bytes::from(chunk)),
-                    None => Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "scripted disconnect")),
-                };
-                Some((result, items))
-            }))
+            let items: VecDeque<Option<String>> = chunks
+                .into_iter()
+                .map(Some)
+                .chain(abort.then_some(None))
+                .collect();
+            Body::from_stream(futures_util::stream::unfold(
+                items,
+                move |mut items| async move {
+                    let item = items.pop_front()?;
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    let result = match item {
+                        Some(chunk) => Ok(Bytes::from(chunk)),
+                        None => Err(std::io::Error::new(
+                            std::io::ErrorKind::ConnectionReset,
+                            "scripted disconnect",
+                        )),
+                    };
+                    Some((result, items))
+                },
+            ))
         }
     };
     let mut response = Response::new(body);
