@@ -908,7 +908,7 @@ async fn offline_provider_is_deterministic_and_streams_text() {
 
     let deltas = Deltas::default();
     let response = provider.complete(&a, &deltas.sink()).await.unwrap();
-    assert_eq!(deltas.all(), [response.text.clone()]);
+    assert_eq!(deltas.all(), vec![response.text]);
 }
 
 #[tokio::test]
