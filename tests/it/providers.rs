@@ -503,6 +503,60 @@ async fn gemini_read_timeout_is_unavailable() {
     );
 }
 
+#[tokio::test]
+async fn gemini_unary_generate_content() {
+    let fake = FakeLlm::start([Reply::json(
+        200,
+        json!({ "candidates": [{ "content": { "role": "model", "parts": [
+                    { "functionCall": { "name": "terminal", "args": { "command": "ls" } }, "thoughtSignature": "c2ln" }
+                ] }, "finishReason": "STOP", "index": 0 }],
+                "usageMetadata": { "promptTokenCount": 58, "candidatesTokenCount": 15, "totalTokenCount": 73 },
+                "modelVersion": "gemini-2.5-flash", "responseId": "r1" }),
+    )])
+    .await;
+    let response = gemini(&fake).generate(&user_request("hi")).await.unwrap();
+    assert_eq!(response.tool_calls[0].name, "terminal");
+    assert_eq!(
+        response.usage,
+        TokenUsage {
+            input_tokens: 58,
+            output_tokens: 15
+        }
+    );
+    assert_eq!(
+        response.raw.unwrap()["parts"][0]["thoughtSignature"],
+        "c2ln"
+    );
+    let request = &fake.requests()[0];
+    assert_eq!(
+        request.path,
+        "/v1beta/models/gemini-2.5-flash:generateContent"
+    );
+    assert_eq!(request.query, None);
+}
+
+#[tokio::test]
+async fn connect_errors_are_retried_then_unavailable() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let config = GeminiConfig {
+        base_url: format!("http://{addr}"),
+        ..GeminiConfig::new("k")
+    };
+    let provider = GeminiProvider::new(config)
+        .unwrap()
+        .with_retry_policy(fast_retries(2));
+    let err = provider
+        .complete(&user_request("hi"), &|_| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ModelError::Unavailable(ref m) if m.contains("connect")),
+        "{err:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // OpenAI-compatible
 

@@ -95,14 +95,26 @@ impl GeminiProvider {
         self
     }
 
-    fn stream_url(&self) -> String {
+    /// One-shot `:generateContent` (no streaming, no deltas), with the same retries. Handy for
+    /// short helper prompts; [`ModelProvider::complete`] streams.
+    pub async fn generate(&self, request: &ChatRequest) -> Result<ModelResponse, ModelError> {
+        let body = build_request_body(request);
+        retry::with_retries(&self.retry, |_| self.attempt(&body, false, &|_| {})).await
+    }
+
+    fn url(&self, stream: bool) -> String {
         let model = self
             .config
             .model
             .strip_prefix("models/")
             .unwrap_or(&self.config.model);
+        let method = if stream {
+            "streamGenerateContent?alt=sse"
+        } else {
+            "generateContent"
+        };
         format!(
-            "{}/v1beta/models/{model}:streamGenerateContent?alt=sse",
+            "{}/v1beta/models/{model}:{method}",
             self.config.base_url.trim_end_matches('/')
         )
     }
@@ -110,11 +122,12 @@ impl GeminiProvider {
     async fn attempt(
         &self,
         body: &Value,
+        stream: bool,
         on_delta: DeltaSink<'_>,
     ) -> Result<ModelResponse, Failure> {
         let request = self
             .client
-            .post(self.stream_url())
+            .post(self.url(stream))
             .header("x-goog-api-key", &self.config.api_key)
             .json(body);
         let response = retry::send(request).await?;
@@ -125,7 +138,8 @@ impl GeminiProvider {
             .is_none_or(|ct| ct.starts_with("text/event-stream"));
         let mut acc = StreamAccumulator::default();
         if !is_sse {
-            // A proxy that ignored `alt=sse`: one JSON response or an array of chunks.
+            // `:generateContent`, or a proxy that ignored `alt=sse`: one JSON response or an
+            // array of chunks.
             let text = response
                 .text()
                 .await
@@ -186,7 +200,7 @@ impl ModelProvider for GeminiProvider {
         on_delta: DeltaSink<'_>,
     ) -> Result<ModelResponse, ModelError> {
         let body = build_request_body(request);
-        retry::with_retries(&self.retry, |_| self.attempt(&body, on_delta)).await
+        retry::with_retries(&self.retry, |_| self.attempt(&body, true, on_delta)).await
     }
 }
 

@@ -35,6 +35,12 @@ impl ReplayProvider {
         Ok(Self::from_responses(responses))
     }
 
+    /// Reads the transcript named by `REPLAY_FILE`; `None` when the variable is unset.
+    pub fn from_env() -> Option<Result<Self, ModelError>> {
+        let path = std::env::var_os(REPLAY_FILE_ENV)?;
+        Some(Self::from_file(path))
+    }
+
     /// Responses not served yet.
     pub fn remaining(&self) -> usize {
         self.responses.lock().map(|r| r.len()).unwrap_or(0)
