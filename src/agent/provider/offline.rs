@@ -282,28 +282,31 @@ fn title_from_prompt(prompt: &str) -> String {
         .map(str::trim)
         .find(|l| !l.is_empty())
         .unwrap_or("");
-    let mut words: Vec<&str> = first_line.split_whitespace().collect();
+    let words: Vec<&str> = first_line.split_whitespace().collect();
     let lead = |w: &str| {
         w.trim_matches(|c: char| !c.is_alphanumeric())
             .to_lowercase()
     };
-    if words.first().is_some_and(|w| {
-        ["build", "create", "make", "generate", "write", "design"].contains(&lead(w).as_str())
-    }) {
-        words.remove(0);
-        if words
-            .first()
-            .is_some_and(|w| ["me", "us"].contains(&lead(w).as_str()))
-        {
-            words.remove(0);
-        }
-        if words
-            .first()
-            .is_some_and(|w| ["a", "an", "the", "some"].contains(&lead(w).as_str()))
-        {
-            words.remove(0);
+    // Drop a leading "please now build me a", one group of words at a time.
+    const GROUPS: [&[&str]; 4] = [
+        &["please", "now", "also", "can", "could", "you", "pls"],
+        &[
+            "build", "create", "make", "generate", "write", "design", "add",
+        ],
+        &["me", "us"],
+        &["a", "an", "the", "some"],
+    ];
+    let mut skipped = 0;
+    for group in GROUPS {
+        while skipped < words.len() && group.contains(&lead(words[skipped]).as_str()) {
+            skipped += 1;
         }
     }
+    let words = if skipped < words.len() {
+        &words[skipped..]
+    } else {
+        &words[..]
+    };
     let mut title = String::new();
     for word in words {
         if title.chars().count() + word.chars().count() > 60 {
@@ -466,6 +469,11 @@ mod tests {
             "\"evil\" </script> page"
         );
         assert_eq!(title_from_prompt(""), "My App");
+        assert_eq!(
+            title_from_prompt("Now please make a landing page for my bakery"),
+            "Landing page for my bakery"
+        );
+        assert_eq!(title_from_prompt("Build"), "Build");
         assert!(title_from_prompt(&"word ".repeat(40)).ends_with('…'));
     }
 
