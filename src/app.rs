@@ -127,6 +127,7 @@ impl AppBuilder {
             issuer: config.auth_issuer.clone(),
             plan_claim: config.auth_plan_claim.clone(),
             token_ttl: Duration::from_secs(30 * 24 * 3600),
+            ..Default::default()
         });
         let (sandboxes, local_sandboxes) = match self.sandboxes {
             Some(sandboxes) => (sandboxes, None),

@@ -17,7 +17,10 @@ use serde_json::{json, Map, Value};
 use super::pricing::{gemini_price, ModelPrice};
 use super::retry::{self, Failure, RetryPolicy};
 use super::sse::{SseDecoder, SseEvent};
-use super::{ChatMessage, ChatRequest, DeltaSink, ModelError, ModelProvider, ModelResponse, TokenUsage, ToolCall};
+use super::{
+    ChatMessage, ChatRequest, DeltaSink, ModelError, ModelProvider, ModelResponse, TokenUsage,
+    ToolCall,
+};
 
 pub const DEFAULT_GEMINI_MODEL: &str = "gemini-2.5-flash";
 pub const DEFAULT_GEMINI_BASE_URL: &str = "https://generativelanguage.googleapis.com";
@@ -78,7 +81,12 @@ impl GeminiProvider {
             .map_err(|e| ModelError::Unavailable(format!("cannot build HTTP client: {e}")))?;
         let retry = RetryPolicy::with_max_retries(config.max_retries);
         let price = gemini_price(&config.model).unwrap_or(ModelPrice::FREE);
-        Ok(Self { config, client, retry, price })
+        Ok(Self {
+            config,
+            client,
+            retry,
+            price,
+        })
     }
 
     /// Replaces the backoff policy (its `max_retries` wins over the config's).
@@ -87,18 +95,39 @@ impl GeminiProvider {
         self
     }
 
-    fn stream_url(&self) -> String {
-        let model = self.config.model.strip_prefix("models/").unwrap_or(&self.config.model);
+    /// One-shot `:generateContent` (no streaming, no deltas), with the same retries. Handy for
+    /// short helper prompts; [`ModelProvider::complete`] streams.
+    pub async fn generate(&self, request: &ChatRequest) -> Result<ModelResponse, ModelError> {
+        let body = build_request_body(request);
+        retry::with_retries(&self.retry, |_| self.attempt(&body, false, &|_| {})).await
+    }
+
+    fn url(&self, stream: bool) -> String {
+        let model = self
+            .config
+            .model
+            .strip_prefix("models/")
+            .unwrap_or(&self.config.model);
+        let method = if stream {
+            "streamGenerateContent?alt=sse"
+        } else {
+            "generateContent"
+        };
         format!(
-            "{}/v1beta/models/{model}:streamGenerateContent?alt=sse",
+            "{}/v1beta/models/{model}:{method}",
             self.config.base_url.trim_end_matches('/')
         )
     }
 
-    async fn attempt(&self, body: &Value, on_delta: DeltaSink<'_>) -> Result<ModelResponse, Failure> {
+    async fn attempt(
+        &self,
+        body: &Value,
+        stream: bool,
+        on_delta: DeltaSink<'_>,
+    ) -> Result<ModelResponse, Failure> {
         let request = self
             .client
-            .post(self.stream_url())
+            .post(self.url(stream))
             .header("x-goog-api-key", &self.config.api_key)
             .json(body);
         let response = retry::send(request).await?;
@@ -109,10 +138,15 @@ impl GeminiProvider {
             .is_none_or(|ct| ct.starts_with("text/event-stream"));
         let mut acc = StreamAccumulator::default();
         if !is_sse {
-            // A proxy that ignored `alt=sse`: one JSON response or an array of chunks.
-            let text = response.text().await.map_err(|e| retry::transport_failure(&e))?;
-            let value: Value = serde_json::from_str(&text)
-                .map_err(|e| Failure::fatal(ModelError::Protocol(format!("invalid JSON response: {e}"))))?;
+            // `:generateContent`, or a proxy that ignored `alt=sse`: one JSON response or an
+            // array of chunks.
+            let text = response
+                .text()
+                .await
+                .map_err(|e| retry::transport_failure(&e))?;
+            let value: Value = serde_json::from_str(&text).map_err(|e| {
+                Failure::fatal(ModelError::Protocol(format!("invalid JSON response: {e}")))
+            })?;
             let chunks = match value {
                 Value::Array(items) => items,
                 other => vec![other],
@@ -128,7 +162,9 @@ impl GeminiProvider {
             let bytes = match bytes {
                 Ok(bytes) => bytes,
                 Err(e) if acc.delivered => {
-                    return Err(Failure::fatal(ModelError::Unavailable(format!("stream interrupted: {e}"))));
+                    return Err(Failure::fatal(ModelError::Unavailable(format!(
+                        "stream interrupted: {e}"
+                    ))));
                 }
                 Err(e) => return Err(retry::transport_failure(&e)),
             };
@@ -158,9 +194,13 @@ impl ModelProvider for GeminiProvider {
     }
 
     #[tracing::instrument(skip_all, fields(model = %self.config.model))]
-    async fn complete(&self, request: &ChatRequest, on_delta: DeltaSink<'_>) -> Result<ModelResponse, ModelError> {
+    async fn complete(
+        &self,
+        request: &ChatRequest,
+        on_delta: DeltaSink<'_>,
+    ) -> Result<ModelResponse, ModelError> {
         let body = build_request_body(request);
-        retry::with_retries(&self.retry, |_| self.attempt(&body, on_delta)).await
+        retry::with_retries(&self.retry, |_| self.attempt(&body, true, on_delta)).await
     }
 }
 
@@ -172,7 +212,9 @@ pub fn build_request_body(request: &ChatRequest) -> Value {
         .messages
         .iter()
         .filter_map(|m| match m {
-            ChatMessage::Assistant { raw: Some(raw), .. } => raw.get("parts").and_then(Value::as_array),
+            ChatMessage::Assistant { raw: Some(raw), .. } => {
+                raw.get("parts").and_then(Value::as_array)
+            }
             _ => None,
         })
         .flatten()
@@ -182,7 +224,13 @@ pub fn build_request_body(request: &ChatRequest) -> Value {
     let mut contents = Vec::new();
     let mut responses: Vec<Value> = Vec::new();
     for message in &request.messages {
-        if let ChatMessage::ToolResult { call_id, name, content, is_error } = message {
+        if let ChatMessage::ToolResult {
+            call_id,
+            name,
+            content,
+            is_error,
+        } = message
+        {
             let key = if *is_error { "error" } else { "output" };
             let mut function_response = json!({ "name": name, "response": { key: content } });
             if gemini_ids.contains(call_id.as_str()) {
@@ -195,9 +243,15 @@ pub fn build_request_body(request: &ChatRequest) -> Value {
             contents.push(json!({ "role": "user", "parts": std::mem::take(&mut responses) }));
         }
         match message {
-            ChatMessage::User { text } => contents.push(json!({ "role": "user", "parts": [{ "text": text }] })),
-            ChatMessage::Assistant { raw: Some(raw), .. } if is_model_content(raw) => contents.push(raw.clone()),
-            ChatMessage::Assistant { text, tool_calls, .. } => {
+            ChatMessage::User { text } => {
+                contents.push(json!({ "role": "user", "parts": [{ "text": text }] }))
+            }
+            ChatMessage::Assistant { raw: Some(raw), .. } if is_model_content(raw) => {
+                contents.push(raw.clone())
+            }
+            ChatMessage::Assistant {
+                text, tool_calls, ..
+            } => {
                 if let Some(content) = model_content_from_parts(text, tool_calls) {
                     contents.push(content);
                 }
@@ -234,7 +288,10 @@ pub fn build_request_body(request: &ChatRequest) -> Value {
 
 fn is_model_content(raw: &Value) -> bool {
     raw.get("role").and_then(Value::as_str) == Some("model")
-        && raw.get("parts").and_then(Value::as_array).is_some_and(|p| !p.is_empty())
+        && raw
+            .get("parts")
+            .and_then(Value::as_array)
+            .is_some_and(|p| !p.is_empty())
 }
 
 /// A model turn we did not get from Gemini (another provider, a transcript): rebuilt from the
@@ -305,7 +362,10 @@ impl StreamAccumulator {
         if let Some(usage) = chunk.get("usageMetadata") {
             self.usage = Some(parse_usage(usage));
         }
-        if let Some(reason) = chunk.pointer("/promptFeedback/blockReason").and_then(Value::as_str) {
+        if let Some(reason) = chunk
+            .pointer("/promptFeedback/blockReason")
+            .and_then(Value::as_str)
+        {
             self.block_reason = Some(reason.to_owned());
         }
         let Some(candidate) = chunk.get("candidates").and_then(|c| c.get(0)) else {
@@ -315,10 +375,15 @@ impl StreamAccumulator {
         if let Some(reason) = candidate.get("finishReason").and_then(Value::as_str) {
             self.finish_reason = Some(reason.to_owned());
         }
-        let parts = candidate.pointer("/content/parts").and_then(Value::as_array);
+        let parts = candidate
+            .pointer("/content/parts")
+            .and_then(Value::as_array);
         for part in parts.into_iter().flatten() {
             self.parts.push(part.clone());
-            let is_thought = part.get("thought").and_then(Value::as_bool).unwrap_or(false);
+            let is_thought = part
+                .get("thought")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
             if let Some(text) = part.get("text").and_then(Value::as_str) {
                 if !is_thought && !text.is_empty() {
                     self.text.push_str(text);
@@ -341,10 +406,20 @@ impl StreamAccumulator {
                     message: format!("prompt blocked: {reason}"),
                 }));
             }
-            let error = ModelError::Protocol(format!("response had no candidates ({} chunks)", self.chunks));
-            return Err(if self.chunks == 0 { Failure::retryable(error) } else { Failure::fatal(error) });
+            let error = ModelError::Protocol(format!(
+                "response had no candidates ({} chunks)",
+                self.chunks
+            ));
+            return Err(if self.chunks == 0 {
+                Failure::retryable(error)
+            } else {
+                Failure::fatal(error)
+            });
         }
-        let has_content = self.parts.iter().any(|p| p.get("text").is_some() || p.get("functionCall").is_some());
+        let has_content = self
+            .parts
+            .iter()
+            .any(|p| p.get("text").is_some() || p.get("functionCall").is_some());
         if !has_content {
             let reason = self.finish_reason.as_deref().unwrap_or("none");
             return Err(Failure::fatal(ModelError::Protocol(format!(
@@ -361,10 +436,9 @@ impl StreamAccumulator {
 }
 
 fn parse_function_call(call: &Value) -> Result<ToolCall, Failure> {
-    let name = call
-        .get("name")
-        .and_then(Value::as_str)
-        .ok_or_else(|| Failure::fatal(ModelError::Protocol("functionCall without a name".into())))?;
+    let name = call.get("name").and_then(Value::as_str).ok_or_else(|| {
+        Failure::fatal(ModelError::Protocol("functionCall without a name".into()))
+    })?;
     let id = match call.get("id").and_then(Value::as_str) {
         Some(id) if !id.is_empty() => id.to_owned(),
         _ => format!("gemini_{}", uuid::Uuid::new_v4().simple()),
@@ -373,7 +447,11 @@ fn parse_function_call(call: &Value) -> Result<ToolCall, Failure> {
         None | Some(Value::Null) => Value::Object(Map::new()),
         Some(args) => args.clone(),
     };
-    Ok(ToolCall { id, name: name.to_owned(), arguments })
+    Ok(ToolCall {
+        id,
+        name: name.to_owned(),
+        arguments,
+    })
 }
 
 /// `usageMetadata` (running totals; the last chunk's wins). Thinking tokens are billed as output.
@@ -400,8 +478,17 @@ mod tests {
             system: "be nice".into(),
             messages: vec![
                 ChatMessage::User { text: "hi".into() },
-                ChatMessage::Assistant { text: String::new(), tool_calls: vec![], raw: Some(raw.clone()) },
-                ChatMessage::ToolResult { call_id: "g1".into(), name: "readFiles".into(), content: json!("x"), is_error: false },
+                ChatMessage::Assistant {
+                    text: String::new(),
+                    tool_calls: vec![],
+                    raw: Some(raw.clone()),
+                },
+                ChatMessage::ToolResult {
+                    call_id: "g1".into(),
+                    name: "readFiles".into(),
+                    content: json!("x"),
+                    is_error: false,
+                },
                 ChatMessage::ToolResult {
                     call_id: "gemini_abc".into(),
                     name: "terminal".into(),
@@ -409,10 +496,17 @@ mod tests {
                     is_error: true,
                 },
             ],
-            tools: vec![ToolSpec { name: "terminal".into(), description: "run".into(), parameters: json!({"type":"object"}) }],
+            tools: vec![ToolSpec {
+                name: "terminal".into(),
+                description: "run".into(),
+                parameters: json!({"type":"object"}),
+            }],
         };
         let body = build_request_body(&request);
-        assert_eq!(body["systemInstruction"], json!({"parts":[{"text":"be nice"}]}));
+        assert_eq!(
+            body["systemInstruction"],
+            json!({"parts":[{"text":"be nice"}]})
+        );
         assert_eq!(body["contents"][1], raw);
         assert_eq!(
             body["contents"][2],
@@ -421,20 +515,37 @@ mod tests {
                 {"functionResponse":{"name":"terminal","response":{"error":{"exit":1}}}}
             ]})
         );
-        assert_eq!(body["tools"][0]["functionDeclarations"][0]["parametersJsonSchema"], json!({"type":"object"}));
+        assert_eq!(
+            body["tools"][0]["functionDeclarations"][0]["parametersJsonSchema"],
+            json!({"type":"object"})
+        );
         assert_eq!(body["toolConfig"]["functionCallingConfig"]["mode"], "AUTO");
     }
 
     #[test]
     fn foreign_history_gets_dummy_signature() {
         let calls = vec![
-            ToolCall { id: "c1".into(), name: "a".into(), arguments: json!({"x":1}) },
-            ToolCall { id: "c2".into(), name: "b".into(), arguments: json!("{not json") },
+            ToolCall {
+                id: "c1".into(),
+                name: "a".into(),
+                arguments: json!({"x":1}),
+            },
+            ToolCall {
+                id: "c2".into(),
+                name: "b".into(),
+                arguments: json!("{not json"),
+            },
         ];
         let content = model_content_from_parts("", &calls).unwrap();
-        assert_eq!(content["parts"][0]["thoughtSignature"], DUMMY_THOUGHT_SIGNATURE);
+        assert_eq!(
+            content["parts"][0]["thoughtSignature"],
+            DUMMY_THOUGHT_SIGNATURE
+        );
         assert!(content["parts"][1].get("thoughtSignature").is_none());
-        assert_eq!(content["parts"][1]["functionCall"]["args"], json!({"raw":"{not json"}));
+        assert_eq!(
+            content["parts"][1]["functionCall"]["args"],
+            json!({"raw":"{not json"})
+        );
         assert_eq!(model_content_from_parts("", &[]), None);
     }
 
@@ -455,7 +566,13 @@ mod tests {
         let response = acc.finish().unwrap();
         assert_eq!(response.text, "Hello");
         assert_eq!(*seen.lock().unwrap(), "Hello");
-        assert_eq!(response.usage, TokenUsage { input_tokens: 5, output_tokens: 5 });
+        assert_eq!(
+            response.usage,
+            TokenUsage {
+                input_tokens: 5,
+                output_tokens: 5
+            }
+        );
         let parts = response.raw.unwrap()["parts"].as_array().unwrap().clone();
         assert_eq!(parts.len(), 4);
         assert_eq!(parts[3], json!({"text":"","thoughtSignature":"S"}));

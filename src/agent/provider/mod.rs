@@ -14,7 +14,7 @@ pub mod sse;
 
 pub use gemini::{GeminiConfig, GeminiProvider};
 pub use offline::{OfflineProvider, REPLY_MARKER, TITLE_MARKER};
-pub use openai_compat::{OpenAiConfig, OpenAiCompatProvider};
+pub use openai_compat::{OpenAiCompatProvider, OpenAiConfig};
 pub use replay::ReplayProvider;
 
 #[derive(Debug, thiserror::Error)]
@@ -115,4 +115,3 @@ pub trait ModelProvider: Send + Sync {
         on_delta: DeltaSink<'_>,
     ) -> Result<ModelResponse, ModelError>;
 }
-

@@ -12,7 +12,10 @@
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use super::{ChatMessage, ChatRequest, DeltaSink, ModelError, ModelProvider, ModelResponse, TokenUsage, ToolCall};
+use super::{
+    ChatMessage, ChatRequest, DeltaSink, ModelError, ModelProvider, ModelResponse, TokenUsage,
+    ToolCall,
+};
 
 /// Marks the helper prompt asking for a short fragment title.
 pub const TITLE_MARKER: &str = "[codekraft:fragment-title]";
@@ -48,15 +51,34 @@ impl ModelProvider for OfflineProvider {
         0.0
     }
 
-    async fn complete(&self, request: &ChatRequest, on_delta: DeltaSink<'_>) -> Result<ModelResponse, ModelError> {
-        let (text, tool_calls) =
-            if request.tools.is_empty() { (helper_answer(request), Vec::new()) } else { next_step(request) };
+    async fn complete(
+        &self,
+        request: &ChatRequest,
+        on_delta: DeltaSink<'_>,
+    ) -> Result<ModelResponse, ModelError> {
+        let (text, tool_calls) = if request.tools.is_empty() {
+            (helper_answer(request), Vec::new())
+        } else {
+            next_step(request)
+        };
         if !text.is_empty() {
             on_delta(&text);
         }
-        let output_chars = text.len() + tool_calls.iter().map(|c| c.name.len() + c.arguments.to_string().len()).sum::<usize>();
-        let usage = TokenUsage { input_tokens: estimate_tokens(input_chars(request)), output_tokens: estimate_tokens(output_chars) };
-        Ok(ModelResponse { text, tool_calls, usage, raw: None })
+        let output_chars = text.len()
+            + tool_calls
+                .iter()
+                .map(|c| c.name.len() + c.arguments.to_string().len())
+                .sum::<usize>();
+        let usage = TokenUsage {
+            input_tokens: estimate_tokens(input_chars(request)),
+            output_tokens: estimate_tokens(output_chars),
+        };
+        Ok(ModelResponse {
+            text,
+            tool_calls,
+            usage,
+            raw: None,
+        })
     }
 }
 
@@ -70,8 +92,14 @@ fn input_chars(request: &ChatRequest) -> usize {
         .iter()
         .map(|m| match m {
             ChatMessage::User { text } => text.len(),
-            ChatMessage::Assistant { text, tool_calls, .. } => {
-                text.len() + tool_calls.iter().map(|c| c.arguments.to_string().len()).sum::<usize>()
+            ChatMessage::Assistant {
+                text, tool_calls, ..
+            } => {
+                text.len()
+                    + tool_calls
+                        .iter()
+                        .map(|c| c.arguments.to_string().len())
+                        .sum::<usize>()
             }
             ChatMessage::ToolResult { content, .. } => content.to_string().len(),
         })
@@ -81,10 +109,14 @@ fn input_chars(request: &ChatRequest) -> usize {
 
 /// The latest user message's index and text.
 fn latest_user(messages: &[ChatMessage]) -> Option<(usize, &str)> {
-    messages.iter().enumerate().rev().find_map(|(i, m)| match m {
-        ChatMessage::User { text } => Some((i, text.as_str())),
-        _ => None,
-    })
+    messages
+        .iter()
+        .enumerate()
+        .rev()
+        .find_map(|(i, m)| match m {
+            ChatMessage::User { text } => Some((i, text.as_str())),
+            _ => None,
+        })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,13 +138,22 @@ impl Step {
 
 fn next_step(request: &ChatRequest) -> (String, Vec<ToolCall>) {
     let (user_index, prompt) = latest_user(&request.messages).unwrap_or((0, ""));
-    let turn = request.messages.iter().filter(|m| matches!(m, ChatMessage::User { .. })).count();
-    let done = request.messages[user_index..].iter().filter(|m| matches!(m, ChatMessage::ToolResult { .. })).count();
+    let turn = request
+        .messages
+        .iter()
+        .filter(|m| matches!(m, ChatMessage::User { .. }))
+        .count();
+    let done = request.messages[user_index..]
+        .iter()
+        .filter(|m| matches!(m, ChatMessage::ToolResult { .. }))
+        .count();
     let page = Page::for_prompt(prompt);
 
     let available = |name: &str| request.tools.iter().any(|t| t.name == name);
-    let plan: Vec<Step> =
-        [Step::WritePage, Step::ListFiles, Step::ReadPage].into_iter().filter(|s| available(s.tool())).collect();
+    let plan: Vec<Step> = [Step::WritePage, Step::ListFiles, Step::ReadPage]
+        .into_iter()
+        .filter(|s| available(s.tool()))
+        .collect();
     let Some(&step) = plan.get(done) else {
         return (page.summary(plan.contains(&Step::WritePage)), Vec::new());
     };
@@ -121,14 +162,21 @@ fn next_step(request: &ChatRequest) -> (String, Vec<ToolCall>) {
         Step::ListFiles => json!({ "command": "ls app" }),
         Step::ReadPage => json!({ "files": [PAGE_PATH] }),
     };
-    let call = ToolCall { id: format!("offline_{turn}_{done}"), name: step.tool().to_owned(), arguments };
+    let call = ToolCall {
+        id: format!("offline_{turn}_{done}"),
+        name: step.tool().to_owned(),
+        arguments,
+    };
     (String::new(), vec![call])
 }
 
 fn helper_answer(request: &ChatRequest) -> String {
     let mentions = |marker: &str| {
         request.system.contains(marker)
-            || request.messages.iter().any(|m| matches!(m, ChatMessage::User { text } if text.contains(marker)))
+            || request
+                .messages
+                .iter()
+                .any(|m| matches!(m, ChatMessage::User { text } if text.contains(marker)))
     };
     let wants_title = if mentions(TITLE_MARKER) {
         true
@@ -169,18 +217,28 @@ impl Page {
     fn for_prompt(prompt: &str) -> Self {
         let prompt = prompt.trim();
         let lower = prompt.to_lowercase();
-        let kind = if ["todo", "to-do", "to do list", "task list", "checklist"].iter().any(|k| lower.contains(k)) {
+        let kind = if ["todo", "to-do", "to do list", "task list", "checklist"]
+            .iter()
+            .any(|k| lower.contains(k))
+        {
             PageKind::Todo
         } else {
             PageKind::Landing
         };
-        Page { kind, title: title_from_prompt(prompt), prompt: prompt.to_owned() }
+        Page {
+            kind,
+            title: title_from_prompt(prompt),
+            prompt: prompt.to_owned(),
+        }
     }
 
     fn description(&self) -> String {
         match self.kind {
             PageKind::Todo => format!("a client-side todo list app titled \"{}\"", self.title),
-            PageKind::Landing => format!("a landing page titled \"{}\" featuring your request", self.title),
+            PageKind::Landing => format!(
+                "a landing page titled \"{}\" featuring your request",
+                self.title
+            ),
         }
     }
 
@@ -202,8 +260,12 @@ impl Page {
         let title = js_string(&self.title);
         let prompt = js_string(&self.prompt);
         match self.kind {
-            PageKind::Todo => TODO_PAGE.replace("__TITLE__", &title).replace("__PROMPT__", &prompt),
-            PageKind::Landing => LANDING_PAGE.replace("__TITLE__", &title).replace("__PROMPT__", &prompt),
+            PageKind::Todo => TODO_PAGE
+                .replace("__TITLE__", &title)
+                .replace("__PROMPT__", &prompt),
+            PageKind::Landing => LANDING_PAGE
+                .replace("__TITLE__", &title)
+                .replace("__PROMPT__", &prompt),
         }
     }
 }
@@ -215,18 +277,36 @@ fn js_string(s: &str) -> String {
 
 /// A short title from the first line of the prompt, without a leading "build me a".
 fn title_from_prompt(prompt: &str) -> String {
-    let first_line = prompt.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
-    let mut words: Vec<&str> = first_line.split_whitespace().collect();
-    let lead = |w: &str| w.trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase();
-    if words.first().is_some_and(|w| ["build", "create", "make", "generate", "write", "design"].contains(&lead(w).as_str())) {
-        words.remove(0);
-        if words.first().is_some_and(|w| ["me", "us"].contains(&lead(w).as_str())) {
-            words.remove(0);
-        }
-        if words.first().is_some_and(|w| ["a", "an", "the", "some"].contains(&lead(w).as_str())) {
-            words.remove(0);
+    let first_line = prompt
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    let words: Vec<&str> = first_line.split_whitespace().collect();
+    let lead = |w: &str| {
+        w.trim_matches(|c: char| !c.is_alphanumeric())
+            .to_lowercase()
+    };
+    // Drop a leading "please now build me a", one group of words at a time.
+    const GROUPS: [&[&str]; 4] = [
+        &["please", "now", "also", "can", "could", "you", "pls"],
+        &[
+            "build", "create", "make", "generate", "write", "design", "add",
+        ],
+        &["me", "us"],
+        &["a", "an", "the", "some"],
+    ];
+    let mut skipped = 0;
+    for group in GROUPS {
+        while skipped < words.len() && group.contains(&lead(words[skipped]).as_str()) {
+            skipped += 1;
         }
     }
+    let words = if skipped < words.len() {
+        &words[skipped..]
+    } else {
+        &words[..]
+    };
     let mut title = String::new();
     for word in words {
         if title.chars().count() + word.chars().count() > 60 {
@@ -238,7 +318,9 @@ fn title_from_prompt(prompt: &str) -> String {
         }
         title.push_str(word);
     }
-    let title = title.trim_end_matches(['.', '!', '?', ',', ';', ':']).to_owned();
+    let title = title
+        .trim_end_matches(['.', '!', '?', ',', ';', ':'])
+        .to_owned();
     let mut chars = title.chars();
     match chars.next() {
         Some(first) => first.to_uppercase().chain(chars).collect(),
@@ -378,9 +460,20 @@ mod tests {
 
     #[test]
     fn titles() {
-        assert_eq!(title_from_prompt("Build me a todo app with dark mode."), "Todo app with dark mode");
-        assert_eq!(title_from_prompt("  \n  create an \"evil\" </script> page"), "\"evil\" </script> page");
+        assert_eq!(
+            title_from_prompt("Build me a todo app with dark mode."),
+            "Todo app with dark mode"
+        );
+        assert_eq!(
+            title_from_prompt("  \n  create an \"evil\" </script> page"),
+            "\"evil\" </script> page"
+        );
         assert_eq!(title_from_prompt(""), "My App");
+        assert_eq!(
+            title_from_prompt("Now please make a landing page for my bakery"),
+            "Landing page for my bakery"
+        );
+        assert_eq!(title_from_prompt("Build"), "Build");
         assert!(title_from_prompt(&"word ".repeat(40)).ends_with('…'));
     }
 
@@ -388,7 +481,10 @@ mod tests {
     fn user_text_is_escaped_in_string_literals() {
         let page = Page::for_prompt("make a page \"}; alert(1); //\n<script>`${x}`");
         let source = page.source();
-        assert!(source.contains(r#"const PROMPT = "make a page \"}; alert(1); //\n<script>`${x}`";"#), "{source}");
+        assert!(
+            source.contains(r#"const PROMPT = "make a page \"}; alert(1); //\n<script>`${x}`";"#),
+            "{source}"
+        );
         assert!(!source.contains("__TITLE__") && !source.contains("__PROMPT__"));
     }
 

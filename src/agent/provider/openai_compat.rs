@@ -18,7 +18,10 @@ use serde_json::{json, Value};
 use super::pricing::ModelPrice;
 use super::retry::{self, Failure, RetryPolicy};
 use super::sse::{SseDecoder, SseEvent};
-use super::{ChatMessage, ChatRequest, DeltaSink, ModelError, ModelProvider, ModelResponse, TokenUsage, ToolCall};
+use super::{
+    ChatMessage, ChatRequest, DeltaSink, ModelError, ModelProvider, ModelResponse, TokenUsage,
+    ToolCall,
+};
 
 #[derive(Clone)]
 pub struct OpenAiConfig {
@@ -80,7 +83,11 @@ impl OpenAiCompatProvider {
             .build()
             .map_err(|e| ModelError::Unavailable(format!("cannot build HTTP client: {e}")))?;
         let retry = RetryPolicy::with_max_retries(config.max_retries);
-        Ok(Self { config, client, retry })
+        Ok(Self {
+            config,
+            client,
+            retry,
+        })
     }
 
     /// Replaces the backoff policy (its `max_retries` wins over the config's).
@@ -89,8 +96,15 @@ impl OpenAiCompatProvider {
         self
     }
 
-    async fn attempt(&self, body: &Value, on_delta: DeltaSink<'_>) -> Result<ModelResponse, Failure> {
-        let url = format!("{}/chat/completions", self.config.base_url.trim_end_matches('/'));
+    async fn attempt(
+        &self,
+        body: &Value,
+        on_delta: DeltaSink<'_>,
+    ) -> Result<ModelResponse, Failure> {
+        let url = format!(
+            "{}/chat/completions",
+            self.config.base_url.trim_end_matches('/')
+        );
         let mut request = self.client.post(url).json(body);
         if let Some(key) = &self.config.api_key {
             request = request.bearer_auth(key);
@@ -103,9 +117,13 @@ impl OpenAiCompatProvider {
             .is_none_or(|ct| ct.starts_with("text/event-stream"));
         if !is_sse {
             // A server that ignored `stream: true` answers one `chat.completion`.
-            let text = response.text().await.map_err(|e| retry::transport_failure(&e))?;
-            let value: Value = serde_json::from_str(&text)
-                .map_err(|e| Failure::fatal(ModelError::Protocol(format!("invalid JSON response: {e}"))))?;
+            let text = response
+                .text()
+                .await
+                .map_err(|e| retry::transport_failure(&e))?;
+            let value: Value = serde_json::from_str(&text).map_err(|e| {
+                Failure::fatal(ModelError::Protocol(format!("invalid JSON response: {e}")))
+            })?;
             return parse_completion(&value, on_delta);
         }
         let mut acc = StreamAccumulator::default();
@@ -115,7 +133,9 @@ impl OpenAiCompatProvider {
             let bytes = match bytes {
                 Ok(bytes) => bytes,
                 Err(e) if acc.delivered => {
-                    return Err(Failure::fatal(ModelError::Unavailable(format!("stream interrupted: {e}"))));
+                    return Err(Failure::fatal(ModelError::Unavailable(format!(
+                        "stream interrupted: {e}"
+                    ))));
                 }
                 Err(e) => return Err(retry::transport_failure(&e)),
             };
@@ -149,7 +169,11 @@ impl ModelProvider for OpenAiCompatProvider {
     }
 
     #[tracing::instrument(skip_all, fields(model = %self.config.model))]
-    async fn complete(&self, request: &ChatRequest, on_delta: DeltaSink<'_>) -> Result<ModelResponse, ModelError> {
+    async fn complete(
+        &self,
+        request: &ChatRequest,
+        on_delta: DeltaSink<'_>,
+    ) -> Result<ModelResponse, ModelError> {
         let body = build_request_body(&self.config, request);
         retry::with_retries(&self.retry, |_| self.attempt(&body, on_delta)).await
     }
@@ -169,13 +193,24 @@ pub fn build_request_body(config: &OpenAiConfig, request: &ChatRequest) -> Value
             {
                 raw.clone()
             }
-            ChatMessage::Assistant { text, tool_calls, .. } => assistant_message(text, tool_calls),
-            ChatMessage::ToolResult { call_id, content, is_error, .. } => {
+            ChatMessage::Assistant {
+                text, tool_calls, ..
+            } => assistant_message(text, tool_calls),
+            ChatMessage::ToolResult {
+                call_id,
+                content,
+                is_error,
+                ..
+            } => {
                 let text = match content {
                     Value::String(s) => s.clone(),
                     other => other.to_string(),
                 };
-                let text = if *is_error { format!("Error: {text}") } else { text };
+                let text = if *is_error {
+                    format!("Error: {text}")
+                } else {
+                    text
+                };
                 json!({ "role": "tool", "tool_call_id": call_id, "content": text })
             }
         });
@@ -202,7 +237,11 @@ pub fn build_request_body(config: &OpenAiConfig, request: &ChatRequest) -> Value
 }
 
 fn assistant_message(text: &str, tool_calls: &[ToolCall]) -> Value {
-    let content = if text.is_empty() && !tool_calls.is_empty() { Value::Null } else { json!(text) };
+    let content = if text.is_empty() && !tool_calls.is_empty() {
+        Value::Null
+    } else {
+        json!(text)
+    };
     let mut message = json!({ "role": "assistant", "content": content });
     if !tool_calls.is_empty() {
         let calls: Vec<Value> = tool_calls
@@ -235,20 +274,37 @@ fn new_call_id() -> String {
 fn parse_usage(usage: &Value) -> Option<TokenUsage> {
     let usage = usage.as_object()?;
     let count = |key: &str| usage.get(key).and_then(Value::as_u64).unwrap_or(0);
-    Some(TokenUsage { input_tokens: count("prompt_tokens"), output_tokens: count("completion_tokens") })
+    Some(TokenUsage {
+        input_tokens: count("prompt_tokens"),
+        output_tokens: count("completion_tokens"),
+    })
 }
 
 /// A non-streaming `chat.completion` body (§2.3).
 fn parse_completion(value: &Value, on_delta: DeltaSink<'_>) -> Result<ModelResponse, Failure> {
     if let Some(error) = value.get("error") {
-        return Err(Failure::retryable(ModelError::Unavailable(format!("error response: {error}"))));
+        return Err(Failure::retryable(ModelError::Unavailable(format!(
+            "error response: {error}"
+        ))));
     }
-    let message = value
-        .pointer("/choices/0/message")
-        .ok_or_else(|| Failure::fatal(ModelError::Protocol("response without choices[0].message".into())))?;
-    let text = message.get("content").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let message = value.pointer("/choices/0/message").ok_or_else(|| {
+        Failure::fatal(ModelError::Protocol(
+            "response without choices[0].message".into(),
+        ))
+    })?;
+    let text = message
+        .get("content")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
     let mut acc = StreamAccumulator::default();
-    for (index, call) in message.get("tool_calls").and_then(Value::as_array).into_iter().flatten().enumerate() {
+    for (index, call) in message
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         acc.on_tool_call_fragment(call, index as u64);
     }
     if !text.is_empty() {
@@ -315,8 +371,17 @@ impl StreamAccumulator {
                 on_delta(text);
             }
         }
-        for (position, fragment) in delta.get("tool_calls").and_then(Value::as_array).into_iter().flatten().enumerate() {
-            let index = fragment.get("index").and_then(Value::as_u64).unwrap_or(position as u64);
+        for (position, fragment) in delta
+            .get("tool_calls")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let index = fragment
+                .get("index")
+                .and_then(Value::as_u64)
+                .unwrap_or(position as u64);
             self.on_tool_call_fragment(fragment, index);
         }
         Ok(Flow::Continue)
@@ -334,9 +399,20 @@ impl StreamAccumulator {
     /// Applies one tool-call fragment (or a whole call). `null` fields mean "no update"; a new,
     /// different `id` at an index that already has one starts a new call.
     fn on_tool_call_fragment(&mut self, fragment: &Value, index: u64) {
-        let id = fragment.get("id").and_then(Value::as_str).filter(|s| !s.is_empty());
+        let id = fragment
+            .get("id")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty());
         let slot = match self.by_index.get(&index) {
-            Some(&slot) if id.is_none() || self.calls[slot].id.as_deref().is_none_or(|old| Some(old) == id) => slot,
+            Some(&slot)
+                if id.is_none()
+                    || self.calls[slot]
+                        .id
+                        .as_deref()
+                        .is_none_or(|old| Some(old) == id) =>
+            {
+                slot
+            }
             _ => {
                 self.calls.push(PendingCall::default());
                 self.by_index.insert(index, self.calls.len() - 1);
@@ -363,13 +439,17 @@ impl StreamAccumulator {
 
     fn finish(self) -> Result<ModelResponse, Failure> {
         if !self.saw_chunk {
-            return Err(Failure::retryable(ModelError::Protocol("empty stream".into())));
+            return Err(Failure::retryable(ModelError::Protocol(
+                "empty stream".into(),
+            )));
         }
         let mut tool_calls = Vec::new();
         let mut raw_calls = Vec::new();
         for call in self.calls {
             if call.name.is_empty() {
-                return Err(Failure::fatal(ModelError::Protocol("tool call without a function name".into())));
+                return Err(Failure::fatal(ModelError::Protocol(
+                    "tool call without a function name".into(),
+                )));
             }
             let id = call.id.unwrap_or_else(new_call_id);
             raw_calls.push(json!({
@@ -377,14 +457,27 @@ impl StreamAccumulator {
                 "type": "function",
                 "function": { "name": call.name, "arguments": call.arguments },
             }));
-            tool_calls.push(ToolCall { id, name: call.name, arguments: parse_arguments(&call.arguments) });
+            tool_calls.push(ToolCall {
+                id,
+                name: call.name,
+                arguments: parse_arguments(&call.arguments),
+            });
         }
-        let content = if self.text.is_empty() && !raw_calls.is_empty() { Value::Null } else { json!(self.text) };
+        let content = if self.text.is_empty() && !raw_calls.is_empty() {
+            Value::Null
+        } else {
+            json!(self.text)
+        };
         let mut raw = json!({ "role": "assistant", "content": content });
         if !raw_calls.is_empty() {
             raw["tool_calls"] = json!(raw_calls);
         }
-        Ok(ModelResponse { text: self.text, tool_calls, usage: self.usage.unwrap_or_default(), raw: Some(raw) })
+        Ok(ModelResponse {
+            text: self.text,
+            tool_calls,
+            usage: self.usage.unwrap_or_default(),
+            raw: Some(raw),
+        })
     }
 }
 
@@ -394,7 +487,10 @@ mod tests {
     use crate::agent::provider::ToolSpec;
 
     fn event(data: &str) -> SseEvent {
-        SseEvent { event: None, data: data.into() }
+        SseEvent {
+            event: None,
+            data: data.into(),
+        }
     }
 
     #[test]
@@ -420,10 +516,26 @@ mod tests {
         assert_eq!(acc.on_event(event("[DONE]"), &sink).unwrap(), Flow::Done);
         let response = acc.finish().unwrap();
         assert_eq!(response.tool_calls.len(), 2);
-        assert_eq!(response.tool_calls[0], ToolCall { id: "a".into(), name: "terminal".into(), arguments: json!({"command":"ls"}) });
+        assert_eq!(
+            response.tool_calls[0],
+            ToolCall {
+                id: "a".into(),
+                name: "terminal".into(),
+                arguments: json!({"command":"ls"})
+            }
+        );
         assert_eq!(response.tool_calls[1].name, "readFiles");
-        assert_eq!(response.usage, TokenUsage { input_tokens: 7, output_tokens: 3 });
-        assert_eq!(response.raw.unwrap()["tool_calls"][0]["function"]["arguments"], "{\"command\":\"ls\"}");
+        assert_eq!(
+            response.usage,
+            TokenUsage {
+                input_tokens: 7,
+                output_tokens: 3
+            }
+        );
+        assert_eq!(
+            response.raw.unwrap()["tool_calls"][0]["function"]["arguments"],
+            "{\"command\":\"ls\"}"
+        );
     }
 
     #[test]
@@ -434,21 +546,47 @@ mod tests {
             system: "sys".into(),
             messages: vec![
                 ChatMessage::User { text: "u".into() },
-                ChatMessage::Assistant { text: String::new(), tool_calls: vec![], raw: Some(raw.clone()) },
-                ChatMessage::ToolResult { call_id: "c".into(), name: "t".into(), content: json!({"ok":true}), is_error: false },
+                ChatMessage::Assistant {
+                    text: String::new(),
+                    tool_calls: vec![],
+                    raw: Some(raw.clone()),
+                },
+                ChatMessage::ToolResult {
+                    call_id: "c".into(),
+                    name: "t".into(),
+                    content: json!({"ok":true}),
+                    is_error: false,
+                },
                 ChatMessage::Assistant {
                     text: "done".into(),
-                    tool_calls: vec![ToolCall { id: "d".into(), name: "t".into(), arguments: json!({"b":2}) }],
+                    tool_calls: vec![ToolCall {
+                        id: "d".into(),
+                        name: "t".into(),
+                        arguments: json!({"b":2}),
+                    }],
                     raw: None,
                 },
             ],
-            tools: vec![ToolSpec { name: "t".into(), description: "d".into(), parameters: json!({"type":"object"}) }],
+            tools: vec![ToolSpec {
+                name: "t".into(),
+                description: "d".into(),
+                parameters: json!({"type":"object"}),
+            }],
         };
         let body = build_request_body(&config, &request);
-        assert_eq!(body["messages"][0], json!({"role":"system","content":"sys"}));
+        assert_eq!(
+            body["messages"][0],
+            json!({"role":"system","content":"sys"})
+        );
         assert_eq!(body["messages"][2], raw);
-        assert_eq!(body["messages"][3], json!({"role":"tool","tool_call_id":"c","content":"{\"ok\":true}"}));
-        assert_eq!(body["messages"][4]["tool_calls"][0]["function"]["arguments"], "{\"b\":2}");
+        assert_eq!(
+            body["messages"][3],
+            json!({"role":"tool","tool_call_id":"c","content":"{\"ok\":true}"})
+        );
+        assert_eq!(
+            body["messages"][4]["tool_calls"][0]["function"]["arguments"],
+            "{\"b\":2}"
+        );
         assert_eq!(body["stream_options"], json!({"include_usage": true}));
         assert_eq!(body["tools"][0]["function"]["name"], "t");
     }

@@ -11,10 +11,14 @@ pub struct ModelPrice {
 }
 
 impl ModelPrice {
-    pub const FREE: Self = Self { input_per_mtok: 0.0, output_per_mtok: 0.0 };
+    pub const FREE: Self = Self {
+        input_per_mtok: 0.0,
+        output_per_mtok: 0.0,
+    };
 
     pub fn cost_usd(&self, usage: TokenUsage) -> f64 {
-        (usage.input_tokens as f64 * self.input_per_mtok + usage.output_tokens as f64 * self.output_per_mtok)
+        (usage.input_tokens as f64 * self.input_per_mtok
+            + usage.output_tokens as f64 * self.output_per_mtok)
             / 1_000_000.0
     }
 }
@@ -30,7 +34,10 @@ pub fn gemini_price(model: &str) -> Option<ModelPrice> {
         "gemini-2.0-flash" => (0.10, 0.40),
         _ => return None,
     };
-    Some(ModelPrice { input_per_mtok: input, output_per_mtok: output })
+    Some(ModelPrice {
+        input_per_mtok: input,
+        output_per_mtok: output,
+    })
 }
 
 #[cfg(test)]
@@ -39,9 +46,19 @@ mod tests {
 
     #[test]
     fn known_and_unknown_models() {
-        let usage = TokenUsage { input_tokens: 1_000_000, output_tokens: 1_000_000 };
+        let usage = TokenUsage {
+            input_tokens: 1_000_000,
+            output_tokens: 1_000_000,
+        };
         assert!((gemini_price("gemini-2.5-flash").unwrap().cost_usd(usage) - 2.80).abs() < 1e-9);
-        assert!((gemini_price("models/gemini-2.5-pro").unwrap().cost_usd(usage) - 11.25).abs() < 1e-9);
+        assert!(
+            (gemini_price("models/gemini-2.5-pro")
+                .unwrap()
+                .cost_usd(usage)
+                - 11.25)
+                .abs()
+                < 1e-9
+        );
         assert!(gemini_price("gemini-2.0-flash").is_some());
         assert_eq!(gemini_price("llama3"), None);
         assert_eq!(ModelPrice::FREE.cost_usd(usage), 0.0);

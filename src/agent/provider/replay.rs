@@ -18,17 +18,27 @@ pub struct ReplayProvider {
 
 impl ReplayProvider {
     pub fn from_responses(responses: Vec<ModelResponse>) -> Self {
-        Self { responses: Mutex::new(responses.into()) }
+        Self {
+            responses: Mutex::new(responses.into()),
+        }
     }
 
     /// Reads a transcript file (a JSON array of `ModelResponse`).
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ModelError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ModelError::Protocol(format!("cannot read replay file {}: {e}", path.display())))?;
-        let responses: Vec<ModelResponse> = serde_json::from_str(&text)
-            .map_err(|e| ModelError::Protocol(format!("invalid replay file {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ModelError::Protocol(format!("cannot read replay file {}: {e}", path.display()))
+        })?;
+        let responses: Vec<ModelResponse> = serde_json::from_str(&text).map_err(|e| {
+            ModelError::Protocol(format!("invalid replay file {}: {e}", path.display()))
+        })?;
         Ok(Self::from_responses(responses))
+    }
+
+    /// Reads the transcript named by `REPLAY_FILE`; `None` when the variable is unset.
+    pub fn from_env() -> Option<Result<Self, ModelError>> {
+        let path = std::env::var_os(REPLAY_FILE_ENV)?;
+        Some(Self::from_file(path))
     }
 
     /// Responses not served yet.
@@ -51,7 +61,11 @@ impl ModelProvider for ReplayProvider {
         0.0
     }
 
-    async fn complete(&self, _request: &ChatRequest, on_delta: DeltaSink<'_>) -> Result<ModelResponse, ModelError> {
+    async fn complete(
+        &self,
+        _request: &ChatRequest,
+        on_delta: DeltaSink<'_>,
+    ) -> Result<ModelResponse, ModelError> {
         let next = self
             .responses
             .lock()

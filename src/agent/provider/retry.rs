@@ -43,12 +43,17 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     pub fn with_max_retries(max_retries: u32) -> Self {
-        Self { max_retries, ..Self::default() }
+        Self {
+            max_retries,
+            ..Self::default()
+        }
     }
 
     /// Backoff before retry number `retry` (0-based), with jitter.
     pub fn backoff(&self, retry: u32) -> Duration {
-        let exp = self.base_delay.saturating_mul(2u32.saturating_pow(retry.min(16)));
+        let exp = self
+            .base_delay
+            .saturating_mul(2u32.saturating_pow(retry.min(16)));
         let capped = exp.min(self.max_delay);
         capped.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
     }
@@ -74,11 +79,19 @@ pub struct Failure {
 
 impl Failure {
     pub fn retryable(error: ModelError) -> Self {
-        Self { error, retryable: true, server_delay: None }
+        Self {
+            error,
+            retryable: true,
+            server_delay: None,
+        }
     }
 
     pub fn fatal(error: ModelError) -> Self {
-        Self { error, retryable: false, server_delay: None }
+        Self {
+            error,
+            retryable: false,
+            server_delay: None,
+        }
     }
 }
 
@@ -150,7 +163,11 @@ pub fn status_failure(status: u16, headers: &HeaderMap, body: &str) -> Failure {
         .as_ref()
         .and_then(error_message)
         .unwrap_or_else(|| truncate(body.trim(), 500).to_owned());
-    let message = if message.is_empty() { format!("HTTP {status}") } else { message };
+    let message = if message.is_empty() {
+        format!("HTTP {status}")
+    } else {
+        message
+    };
 
     let mut retryable = is_retryable_status(status);
     if let Some(should) = headers.get("x-should-retry").and_then(|v| v.to_str().ok()) {
@@ -161,13 +178,18 @@ pub fn status_failure(status: u16, headers: &HeaderMap, body: &str) -> Failure {
             retryable = false;
         }
     }
-    let server_delay = parse_retry_after(headers).or_else(|| parsed.as_ref().and_then(google_retry_delay));
+    let server_delay =
+        parse_retry_after(headers).or_else(|| parsed.as_ref().and_then(google_retry_delay));
     let error = if retryable {
         ModelError::Unavailable(format!("HTTP {status}: {message}"))
     } else {
         ModelError::Rejected { status, message }
     };
-    Failure { error, retryable, server_delay }
+    Failure {
+        error,
+        retryable,
+        server_delay,
+    }
 }
 
 /// The human message of an error body in any of the shapes of §1.7 / §2.5.
@@ -178,8 +200,14 @@ fn error_message(body: &Value) -> Option<String> {
     };
     match body.get("error") {
         Some(Value::String(s)) => Some(s.clone()),
-        Some(err) => err.get("message").and_then(Value::as_str).map(str::to_owned),
-        None => body.get("message").and_then(Value::as_str).map(str::to_owned),
+        Some(err) => err
+            .get("message")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        None => body
+            .get("message")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
     }
 }
 
@@ -192,15 +220,27 @@ fn error_object(body: &Value) -> Option<&Value> {
 
 /// A daily quota (Gemini `…PerDay…` quota id) or OpenAI billing quota: waiting will not help.
 fn is_hard_quota(body: &Value) -> bool {
-    let Some(err) = error_object(body) else { return false };
+    let Some(err) = error_object(body) else {
+        return false;
+    };
     if err.get("code").and_then(Value::as_str) == Some("insufficient_quota") {
         return true;
     }
-    let details = err.get("details").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    let details = err
+        .get("details")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
     details.iter().any(|d| {
-        d.get("violations").and_then(Value::as_array).is_some_and(|vs| {
-            vs.iter().any(|v| v.get("quotaId").and_then(Value::as_str).is_some_and(|id| id.contains("PerDay")))
-        })
+        d.get("violations")
+            .and_then(Value::as_array)
+            .is_some_and(|vs| {
+                vs.iter().any(|v| {
+                    v.get("quotaId")
+                        .and_then(Value::as_str)
+                        .is_some_and(|id| id.contains("PerDay"))
+                })
+            })
     })
 }
 
@@ -209,8 +249,16 @@ fn google_retry_delay(body: &Value) -> Option<Duration> {
     let details = error_object(body)?.get("details")?.as_array()?;
     details
         .iter()
-        .filter(|d| d.get("@type").and_then(Value::as_str).is_some_and(|t| t.ends_with("google.rpc.RetryInfo")))
-        .find_map(|d| d.get("retryDelay").and_then(Value::as_str).and_then(parse_proto_duration))
+        .filter(|d| {
+            d.get("@type")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t.ends_with("google.rpc.RetryInfo"))
+        })
+        .find_map(|d| {
+            d.get("retryDelay")
+                .and_then(Value::as_str)
+                .and_then(parse_proto_duration)
+        })
 }
 
 /// A protobuf JSON Duration: `"38s"`, `"57.238747106s"`.
@@ -221,7 +269,12 @@ pub fn parse_proto_duration(s: &str) -> Option<Duration> {
 
 /// `retry-after-ms` (milliseconds) or `Retry-After` (seconds, fractional allowed, or HTTP date).
 pub fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
     if let Some(ms) = header("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
         if ms.is_finite() && ms >= 0.0 {
             return Some(Duration::from_secs_f64(ms / 1000.0));
@@ -251,7 +304,10 @@ mod tests {
     #[test]
     fn proto_durations() {
         assert_eq!(parse_proto_duration("38s"), Some(Duration::from_secs(38)));
-        assert_eq!(parse_proto_duration("0.5s"), Some(Duration::from_millis(500)));
+        assert_eq!(
+            parse_proto_duration("0.5s"),
+            Some(Duration::from_millis(500))
+        );
         assert_eq!(parse_proto_duration("38"), None);
         assert_eq!(parse_proto_duration("-1s"), None);
     }
@@ -264,7 +320,10 @@ mod tests {
         h.insert("retry-after-ms", HeaderValue::from_static("250"));
         assert_eq!(parse_retry_after(&h), Some(Duration::from_millis(250)));
         let mut h = HeaderMap::new();
-        h.insert("retry-after", HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"));
+        h.insert(
+            "retry-after",
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
         assert_eq!(parse_retry_after(&h), Some(Duration::ZERO));
     }
 
@@ -290,8 +349,14 @@ mod tests {
     #[test]
     fn client_errors_are_rejected_with_message() {
         for (body, msg) in [
-            (r#"{"error":{"message":"bad key","type":"invalid_request_error"}}"#, "bad key"),
-            (r#"{"object":"error","message":"flat vllm","code":400}"#, "flat vllm"),
+            (
+                r#"{"error":{"message":"bad key","type":"invalid_request_error"}}"#,
+                "bad key",
+            ),
+            (
+                r#"{"object":"error","message":"flat vllm","code":400}"#,
+                "flat vllm",
+            ),
             (r#"{"error":"ollama native"}"#, "ollama native"),
             ("not json at all", "not json at all"),
         ] {
@@ -323,12 +388,18 @@ mod tests {
             assert!(d >= full / 2 && d <= full, "{retry}: {d:?}");
         }
         assert_eq!(p.delay(0, Some(Duration::from_secs(500))), None);
-        assert_eq!(p.delay(0, Some(Duration::from_secs(2))), Some(Duration::from_secs(2)));
+        assert_eq!(
+            p.delay(0, Some(Duration::from_secs(2))),
+            Some(Duration::from_secs(2))
+        );
     }
 
     #[tokio::test]
     async fn stops_on_fatal_and_after_max_retries() {
-        let policy = RetryPolicy { base_delay: Duration::from_millis(1), ..RetryPolicy::with_max_retries(2) };
+        let policy = RetryPolicy {
+            base_delay: Duration::from_millis(1),
+            ..RetryPolicy::with_max_retries(2)
+        };
         let mut calls = 0;
         let r: Result<(), _> = with_retries(&policy, |_| {
             calls += 1;

@@ -141,7 +141,11 @@ mod tests {
         let input = "data: h\u{e9}llo \u{1f600}\r\n: keep-alive\r\n\r\ndata: x\n\n".as_bytes();
         for split in 0..input.len() {
             let events = decode_all(&[&input[..split], &input[split..]]);
-            assert_eq!(data(&events), ["h\u{e9}llo \u{1f600}", "x"], "split at {split}");
+            assert_eq!(
+                data(&events),
+                ["h\u{e9}llo \u{1f600}", "x"],
+                "split at {split}"
+            );
         }
     }
 

@@ -1,5 +1,6 @@
-//! Shared test support: toy server, raw WS client, node conformance runner.
+//! Shared test support: the app under test, clients, fakes at the network edge.
 
 pub mod conformance;
+pub mod fake_llm;
 pub mod toy;
 pub mod ws_client;
