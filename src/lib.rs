@@ -12,3 +12,4 @@ pub mod http;
 pub mod jobs;
 pub mod sandbox;
 pub mod services;
+pub mod telemetry;

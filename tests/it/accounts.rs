@@ -1,0 +1,85 @@
+//! Built-in accounts, tokens and authentication errors.
+
+use serde_json::json;
+
+use crate::on_both_backends;
+use crate::support::app::{error_code, Backend, TestApp};
+
+on_both_backends!(sign_up_then_sign_in, |backend: Backend| async move {
+    let app = TestApp::spawn(backend).await;
+    let token = app.sign_up("Ada@Example.com").await;
+    let me = app.data(Some(&token), "{ me { email plan } usage { plan limit remaining consumed } }", json!({})).await;
+    assert_eq!(me["me"], json!({ "email": "ada@example.com", "plan": "FREE" }));
+    assert_eq!(me["usage"]["limit"], 5);
+    assert_eq!(me["usage"]["remaining"], 5);
+
+    let signed_in = app
+        .data(None, r#"mutation { signIn(email: "ada@example.com", password: "correct horse") { token user { email } } }"#, json!({}))
+        .await;
+    let second = signed_in["signIn"]["token"].as_str().unwrap();
+    let me_again = app.data(Some(second), "{ me { email } }", json!({})).await;
+    assert_eq!(me_again["me"]["email"], "ada@example.com");
+
+    let wrong = app
+        .gql(None, r#"mutation { signIn(email: "ada@example.com", password: "wrong password") { token } }"#, json!({}))
+        .await;
+    assert_eq!(error_code(&wrong), "BAD_USER_INPUT");
+
+    let duplicate = app
+        .gql(None, r#"mutation { signUp(email: "ada@example.com", password: "another one") { token } }"#, json!({}))
+        .await;
+    assert_eq!(error_code(&duplicate), "CONFLICT");
+});
+
+#[tokio::test]
+async fn bad_sign_up_input_is_refused() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    for (email, password) in [("not-an-email", "long enough"), ("a@b.co", "short")] {
+        let response = app
+            .gql(
+                None,
+                "mutation($e: String!, $p: String!) { signUp(email: $e, password: $p) { token } }",
+                json!({ "e": email, "p": password }),
+            )
+            .await;
+        assert_eq!(error_code(&response), "BAD_USER_INPUT", "{email}");
+    }
+}
+
+#[tokio::test]
+async fn protected_fields_need_a_valid_token() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let anonymous = app.gql(None, "{ me { id } }", json!({})).await;
+    assert_eq!(error_code(&anonymous), "UNAUTHENTICATED");
+    for token in ["garbage", "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.", "a.b.c"] {
+        let response = app.gql(Some(token), "{ me { id } }", json!({})).await;
+        assert_eq!(error_code(&response), "UNAUTHENTICATED", "{token}");
+    }
+    // Public fields still work with a bad token.
+    let public = app.gql(Some("garbage"), "{ serverInfo { modelOffline } }", json!({})).await;
+    assert_eq!(public["data"]["serverInfo"]["modelOffline"], true);
+}
+
+#[tokio::test]
+async fn an_expired_token_is_refused() {
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let now = chrono::Utc::now().timestamp();
+    let claims = json!({ "sub": "someone", "iss": "codekraft", "iat": now - 7200, "exp": now - 3600 });
+    let token = encode(&Header::default(), &claims, &EncodingKey::from_secret(crate::support::app::TEST_SECRET.as_bytes())).unwrap();
+    let response = app.gql(Some(&token), "{ me { id } }", json!({})).await;
+    assert_eq!(error_code(&response), "UNAUTHENTICATED");
+}
+
+#[tokio::test]
+async fn a_token_signed_with_the_server_secret_provisions_its_user() {
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let now = chrono::Utc::now().timestamp();
+    let claims = json!({ "sub": "alice", "iss": "codekraft", "iat": now, "exp": now + 3600 });
+    let token = encode(&Header::default(), &claims, &EncodingKey::from_secret(crate::support::app::TEST_SECRET.as_bytes())).unwrap();
+    let first = app.data(Some(&token), "{ me { id plan } }", json!({})).await;
+    let second = app.data(Some(&token), "{ me { id plan } }", json!({})).await;
+    assert_eq!(first, second);
+    assert_eq!(first["me"]["plan"], "FREE");
+}

@@ -1,0 +1,217 @@
+//! The app under test: the real server on 127.0.0.1:0 with a fresh SQLite file or a fresh
+//! PostgreSQL database, fakes only at the network edge (model, sandbox), and GraphQL clients.
+
+use std::sync::Arc;
+
+use codekraft::agent::provider::{ModelProvider, OfflineProvider};
+use codekraft::app::{self, AppBuilder, Server};
+use codekraft::config::Config;
+use codekraft::sandbox::fake::FakeSandboxProvider;
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+use super::ws_client::{self, WsClient, TRANSPORT_WS};
+
+pub const TEST_SECRET: &str = "integration-test-secret-0123456789abcdef";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub struct TestApp {
+    pub server: Server,
+    pub sandboxes: Arc<FakeSandboxProvider>,
+    pub http: reqwest::Client,
+    pub data_dir: TempDir,
+}
+
+pub struct TestAppBuilder {
+    backend: Backend,
+    models: Arc<dyn ModelProvider>,
+    sandboxes: Arc<FakeSandboxProvider>,
+    configure: Vec<Box<dyn FnOnce(&mut Config)>>,
+}
+
+impl TestAppBuilder {
+    pub fn models(mut self, models: Arc<dyn ModelProvider>) -> Self {
+        self.models = models;
+        self
+    }
+
+    pub fn sandboxes(mut self, sandboxes: Arc<FakeSandboxProvider>) -> Self {
+        self.sandboxes = sandboxes;
+        self
+    }
+
+    pub fn config(mut self, change: impl FnOnce(&mut Config) + 'static) -> Self {
+        self.configure.push(Box::new(change));
+        self
+    }
+
+    pub async fn start(self) -> TestApp {
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(self.backend, data_dir.path()).await;
+        for change in self.configure {
+            change(&mut config);
+        }
+        let state = AppBuilder::new(config)
+            .models(self.models)
+            .sandboxes(self.sandboxes.clone())
+            .build()
+            .await
+            .expect("building the app");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = app::start(state, listener).await.expect("starting the app");
+        TestApp {
+            server,
+            sandboxes: self.sandboxes,
+            http: reqwest::Client::new(),
+            data_dir,
+        }
+    }
+}
+
+/// Config of a test server: a fresh database, a fixed secret, no build check.
+pub async fn test_config(backend: Backend, data_dir: &std::path::Path) -> Config {
+    let mut config = Config::defaults();
+    config.data_dir = data_dir.to_path_buf();
+    config.auth_jwt_secret = Some(TEST_SECRET.to_owned());
+    config.agent_check_command = String::new();
+    config.database_url = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(super::postgres::fresh_database_url().await),
+    };
+    config.web_client_dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("web-client");
+    config
+}
+
+impl TestApp {
+    pub fn builder(backend: Backend) -> TestAppBuilder {
+        TestAppBuilder {
+            backend,
+            models: Arc::new(OfflineProvider::new()),
+            sandboxes: Arc::new(FakeSandboxProvider::new()),
+            configure: Vec::new(),
+        }
+    }
+
+    pub async fn spawn(backend: Backend) -> Self {
+        Self::builder(backend).start().await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.server.addr)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/graphql/ws", self.server.addr)
+    }
+
+    /// POSTs a GraphQL request and returns the whole JSON response.
+    pub async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+        let mut request = self
+            .http
+            .post(self.url("/graphql"))
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("POST /graphql");
+        assert!(
+            response.status().is_success() || response.status().as_u16() == 400,
+            "unexpected status {}",
+            response.status()
+        );
+        response.json().await.expect("a JSON body")
+    }
+
+    /// Like `gql`, asserting there are no errors; returns `data`.
+    pub async fn data(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+        let response = self.gql(token, query, variables).await;
+        assert!(response.get("errors").is_none(), "unexpected errors: {response}");
+        response["data"].clone()
+    }
+
+    /// Signs up a new built-in account and returns its token.
+    pub async fn sign_up(&self, email: &str) -> String {
+        let data = self
+            .data(
+                None,
+                "mutation($email: String!) { signUp(email: $email, password: \"correct horse\") { token } }",
+                json!({ "email": email }),
+            )
+            .await;
+        data["signUp"]["token"].as_str().unwrap().to_owned()
+    }
+
+    /// Creates a project; returns `(project id, run id)`.
+    pub async fn create_project(&self, token: &str, prompt: &str) -> (String, String) {
+        let data = self
+            .data(
+                Some(token),
+                "mutation($prompt: String!) { createProject(prompt: $prompt) { project { id } run { id } } }",
+                json!({ "prompt": prompt }),
+            )
+            .await;
+        (
+            data["createProject"]["project"]["id"].as_str().unwrap().to_owned(),
+            data["createProject"]["run"]["id"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// Polls (tests only) until the run has ended; returns its status.
+    pub async fn wait_for_run(&self, token: &str, run_id: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let data = self
+                .data(Some(token), "query($id: ID!) { run(id: $id) { status } }", json!({ "id": run_id }))
+                .await;
+            let status = data["run"]["status"].as_str().unwrap().to_owned();
+            if !matches!(status.as_str(), "QUEUED" | "RUNNING") {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "run {run_id} did not end");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A graphql-transport-ws connection, acknowledged with `token`.
+    pub async fn ws(&self, token: &str) -> WsClient {
+        let mut client = ws_client::connect(&self.ws_url(), TRANSPORT_WS).await;
+        client.init(json!({ "Authorization": format!("Bearer {token}") })).await;
+        client
+    }
+
+    pub fn db_statements(&self) -> u64 {
+        self.server.state.metrics.db_statements()
+    }
+}
+
+/// The error code of the first error.
+pub fn error_code(response: &Value) -> &str {
+    response["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error code in {response}"))
+}
+
+/// Runs a test body once on SQLite and once on PostgreSQL.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                ($body)($crate::support::app::Backend::Sqlite).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                ($body)($crate::support::app::Backend::Postgres).await
+            }
+        }
+    };
+}
