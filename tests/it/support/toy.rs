@@ -173,8 +173,9 @@ pub fn toy_router(options: ToyOptions, live: LiveTicks) -> Router {
     Router::new()
         .merge(http)
         .route("/graphql/ws", ws.method_router())
-        // baseline for comparison: async-graphql-axum's stock HTTP service
-        .route_service("/stock/graphql", async_graphql_axum::GraphQL::new(schema))
+        // baselines for comparison: async-graphql-axum's stock HTTP and WS services
+        .route_service("/stock/graphql", async_graphql_axum::GraphQL::new(schema.clone()))
+        .route_service("/stock/graphql/ws", async_graphql_axum::GraphQLSubscription::new(schema))
 }
 
 /// A running toy server.
