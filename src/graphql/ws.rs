@@ -250,13 +250,11 @@ impl<E: Executor> GraphQLWs<E> {
         let (protocol, upgrade) = match WsProtocol::negotiate(headers) {
             Ok(Some(p)) => (p, upgrade.protocols([p.name()])),
             Ok(None) => (WsProtocol::GraphQLTransportWs, upgrade),
-            Err(()) => {
-                return (
-                    StatusCode::BAD_REQUEST,
-                    "unsupported Sec-WebSocket-Protocol (expected graphql-transport-ws or graphql-ws)",
-                )
-                    .into_response()
-            }
+            Err(()) => return (
+                StatusCode::BAD_REQUEST,
+                "unsupported Sec-WebSocket-Protocol (expected graphql-transport-ws or graphql-ws)",
+            )
+                .into_response(),
         };
         let connection = Connection {
             executor: self.executor.clone(),
@@ -299,7 +297,7 @@ type Close = Option<(u16, String)>;
 
 enum Event {
     Incoming(Vec<u8>),
-    Outgoing(Outgoing),
+    Outgoing(Box<Outgoing>),
     InitTimeout,
     KeepAlive,
     Reaped,
@@ -344,14 +342,14 @@ impl<E: Executor> Connection<E> {
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => Event::PeerGone,
                 },
-                Some(out) = rx.recv() => Event::Outgoing(out),
+                Some(out) = rx.recv() => Event::Outgoing(Box::new(out)),
                 _ = sleep_until(self.init_deadline), if !acked => Event::InitTimeout,
                 _ = keep_alive.tick(), if legacy && acked => Event::KeepAlive,
                 Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => Event::Reaped,
             };
             let step: Result<(), Close> = match event {
                 Event::Incoming(bytes) => self.on_message(&mut socket, &bytes, &tx).await,
-                Event::Outgoing(out) => self.on_outgoing(&mut socket, out).await,
+                Event::Outgoing(out) => self.on_outgoing(&mut socket, *out).await,
                 Event::InitTimeout => Err(Some((
                     close_code::CONNECTION_INIT_TIMEOUT,
                     "Connection initialisation timeout".into(),
@@ -411,7 +409,9 @@ impl<E: Executor> Connection<E> {
             }
             ("ping", false) => {
                 let pong = match message.get("payload") {
-                    Some(payload) if !payload.is_null() => json!({ "type": "pong", "payload": payload }),
+                    Some(payload) if !payload.is_null() => {
+                        json!({ "type": "pong", "payload": payload })
+                    }
                     _ => json!({ "type": "pong" }),
                 };
                 send_json(socket, pong).await
@@ -490,7 +490,13 @@ impl<E: Executor> Connection<E> {
             while let Some(payload) = stream.next().await {
                 let message = if first && !legacy && is_request_error(&payload) {
                     // graphql-transport-ws: request errors end the operation with `error`
-                    let _ = tx.send(Outgoing::Error { id, generation, payload }).await;
+                    let _ = tx
+                        .send(Outgoing::Error {
+                            id,
+                            generation,
+                            payload,
+                        })
+                        .await;
                     return;
                 } else {
                     Outgoing::Next {

@@ -41,7 +41,13 @@ async fn stock_async_graphql_axum_services_fail_the_checks() {
     let stock_ws = format!("ws://{}/stock/graphql/ws", server.addr);
     let check = NodeConformance::new(&stock_http, &stock_ws, SUB, LONG_SUB);
     if let Some(outcome) = check.outcome().await {
-        assert!(!outcome.http_ok, "the stock HTTP service unexpectedly passed the audit");
-        assert!(!outcome.ws_ok, "the stock WS service unexpectedly passed the checks");
+        assert!(
+            !outcome.http_ok,
+            "the stock HTTP service unexpectedly passed the audit"
+        );
+        assert!(
+            !outcome.ws_ok,
+            "the stock WS service unexpectedly passed the checks"
+        );
     }
 }

@@ -52,8 +52,14 @@ impl NodeConformance {
     /// Runs `audit.mjs` then `ws.mjs`, printing their output; panics unless both pass.
     pub async fn run(&self) {
         if let Some(outcome) = self.outcome().await {
-            assert!(outcome.http_ok, "GraphQL-over-HTTP audit failed (see above)");
-            assert!(outcome.ws_ok, "GraphQL-over-WebSocket checks failed (see above)");
+            assert!(
+                outcome.http_ok,
+                "GraphQL-over-HTTP audit failed (see above)"
+            );
+            assert!(
+                outcome.ws_ok,
+                "GraphQL-over-WebSocket checks failed (see above)"
+            );
         }
     }
 
@@ -128,7 +134,11 @@ async fn prepared_conformance_dir() -> Option<PathBuf> {
     static PREPARED: OnceCell<Option<PathBuf>> = OnceCell::const_new();
     PREPARED
         .get_or_init(|| async {
-            let has_node = Command::new("node").arg("--version").output().await.is_ok_and(|o| o.status.success());
+            let has_node = Command::new("node")
+                .arg("--version")
+                .output()
+                .await
+                .is_ok_and(|o| o.status.success());
             if !has_node {
                 if std::env::var("CODEKRAFT_REQUIRE_NODE").as_deref() == Ok("1") {
                     panic!("node is required (CODEKRAFT_REQUIRE_NODE=1) but not on the PATH");
