@@ -11,13 +11,25 @@
 //!
 //! Mounting (see [`GraphQLWs`]):
 //! ```ignore
-//! let ws = GraphQLWs::new(schema.clone()).on_connection_init(|payload| async move {
-//!     let viewer = viewer_from_init_payload(&payload).await.map_err(|_| WsInitError::new("Forbidden"))?;
-//!     let mut data = async_graphql::Data::default();
-//!     data.insert(viewer);
-//!     Ok(data)
-//! });
+//! let ws = GraphQLWs::new(schema.clone())
+//!     .on_connection_init(move |payload: serde_json::Value| async move {
+//!         let viewer = viewer_from_init_payload(&payload).await.map_err(|_| WsInitError::new("Forbidden"))?;
+//!         let mut data = async_graphql::Data::default();
+//!         data.insert(viewer);
+//!         Ok(data) // session data of every operation on this socket
+//!     })
+//!     .operation_data(|_session| fresh_loaders()); // per-operation request data
 //! let router = Router::new().route("/graphql/ws", ws.method_router());
+//! ```
+//! or, when the callback needs per-upgrade state, from your own handler:
+//! ```ignore
+//! async fn graphql_ws(State(app): State<AppState>, upgrade: WebSocketUpgrade, headers: HeaderMap) -> Response {
+//!     let auth = app.auth.clone();
+//!     app.graphql_ws.upgrade_with_init(upgrade, &headers, move |payload| {
+//!         let auth = auth.clone();
+//!         async move { auth.viewer_data(&payload).await.map_err(|_| WsInitError::default()) }
+//!     })
+//! }
 //! ```
 
 use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
