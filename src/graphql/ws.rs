@@ -273,6 +273,7 @@ impl<E: Executor> GraphQLWs<E> {
             protocol,
             on_init,
             operation_data: self.operation_data.clone(),
+            init_timeout: self.init_timeout,
             init_deadline: Instant::now() + self.init_timeout,
             legacy_keep_alive: self.legacy_keep_alive,
             session: None,
@@ -321,6 +322,8 @@ struct Connection<E> {
     protocol: WsProtocol,
     on_init: OnInit,
     operation_data: Option<OperationData>,
+    init_timeout: Duration,
+    /// Counted from the completed upgrade.
     init_deadline: Instant,
     legacy_keep_alive: Duration,
     /// `Some` once `on_connection_init` accepted the connection (acknowledged).
@@ -336,6 +339,7 @@ const OUTGOING_BUFFER: usize = 64;
 
 impl<E: Executor> Connection<E> {
     async fn serve(mut self, mut socket: WebSocket) {
+        self.init_deadline = Instant::now() + self.init_timeout;
         let (tx, mut rx) = mpsc::channel::<Outgoing>(OUTGOING_BUFFER);
         let legacy = self.protocol == WsProtocol::LegacyGraphQLWs;
         let mut keep_alive = tokio::time::interval_at(
