@@ -14,11 +14,18 @@ async fn main() {
     let options = toy::ToyOptions {
         token: args.next(),
         init_timeout: Duration::from_millis(
-            std::env::var("INIT_TIMEOUT_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(2000),
+            std::env::var("INIT_TIMEOUT_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(2000),
         ),
         ..Default::default()
     };
     let server = toy::spawn_toy_server(addr.parse().expect("address"), options).await;
-    println!("toy server on {} and {}", server.http_url(), server.ws_url());
+    println!(
+        "toy server on {} and {}",
+        server.http_url(),
+        server.ws_url()
+    );
     std::future::pending::<()>().await;
 }

@@ -88,7 +88,9 @@ impl MediaType {
                 .iter()
                 .filter(|(m, _)| names.contains(&m.as_str()))
                 .map(|(_, q)| *q)
-                .fold(None, |best: Option<f32>, q| Some(best.map_or(q, |b| b.max(q))))
+                .fold(None, |best: Option<f32>, q| {
+                    Some(best.map_or(q, |b| b.max(q)))
+                })
         };
         let gql = weight(&["application/graphql-response+json"]).unwrap_or(0.0);
         let json = weight(&["application/json"])
@@ -121,20 +123,35 @@ where
         async move {
             let (parts, body) = request.into_parts();
             match request_data(parts.clone()).await {
-                Ok(data) => execute_http(&executor, HttpRequest::from_parts(parts, body), data).await,
+                Ok(data) => {
+                    execute_http(&executor, HttpRequest::from_parts(parts, body), data).await
+                }
                 Err(rejection) => rejection.into_response(),
             }
         }
     };
-    Router::new().route(path, on(MethodFilter::GET.or(MethodFilter::POST), handler).fallback(|| async {
-        let mut response = error_response(MediaType::Json, StatusCode::METHOD_NOT_ALLOWED, "GraphQL is served over GET and POST");
-        response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
-        response
-    }))
+    Router::new().route(
+        path,
+        on(MethodFilter::GET.or(MethodFilter::POST), handler).fallback(|| async {
+            let mut response = error_response(
+                MediaType::Json,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "GraphQL is served over GET and POST",
+            );
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
+            response
+        }),
+    )
 }
 
 /// Executes one GraphQL-over-HTTP request (GET or POST) with `data` as its request data.
-pub async fn execute_http<E: Executor>(executor: &E, request: HttpRequest, data: Data) -> HttpResponse {
+pub async fn execute_http<E: Executor>(
+    executor: &E,
+    request: HttpRequest,
+    data: Data,
+) -> HttpResponse {
     let Some(media) = MediaType::negotiate(request.headers()) else {
         return error_response(
             MediaType::Json,
@@ -148,8 +165,14 @@ pub async fn execute_http<E: Executor>(executor: &E, request: HttpRequest, data:
     } else if request.method() == Method::POST {
         params_from_body(request).await
     } else {
-        let mut response = error_response(media, StatusCode::METHOD_NOT_ALLOWED, "GraphQL is served over GET and POST");
-        response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
+        let mut response = error_response(
+            media,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "GraphQL is served over GET and POST",
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
         return response;
     };
     let mut gql_request = match params {
@@ -157,8 +180,14 @@ pub async fn execute_http<E: Executor>(executor: &E, request: HttpRequest, data:
         Err((status, message)) => return error_response(media, status, &message),
     };
     if is_get && is_mutation(&gql_request) {
-        let mut response = error_response(media, StatusCode::METHOD_NOT_ALLOWED, "Mutations are only allowed over POST");
-        response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+        let mut response = error_response(
+            media,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Mutations are only allowed over POST",
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
     gql_request.data = data;
@@ -178,11 +207,16 @@ pub async fn execute_http<E: Executor>(executor: &E, request: HttpRequest, data:
         }
         body.to_string()
     } else {
-        serde_json::to_string(&response).unwrap_or_else(|_| r#"{"errors":[{"message":"Internal error"}]}"#.into())
+        serde_json::to_string(&response)
+            .unwrap_or_else(|_| r#"{"errors":[{"message":"Internal error"}]}"#.into())
     };
     let mut http = json_response(media, status, body);
     if response.is_ok() {
-        if let Some(value) = response.cache_control.value().and_then(|v| HeaderValue::from_str(&v).ok()) {
+        if let Some(value) = response
+            .cache_control
+            .value()
+            .and_then(|v| HeaderValue::from_str(&v).ok())
+        {
             http.headers_mut().insert(header::CACHE_CONTROL, value);
         }
     }
@@ -203,26 +237,43 @@ async fn params_from_body(request: HttpRequest) -> ParamsResult {
         .and_then(|v| v.to_str().ok())
         .map(str::to_ascii_lowercase);
     let Some(content_type) = content_type else {
-        return Err((StatusCode::UNSUPPORTED_MEDIA_TYPE, "Missing Content-Type (use application/json)".into()));
+        return Err((
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Missing Content-Type (use application/json)".into(),
+        ));
     };
     let mut parts = content_type.split(';').map(str::trim);
     if parts.next() != Some("application/json") {
-        return Err((StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("Unsupported Content-Type {content_type} (use application/json)")));
+        return Err((
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Unsupported Content-Type {content_type} (use application/json)"),
+        ));
     }
     if let Some(charset) = parts.find_map(|p| p.strip_prefix("charset=")) {
         if !charset.trim_matches('"').eq_ignore_ascii_case("utf-8") {
-            return Err((StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("Unsupported charset {charset} (use utf-8)")));
+            return Err((
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("Unsupported charset {charset} (use utf-8)"),
+            ));
         }
     }
     let bytes = to_bytes(request.into_body(), MAX_BODY_BYTES)
         .await
-        .map_err(|_| (StatusCode::PAYLOAD_TOO_LARGE, format!("Body larger than {MAX_BODY_BYTES} bytes")))?;
+        .map_err(|_| {
+            (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("Body larger than {MAX_BODY_BYTES} bytes"),
+            )
+        })?;
     if bytes.is_empty() {
         return Err(bad_request("Missing request body"));
     }
-    let body: Value = serde_json::from_slice(&bytes).map_err(|e| bad_request(format!("Invalid JSON body: {e}")))?;
+    let body: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| bad_request(format!("Invalid JSON body: {e}")))?;
     let Value::Object(map) = body else {
-        return Err(bad_request("The body must be a JSON object (batching is not supported)"));
+        return Err(bad_request(
+            "The body must be a JSON object (batching is not supported)",
+        ));
     };
     request_from_params(map)
 }
@@ -231,9 +282,8 @@ fn params_from_query_string(query: &str) -> ParamsResult {
     let mut map = Map::new();
     for (key, value) in form_urlencoded_pairs(query) {
         let value = match key.as_str() {
-            "variables" | "extensions" => {
-                serde_json::from_str(&value).map_err(|e| bad_request(format!("{key} must be URL-encoded JSON: {e}")))?
-            }
+            "variables" | "extensions" => serde_json::from_str(&value)
+                .map_err(|e| bad_request(format!("{key} must be URL-encoded JSON: {e}")))?,
             _ => Value::String(value),
         };
         map.insert(key, value);
@@ -248,7 +298,11 @@ fn request_from_params(mut map: Map<String, Value>) -> ParamsResult {
         None | Some(Value::Null) => return Err(bad_request("Missing query")),
         Some(_) => return Err(bad_request("query must be a string")),
     }
-    for (key, expected) in [("operationName", "a string"), ("variables", "a map"), ("extensions", "a map")] {
+    for (key, expected) in [
+        ("operationName", "a string"),
+        ("variables", "a map"),
+        ("extensions", "a map"),
+    ] {
         let ok = match map.get(key) {
             None | Some(Value::Null) => {
                 map.remove(key);
@@ -262,7 +316,8 @@ fn request_from_params(mut map: Map<String, Value>) -> ParamsResult {
             return Err(bad_request(format!("{key} must be {expected} or null")));
         }
     }
-    serde_json::from_value::<Request>(Value::Object(map)).map_err(|e| bad_request(format!("Invalid request: {e}")))
+    serde_json::from_value::<Request>(Value::Object(map))
+        .map_err(|e| bad_request(format!("Invalid request: {e}")))
 }
 
 /// Whether the operation a GET would run is a mutation (an unparsable document is left to
@@ -274,7 +329,10 @@ fn is_mutation(request: &Request) -> bool {
     let ty = match &document.operations {
         DocumentOperations::Single(op) => Some(op.node.ty),
         DocumentOperations::Multiple(ops) => match &request.operation_name {
-            Some(name) => ops.iter().find(|(n, _)| n.as_str() == name).map(|(_, op)| op.node.ty),
+            Some(name) => ops
+                .iter()
+                .find(|(n, _)| n.as_str() == name)
+                .map(|(_, op)| op.node.ty),
             None if ops.len() == 1 => ops.values().next().map(|op| op.node.ty),
             None => None,
         },
@@ -317,14 +375,19 @@ fn percent_decode(input: &str) -> String {
 fn json_response(media: MediaType, status: StatusCode, body: String) -> HttpResponse {
     let mut response = HttpResponse::new(Body::from(body));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(media.header()));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(media.header()),
+    );
     response
 }
 
 fn error_response(media: MediaType, status: StatusCode, message: &str) -> HttpResponse {
-    json_response(media, status, json!({ "errors": [{ "message": message }] }).to_string())
+    json_response(
+        media,
+        status,
+        json!({ "errors": [{ "message": message }] }).to_string(),
+    )
 }
 
 #[cfg(test)]
@@ -339,15 +402,25 @@ mod tests {
 
     #[test]
     fn negotiates_media_types() {
-        assert_eq!(MediaType::negotiate(&HeaderMap::new()), Some(MediaType::Json));
-        assert_eq!(MediaType::negotiate(&accept("*/*")), Some(MediaType::Json));
-        assert_eq!(MediaType::negotiate(&accept("application/json")), Some(MediaType::Json));
         assert_eq!(
-            MediaType::negotiate(&accept("application/graphql-response+json, application/json;q=0.9")),
+            MediaType::negotiate(&HeaderMap::new()),
+            Some(MediaType::Json)
+        );
+        assert_eq!(MediaType::negotiate(&accept("*/*")), Some(MediaType::Json));
+        assert_eq!(
+            MediaType::negotiate(&accept("application/json")),
+            Some(MediaType::Json)
+        );
+        assert_eq!(
+            MediaType::negotiate(&accept(
+                "application/graphql-response+json, application/json;q=0.9"
+            )),
             Some(MediaType::GraphQLResponseJson)
         );
         assert_eq!(
-            MediaType::negotiate(&accept("application/graphql-response+json;q=0.5, application/json")),
+            MediaType::negotiate(&accept(
+                "application/graphql-response+json;q=0.5, application/json"
+            )),
             Some(MediaType::Json)
         );
         assert_eq!(MediaType::negotiate(&accept("text/html")), None);
@@ -355,7 +428,8 @@ mod tests {
 
     #[test]
     fn decodes_query_strings() {
-        let pairs: Vec<_> = form_urlencoded_pairs("query=%7B%20a%20%7D&variables=%7B%7D&x=1+2&bad=%zz").collect();
+        let pairs: Vec<_> =
+            form_urlencoded_pairs("query=%7B%20a%20%7D&variables=%7B%7D&x=1+2&bad=%zz").collect();
         assert_eq!(
             pairs,
             vec![
@@ -371,14 +445,18 @@ mod tests {
     fn detects_mutations() {
         assert!(is_mutation(&Request::new("mutation { a }")));
         assert!(!is_mutation(&Request::new("{ a }")));
-        assert!(is_mutation(&Request::new("query A { a } mutation B { b }").operation_name("B")));
+        assert!(is_mutation(
+            &Request::new("query A { a } mutation B { b }").operation_name("B")
+        ));
         assert!(!is_mutation(&Request::new("{")));
     }
 
     #[test]
     fn rejects_malformed_params() {
         let params = |v: Value| request_from_params(v.as_object().unwrap().clone());
-        assert!(params(json!({ "query": "{ a }", "variables": null, "operationName": null })).is_ok());
+        assert!(
+            params(json!({ "query": "{ a }", "variables": null, "operationName": null })).is_ok()
+        );
         assert!(params(json!({ "query": 0 })).is_err());
         assert!(params(json!({})).is_err());
         assert!(params(json!({ "query": "{ a }", "variables": "x" })).is_err());

@@ -11,13 +11,25 @@
 //!
 //! Mounting (see [`GraphQLWs`]):
 //! ```ignore
-//! let ws = GraphQLWs::new(schema.clone()).on_connection_init(|payload| async move {
-//!     let viewer = viewer_from_init_payload(&payload).await.map_err(|_| WsInitError::new("Forbidden"))?;
-//!     let mut data = async_graphql::Data::default();
-//!     data.insert(viewer);
-//!     Ok(data)
-//! });
+//! let ws = GraphQLWs::new(schema.clone())
+//!     .on_connection_init(move |payload: serde_json::Value| async move {
+//!         let viewer = viewer_from_init_payload(&payload).await.map_err(|_| WsInitError::new("Forbidden"))?;
+//!         let mut data = async_graphql::Data::default();
+//!         data.insert(viewer);
+//!         Ok(data) // session data of every operation on this socket
+//!     })
+//!     .operation_data(|_session| fresh_loaders()); // per-operation request data
 //! let router = Router::new().route("/graphql/ws", ws.method_router());
+//! ```
+//! or, when the callback needs per-upgrade state, from your own handler:
+//! ```ignore
+//! async fn graphql_ws(State(app): State<AppState>, upgrade: WebSocketUpgrade, headers: HeaderMap) -> Response {
+//!     let auth = app.auth.clone();
+//!     app.graphql_ws.upgrade_with_init(upgrade, &headers, move |payload| {
+//!         let auth = auth.clone();
+//!         async move { auth.viewer_data(&payload).await.map_err(|_| WsInitError::default()) }
+//!     })
+//! }
 //! ```
 
 use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
@@ -250,19 +262,18 @@ impl<E: Executor> GraphQLWs<E> {
         let (protocol, upgrade) = match WsProtocol::negotiate(headers) {
             Ok(Some(p)) => (p, upgrade.protocols([p.name()])),
             Ok(None) => (WsProtocol::GraphQLTransportWs, upgrade),
-            Err(()) => {
-                return (
-                    StatusCode::BAD_REQUEST,
-                    "unsupported Sec-WebSocket-Protocol (expected graphql-transport-ws or graphql-ws)",
-                )
-                    .into_response()
-            }
+            Err(()) => return (
+                StatusCode::BAD_REQUEST,
+                "unsupported Sec-WebSocket-Protocol (expected graphql-transport-ws or graphql-ws)",
+            )
+                .into_response(),
         };
         let connection = Connection {
             executor: self.executor.clone(),
             protocol,
             on_init,
             operation_data: self.operation_data.clone(),
+            init_timeout: self.init_timeout,
             init_deadline: Instant::now() + self.init_timeout,
             legacy_keep_alive: self.legacy_keep_alive,
             session: None,
@@ -299,7 +310,7 @@ type Close = Option<(u16, String)>;
 
 enum Event {
     Incoming(Vec<u8>),
-    Outgoing(Outgoing),
+    Outgoing(Box<Outgoing>),
     InitTimeout,
     KeepAlive,
     Reaped,
@@ -311,6 +322,8 @@ struct Connection<E> {
     protocol: WsProtocol,
     on_init: OnInit,
     operation_data: Option<OperationData>,
+    init_timeout: Duration,
+    /// Counted from the completed upgrade.
     init_deadline: Instant,
     legacy_keep_alive: Duration,
     /// `Some` once `on_connection_init` accepted the connection (acknowledged).
@@ -326,6 +339,7 @@ const OUTGOING_BUFFER: usize = 64;
 
 impl<E: Executor> Connection<E> {
     async fn serve(mut self, mut socket: WebSocket) {
+        self.init_deadline = Instant::now() + self.init_timeout;
         let (tx, mut rx) = mpsc::channel::<Outgoing>(OUTGOING_BUFFER);
         let legacy = self.protocol == WsProtocol::LegacyGraphQLWs;
         let mut keep_alive = tokio::time::interval_at(
@@ -344,14 +358,14 @@ impl<E: Executor> Connection<E> {
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => Event::PeerGone,
                 },
-                Some(out) = rx.recv() => Event::Outgoing(out),
+                Some(out) = rx.recv() => Event::Outgoing(Box::new(out)),
                 _ = sleep_until(self.init_deadline), if !acked => Event::InitTimeout,
                 _ = keep_alive.tick(), if legacy && acked => Event::KeepAlive,
                 Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => Event::Reaped,
             };
             let step: Result<(), Close> = match event {
                 Event::Incoming(bytes) => self.on_message(&mut socket, &bytes, &tx).await,
-                Event::Outgoing(out) => self.on_outgoing(&mut socket, out).await,
+                Event::Outgoing(out) => self.on_outgoing(&mut socket, *out).await,
                 Event::InitTimeout => Err(Some((
                     close_code::CONNECTION_INIT_TIMEOUT,
                     "Connection initialisation timeout".into(),
@@ -411,7 +425,9 @@ impl<E: Executor> Connection<E> {
             }
             ("ping", false) => {
                 let pong = match message.get("payload") {
-                    Some(payload) if !payload.is_null() => json!({ "type": "pong", "payload": payload }),
+                    Some(payload) if !payload.is_null() => {
+                        json!({ "type": "pong", "payload": payload })
+                    }
                     _ => json!({ "type": "pong" }),
                 };
                 send_json(socket, pong).await
@@ -490,7 +506,13 @@ impl<E: Executor> Connection<E> {
             while let Some(payload) = stream.next().await {
                 let message = if first && !legacy && is_request_error(&payload) {
                     // graphql-transport-ws: request errors end the operation with `error`
-                    let _ = tx.send(Outgoing::Error { id, generation, payload }).await;
+                    let _ = tx
+                        .send(Outgoing::Error {
+                            id,
+                            generation,
+                            payload,
+                        })
+                        .await;
                     return;
                 } else {
                     Outgoing::Next {

@@ -11,7 +11,11 @@ async fn toy() -> ToyServer {
     spawn_toy_server("127.0.0.1:0".parse().unwrap(), ToyOptions::default()).await
 }
 
-async fn post(server: &ToyServer, accept: Option<&str>, body: Value) -> (StatusCode, String, Value) {
+async fn post(
+    server: &ToyServer,
+    accept: Option<&str>,
+    body: Value,
+) -> (StatusCode, String, Value) {
     let mut request = Client::new().post(server.http_url()).json(&body);
     if let Some(accept) = accept {
         request = request.header(header::ACCEPT, accept);
@@ -39,11 +43,17 @@ async fn negotiates_the_response_media_type() {
         (Some("*/*"), "application/json"),
         (Some("application/json"), "application/json"),
         (Some(GQL_RESPONSE), GQL_RESPONSE),
-        (Some("application/graphql-response+json, application/json;q=0.9"), GQL_RESPONSE),
+        (
+            Some("application/graphql-response+json, application/json;q=0.9"),
+            GQL_RESPONSE,
+        ),
     ] {
         let (status, content_type, body) = post(&server, accept, query.clone()).await;
         assert_eq!(status, StatusCode::OK);
-        assert!(content_type.starts_with(expected), "{accept:?}: {content_type}");
+        assert!(
+            content_type.starts_with(expected),
+            "{accept:?}: {content_type}"
+        );
         assert_eq!(body, json!({ "data": { "hello": "world" } }));
     }
     let (status, _, _) = post(&server, Some("text/html"), query).await;
@@ -59,12 +69,18 @@ async fn request_errors_are_400_without_data_for_graphql_response_json() {
         assert!(body.get("data").is_none(), "{body}");
         assert!(body["errors"][0]["message"].is_string());
         // legacy application/json keeps 200
-        let (status, _, body) = post(&server, Some("application/json"), json!({ "query": query })).await;
+        let (status, _, body) =
+            post(&server, Some("application/json"), json!({ "query": query })).await;
         assert_eq!(status, StatusCode::OK, "{query}");
         assert!(body["errors"].is_array());
     }
     // field errors are partial results with 200
-    let (status, _, body) = post(&server, Some(GQL_RESPONSE), json!({ "query": "{ hello boom }" })).await;
+    let (status, _, body) = post(
+        &server,
+        Some(GQL_RESPONSE),
+        json!({ "query": "{ hello boom }" }),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["data"]["hello"], "world");
     assert_eq!(body["errors"][0]["message"], "boom");
@@ -73,12 +89,22 @@ async fn request_errors_are_400_without_data_for_graphql_response_json() {
 #[tokio::test]
 async fn malformed_requests_are_rejected() {
     let server = toy().await;
-    for body in [json!({}), json!({ "query": 1 }), json!({ "query": "{ hello }", "variables": "x" }), json!([{ "query": "{ hello }" }])] {
+    for body in [
+        json!({}),
+        json!({ "query": 1 }),
+        json!({ "query": "{ hello }", "variables": "x" }),
+        json!([{ "query": "{ hello }" }]),
+    ] {
         let (status, _, _) = post(&server, None, body.clone()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     }
     let client = Client::new();
-    let no_type = client.post(server.http_url()).body(r#"{"query":"{ hello }"}"#).send().await.unwrap();
+    let no_type = client
+        .post(server.http_url())
+        .body(r#"{"query":"{ hello }"}"#)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(no_type.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     let bad_json = client
         .post(server.http_url())
@@ -102,13 +128,28 @@ async fn get_runs_queries_but_not_mutations() {
             .query(&[("query", q), ("variables", variables)])
             .send()
     };
-    let (status, _, body) = read(query("query($t: String!) { echo(text: $t) }", r#"{"t":"hi"}"#).await.unwrap()).await;
+    let (status, _, body) = read(
+        query("query($t: String!) { echo(text: $t) }", r#"{"t":"hi"}"#)
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, json!({ "data": { "echo": "hi" } }));
-    let (status, _, _) = read(query(r#"mutation { shout(text: "x") }"#, "{}").await.unwrap()).await;
+    let (status, _, _) = read(
+        query(r#"mutation { shout(text: "x") }"#, "{}")
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     // POST mutations run
-    let (status, _, body) = post(&server, None, json!({ "query": r#"mutation { shout(text: "x") }"# })).await;
+    let (status, _, body) = post(
+        &server,
+        None,
+        json!({ "query": r#"mutation { shout(text: "x") }"# }),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["data"]["shout"], "X");
 }
@@ -123,5 +164,8 @@ async fn request_data_reaches_resolvers() {
         .send()
         .await
         .unwrap();
-    assert_eq!(read(response).await.2, json!({ "data": { "viewer": "carol" } }));
+    assert_eq!(
+        read(response).await.2,
+        json!({ "data": { "viewer": "carol" } })
+    );
 }

@@ -29,9 +29,17 @@ struct Names {
 
 fn names(protocol: &str) -> Names {
     if protocol == LEGACY_WS {
-        Names { subscribe: "start", stop: "stop", next: "data" }
+        Names {
+            subscribe: "start",
+            stop: "stop",
+            next: "data",
+        }
     } else {
-        Names { subscribe: "subscribe", stop: "complete", next: "next" }
+        Names {
+            subscribe: "subscribe",
+            stop: "complete",
+            next: "next",
+        }
     }
 }
 
@@ -43,13 +51,18 @@ async fn acked(server: &ToyServer, protocol: &str) -> WsClient {
 
 async fn subscribe(client: &mut WsClient, protocol: &str, id: &str, query: &str) {
     let kind = names(protocol).subscribe;
-    client.send_json(json!({ "id": id, "type": kind, "payload": { "query": query } })).await;
+    client
+        .send_json(json!({ "id": id, "type": kind, "payload": { "query": query } }))
+        .await;
 }
 
 async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while !done() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -61,7 +74,9 @@ async fn selects_the_offered_subprotocol() {
         let client = connect(&server.ws_url(), protocol).await;
         assert_eq!(client.protocol.as_deref(), Some(protocol));
     }
-    let both = try_connect(&server.ws_url(), Some("graphql-ws, graphql-transport-ws")).await.unwrap();
+    let both = try_connect(&server.ws_url(), Some("graphql-ws, graphql-transport-ws"))
+        .await
+        .unwrap();
     assert_eq!(both.protocol.as_deref(), Some(TRANSPORT_WS));
 }
 
@@ -95,8 +110,14 @@ async fn query_yields_one_result_then_complete() {
         let mut client = acked(&server, protocol).await;
         subscribe(&mut client, protocol, "q1", "{ hello viewer }").await;
         let next = client.recv_skip_ka().await;
-        assert_eq!(next, json!({ "id": "q1", "type": n.next, "payload": { "data": { "hello": "world", "viewer": "anonymous" } } }));
-        assert_eq!(client.recv_skip_ka().await, json!({ "id": "q1", "type": "complete" }));
+        assert_eq!(
+            next,
+            json!({ "id": "q1", "type": n.next, "payload": { "data": { "hello": "world", "viewer": "anonymous" } } })
+        );
+        assert_eq!(
+            client.recv_skip_ka().await,
+            json!({ "id": "q1", "type": "complete" })
+        );
     }
 }
 
@@ -111,7 +132,11 @@ async fn connection_data_reaches_every_operation_and_each_operation_gets_its_own
             subscribe(&mut client, protocol, id, "{ viewer operationTag }").await;
             let next = client.recv_skip_ka().await;
             assert_eq!(next["payload"]["data"]["viewer"], "bob", "{next}");
-            tags.push(next["payload"]["data"]["operationTag"].as_i64().expect("a tag"));
+            tags.push(
+                next["payload"]["data"]["operationTag"]
+                    .as_i64()
+                    .expect("a tag"),
+            );
             assert_eq!(client.recv_skip_ka().await["type"], "complete");
         }
         assert_ne!(tags[0], tags[1]);
@@ -124,15 +149,36 @@ async fn finite_subscription_streams_every_event_then_completes() {
     for protocol in BOTH {
         let n = names(protocol);
         let mut client = acked(&server, protocol).await;
-        subscribe(&mut client, protocol, "s", "subscription { countdown(from: 3) }").await;
+        subscribe(
+            &mut client,
+            protocol,
+            "s",
+            "subscription { countdown(from: 3) }",
+        )
+        .await;
         for expected in [3, 2, 1] {
             let next = client.recv_skip_ka().await;
-            assert_eq!(next, json!({ "id": "s", "type": n.next, "payload": { "data": { "countdown": expected } } }));
+            assert_eq!(
+                next,
+                json!({ "id": "s", "type": n.next, "payload": { "data": { "countdown": expected } } })
+            );
         }
-        assert_eq!(client.recv_skip_ka().await, json!({ "id": "s", "type": "complete" }));
+        assert_eq!(
+            client.recv_skip_ka().await,
+            json!({ "id": "s", "type": "complete" })
+        );
         // a completed id may be reused
-        subscribe(&mut client, protocol, "s", "subscription { countdown(from: 1) }").await;
-        assert_eq!(client.recv_skip_ka().await["payload"]["data"]["countdown"], 1);
+        subscribe(
+            &mut client,
+            protocol,
+            "s",
+            "subscription { countdown(from: 1) }",
+        )
+        .await;
+        assert_eq!(
+            client.recv_skip_ka().await["payload"]["data"]["countdown"],
+            1
+        );
     }
 }
 
@@ -140,7 +186,13 @@ async fn finite_subscription_streams_every_event_then_completes() {
 async fn operations_run_concurrently() {
     let server = toy().await;
     let mut client = acked(&server, TRANSPORT_WS).await;
-    subscribe(&mut client, TRANSPORT_WS, "forever", "subscription { ticks(everyMs: 10) }").await;
+    subscribe(
+        &mut client,
+        TRANSPORT_WS,
+        "forever",
+        "subscription { ticks(everyMs: 10) }",
+    )
+    .await;
     assert_eq!(client.recv().await["id"], "forever");
     subscribe(&mut client, TRANSPORT_WS, "q", "{ hello }").await;
     let mut seen_query = false;
@@ -159,10 +211,19 @@ async fn client_complete_stops_a_subscription() {
     for protocol in BOTH {
         let n = names(protocol);
         let mut client = acked(&server, protocol).await;
-        subscribe(&mut client, protocol, "t", "subscription { ticks(everyMs: 10) }").await;
+        subscribe(
+            &mut client,
+            protocol,
+            "t",
+            "subscription { ticks(everyMs: 10) }",
+        )
+        .await;
         assert_eq!(client.recv_skip_ka().await["type"], n.next);
         client.send_json(json!({ "id": "t", "type": n.stop })).await;
-        wait_until("the ticks stream to be dropped", || server.live_ticks.0.load(Ordering::SeqCst) == 0).await;
+        wait_until("the ticks stream to be dropped", || {
+            server.live_ticks.0.load(Ordering::SeqCst) == 0
+        })
+        .await;
         // events sent before the server saw the stop may still be in flight: a later
         // operation's result is a barrier behind which nothing of "t" may follow
         subscribe(&mut client, protocol, "barrier", "{ hello }").await;
@@ -172,7 +233,9 @@ async fn client_complete_stops_a_subscription() {
                 break;
             }
         }
-        client.expect_silence_for("t", Duration::from_millis(200)).await;
+        client
+            .expect_silence_for("t", Duration::from_millis(200))
+            .await;
         // the socket is still usable, and the id is free again
         subscribe(&mut client, protocol, "t", "{ hello }").await;
         assert_eq!(client.recv_skip_ka().await["type"], n.next);
@@ -184,19 +247,36 @@ async fn closing_the_socket_stops_all_its_streams() {
     let server = toy().await;
     let mut client = acked(&server, TRANSPORT_WS).await;
     for id in ["1", "2", "3"] {
-        subscribe(&mut client, TRANSPORT_WS, id, "subscription { ticks(everyMs: 10) }").await;
+        subscribe(
+            &mut client,
+            TRANSPORT_WS,
+            id,
+            "subscription { ticks(everyMs: 10) }",
+        )
+        .await;
     }
-    wait_until("three ticks streams", || server.live_ticks.0.load(Ordering::SeqCst) == 3).await;
+    wait_until("three ticks streams", || {
+        server.live_ticks.0.load(Ordering::SeqCst) == 3
+    })
+    .await;
     client.close().await;
-    wait_until("the ticks streams to be dropped", || server.live_ticks.0.load(Ordering::SeqCst) == 0).await;
+    wait_until("the ticks streams to be dropped", || {
+        server.live_ticks.0.load(Ordering::SeqCst) == 0
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn ping_gets_pong() {
     let server = toy().await;
     let mut client = acked(&server, TRANSPORT_WS).await;
-    client.send_json(json!({ "type": "ping", "payload": { "t": 1 } })).await;
-    assert_eq!(client.recv().await, json!({ "type": "pong", "payload": { "t": 1 } }));
+    client
+        .send_json(json!({ "type": "ping", "payload": { "t": 1 } }))
+        .await;
+    assert_eq!(
+        client.recv().await,
+        json!({ "type": "pong", "payload": { "t": 1 } })
+    );
     client.send_json(json!({ "type": "ping" })).await;
     assert_eq!(client.recv().await, json!({ "type": "pong" }));
     // a pong from the client is accepted silently
@@ -209,11 +289,20 @@ async fn ping_gets_pong() {
 async fn invalid_document_gets_an_error_and_the_socket_stays_open() {
     let server = toy().await;
     let mut client = acked(&server, TRANSPORT_WS).await;
-    subscribe(&mut client, TRANSPORT_WS, "bad", "{ thisFieldDoesNotExist }").await;
+    subscribe(
+        &mut client,
+        TRANSPORT_WS,
+        "bad",
+        "{ thisFieldDoesNotExist }",
+    )
+    .await;
     let error = client.recv().await;
     assert_eq!(error["type"], "error", "{error}");
     assert_eq!(error["id"], "bad");
-    assert!(error["payload"][0]["message"].as_str().unwrap().contains("thisFieldDoesNotExist"));
+    assert!(error["payload"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("thisFieldDoesNotExist"));
     // no complete follows an error; the socket still answers
     client.send_json(json!({ "type": "ping" })).await;
     assert_eq!(client.recv().await["type"], "pong");
@@ -249,12 +338,16 @@ async fn unknown_message_type_closes_4400() {
     let server = toy().await;
     for protocol in BOTH {
         let mut client = acked(&server, protocol).await;
-        client.send_json(json!({ "type": "definitely_not_a_type" })).await;
+        client
+            .send_json(json!({ "type": "definitely_not_a_type" }))
+            .await;
         assert_eq!(client.expect_close().await.0, 4400, "{protocol}");
     }
     // the other protocol's message names are unknown too
     let mut client = acked(&server, TRANSPORT_WS).await;
-    client.send_json(json!({ "id": "1", "type": "start", "payload": { "query": "{ hello }" } })).await;
+    client
+        .send_json(json!({ "id": "1", "type": "start", "payload": { "query": "{ hello }" } }))
+        .await;
     assert_eq!(client.expect_close().await.0, 4400);
 }
 
@@ -264,7 +357,11 @@ async fn invalid_json_closes_4400() {
     for protocol in BOTH {
         let mut client = acked(&server, protocol).await;
         client.send_text("{not json").await;
-        assert_eq!(client.expect_close().await, (4400, "Invalid message received".into()), "{protocol}");
+        assert_eq!(
+            client.expect_close().await,
+            (4400, "Invalid message received".into()),
+            "{protocol}"
+        );
     }
     // before init as well
     let mut client = connect(&server.ws_url(), TRANSPORT_WS).await;
@@ -293,7 +390,11 @@ async fn subscribe_before_init_closes_4401() {
     for protocol in BOTH {
         let mut client = connect(&server.ws_url(), protocol).await;
         subscribe(&mut client, protocol, "early", "{ hello }").await;
-        assert_eq!(client.expect_close().await, (4401, "Unauthorized".into()), "{protocol}");
+        assert_eq!(
+            client.expect_close().await,
+            (4401, "Unauthorized".into()),
+            "{protocol}"
+        );
     }
 }
 
@@ -302,7 +403,9 @@ async fn duplicate_init_closes_4429() {
     let server = toy().await;
     for protocol in BOTH {
         let mut client = acked(&server, protocol).await;
-        client.send_json(json!({ "type": "connection_init", "payload": {} })).await;
+        client
+            .send_json(json!({ "type": "connection_init", "payload": {} }))
+            .await;
         assert_eq!(client.expect_close().await.0, 4429, "{protocol}");
     }
 }
@@ -314,19 +417,36 @@ async fn duplicate_subscription_id_closes_4409() {
         let mut client = acked(&server, protocol).await;
         subscribe(&mut client, protocol, "dup", "subscription { ticks }").await;
         subscribe(&mut client, protocol, "dup", "subscription { ticks }").await;
-        assert_eq!(client.expect_close().await, (4409, "Subscriber for dup already exists".into()), "{protocol}");
+        assert_eq!(
+            client.expect_close().await,
+            (4409, "Subscriber for dup already exists".into()),
+            "{protocol}"
+        );
     }
-    wait_until("the ticks streams to be dropped", || server.live_ticks.0.load(Ordering::SeqCst) == 0).await;
+    wait_until("the ticks streams to be dropped", || {
+        server.live_ticks.0.load(Ordering::SeqCst) == 0
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn missing_init_closes_4408_after_the_timeout() {
-    let server = toy_with(ToyOptions { init_timeout: Duration::from_millis(200), ..Default::default() }).await;
+    let server = toy_with(ToyOptions {
+        init_timeout: Duration::from_millis(200),
+        ..Default::default()
+    })
+    .await;
     for protocol in BOTH {
         let mut client = connect(&server.ws_url(), protocol).await;
         let started = std::time::Instant::now();
-        assert_eq!(client.expect_close().await, (4408, "Connection initialisation timeout".into()));
-        assert!(started.elapsed() >= Duration::from_millis(150), "closed too early");
+        assert_eq!(
+            client.expect_close().await,
+            (4408, "Connection initialisation timeout".into())
+        );
+        assert!(
+            started.elapsed() >= Duration::from_millis(150),
+            "closed too early"
+        );
     }
     // an acknowledged socket outlives the timeout
     let mut client = acked(&server, TRANSPORT_WS).await;
@@ -337,37 +457,67 @@ async fn missing_init_closes_4408_after_the_timeout() {
 
 #[tokio::test]
 async fn refused_connection_init_closes_4403() {
-    let server = toy_with(ToyOptions { token: Some("s3cret".into()), ..Default::default() }).await;
-    for payload in [json!({}), json!(null), json!({ "Authorization": "Bearer wrong" })] {
+    let server = toy_with(ToyOptions {
+        token: Some("s3cret".into()),
+        ..Default::default()
+    })
+    .await;
+    for payload in [
+        json!({}),
+        json!(null),
+        json!({ "Authorization": "Bearer wrong" }),
+    ] {
         let mut client = connect(&server.ws_url(), TRANSPORT_WS).await;
-        client.send_json(json!({ "type": "connection_init", "payload": payload })).await;
-        assert_eq!(client.expect_close().await, (4403, "Forbidden".into()), "{payload}");
+        client
+            .send_json(json!({ "type": "connection_init", "payload": payload }))
+            .await;
+        assert_eq!(
+            client.expect_close().await,
+            (4403, "Forbidden".into()),
+            "{payload}"
+        );
     }
     // legacy: connection_error first, then the close
     let mut client = connect(&server.ws_url(), LEGACY_WS).await;
-    client.send_json(json!({ "type": "connection_init", "payload": {} })).await;
-    assert_eq!(client.recv().await, json!({ "type": "connection_error", "payload": { "message": "Forbidden" } }));
+    client
+        .send_json(json!({ "type": "connection_init", "payload": {} }))
+        .await;
+    assert_eq!(
+        client.recv().await,
+        json!({ "type": "connection_error", "payload": { "message": "Forbidden" } })
+    );
     assert_eq!(client.expect_close().await.0, 4403);
     // the right token is accepted and its viewer is seen by operations
     let mut client = connect(&server.ws_url(), TRANSPORT_WS).await;
-    client.init(json!({ "Authorization": "Bearer s3cret" })).await;
+    client
+        .init(json!({ "Authorization": "Bearer s3cret" }))
+        .await;
     subscribe(&mut client, TRANSPORT_WS, "v", "{ viewer }").await;
     assert_eq!(client.recv().await["payload"]["data"]["viewer"], "alice");
 }
 
 #[tokio::test]
 async fn legacy_sends_keep_alives_and_honours_connection_terminate() {
-    let server = toy_with(ToyOptions { legacy_keep_alive: Duration::from_millis(50), ..Default::default() }).await;
+    let server = toy_with(ToyOptions {
+        legacy_keep_alive: Duration::from_millis(50),
+        ..Default::default()
+    })
+    .await;
     let mut client = connect(&server.ws_url(), LEGACY_WS).await;
     client.init(json!({})).await;
     for _ in 0..3 {
         assert_eq!(client.recv().await, json!({ "type": "ka" }));
     }
-    client.send_json(json!({ "type": "connection_terminate" })).await;
+    client
+        .send_json(json!({ "type": "connection_terminate" }))
+        .await;
     assert_eq!(client.expect_close().await.0, 1000);
     // the transport-ws protocol never sends `ka`
     let mut client = acked(&server, TRANSPORT_WS).await;
-    assert_eq!(client.next_within(Duration::from_millis(200)).await, Err(Ended::Silent));
+    assert_eq!(
+        client.next_within(Duration::from_millis(200)).await,
+        Err(Ended::Silent)
+    );
 }
 
 #[tokio::test]

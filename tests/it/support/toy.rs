@@ -164,7 +164,10 @@ pub fn toy_router(options: ToyOptions, live: LiveTicks) -> Router {
         });
     let http = graphql_http_router("/graphql", schema.clone(), |parts| async move {
         let mut data = Data::default();
-        let header = parts.headers.get("authorization").and_then(|v| v.to_str().ok());
+        let header = parts
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
         if let Some(who) = bearer(header) {
             data.insert(ToyViewer(who.to_owned()));
         }
@@ -173,8 +176,15 @@ pub fn toy_router(options: ToyOptions, live: LiveTicks) -> Router {
     Router::new()
         .merge(http)
         .route("/graphql/ws", ws.method_router())
-        // baseline for comparison: async-graphql-axum's stock HTTP service
-        .route_service("/stock/graphql", async_graphql_axum::GraphQL::new(schema))
+        // baselines for comparison: async-graphql-axum's stock HTTP and WS services
+        .route_service(
+            "/stock/graphql",
+            async_graphql_axum::GraphQL::new(schema.clone()),
+        )
+        .route_service(
+            "/stock/graphql/ws",
+            async_graphql_axum::GraphQLSubscription::new(schema),
+        )
 }
 
 /// A running toy server.
@@ -195,7 +205,9 @@ impl ToyServer {
 
 /// Serves the toy on `addr` (port 0 for a free one) until the runtime stops.
 pub async fn spawn_toy_server(addr: SocketAddr, options: ToyOptions) -> ToyServer {
-    let listener = tokio::net::TcpListener::bind(addr).await.expect("bind toy server");
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .expect("bind toy server");
     let bound = listener.local_addr().expect("local addr");
     let live = LiveTicks::default();
     let router = toy_router(options, live.clone());

@@ -37,9 +37,10 @@ pub async fn try_connect(
 ) -> Result<WsClient, tokio_tungstenite::tungstenite::Error> {
     let mut request = url.into_client_request()?;
     if let Some(protocol) = protocol {
-        request
-            .headers_mut()
-            .insert("Sec-WebSocket-Protocol", HeaderValue::from_str(protocol).unwrap());
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_str(protocol).unwrap(),
+        );
     }
     let (socket, response) = connect_async(request).await?;
     let protocol = response
@@ -51,7 +52,9 @@ pub async fn try_connect(
 }
 
 pub async fn connect(url: &str, protocol: &str) -> WsClient {
-    try_connect(url, Some(protocol)).await.expect("websocket handshake")
+    try_connect(url, Some(protocol))
+        .await
+        .expect("websocket handshake")
 }
 
 impl WsClient {
@@ -135,7 +138,8 @@ impl WsClient {
 
     /// `connection_init` → `connection_ack` (legacy: also swallows the first `ka`).
     pub async fn init(&mut self, payload: Value) {
-        self.send_json(json!({ "type": "connection_init", "payload": payload })).await;
+        self.send_json(json!({ "type": "connection_init", "payload": payload }))
+            .await;
         let ack = self.recv().await;
         assert_eq!(ack["type"], "connection_ack", "{ack}");
     }
