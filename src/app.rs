@@ -48,7 +48,10 @@ pub struct AppState {
 }
 
 /// Opens the database (creating the SQLite file's folder), counting statements.
-pub async fn connect_database(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<DatabaseConnection> {
+pub async fn connect_database(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<DatabaseConnection> {
     let url = config.database_url();
     if config.database_url.is_none() {
         std::fs::create_dir_all(&config.data_dir)
@@ -65,8 +68,10 @@ pub async fn connect_database(config: &Config, metrics: &Arc<Metrics>) -> anyhow
     if db.get_database_backend() == sea_orm::DatabaseBackend::Sqlite {
         // Readers do not block the writer, and a busy writer is waited for.
 
-        db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=10000;")
-            .await?;
+        db.execute_unprepared(
+            "PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=10000;",
+        )
+        .await?;
     }
     let counter = metrics.clone();
     db.set_metric_callback(move |_| {

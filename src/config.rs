@@ -8,7 +8,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "codekraft", version, about = "CodeKraft: an AI app builder served as a GraphQL API")]
+#[command(
+    name = "codekraft",
+    version,
+    about = "CodeKraft: an AI app builder served as a GraphQL API"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub config: Config,
@@ -78,6 +82,9 @@ pub struct Config {
     /// `pretty` or `json` log lines (filter with RUST_LOG).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "pretty")]
     pub log_format: LogFormat,
+    /// How long a WebSocket may stay open without `connection_init` (then closed with 4408).
+    #[arg(long, env = "WS_INIT_TIMEOUT_MS", default_value_t = 10_000)]
+    pub ws_init_timeout_ms: u64,
     /// Directory of the built web client served at `/`.
     #[arg(long, env = "WEB_CLIENT_DIR", default_value = "./web-client")]
     pub web_client_dir: PathBuf,
@@ -99,7 +106,11 @@ pub struct Config {
     )]
     pub gemini_base_url: String,
     /// OpenAI-compatible endpoint (Ollama: http://localhost:11434/v1).
-    #[arg(long, env = "OPENAI_BASE_URL", default_value = "http://localhost:11434/v1")]
+    #[arg(
+        long,
+        env = "OPENAI_BASE_URL",
+        default_value = "http://localhost:11434/v1"
+    )]
     pub openai_base_url: String,
     #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
     pub openai_api_key: Option<String>,
@@ -108,7 +119,7 @@ pub struct Config {
     /// Recorded transcript (JSON list of model responses) for MODEL_PROVIDER=replay.
     #[arg(long, env = "REPLAY_FILE")]
     pub replay_file: Option<PathBuf>,
-    /// Runs executed at once by this process.
+    /// Runs executed at once by this process (0: an API-only process that runs none).
     #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 2)]
     pub worker_concurrency: usize,
     /// Model steps a run may take before it ends with an error.
@@ -153,7 +164,11 @@ pub struct Config {
     #[arg(long, env = "SANDBOX_COMMAND_TIMEOUT_SECS", default_value_t = 300)]
     pub sandbox_command_timeout_secs: u64,
     /// Template of local sandboxes.
-    #[arg(long, env = "SANDBOX_TEMPLATE_DIR", default_value = "./sandbox-templates/next-js")]
+    #[arg(
+        long,
+        env = "SANDBOX_TEMPLATE_DIR",
+        default_value = "./sandbox-templates/next-js"
+    )]
     pub sandbox_template_dir: PathBuf,
     /// Shared npm dependency cache of local sandboxes; unset: DATA_DIR/cache.
     #[arg(long, env = "SANDBOX_CACHE_DIR")]
@@ -192,11 +207,12 @@ impl Config {
     }
 
     pub fn model_provider_kind(&self) -> ModelProviderKind {
-        self.model_provider.unwrap_or(if self.gemini_key().is_some() {
-            ModelProviderKind::Gemini
-        } else {
-            ModelProviderKind::Offline
-        })
+        self.model_provider
+            .unwrap_or(if self.gemini_key().is_some() {
+                ModelProviderKind::Gemini
+            } else {
+                ModelProviderKind::Offline
+            })
     }
 
     pub fn sandbox_provider_kind(&self) -> SandboxProviderKind {

@@ -27,8 +27,16 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new(Project::OwnerId).uuid().not_null())
                     .col(ColumnDef::new(Project::Name).string_len(120).not_null())
                     .col(ColumnDef::new(Project::SandboxId).string_len(255).null())
-                    .col(ColumnDef::new(Project::CreatedAt).timestamp_with_time_zone().not_null())
-                    .col(ColumnDef::new(Project::UpdatedAt).timestamp_with_time_zone().not_null())
+                    .col(
+                        ColumnDef::new(Project::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Project::UpdatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
                     .foreign_key(
                         ForeignKey::create()
                             .from(Project::Table, Project::OwnerId)
@@ -51,6 +59,8 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.drop_table(Table::drop().table(Project::Table).to_owned()).await
+        manager
+            .drop_table(Table::drop().table(Project::Table).to_owned())
+            .await
     }
 }

@@ -5,6 +5,8 @@ use super::m20261125_000002_create_project::Project;
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
+// `MessageType` is the column's name, not a kind of message.
+#[allow(clippy::enum_variant_names)]
 #[derive(DeriveIden)]
 pub enum Message {
     Table,
@@ -30,9 +32,17 @@ impl MigrationTrait for Migration {
                     // never disappears with run bookkeeping.
                     .col(ColumnDef::new(Message::RunId).uuid().null())
                     .col(ColumnDef::new(Message::Role).string_len(16).not_null())
-                    .col(ColumnDef::new(Message::MessageType).string_len(16).not_null())
+                    .col(
+                        ColumnDef::new(Message::MessageType)
+                            .string_len(16)
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(Message::Content).text().not_null())
-                    .col(ColumnDef::new(Message::CreatedAt).timestamp_with_time_zone().not_null())
+                    .col(
+                        ColumnDef::new(Message::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
                     .foreign_key(
                         ForeignKey::create()
                             .from(Message::Table, Message::ProjectId)
@@ -67,6 +77,8 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.drop_table(Table::drop().table(Message::Table).to_owned()).await
+        manager
+            .drop_table(Table::drop().table(Message::Table).to_owned())
+            .await
     }
 }

@@ -24,11 +24,24 @@ impl MigrationTrait for Migration {
                 Table::create()
                     .table(Fragment::Table)
                     .col(ColumnDef::new(Fragment::Id).uuid().not_null().primary_key())
-                    .col(ColumnDef::new(Fragment::MessageId).uuid().not_null().unique_key())
-                    .col(ColumnDef::new(Fragment::SandboxUrl).string_len(2048).not_null())
+                    .col(
+                        ColumnDef::new(Fragment::MessageId)
+                            .uuid()
+                            .not_null()
+                            .unique_key(),
+                    )
+                    .col(
+                        ColumnDef::new(Fragment::SandboxUrl)
+                            .string_len(2048)
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(Fragment::Title).string_len(255).not_null())
                     .col(ColumnDef::new(Fragment::Files).json().not_null())
-                    .col(ColumnDef::new(Fragment::CreatedAt).timestamp_with_time_zone().not_null())
+                    .col(
+                        ColumnDef::new(Fragment::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
                     .foreign_key(
                         ForeignKey::create()
                             .from(Fragment::Table, Fragment::MessageId)
@@ -41,6 +54,8 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.drop_table(Table::drop().table(Fragment::Table).to_owned()).await
+        manager
+            .drop_table(Table::drop().table(Fragment::Table).to_owned())
+            .await
     }
 }

@@ -20,9 +20,23 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(Usage::Table)
-                    .col(ColumnDef::new(Usage::UserId).uuid().not_null().primary_key())
-                    .col(ColumnDef::new(Usage::Consumed).integer().not_null().default(0))
-                    .col(ColumnDef::new(Usage::WindowStart).timestamp_with_time_zone().not_null())
+                    .col(
+                        ColumnDef::new(Usage::UserId)
+                            .uuid()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(Usage::Consumed)
+                            .integer()
+                            .not_null()
+                            .default(0),
+                    )
+                    .col(
+                        ColumnDef::new(Usage::WindowStart)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
                     .foreign_key(
                         ForeignKey::create()
                             .from(Usage::Table, Usage::UserId)
@@ -35,6 +49,8 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.drop_table(Table::drop().table(Usage::Table).to_owned()).await
+        manager
+            .drop_table(Table::drop().table(Usage::Table).to_owned())
+            .await
     }
 }

@@ -37,18 +37,64 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new(Run::ProjectId).uuid().not_null())
                     .col(ColumnDef::new(Run::UserMessageId).uuid().not_null())
                     .col(ColumnDef::new(Run::Status).string_len(16).not_null())
-                    .col(ColumnDef::new(Run::Attempts).integer().not_null().default(0))
-                    .col(ColumnDef::new(Run::MaxAttempts).integer().not_null().default(3))
+                    .col(
+                        ColumnDef::new(Run::Attempts)
+                            .integer()
+                            .not_null()
+                            .default(0),
+                    )
+                    .col(
+                        ColumnDef::new(Run::MaxAttempts)
+                            .integer()
+                            .not_null()
+                            .default(3),
+                    )
                     .col(ColumnDef::new(Run::LeaseOwner).string_len(64).null())
-                    .col(ColumnDef::new(Run::LeaseUntil).timestamp_with_time_zone().null())
+                    .col(
+                        ColumnDef::new(Run::LeaseUntil)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
                     .col(ColumnDef::new(Run::Error).text().null())
-                    .col(ColumnDef::new(Run::InputTokens).big_integer().not_null().default(0))
-                    .col(ColumnDef::new(Run::OutputTokens).big_integer().not_null().default(0))
-                    .col(ColumnDef::new(Run::CostUsd).double().not_null().default(0.0))
-                    .col(ColumnDef::new(Run::CreditRefunded).boolean().not_null().default(false))
-                    .col(ColumnDef::new(Run::CreatedAt).timestamp_with_time_zone().not_null())
-                    .col(ColumnDef::new(Run::StartedAt).timestamp_with_time_zone().null())
-                    .col(ColumnDef::new(Run::FinishedAt).timestamp_with_time_zone().null())
+                    .col(
+                        ColumnDef::new(Run::InputTokens)
+                            .big_integer()
+                            .not_null()
+                            .default(0),
+                    )
+                    .col(
+                        ColumnDef::new(Run::OutputTokens)
+                            .big_integer()
+                            .not_null()
+                            .default(0),
+                    )
+                    .col(
+                        ColumnDef::new(Run::CostUsd)
+                            .double()
+                            .not_null()
+                            .default(0.0),
+                    )
+                    .col(
+                        ColumnDef::new(Run::CreditRefunded)
+                            .boolean()
+                            .not_null()
+                            .default(false),
+                    )
+                    .col(
+                        ColumnDef::new(Run::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Run::StartedAt)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(Run::FinishedAt)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
                     .foreign_key(
                         ForeignKey::create()
                             .from(Run::Table, Run::ProjectId)
@@ -80,6 +126,8 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.drop_table(Table::drop().table(Run::Table).to_owned()).await
+        manager
+            .drop_table(Table::drop().table(Run::Table).to_owned())
+            .await
     }
 }

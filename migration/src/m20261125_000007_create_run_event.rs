@@ -32,7 +32,11 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new(RunEvent::Seq).big_integer().not_null())
                     .col(ColumnDef::new(RunEvent::Kind).string_len(32).not_null())
                     .col(ColumnDef::new(RunEvent::Payload).json().not_null())
-                    .col(ColumnDef::new(RunEvent::CreatedAt).timestamp_with_time_zone().not_null())
+                    .col(
+                        ColumnDef::new(RunEvent::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
                     .foreign_key(
                         ForeignKey::create()
                             .from(RunEvent::Table, RunEvent::ProjectId)
@@ -72,6 +76,8 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.drop_table(Table::drop().table(RunEvent::Table).to_owned()).await
+        manager
+            .drop_table(Table::drop().table(RunEvent::Table).to_owned())
+            .await
     }
 }

@@ -34,7 +34,9 @@ impl Emitter {
                     Command::Event(kind, payload) => {
                         match record_event(&db, project_id, run_id, kind, payload).await {
                             Ok(_) => bus.publish(BusMessage::ProjectEvents(project_id)).await,
-                            Err(err) => tracing::warn!(%err, ?kind, %run_id, "could not store a run event"),
+                            Err(err) => {
+                                tracing::warn!(%err, ?kind, %run_id, "could not store a run event")
+                            }
                         }
                     }
                     Command::Flush(done) => {

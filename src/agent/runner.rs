@@ -89,7 +89,11 @@ pub struct RunUsage {
 
 impl AgentContext<'_> {
     #[tracing::instrument(skip_all, fields(run_id = %run.id, project_id = %run.project_id))]
-    pub async fn execute(&self, run: &run::Model, usage: &mut RunUsage) -> Result<RunOutput, AgentError> {
+    pub async fn execute(
+        &self,
+        run: &run::Model,
+        usage: &mut RunUsage,
+    ) -> Result<RunOutput, AgentError> {
         self.emitter
             .emit(EventKind::RunStarted, json!({ "attempt": run.attempts }));
         let project = project::Entity::find_by_id(run.project_id)
@@ -99,7 +103,11 @@ impl AgentContext<'_> {
         let previous_files = latest_files(self.db, project.id).await?;
 
         let sandbox = self
-            .cancellable(self.sandboxes.connect(project.id, project.sandbox_id.as_deref(), &previous_files))
+            .cancellable(self.sandboxes.connect(
+                project.id,
+                project.sandbox_id.as_deref(),
+                &previous_files,
+            ))
             .await??;
         if project.sandbox_id.as_deref() != Some(sandbox.id()) {
             services::project::set_sandbox_id(self.db, project.id, sandbox.id()).await?;
@@ -110,7 +118,8 @@ impl AgentContext<'_> {
             json!({ "sandboxId": sandbox.id(), "previewUrl": sandbox_url }),
         );
 
-        let mut conversation = history(self.db, project.id, run.user_message_id, &previous_files).await?;
+        let mut conversation =
+            history(self.db, project.id, run.user_message_id, &previous_files).await?;
         let mut written = FileMap::new();
         let summary = self
             .tool_loop(sandbox.as_ref(), &mut conversation, &mut written, usage)
@@ -127,7 +136,14 @@ impl AgentContext<'_> {
         let title = self
             .helper_answer(&title_prompt(&summary), &prompt, usage)
             .await
-            .map(|title| title.trim().trim_matches('"').chars().take(80).collect::<String>())
+            .map(|title| {
+                title
+                    .trim()
+                    .trim_matches('"')
+                    .chars()
+                    .take(80)
+                    .collect::<String>()
+            })
             .filter(|title| !title.is_empty())
             .unwrap_or_else(|| project.name.clone());
         let reply = self
@@ -147,7 +163,10 @@ impl AgentContext<'_> {
         })
     }
 
-    async fn cancellable<T>(&self, work: impl std::future::Future<Output = T>) -> Result<T, AgentError> {
+    async fn cancellable<T>(
+        &self,
+        work: impl std::future::Future<Output = T>,
+    ) -> Result<T, AgentError> {
         tokio::select! {
             _ = self.cancel.cancelled() => Err(AgentError::Cancelled),
             done = work => Ok(done),
@@ -176,7 +195,7 @@ impl AgentContext<'_> {
                 messages: conversation.clone(),
                 tools: tools.clone(),
             };
-            let response = self.complete(&request, usage).await?;
+            let response = self.complete(&request, true, usage).await?;
             conversation.push(ChatMessage::Assistant {
                 text: response.text.clone(),
                 tool_calls: response.tool_calls.clone(),
@@ -218,7 +237,8 @@ impl AgentContext<'_> {
                     json!({ "callId": call.id, "name": call.name, "arguments": call.arguments }),
                 );
                 let outcome = self.cancellable(runner.execute(call)).await??;
-                let mut finished = json!({ "callId": call.id, "name": call.name, "ok": !outcome.is_error });
+                let mut finished =
+                    json!({ "callId": call.id, "name": call.name, "ok": !outcome.is_error });
                 if outcome.is_error {
                     finished["error"] = outcome.content.clone();
                 }
@@ -233,13 +253,23 @@ impl AgentContext<'_> {
         }
     }
 
-    /// One model step: text deltas are published as they stream; the response is recorded.
-    async fn complete(&self, request: &ChatRequest, usage: &mut RunUsage) -> Result<ModelResponse, AgentError> {
+    /// One model call, recorded in the transcript; text deltas are published as they stream
+    /// when `publish_deltas` (the chat shows the coding loop, not the helper prompts).
+    async fn complete(
+        &self,
+        request: &ChatRequest,
+        publish_deltas: bool,
+        usage: &mut RunUsage,
+    ) -> Result<ModelResponse, AgentError> {
         let emitter = self.emitter.clone();
         let on_delta = move |text: &str| {
-            emitter.emit(EventKind::ModelTextDelta, json!({ "text": text }));
+            if publish_deltas {
+                emitter.emit(EventKind::ModelTextDelta, json!({ "text": text }));
+            }
         };
-        let response = self.cancellable(self.models.complete(request, &on_delta)).await??;
+        let response = self
+            .cancellable(self.models.complete(request, &on_delta))
+            .await??;
         usage.tokens.input_tokens += response.usage.input_tokens;
         usage.tokens.output_tokens += response.usage.output_tokens;
         usage.cost_usd += self.models.estimate_cost_usd(response.usage);
@@ -265,39 +295,49 @@ impl AgentContext<'_> {
             .await;
         match output {
             Ok(output) if output.exit_code == 0 => Ok(None),
-            Ok(output) => Ok(Some(format!("{}{}", output.stdout, output.stderr).trim().to_owned())),
-            Err(SandboxError::Timeout(after)) => Ok(Some(format!("the check timed out after {}s", after.as_secs()))),
+            Ok(output) => Ok(Some(
+                format!("{}{}", output.stdout, output.stderr)
+                    .trim()
+                    .to_owned(),
+            )),
+            Err(SandboxError::Timeout(after)) => Ok(Some(format!(
+                "the check timed out after {}s",
+                after.as_secs()
+            ))),
             Err(err) => Err(err.into()),
         }
     }
 
     /// A small tool-less completion (title, reply); `None` if the model fails: these are extras.
-    async fn helper_answer(&self, system: &str, prompt: &str, usage: &mut RunUsage) -> Option<String> {
+    async fn helper_answer(
+        &self,
+        system: &str,
+        prompt: &str,
+        usage: &mut RunUsage,
+    ) -> Option<String> {
         let request = ChatRequest {
             system: system.to_owned(),
-            messages: vec![ChatMessage::User { text: prompt.to_owned() }],
+            messages: vec![ChatMessage::User {
+                text: prompt.to_owned(),
+            }],
             tools: Vec::new(),
         };
-        let ignore = |_: &str| {};
-        match self.cancellable(self.models.complete(&request, &ignore)).await {
-            Ok(Ok(response)) => {
-                usage.tokens.input_tokens += response.usage.input_tokens;
-                usage.tokens.output_tokens += response.usage.output_tokens;
-                usage.cost_usd += self.models.estimate_cost_usd(response.usage);
-                Some(response.text)
-            }
-            Ok(Err(err)) => {
+        match self.complete(&request, false, usage).await {
+            Ok(response) => Some(response.text),
+            Err(err) => {
                 tracing::warn!(%err, "helper prompt failed");
                 None
             }
-            Err(_) => None,
         }
     }
 }
 
 /// The files of the project's latest fragment: what a new sandbox is restored from and what
 /// this run builds on.
-async fn latest_files(db: &sea_orm::DatabaseConnection, project_id: uuid::Uuid) -> Result<FileMap, AgentError> {
+async fn latest_files(
+    db: &sea_orm::DatabaseConnection,
+    project_id: uuid::Uuid,
+) -> Result<FileMap, AgentError> {
     let files = services::fragment::latest_fragment(db, project_id)
         .await?
         .map(|fragment| fragment.files)
@@ -322,7 +362,9 @@ async fn history(
     let mut conversation = Vec::new();
     for message in messages {
         match (message.role, message.message_type) {
-            (Role::User, _) => conversation.push(ChatMessage::User { text: message.content }),
+            (Role::User, _) => conversation.push(ChatMessage::User {
+                text: message.content,
+            }),
             (Role::Assistant, MessageType::Result) => conversation.push(ChatMessage::Assistant {
                 text: message.content,
                 tool_calls: Vec::new(),

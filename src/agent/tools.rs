@@ -66,8 +66,8 @@ pub fn tool_specs() -> Vec<ToolSpec> {
         },
         ToolSpec {
             name: LIST_FILES.into(),
-            description: "List the files below a directory (relative to the app root; \".\" for all)."
-                .into(),
+            description:
+                "List the files below a directory (relative to the app root; \".\" for all).".into(),
             parameters: json!({
                 "type": "object",
                 "properties": { "dir": { "type": "string" } },
@@ -171,9 +171,8 @@ fn tool_error_or_system(err: SandboxError) -> Result<ToolOutcome, SandboxError> 
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(call: &ToolCall) -> Result<T, ToolOutcome> {
-    serde_json::from_value(call.arguments.clone()).map_err(|err| {
-        ToolOutcome::error(format!("invalid arguments for {}: {err}", call.name))
-    })
+    serde_json::from_value(call.arguments.clone())
+        .map_err(|err| ToolOutcome::error(format!("invalid arguments for {}: {err}", call.name)))
 }
 
 impl ToolRunner<'_> {
@@ -269,14 +268,21 @@ impl ToolRunner<'_> {
 
     async fn read_files(&mut self, args: ReadArgs) -> Result<ToolOutcome, SandboxError> {
         let mut files = serde_json::Map::new();
+        let mut failed = false;
         for path in args.files.into_iter().take(MAX_FILES_PER_CALL) {
             let content = match self.sandbox.read_file(&path).await {
                 Ok(content) => Value::String(content),
-                Err(err) => tool_error_or_system(err)?.content,
+                Err(err) => {
+                    failed = true;
+                    tool_error_or_system(err)?.content
+                }
             };
             files.insert(path, content);
         }
-        Ok(ToolOutcome::ok(Value::Object(files)))
+        Ok(ToolOutcome {
+            content: Value::Object(files),
+            is_error: failed,
+        })
     }
 
     async fn edit_file(&mut self, args: EditArgs) -> Result<ToolOutcome, SandboxError> {
@@ -286,7 +292,12 @@ impl ToolRunner<'_> {
         let content = self.sandbox.read_file(&args.path).await?;
         let edited = match content.matches(&args.search).count() {
             1 => content.replacen(&args.search, &args.replace, 1),
-            0 => return Ok(ToolOutcome::error(format!("`search` was not found in {}", args.path))),
+            0 => {
+                return Ok(ToolOutcome::error(format!(
+                    "`search` was not found in {}",
+                    args.path
+                )))
+            }
             n => {
                 return Ok(ToolOutcome::error(format!(
                     "`search` occurs {n} times in {}; make it unique",

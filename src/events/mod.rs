@@ -143,7 +143,9 @@ async fn next_seq(db: &impl ConnectionTrait, project_id: Uuid) -> Result<i64, Db
         .from(run_event::Entity)
         .and_where(run_event::Column::ProjectId.eq(project_id))
         .to_owned();
-    let row = db.query_one(db.get_database_backend().build(&statement)).await?;
+    let row = db
+        .query_one(db.get_database_backend().build(&statement))
+        .await?;
     let max: Option<i64> = match row {
         Some(row) => row.try_get_by_index(0)?,
         None => None,

@@ -1,6 +1,8 @@
 //! What resolvers get from the request: the app state, the viewer, per-request loaders.
 
-use async_graphql::dataloader::DataLoader;
+use std::time::Duration;
+
+use async_graphql::dataloader::{DataLoader, Loader};
 use async_graphql::{Context, Data};
 
 use super::error::GqlResult;
@@ -22,16 +24,16 @@ pub enum RequestAuth {
 /// user's rows to another.
 pub fn loader_data(state: &AppState) -> Data {
     let mut data = Data::default();
-    data.insert(DataLoader::new(
-        MessagesByProject(state.db.clone()),
-        tokio::spawn,
-    ));
-    data.insert(DataLoader::new(
-        FragmentByMessage(state.db.clone()),
-        tokio::spawn,
-    ));
-    data.insert(DataLoader::new(RunById(state.db.clone()), tokio::spawn));
+    data.insert(loader(MessagesByProject(state.db.clone())));
+    data.insert(loader(FragmentByMessage(state.db.clone())));
+    data.insert(loader(RunById(state.db.clone())));
     data
+}
+
+/// Keys are gathered for a few milliseconds before a batch runs: resolvers of a long list run
+/// on several threads, and too short a window would split one level into several queries.
+fn loader<T: Loader<uuid::Uuid>>(loader: T) -> DataLoader<T> {
+    DataLoader::new(loader, tokio::spawn).delay(Duration::from_millis(20))
 }
 
 pub trait ContextExt {

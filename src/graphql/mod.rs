@@ -12,9 +12,13 @@ pub mod ws;
 
 use std::sync::Arc;
 
-use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextValidation};
+use async_graphql::extensions::{
+    Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextValidation,
+};
 use async_graphql::parser::types::ExecutableDocument;
-use async_graphql::{Schema, SchemaBuilder, ServerError, ServerResult, ValidationResult, Variables};
+use async_graphql::{
+    Schema, SchemaBuilder, ServerError, ServerResult, ValidationResult, Variables,
+};
 
 use crate::app::AppState;
 
@@ -29,12 +33,8 @@ pub(crate) fn is_request_error(response: &async_graphql::Response) -> bool {
 pub type AppSchema = Schema<query::Query, mutation::Mutation, subscription::Subscription>;
 
 fn builder() -> SchemaBuilder<query::Query, mutation::Mutation, subscription::Subscription> {
-    Schema::build(
-        query::Query,
-        mutation::Mutation,
-        subscription::Subscription,
-    )
-    .extension(ErrorCodes)
+    Schema::build(query::Query, mutation::Mutation, subscription::Subscription)
+        .extension(ErrorCodes)
 }
 
 pub fn build_schema(state: AppState) -> AppSchema {

@@ -9,10 +9,10 @@ use axum::Router;
 use serde_json::Value;
 
 use crate::app::AppState;
+use crate::graphql::build_schema;
 use crate::graphql::context::{loader_data, RequestAuth};
 use crate::graphql::http::graphql_http_router;
 use crate::graphql::ws::{GraphQLWs, WsInitError};
-use crate::graphql::build_schema;
 use crate::services::user::viewer_from_header;
 
 pub fn routes(state: AppState) -> Router<AppState> {
@@ -48,7 +48,10 @@ pub fn routes(state: AppState) -> Router<AppState> {
                 }
             }
         })
-        .operation_data(move |_connection| loader_data(&operation_state));
+        .operation_data(move |_connection| loader_data(&operation_state))
+        .connection_init_timeout(std::time::Duration::from_millis(
+            state.config.ws_init_timeout_ms,
+        ));
     Router::new()
         .merge(http)
         .route("/graphql/ws", ws.method_router())

@@ -97,10 +97,7 @@ async fn proxy(
         .get::<OriginalUri>()
         .map(|original| original.0.clone())
         .unwrap_or_else(|| request.uri().clone());
-    let path_and_query = uri
-        .path_and_query()
-        .map(|pq| pq.as_str())
-        .unwrap_or("/");
+    let path_and_query = uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
     let url = format!("http://127.0.0.1:{port}{path_and_query}");
 
     let (parts, body) = request.into_parts();

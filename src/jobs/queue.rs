@@ -44,10 +44,7 @@ pub async fn claim_next_run(
         sql,
         [worker_id.into(), (now + lease).into(), now.into()],
     );
-    Ok(run::Entity::find()
-        .from_raw_sql(statement)
-        .one(db)
-        .await?)
+    Ok(run::Entity::find().from_raw_sql(statement).one(db).await?)
 }
 
 /// Extends the lease. `false` when the run is no longer ours to work on (cancelled, or the
@@ -86,9 +83,18 @@ async fn end_run<C: ConnectionTrait>(
         .col_expr(run::Column::Status, Expr::value(status))
         .col_expr(run::Column::Error, Expr::value(error))
         .col_expr(run::Column::FinishedAt, Expr::value(Utc::now()))
-        .col_expr(run::Column::LeaseUntil, Expr::value(Option::<DateTime<Utc>>::None))
-        .col_expr(run::Column::InputTokens, Expr::value(usage.tokens.input_tokens as i64))
-        .col_expr(run::Column::OutputTokens, Expr::value(usage.tokens.output_tokens as i64))
+        .col_expr(
+            run::Column::LeaseUntil,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .col_expr(
+            run::Column::InputTokens,
+            Expr::value(usage.tokens.input_tokens as i64),
+        )
+        .col_expr(
+            run::Column::OutputTokens,
+            Expr::value(usage.tokens.output_tokens as i64),
+        )
         .col_expr(run::Column::CostUsd, Expr::value(usage.cost_usd))
         .col_expr(run::Column::CreditRefunded, Expr::value(refunded))
         .filter(owned_running(run_id, worker_id))
@@ -170,7 +176,17 @@ pub async fn succeed_run(
     usage: RunUsage,
 ) -> Result<bool, JobError> {
     let txn = db.begin().await?;
-    if !end_run(&txn, run.id, worker_id, RunStatus::Succeeded, None, usage, false).await? {
+    if !end_run(
+        &txn,
+        run.id,
+        worker_id,
+        RunStatus::Succeeded,
+        None,
+        usage,
+        false,
+    )
+    .await?
+    {
         return Ok(false);
     }
     let message = insert_assistant_message(&txn, run, MessageType::Result, output.reply).await?;
@@ -214,7 +230,17 @@ pub async fn fail_run(
     usage: RunUsage,
 ) -> Result<bool, JobError> {
     let txn = db.begin().await?;
-    if !end_run(&txn, run.id, worker_id, RunStatus::Failed, Some(error.to_owned()), usage, system_failure).await? {
+    if !end_run(
+        &txn,
+        run.id,
+        worker_id,
+        RunStatus::Failed,
+        Some(error.to_owned()),
+        usage,
+        system_failure,
+    )
+    .await?
+    {
         return Ok(false);
     }
     if system_failure {
@@ -248,8 +274,14 @@ pub async fn save_usage(
     usage: RunUsage,
 ) -> Result<(), JobError> {
     run::Entity::update_many()
-        .col_expr(run::Column::InputTokens, Expr::value(usage.tokens.input_tokens as i64))
-        .col_expr(run::Column::OutputTokens, Expr::value(usage.tokens.output_tokens as i64))
+        .col_expr(
+            run::Column::InputTokens,
+            Expr::value(usage.tokens.input_tokens as i64),
+        )
+        .col_expr(
+            run::Column::OutputTokens,
+            Expr::value(usage.tokens.output_tokens as i64),
+        )
         .col_expr(run::Column::CostUsd, Expr::value(usage.cost_usd))
         .filter(owned_running(run_id, worker_id))
         .exec(db)

@@ -30,7 +30,7 @@ pub fn start_workers(state: AppState) {
         state.shutdown.clone(),
     ));
     let process = Uuid::new_v4().simple().to_string();
-    for index in 0..state.config.worker_concurrency.max(1) {
+    for index in 0..state.config.worker_concurrency {
         let worker_id = format!("{}-{index}", &process[..12]);
         tokio::spawn(worker_loop(state.clone(), worker_id, running.clone()));
     }
@@ -87,14 +87,33 @@ async fn process_run(state: &AppState, worker_id: &str, run: run::Model, running
     let lease = chrono::Duration::seconds(state.config.run_lease_secs.max(1) as i64);
     if run.attempts > run.max_attempts {
         let error = format!("the run was interrupted {} times", run.max_attempts);
-        if let Err(err) = queue::fail_run(&state.db, state.bus.as_ref(), &run, worker_id, &error, true, RunUsage::default()).await {
+        if let Err(err) = queue::fail_run(
+            &state.db,
+            state.bus.as_ref(),
+            &run,
+            worker_id,
+            &error,
+            true,
+            RunUsage::default(),
+        )
+        .await
+        {
             tracing::error!(%err, "could not fail an abandoned run");
         }
         return;
     }
     let cancel = state.shutdown.child_token();
-    running.lock().expect("poisoned").insert(run.id, cancel.clone());
-    let heartbeat = tokio::spawn(keep_lease(state.clone(), run.id, worker_id.to_owned(), lease, cancel.clone()));
+    running
+        .lock()
+        .expect("poisoned")
+        .insert(run.id, cancel.clone());
+    let heartbeat = tokio::spawn(keep_lease(
+        state.clone(),
+        run.id,
+        worker_id.to_owned(),
+        lease,
+        cancel.clone(),
+    ));
 
     let emitter = Emitter::start(state.db.clone(), state.bus.clone(), run.project_id, run.id);
     let settings = settings_from_config(&state.config);
@@ -113,15 +132,37 @@ async fn process_run(state: &AppState, worker_id: &str, run: run::Model, running
     running.lock().expect("poisoned").remove(&run.id);
 
     let stored = match outcome {
-        Ok(output) => queue::succeed_run(&state.db, state.bus.as_ref(), &run, worker_id, output, usage).await,
+        Ok(output) => {
+            queue::succeed_run(
+                &state.db,
+                state.bus.as_ref(),
+                &run,
+                worker_id,
+                output,
+                usage,
+            )
+            .await
+        }
         // Cancelled by the user (the run is already CANCELLED) or by shutdown (the lease
         // expires and another worker takes the run over): nothing to store.
-        Err(AgentError::Cancelled) | Err(AgentError::Sandbox(crate::sandbox::SandboxError::Cancelled)) => {
-            queue::save_usage(&state.db, run.id, worker_id, usage).await.map(|_| false)
+        Err(AgentError::Cancelled)
+        | Err(AgentError::Sandbox(crate::sandbox::SandboxError::Cancelled)) => {
+            queue::save_usage(&state.db, run.id, worker_id, usage)
+                .await
+                .map(|_| false)
         }
         Err(err) => {
             tracing::warn!(%err, "run failed");
-            queue::fail_run(&state.db, state.bus.as_ref(), &run, worker_id, &err.to_string(), err.is_system_failure(), usage).await
+            queue::fail_run(
+                &state.db,
+                state.bus.as_ref(),
+                &run,
+                worker_id,
+                &err.to_string(),
+                err.is_system_failure(),
+                usage,
+            )
+            .await
         }
     };
     match stored {
@@ -132,7 +173,13 @@ async fn process_run(state: &AppState, worker_id: &str, run: run::Model, running
 }
 
 /// Heartbeats the lease; stops the run if it is no longer ours (cancelled on another process).
-async fn keep_lease(state: AppState, run_id: Uuid, worker_id: String, lease: chrono::Duration, cancel: CancellationToken) {
+async fn keep_lease(
+    state: AppState,
+    run_id: Uuid,
+    worker_id: String,
+    lease: chrono::Duration,
+    cancel: CancellationToken,
+) {
     let every = (lease / 3).to_std().unwrap_or(Duration::from_secs(1));
     loop {
         tokio::select! {

@@ -114,10 +114,12 @@ pub async fn send_message<C: TransactionTrait>(
     let txn = db.begin().await?;
     super::credits::consume_credit(&txn, viewer.user_id, viewer.plan).await?;
     let project = super::project::find_project(&txn, viewer, project_id).await?;
-    if !super::run::active_run_ids(&txn, project.id).await?.is_empty() {
+    if !super::run::active_run_ids(&txn, project.id)
+        .await?
+        .is_empty()
+    {
         return Err(AppError::Conflict(
-            "a generation is already running for this project; wait for it or cancel it"
-                .to_owned(),
+            "a generation is already running for this project; wait for it or cancel it".to_owned(),
         ));
     }
     let generation = queue_generation(&txn, project.id, content).await?;

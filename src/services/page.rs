@@ -68,8 +68,14 @@ mod tests {
     fn cursor_round_trips_and_rejects_garbage() {
         let id = Uuid::now_v7();
         assert_eq!(decode_cursor(&encode_cursor(id)).unwrap(), id);
-        assert!(matches!(decode_cursor("%%"), Err(AppError::BadUserInput(_))));
-        assert!(matches!(decode_cursor("abc"), Err(AppError::BadUserInput(_))));
+        assert!(matches!(
+            decode_cursor("%%"),
+            Err(AppError::BadUserInput(_))
+        ));
+        assert!(matches!(
+            decode_cursor("abc"),
+            Err(AppError::BadUserInput(_))
+        ));
     }
 
     #[test]

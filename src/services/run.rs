@@ -56,7 +56,10 @@ pub async fn cancel_run<C: ConnectionTrait + TransactionTrait>(
         .col_expr(run::Column::Status, Expr::value(RunStatus::Cancelled))
         .col_expr(run::Column::FinishedAt, Expr::value(Utc::now()))
         .col_expr(run::Column::LeaseOwner, Expr::value(Option::<String>::None))
-        .col_expr(run::Column::LeaseUntil, Expr::value(Option::<chrono::DateTime<Utc>>::None))
+        .col_expr(
+            run::Column::LeaseUntil,
+            Expr::value(Option::<chrono::DateTime<Utc>>::None),
+        )
         .filter(run::Column::Id.eq(run_id))
         .filter(run::Column::Status.is_in([RunStatus::Queued, RunStatus::Running]))
         .exec(&txn)
@@ -96,7 +99,9 @@ pub async fn retry_run<C: ConnectionTrait + TransactionTrait>(
     let txn = db.begin().await?;
     let found = find_run(&txn, viewer, run_id).await?;
     if found.status != RunStatus::Failed {
-        return Err(AppError::Conflict("only a failed run can be retried".to_owned()));
+        return Err(AppError::Conflict(
+            "only a failed run can be retried".to_owned(),
+        ));
     }
     if found.credit_refunded {
         super::credits::consume_credit(&txn, viewer.user_id, viewer.plan).await?;
@@ -110,13 +115,22 @@ pub async fn retry_run<C: ConnectionTrait + TransactionTrait>(
         .col_expr(run::Column::Status, Expr::value(RunStatus::Queued))
         .col_expr(run::Column::Attempts, Expr::value(0))
         .col_expr(run::Column::Error, Expr::value(Option::<String>::None))
-        .col_expr(run::Column::FinishedAt, Expr::value(Option::<chrono::DateTime<Utc>>::None))
+        .col_expr(
+            run::Column::FinishedAt,
+            Expr::value(Option::<chrono::DateTime<Utc>>::None),
+        )
         .col_expr(run::Column::CreditRefunded, Expr::value(false))
         .filter(run::Column::Id.eq(run_id))
         .exec(&txn)
         .await?;
-    record_event(&txn, found.project_id, run_id, EventKind::RunQueued, json!({ "retry": true }))
-        .await?;
+    record_event(
+        &txn,
+        found.project_id,
+        run_id,
+        EventKind::RunQueued,
+        json!({ "retry": true }),
+    )
+    .await?;
     txn.commit().await?;
     bus.publish(BusMessage::ProjectEvents(found.project_id))
         .await;

@@ -8,8 +8,17 @@ use crate::support::app::{error_code, Backend, TestApp};
 on_both_backends!(sign_up_then_sign_in, |backend: Backend| async move {
     let app = TestApp::spawn(backend).await;
     let token = app.sign_up("Ada@Example.com").await;
-    let me = app.data(Some(&token), "{ me { email plan } usage { plan limit remaining consumed } }", json!({})).await;
-    assert_eq!(me["me"], json!({ "email": "ada@example.com", "plan": "FREE" }));
+    let me = app
+        .data(
+            Some(&token),
+            "{ me { email plan } usage { plan limit remaining consumed } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        me["me"],
+        json!({ "email": "ada@example.com", "plan": "FREE" })
+    );
     assert_eq!(me["usage"]["limit"], 5);
     assert_eq!(me["usage"]["remaining"], 5);
 
@@ -26,7 +35,11 @@ on_both_backends!(sign_up_then_sign_in, |backend: Backend| async move {
     assert_eq!(error_code(&wrong), "BAD_USER_INPUT");
 
     let duplicate = app
-        .gql(None, r#"mutation { signUp(email: "ada@example.com", password: "another one") { token } }"#, json!({}))
+        .gql(
+            None,
+            r#"mutation { signUp(email: "ada@example.com", password: "another one") { token } }"#,
+            json!({}),
+        )
         .await;
     assert_eq!(error_code(&duplicate), "CONFLICT");
 });
@@ -56,7 +69,13 @@ async fn protected_fields_need_a_valid_token() {
         assert_eq!(error_code(&response), "UNAUTHENTICATED", "{token}");
     }
     // Public fields still work with a bad token.
-    let public = app.gql(Some("garbage"), "{ serverInfo { modelOffline } }", json!({})).await;
+    let public = app
+        .gql(
+            Some("garbage"),
+            "{ serverInfo { modelOffline } }",
+            json!({}),
+        )
+        .await;
     assert_eq!(public["data"]["serverInfo"]["modelOffline"], true);
 }
 
@@ -65,8 +84,14 @@ async fn an_expired_token_is_refused() {
     use jsonwebtoken::{encode, EncodingKey, Header};
     let app = TestApp::spawn(Backend::Sqlite).await;
     let now = chrono::Utc::now().timestamp();
-    let claims = json!({ "sub": "someone", "iss": "codekraft", "iat": now - 7200, "exp": now - 3600 });
-    let token = encode(&Header::default(), &claims, &EncodingKey::from_secret(crate::support::app::TEST_SECRET.as_bytes())).unwrap();
+    let claims =
+        json!({ "sub": "someone", "iss": "codekraft", "iat": now - 7200, "exp": now - 3600 });
+    let token = encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(crate::support::app::TEST_SECRET.as_bytes()),
+    )
+    .unwrap();
     let response = app.gql(Some(&token), "{ me { id } }", json!({})).await;
     assert_eq!(error_code(&response), "UNAUTHENTICATED");
 }
@@ -77,9 +102,18 @@ async fn a_token_signed_with_the_server_secret_provisions_its_user() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let now = chrono::Utc::now().timestamp();
     let claims = json!({ "sub": "alice", "iss": "codekraft", "iat": now, "exp": now + 3600 });
-    let token = encode(&Header::default(), &claims, &EncodingKey::from_secret(crate::support::app::TEST_SECRET.as_bytes())).unwrap();
-    let first = app.data(Some(&token), "{ me { id plan } }", json!({})).await;
-    let second = app.data(Some(&token), "{ me { id plan } }", json!({})).await;
+    let token = encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(crate::support::app::TEST_SECRET.as_bytes()),
+    )
+    .unwrap();
+    let first = app
+        .data(Some(&token), "{ me { id plan } }", json!({}))
+        .await;
+    let second = app
+        .data(Some(&token), "{ me { id plan } }", json!({}))
+        .await;
     assert_eq!(first, second);
     assert_eq!(first["me"]["plan"], "FREE");
 }

@@ -51,3 +51,35 @@ async fn stock_async_graphql_axum_services_fail_the_checks() {
         );
     }
 }
+
+/// The real app, with a real token, against the same checks.
+#[tokio::test]
+async fn the_app_passes_the_node_conformance_checks() {
+    use crate::support::app::{Backend, TestApp};
+    let app = TestApp::builder(Backend::Sqlite)
+        .config(|c| c.ws_init_timeout_ms = 300)
+        .start()
+        .await;
+    let token = app.sign_up("conformance@example.com").await;
+    let (_, run_id) = app.create_project(&token, "a finished app").await;
+    app.wait_for_run(&token, &run_id).await;
+    let run = app
+        .data(
+            Some(&token),
+            "query($id: ID!) { run(id: $id) { projectId } }",
+            serde_json::json!({ "id": run_id }),
+        )
+        .await;
+    let project_id = run["run"]["projectId"].as_str().unwrap();
+    // Completes after replaying the finished run; the project stream stays open after its history.
+    let sub = format!("subscription {{ runEvents(runId: \"{run_id}\") {{ seq kind }} }}");
+    let long_sub =
+        format!("subscription {{ projectEvents(projectId: \"{project_id}\") {{ seq }} }}");
+    let mut check = NodeConformance::new(&app.url("/graphql"), &app.ws_url(), &sub, &long_sub);
+    check.token = Some(token);
+    check.query = "{ me { id } usage { remaining } }".into();
+    check.expect_auth = true;
+    check.init_timeout = Some(Duration::from_millis(300));
+    check.legacy = true;
+    check.run().await;
+}

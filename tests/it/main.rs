@@ -1,8 +1,14 @@
 //! The integration-test binary: starts the real app (and fakes at the network edge) and talks
 //! to it over HTTP and WebSocket.
 
+mod accounts;
 mod conformance;
+mod credits;
 mod http_protocol;
+mod projects;
 mod providers;
+mod runs;
+mod schema;
+mod subscriptions;
 mod support;
 mod ws_protocol;

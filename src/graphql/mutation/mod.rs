@@ -23,7 +23,10 @@ pub struct DeleteProjectPayload {
     pub id: ID,
 }
 
-fn auth_payload(ctx: &Context<'_>, user: crate::entity::user::Model) -> async_graphql::Result<AuthPayload> {
+fn auth_payload(
+    ctx: &Context<'_>,
+    user: crate::entity::user::Model,
+) -> async_graphql::Result<AuthPayload> {
     let token = ctx
         .state()
         .auth
@@ -45,7 +48,9 @@ impl Mutation {
         email: String,
         password: String,
     ) -> async_graphql::Result<AuthPayload> {
-        let created = user::sign_up(&ctx.state().db, &email, &password).await.gql()?;
+        let created = user::sign_up(&ctx.state().db, &email, &password)
+            .await
+            .gql()?;
         auth_payload(ctx, created)
     }
 
@@ -55,7 +60,9 @@ impl Mutation {
         email: String,
         password: String,
     ) -> async_graphql::Result<AuthPayload> {
-        let found = user::sign_in(&ctx.state().db, &email, &password).await.gql()?;
+        let found = user::sign_in(&ctx.state().db, &email, &password)
+            .await
+            .gql()?;
         auth_payload(ctx, found)
     }
 
@@ -139,10 +146,12 @@ impl Mutation {
         let viewer = ctx.viewer()?;
         let state = ctx.state();
         let run_id = parse_id(&run_id, "run").gql()?;
-        Ok(run::cancel_run(&state.db, state.bus.as_ref(), viewer, run_id)
-            .await
-            .gql()?
-            .into())
+        Ok(
+            run::cancel_run(&state.db, state.bus.as_ref(), viewer, run_id)
+                .await
+                .gql()?
+                .into(),
+        )
     }
 
     /// Queues a failed generation again.
@@ -150,9 +159,11 @@ impl Mutation {
         let viewer = ctx.viewer()?;
         let state = ctx.state();
         let run_id = parse_id(&run_id, "run").gql()?;
-        Ok(run::retry_run(&state.db, state.bus.as_ref(), viewer, run_id)
-            .await
-            .gql()?
-            .into())
+        Ok(
+            run::retry_run(&state.db, state.bus.as_ref(), viewer, run_id)
+                .await
+                .gql()?
+                .into(),
+        )
     }
 }

@@ -26,16 +26,21 @@ impl Query {
     /// The signed-in user.
     async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
         let viewer = ctx.viewer()?;
-        Ok(user::find_user(&ctx.state().db, viewer.user_id).await.gql()?.into())
+        Ok(user::find_user(&ctx.state().db, viewer.user_id)
+            .await
+            .gql()?
+            .into())
     }
 
     /// Credits left in the current window.
     async fn usage(&self, ctx: &Context<'_>) -> async_graphql::Result<Usage> {
         let viewer = ctx.viewer()?;
-        Ok(credits::usage_summary(&ctx.state().db, viewer.user_id, viewer.plan)
-            .await
-            .gql()?
-            .into())
+        Ok(
+            credits::usage_summary(&ctx.state().db, viewer.user_id, viewer.plan)
+                .await
+                .gql()?
+                .into(),
+        )
     }
 
     /// The viewer's projects, newest first.
@@ -74,7 +79,10 @@ impl Query {
     async fn run(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Run> {
         let viewer = ctx.viewer()?;
         let id = parse_id(&id, "run").gql()?;
-        Ok(run::find_run(&ctx.state().db, viewer, id).await.gql()?.into())
+        Ok(run::find_run(&ctx.state().db, viewer, id)
+            .await
+            .gql()?
+            .into())
     }
 
     async fn server_info(&self, ctx: &Context<'_>) -> ServerInfo {

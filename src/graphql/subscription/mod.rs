@@ -63,15 +63,17 @@ impl Subscription {
             run_id: Some(run_id),
             after,
         };
-        let events = event_stream(state.db.clone(), state.bus.as_ref(), filter)
-            .take_while(move |_| std::future::ready(!already_over))
-            .scan(false, |finished, item| {
-                // Yield the RUN_FINISHED event itself, then end.
-                if *finished {
-                    return std::future::ready(None);
+        let events = event_stream(state.db.clone(), state.bus.as_ref(), filter).boxed();
+        // Yield up to and including RUN_FINISHED, then end without waiting for more.
+        let events =
+            futures_util::stream::unfold((events, already_over), |(mut events, over)| async move {
+                if over {
+                    return None;
                 }
-                *finished = matches!(&item, Ok(event) if event.kind == EventKind::RunFinished.as_str());
-                std::future::ready(Some(item))
+                let item = events.next().await?;
+                let finished =
+                    matches!(&item, Ok(event) if event.kind == EventKind::RunFinished.as_str());
+                Some((item, (events, finished)))
             });
         Ok(events.map(to_graphql))
     }

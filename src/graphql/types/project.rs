@@ -56,7 +56,10 @@ impl Project {
             .filter(|message| page.after.is_none_or(|after| message.id > after))
             .take(page.first as usize + 1)
             .collect();
-        Ok(message_connection(Page::from_overfetch(rest, page.first), page.after.is_some()))
+        Ok(message_connection(
+            Page::from_overfetch(rest, page.first),
+            page.after.is_some(),
+        ))
     }
 }
 

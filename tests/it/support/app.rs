@@ -24,14 +24,17 @@ pub struct TestApp {
     pub server: Server,
     pub sandboxes: Arc<FakeSandboxProvider>,
     pub http: reqwest::Client,
-    pub data_dir: TempDir,
+    /// Kept alive for the server's lifetime (the SQLite file, secrets)
+    _data_dir: TempDir,
 }
+
+type ConfigChange = Box<dyn FnOnce(&mut Config)>;
 
 pub struct TestAppBuilder {
     backend: Backend,
     models: Arc<dyn ModelProvider>,
     sandboxes: Arc<FakeSandboxProvider>,
-    configure: Vec<Box<dyn FnOnce(&mut Config)>>,
+    configure: Vec<ConfigChange>,
 }
 
 impl TestAppBuilder {
@@ -68,7 +71,7 @@ impl TestAppBuilder {
             server,
             sandboxes: self.sandboxes,
             http: reqwest::Client::new(),
-            data_dir,
+            _data_dir: data_dir,
         }
     }
 }
@@ -130,7 +133,10 @@ impl TestApp {
     /// Like `gql`, asserting there are no errors; returns `data`.
     pub async fn data(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
         let response = self.gql(token, query, variables).await;
-        assert!(response.get("errors").is_none(), "unexpected errors: {response}");
+        assert!(
+            response.get("errors").is_none(),
+            "unexpected errors: {response}"
+        );
         response["data"].clone()
     }
 
@@ -156,8 +162,14 @@ impl TestApp {
             )
             .await;
         (
-            data["createProject"]["project"]["id"].as_str().unwrap().to_owned(),
-            data["createProject"]["run"]["id"].as_str().unwrap().to_owned(),
+            data["createProject"]["project"]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+            data["createProject"]["run"]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
         )
     }
 
@@ -166,13 +178,20 @@ impl TestApp {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
             let data = self
-                .data(Some(token), "query($id: ID!) { run(id: $id) { status } }", json!({ "id": run_id }))
+                .data(
+                    Some(token),
+                    "query($id: ID!) { run(id: $id) { status } }",
+                    json!({ "id": run_id }),
+                )
                 .await;
             let status = data["run"]["status"].as_str().unwrap().to_owned();
             if !matches!(status.as_str(), "QUEUED" | "RUNNING") {
                 return status;
             }
-            assert!(std::time::Instant::now() < deadline, "run {run_id} did not end");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "run {run_id} did not end"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }
@@ -180,7 +199,9 @@ impl TestApp {
     /// A graphql-transport-ws connection, acknowledged with `token`.
     pub async fn ws(&self, token: &str) -> WsClient {
         let mut client = ws_client::connect(&self.ws_url(), TRANSPORT_WS).await;
-        client.init(json!({ "Authorization": format!("Bearer {token}") })).await;
+        client
+            .init(json!({ "Authorization": format!("Bearer {token}") }))
+            .await;
         client
     }
 
@@ -214,4 +235,24 @@ macro_rules! on_both_backends {
             }
         }
     };
+}
+
+/// Creates a project straight through the service layer as a PRO user (no credit limit worth
+/// noticing), for tests that need many.
+pub async fn seed_project(app: &TestApp, token: &str, n: usize) {
+    let me = app.data(Some(token), "{ me { id } }", json!({})).await;
+    let user_id = me["me"]["id"].as_str().unwrap().parse().unwrap();
+    let state = &app.server.state;
+    let viewer = codekraft::services::Viewer {
+        user_id,
+        plan: codekraft::entity::user::Plan::Pro,
+    };
+    codekraft::services::project::create_project(
+        &state.db,
+        state.bus.as_ref(),
+        viewer,
+        &format!("seeded app {n}"),
+    )
+    .await
+    .expect("seeding a project");
 }

@@ -1,6 +1,8 @@
 //! Shared test support: the app under test, clients, fakes at the network edge.
 
+pub mod app;
 pub mod conformance;
 pub mod fake_llm;
+pub mod postgres;
 pub mod toy;
 pub mod ws_client;

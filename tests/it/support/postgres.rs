@@ -4,7 +4,7 @@
 //! fresh database.
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -32,17 +32,27 @@ pub async fn fresh_database_url() -> String {
 /// Base URL without a database name.
 fn start_or_reuse() -> String {
     if let Ok(url) = std::env::var("TEST_DATABASE_URL") {
-        return url.trim_end_matches('/').rsplit_once('/').map(|(base, _)| base.to_owned()).unwrap_or(url);
+        return url
+            .trim_end_matches('/')
+            .rsplit_once('/')
+            .map(|(base, _)| base.to_owned())
+            .unwrap_or(url);
     }
     let bin = find_bin_dir().expect(
         "PostgreSQL is not installed: install Debian's `postgresql` (the README's test command does) or set TEST_DATABASE_URL",
     );
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let dir = std::env::temp_dir().join(format!("codekraft-pg-{}", Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
-    let as_root = nix::unistd::Uid::effective().is_root();
+    let as_root = nix::unistd::geteuid().is_root();
     if as_root {
-        run(Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir));
+        run(Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(&dir));
     }
     let data = dir.join("data");
     let pg = |tool: &str| -> Command {
@@ -62,7 +72,7 @@ fn start_or_reuse() -> String {
     let postgres = bin.join("postgres");
     let watchdog = format!(
         "{postgres} -D {data} -p {port} -k {dir} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 >{dir}/log 2>&1 & pg=$!; \
-         while kill -0 {parent} 2>/dev/null; do sleep 1; done; kill -INT $pg",
+         while [ -d /proc/{parent} ]; do sleep 1; done; kill -INT $pg",
         postgres = postgres.display(),
         data = data.display(),
         dir = dir.display(),
@@ -77,10 +87,15 @@ fn start_or_reuse() -> String {
         command.args(["-c", &watchdog]);
         command
     };
-    launcher.spawn().expect("starting PostgreSQL");
+    let mut launcher = launcher.spawn().expect("starting PostgreSQL");
+    std::thread::spawn(move || launcher.wait());
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "PostgreSQL did not start; see {}/log", dir.display());
+        assert!(
+            Instant::now() < deadline,
+            "PostgreSQL did not start; see {}/log",
+            dir.display()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     // Accepting TCP is not yet accepting logins; give it a moment to finish start-up.
@@ -107,4 +122,3 @@ fn run(command: &mut Command) {
         String::from_utf8_lossy(&output.stderr)
     );
 }
-

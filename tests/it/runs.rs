@@ -1,0 +1,421 @@
+//! The agent runtime end to end through GraphQL: scripted models (the real Gemini client against
+//! the fake server, or a replayed transcript) driving the tool loop against the fake sandbox.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use codekraft::agent::provider::retry::RetryPolicy;
+use codekraft::agent::provider::{
+    GeminiConfig, GeminiProvider, ModelResponse, ReplayProvider, TokenUsage, ToolCall,
+};
+use serde_json::{json, Value};
+
+use crate::on_both_backends;
+use crate::support::app::{Backend, TestApp};
+use crate::support::fake_llm::{gemini_call_part, gemini_chunk, gemini_text_chunk, FakeLlm, Reply};
+
+const MESSAGES: &str = "query($id: ID!) { project(id: $id) { messages { edges { node { role type content fragment { title files } } } } } }";
+const RUN: &str = "query($id: ID!) { run(id: $id) { status error attempts inputTokens outputTokens costUsd creditRefunded events(first: 1000) { kind payload } } }";
+
+fn gemini(fake: &FakeLlm) -> Arc<GeminiProvider> {
+    let mut config = GeminiConfig::new("test-key");
+    config.base_url = fake.base_url();
+    let retries = RetryPolicy {
+        max_retries: 2,
+        base_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(50),
+        ..RetryPolicy::default()
+    };
+    Arc::new(
+        GeminiProvider::new(config)
+            .unwrap()
+            .with_retry_policy(retries),
+    )
+}
+
+fn usage(input: u64, output: u64) -> Value {
+    json!({ "promptTokenCount": input, "candidatesTokenCount": output, "totalTokenCount": input + output })
+}
+
+fn call(name: &str, arguments: Value) -> ModelResponse {
+    ModelResponse {
+        tool_calls: vec![ToolCall {
+            id: format!("call-{name}"),
+            name: name.into(),
+            arguments,
+        }],
+        usage: TokenUsage {
+            input_tokens: 10,
+            output_tokens: 5,
+        },
+        ..ModelResponse::default()
+    }
+}
+
+fn text(text: &str) -> ModelResponse {
+    ModelResponse {
+        text: text.into(),
+        usage: TokenUsage {
+            input_tokens: 10,
+            output_tokens: 5,
+        },
+        ..ModelResponse::default()
+    }
+}
+
+async fn run_of(app: &TestApp, token: &str, run_id: &str) -> Value {
+    app.data(Some(token), RUN, json!({ "id": run_id })).await["run"].clone()
+}
+
+fn kinds(run: &Value) -> Vec<String> {
+    run["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+on_both_backends!(gemini_drives_the_tool_loop, |backend: Backend| async move {
+    let page = "export default function Page() { return <h1>Pomodoro</h1>; }";
+    let fake = FakeLlm::start([
+        Reply::gemini_stream([
+            gemini_text_chunk(&["Writing the page."]),
+            gemini_chunk(
+                vec![gemini_call_part(
+                    "createOrUpdateFiles",
+                    json!({ "files": [{ "path": "app/page.tsx", "content": page }] }),
+                    Some("sig-1"),
+                )],
+                Some("STOP"),
+                Some(usage(100, 20)),
+            ),
+        ]),
+        Reply::gemini_stream([gemini_chunk(
+            vec![gemini_call_part(
+                "terminal",
+                json!({ "command": "echo built" }),
+                None,
+            )],
+            Some("STOP"),
+            Some(usage(150, 10)),
+        )]),
+        Reply::gemini_stream([gemini_chunk(
+            vec![json!({ "text": "<task_summary>A pomodoro timer page.</task_summary>" })],
+            Some("STOP"),
+            Some(usage(200, 15)),
+        )]),
+        Reply::gemini_stream([gemini_chunk(
+            vec![json!({ "text": "Pomodoro Timer" })],
+            Some("STOP"),
+            Some(usage(30, 3)),
+        )]),
+        Reply::gemini_stream([gemini_chunk(
+            vec![json!({ "text": "Your pomodoro timer is ready!" })],
+            Some("STOP"),
+            Some(usage(30, 8)),
+        )]),
+    ])
+    .await;
+    let app = TestApp::builder(backend)
+        .models(gemini(&fake))
+        .start()
+        .await;
+    let token = app.sign_up("gem@example.com").await;
+    let (project_id, run_id) = app.create_project(&token, "a pomodoro timer").await;
+    assert_eq!(app.wait_for_run(&token, &run_id).await, "SUCCEEDED");
+
+    let run = run_of(&app, &token, &run_id).await;
+    assert_eq!(run["inputTokens"], 100 + 150 + 200 + 30 + 30);
+    assert_eq!(run["outputTokens"], 20 + 10 + 15 + 3 + 8);
+    assert!(run["costUsd"].as_f64().unwrap() > 0.0);
+    let kinds = kinds(&run);
+    let position = |kind: &str| {
+        kinds
+            .iter()
+            .position(|k| k == kind)
+            .unwrap_or_else(|| panic!("{kind} in {kinds:?}"))
+    };
+    assert!(position("RUN_STARTED") < position("SANDBOX_READY"));
+    assert!(position("SANDBOX_READY") < position("MODEL_TEXT_DELTA"));
+    assert!(position("FILE_WRITTEN") < position("TOOL_OUTPUT"));
+    assert!(position("TOOL_OUTPUT") < position("FRAGMENT_CREATED"));
+    assert_eq!(kinds.last().unwrap(), "RUN_FINISHED");
+
+    let data = app
+        .data(Some(&token), MESSAGES, json!({ "id": project_id }))
+        .await;
+    let answer = &data["project"]["messages"]["edges"][1]["node"];
+    assert_eq!(answer["content"], "Your pomodoro timer is ready!");
+    assert_eq!(answer["fragment"]["title"], "Pomodoro Timer");
+    assert_eq!(answer["fragment"]["files"]["app/page.tsx"], page);
+
+    // The second request carried the tool result and echoed the thought signature verbatim.
+    let requests = fake.requests();
+    let second = &requests[1].body;
+    let contents = second["contents"].as_array().unwrap();
+    let model_turn = &contents[contents.len() - 2];
+    assert_eq!(model_turn["parts"][1]["thoughtSignature"], "sig-1");
+    assert!(contents.last().unwrap()["parts"][0]["functionResponse"].is_object());
+});
+
+#[tokio::test]
+async fn a_rate_limit_is_waited_out() {
+    let fake = FakeLlm::start([
+        Reply::gemini_rate_limited("0.05s"),
+        Reply::gemini_stream([gemini_chunk(
+            vec![json!({ "text": "<task_summary>Nothing to do.</task_summary>" })],
+            Some("STOP"),
+            Some(usage(5, 5)),
+        )]),
+        Reply::gemini_stream([gemini_chunk(
+            vec![json!({ "text": "Title" })],
+            Some("STOP"),
+            None,
+        )]),
+        Reply::gemini_stream([gemini_chunk(
+            vec![json!({ "text": "Done." })],
+            Some("STOP"),
+            None,
+        )]),
+    ])
+    .await;
+    let app = TestApp::builder(Backend::Sqlite)
+        .models(gemini(&fake))
+        .start()
+        .await;
+    let token = app.sign_up("patient@example.com").await;
+    let (_, run_id) = app.create_project(&token, "anything").await;
+    assert_eq!(app.wait_for_run(&token, &run_id).await, "SUCCEEDED");
+    assert_eq!(fake.request_count(), 4);
+}
+
+#[tokio::test]
+async fn an_unreachable_model_fails_the_run_and_gives_the_credit_back() {
+    let fake = FakeLlm::start([
+        Reply::gemini_error(503, "UNAVAILABLE", "overloaded"),
+        Reply::gemini_error(503, "UNAVAILABLE", "overloaded"),
+        Reply::gemini_error(503, "UNAVAILABLE", "overloaded"),
+    ])
+    .await;
+    let app = TestApp::builder(Backend::Sqlite)
+        .models(gemini(&fake))
+        .start()
+        .await;
+    let token = app.sign_up("unlucky@example.com").await;
+    let (project_id, run_id) = app.create_project(&token, "anything").await;
+    assert_eq!(app.wait_for_run(&token, &run_id).await, "FAILED");
+    let run = run_of(&app, &token, &run_id).await;
+    assert_eq!(run["creditRefunded"], true);
+    let usage = app
+        .data(Some(&token), "{ usage { consumed } }", json!({}))
+        .await;
+    assert_eq!(usage["usage"]["consumed"], 0);
+    let data = app
+        .data(Some(&token), MESSAGES, json!({ "id": project_id }))
+        .await;
+    let messages = data["project"]["messages"]["edges"].as_array().unwrap();
+    assert_eq!(messages.len(), 2, "exactly one ASSISTANT message");
+    assert_eq!(messages[1]["node"]["type"], "ERROR");
+}
+
+#[tokio::test]
+async fn a_failing_command_is_reported_to_the_model_which_fixes_it() {
+    let replay = ReplayProvider::from_responses(vec![
+        call("terminal", json!({ "command": "npm install left-pad" })),
+        call(
+            "terminal",
+            json!({ "command": "npm install left-pad@1.3.0" }),
+        ),
+        call(
+            "createOrUpdateFiles",
+            json!({ "files": [{ "path": "app/page.tsx", "content": "ok" }] }),
+        ),
+        text("<task_summary>Installed a working version.</task_summary>"),
+        text("Left Pad"),
+        text("Fixed it."),
+    ]);
+    let app = TestApp::builder(Backend::Sqlite)
+        .models(Arc::new(replay))
+        .start()
+        .await;
+    app.sandboxes
+        .script_command("left-pad@1.3.0", 0, "added 1 package\n", "");
+    app.sandboxes
+        .fail_command("left-pad", 1, "npm ERR! 404 Not Found\n");
+    let token = app.sign_up("fixer@example.com").await;
+    let (_, run_id) = app.create_project(&token, "pad things").await;
+    assert_eq!(app.wait_for_run(&token, &run_id).await, "SUCCEEDED");
+    let run = run_of(&app, &token, &run_id).await;
+    let finished: Vec<&Value> = run["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "TOOL_CALL_FINISHED")
+        .collect();
+    assert_eq!(finished[0]["payload"]["ok"], false);
+    assert_eq!(finished[0]["payload"]["error"]["exitCode"], 1);
+    assert!(finished[0]["payload"]["error"]["stderr"]
+        .as_str()
+        .unwrap()
+        .contains("404"));
+    assert_eq!(finished[1]["payload"]["ok"], true);
+    let stderr_chunk = run["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "TOOL_OUTPUT" && e["payload"]["stream"] == "stderr");
+    assert!(stderr_chunk.is_some(), "stderr streamed as it came");
+}
+
+#[tokio::test]
+async fn malformed_tool_arguments_go_back_to_the_model() {
+    let replay = ReplayProvider::from_responses(vec![
+        call("createOrUpdateFiles", json!("{not json")),
+        call("readFiles", json!({ "files": ["../../etc/passwd"] })),
+        call("noSuchTool", json!({})),
+        text("<task_summary>Gave up politely.</task_summary>"),
+        text("Title"),
+        text("Reply"),
+    ]);
+    let app = TestApp::builder(Backend::Sqlite)
+        .models(Arc::new(replay))
+        .start()
+        .await;
+    let token = app.sign_up("sloppy@example.com").await;
+    let (_, run_id) = app.create_project(&token, "anything").await;
+    assert_eq!(app.wait_for_run(&token, &run_id).await, "SUCCEEDED");
+    let run = run_of(&app, &token, &run_id).await;
+    let errors: Vec<String> = run["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "TOOL_CALL_FINISHED")
+        .map(|e| e["payload"]["error"].to_string())
+        .collect();
+    assert_eq!(errors.len(), 3);
+    assert!(errors[0].contains("invalid arguments"), "{errors:?}");
+    assert!(errors[1].contains("refused"), "{errors:?}");
+    assert!(errors[2].contains("unknown tool"), "{errors:?}");
+}
+
+#[tokio::test]
+async fn the_step_cap_ends_the_run_with_an_error_message() {
+    let endless: Vec<ModelResponse> = (0..10)
+        .map(|_| call("listFiles", json!({ "dir": "." })))
+        .collect();
+    let app = TestApp::builder(Backend::Sqlite)
+        .models(Arc::new(ReplayProvider::from_responses(endless)))
+        .config(|c| c.agent_max_steps = 3)
+        .start()
+        .await;
+    let token = app.sign_up("looper@example.com").await;
+    let (project_id, run_id) = app.create_project(&token, "loop forever").await;
+    assert_eq!(app.wait_for_run(&token, &run_id).await, "FAILED");
+    let run = run_of(&app, &token, &run_id).await;
+    assert!(run["error"].as_str().unwrap().contains("3 steps"), "{run}");
+    // The model did its work: the credit stays spent.
+    assert_eq!(run["creditRefunded"], false);
+    let data = app
+        .data(Some(&token), MESSAGES, json!({ "id": project_id }))
+        .await;
+    assert_eq!(
+        data["project"]["messages"]["edges"][1]["node"]["type"],
+        "ERROR"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_build_check_gets_bounded_fix_rounds() {
+    let replay = ReplayProvider::from_responses(vec![
+        text("<task_summary>First try.</task_summary>"),
+        call(
+            "editFile",
+            json!({ "path": "app/page.tsx", "search": "a", "replace": "b" }),
+        ),
+        text("<task_summary>Second try.</task_summary>"),
+        text("<task_summary>Third try.</task_summary>"),
+        text("Title"),
+        text("Reply"),
+    ]);
+    let app = TestApp::builder(Backend::Sqlite)
+        .models(Arc::new(replay))
+        .config(|c| {
+            c.agent_check_command = "tsc --noEmit".into();
+            c.agent_max_fix_rounds = 2;
+        })
+        .start()
+        .await;
+    app.sandboxes.fail_command(
+        "tsc",
+        2,
+        "app/page.tsx(1,1): error TS2304: Cannot find name 'x'.",
+    );
+    let token = app.sign_up("checker@example.com").await;
+    let (_, run_id) = app.create_project(&token, "anything").await;
+    assert_eq!(app.wait_for_run(&token, &run_id).await, "SUCCEEDED");
+    let run = run_of(&app, &token, &run_id).await;
+    let responses = run["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "MODEL_RESPONSE")
+        .count();
+    // 1 + 2 fix rounds (one of which edited a file) of the tool loop, then title and reply.
+    assert_eq!(responses, 6);
+}
+
+#[tokio::test]
+async fn cancelling_a_run_stops_it_quickly_and_keeps_the_credit() {
+    let fake =
+        FakeLlm::start([Reply::gemini_stream([gemini_text_chunk(&["slow"])])
+            .with_delay(Duration::from_secs(30))])
+        .await;
+    let app = TestApp::builder(Backend::Sqlite)
+        .models(gemini(&fake))
+        .start()
+        .await;
+    let token = app.sign_up("impatient@example.com").await;
+    let (project_id, run_id) = app.create_project(&token, "anything").await;
+    // Wait until the model call is in flight.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while fake.request_count() == 0 {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let started = std::time::Instant::now();
+    let cancelled = app
+        .data(
+            Some(&token),
+            "mutation($id: ID!) { cancelRun(runId: $id) { status } }",
+            json!({ "id": run_id }),
+        )
+        .await;
+    assert_eq!(cancelled["cancelRun"]["status"], "CANCELLED");
+    // The worker lets go of it: the project can take a new message at once.
+    let usage = app
+        .data(Some(&token), "{ usage { consumed } }", json!({}))
+        .await;
+    assert_eq!(usage["usage"]["consumed"], 1);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let data = app
+        .data(Some(&token), MESSAGES, json!({ "id": project_id }))
+        .await;
+    assert_eq!(
+        data["project"]["messages"]["edges"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "no ASSISTANT message for a cancelled run"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let again = app
+        .gql(
+            Some(&token),
+            "mutation($id: ID!) { cancelRun(runId: $id) { status } }",
+            json!({ "id": run_id }),
+        )
+        .await;
+    assert_eq!(crate::support::app::error_code(&again), "CONFLICT");
+}
