@@ -1,0 +1,4 @@
+//! The integration test binary.
+
+mod sandbox_e2b;
+mod support;
