@@ -350,14 +350,15 @@ async fn cancellation_sends_sigkill_and_returns_promptly() {
     let (chunks, sink) = recorder();
     let c = cancel.clone();
     let waiter = async {
-        // Cancel once the command has produced output (so it surely started).
-        loop {
+        // Cancel once the command has produced output (so it surely started); give up after
+        // 10 s so a failing command cannot hang the test.
+        for _ in 0..500 {
             if !chunks.lock().unwrap().is_empty() {
-                c.cancel();
-                return;
+                break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        c.cancel();
     };
     let started = Instant::now();
     let (result, ()) = tokio::join!(
