@@ -332,6 +332,30 @@ async fn command_timeout_uses_the_header_and_kills() {
 }
 
 #[tokio::test]
+async fn client_deadline_kills_when_envd_does_not() {
+    let h = Harness::new().await;
+    h.fake.ignore_deadlines();
+    let sb = h.sandbox().await;
+    let started = Instant::now();
+    let err = run(
+        sb.as_ref(),
+        CommandSpec::new("echo start; sleep 30", Duration::from_secs(1)),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, SandboxError::Timeout(_)), "{err}");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_secs(1) && elapsed < Duration::from_secs(8),
+        "{elapsed:?}"
+    );
+    let signals = h.fake.signals();
+    assert_eq!(signals.len(), 1, "{signals:?}");
+    assert_eq!(signals[0].signal, "SIGNAL_SIGKILL");
+    h.assert_no_violations();
+}
+
+#[tokio::test]
 async fn zero_timeout_falls_back_to_configured_command_timeout() {
     let h = Harness::with_config(|c| c.command_timeout = Duration::from_secs(7)).await;
     let sb = h.sandbox().await;

@@ -55,6 +55,8 @@ const KEEPALIVE_PING_SECS: &str = "50";
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Extra time the client waits past a command's timeout for envd to report `deadline_exceeded`.
 const CLIENT_DEADLINE_GRACE: Duration = Duration::from_secs(3);
+/// Upper bound for any command timeout (keeps deadline arithmetic sane).
+const MAX_COMMAND_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 /// How long `preview_url` waits for a freshly started dev server to answer.
 const DEV_SERVER_WAIT_SECS: u64 = 120;
 /// Files per multipart request when restoring a project.
@@ -166,7 +168,7 @@ impl E2bSandboxProvider {
 
 #[async_trait]
 impl SandboxProvider for E2bSandboxProvider {
-    #[tracing::instrument(skip_all, fields(%project_id, existing_id))]
+    #[tracing::instrument(skip_all, fields(%project_id, existing_id = ?existing_id))]
     async fn connect(
         &self,
         project_id: Uuid,
@@ -807,7 +809,8 @@ impl Sandbox for E2bSandbox {
             self.client.config.command_timeout
         } else {
             spec.timeout
-        };
+        }
+        .min(MAX_COMMAND_TIMEOUT);
         let deadline = Instant::now() + timeout + CLIENT_DEADLINE_GRACE;
         let req = self.start_request(&spec.command, &cwd, &spec.env, None, Some(timeout));
 

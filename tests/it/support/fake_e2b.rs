@@ -71,6 +71,7 @@ struct Inner {
     next_id: u64,
     creates: u32,
     fail_next_creates: u32,
+    ignore_deadlines: bool,
     violations: Vec<String>,
     starts: Vec<StartRecord>,
     signals: Vec<SignalRecord>,
@@ -148,6 +149,11 @@ impl FakeE2b {
     /// Answers the next `n` creates with 503 (the reference says to retry those).
     pub fn fail_next_creates(&self, n: u32) {
         self.with(|s| s.fail_next_creates = n);
+    }
+
+    /// Makes envd ignore `Connect-Timeout-Ms`, so only the client's own deadline can stop a call.
+    pub fn ignore_deadlines(&self) {
+        self.with(|s| s.ignore_deadlines = true);
     }
 
     pub fn violations(&self) -> Vec<String> {
@@ -1055,7 +1061,11 @@ fn end_event(code: i32, killed: bool) -> Value {
 }
 
 async fn run_process(state: Shared, call: StartCall, stream: Stream) {
-    let deadline = call.timeout.map(|t| tokio::time::Instant::now() + t);
+    let ignore = state.lock().unwrap().ignore_deadlines;
+    let deadline = call
+        .timeout
+        .filter(|_| !ignore)
+        .map(|t| tokio::time::Instant::now() + t);
     if let Some(args) = call.command.strip_prefix("/compile_page.sh") {
         return simulate_dev_server(&state, &call, args.trim(), stream, deadline).await;
     }
