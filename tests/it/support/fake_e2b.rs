@@ -12,6 +12,9 @@
 //! (deterministic for `echo`, `exit N`, `sleep`), except the template's `/compile_page.sh`, which
 //! is simulated.
 
+// Handlers return early with a ready `Response` as the error, the usual axum style.
+#![allow(clippy::result_large_err)]
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -600,8 +603,11 @@ async fn download(
     resp
 }
 
-/// A minimal multipart/form-data parser: `(name, filename, content)` per part.
-fn parse_multipart(body: &[u8], boundary: &str) -> Option<Vec<(String, Option<String>, Vec<u8>)>> {
+/// `(name, filename, content)` of one multipart part.
+type Part = (String, Option<String>, Vec<u8>);
+
+/// A minimal multipart/form-data parser.
+fn parse_multipart(body: &[u8], boundary: &str) -> Option<Vec<Part>> {
     let delimiter = format!("--{boundary}");
     let mut parts = Vec::new();
     let mut rest = body.strip_prefix(delimiter.as_bytes())?;
