@@ -118,6 +118,37 @@ async fn reconnects_to_a_live_sandbox_without_restoring() {
 }
 
 #[tokio::test]
+async fn envd_token_is_checked_and_renewed_on_reconnect() {
+    let h = Harness::new().await;
+    let sb = h.sandbox().await;
+    sb.write_file("a.txt", "1").await.unwrap();
+    h.fake.rotate_token(sb.id());
+    let err = sb.read_file("a.txt").await.unwrap_err();
+    assert!(
+        matches!(&err, SandboxError::Unavailable(m) if m.contains("401")),
+        "{err:?}"
+    );
+    let err = run(
+        sb.as_ref(),
+        CommandSpec::new("true", Duration::from_secs(5)),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, SandboxError::Unavailable(m) if m.contains("401")),
+        "{err:?}"
+    );
+
+    let again = h
+        .provider
+        .connect(Uuid::new_v4(), Some(sb.id()), &FileMap::new())
+        .await
+        .unwrap();
+    assert_eq!(again.read_file("a.txt").await.unwrap(), "1");
+    h.assert_no_violations();
+}
+
+#[tokio::test]
 async fn expired_sandbox_is_replaced_and_files_restored() {
     let h = Harness::new().await;
     let old = h.sandbox().await;

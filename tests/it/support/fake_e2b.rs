@@ -188,6 +188,15 @@ impl FakeE2b {
         self.with(|s| s.sandboxes[id].dev_server_starts)
     }
 
+    /// Gives the sandbox a new envd access token (as after a pause and resume); the old one
+    /// is refused from now on.
+    pub fn rotate_token(&self, id: &str) {
+        self.with(|s| {
+            let sb = s.sandboxes.get_mut(id).unwrap();
+            sb.token = format!("{}-rotated", sb.token);
+        });
+    }
+
     /// Simulates a crashed dev server.
     pub fn stop_dev_server(&self, id: &str) {
         self.with(|s| s.sandboxes.get_mut(id).unwrap().dev_server_up = false);
