@@ -64,6 +64,14 @@ fn joined(chunks: &[OutputChunk], stdout: bool) -> String {
         .collect()
 }
 
+async fn run_with(
+    sandbox: &dyn Sandbox,
+    spec: CommandSpec,
+    cancel: CancellationToken,
+) -> Result<codekraft::sandbox::CommandOutput, SandboxError> {
+    sandbox.run_command(spec, &|_| {}, cancel).await
+}
+
 async fn run(
     sandbox: &dyn Sandbox,
     spec: CommandSpec,
@@ -431,6 +439,30 @@ async fn cancellation_sends_sigkill_and_returns_promptly() {
     assert_eq!(signals[0].signal, "SIGNAL_SIGKILL");
     assert_eq!(signals[0].sandbox_id, sb.id());
     assert!(signals[0].pid > 0);
+    h.assert_no_violations();
+}
+
+#[tokio::test]
+async fn cancellation_before_the_start_event_still_kills() {
+    let h = Harness::new().await;
+    h.fake.delay_start(Duration::from_millis(400));
+    let sb = h.sandbox().await;
+    let cancel = CancellationToken::new();
+    let c = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        c.cancel();
+    });
+    let result = run_with(
+        sb.as_ref(),
+        CommandSpec::new("sleep 30", Duration::from_secs(60)),
+        cancel,
+    )
+    .await;
+    assert!(matches!(result, Err(SandboxError::Cancelled)), "{result:?}");
+    let signals = h.fake.signals();
+    assert_eq!(signals.len(), 1, "{signals:?}");
+    assert_eq!(signals[0].signal, "SIGNAL_SIGKILL");
     h.assert_no_violations();
 }
 

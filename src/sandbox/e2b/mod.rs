@@ -55,6 +55,8 @@ const KEEPALIVE_PING_SECS: &str = "50";
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Extra time the client waits past a command's timeout for envd to report `deadline_exceeded`.
 const CLIENT_DEADLINE_GRACE: Duration = Duration::from_secs(3);
+/// How long an abandoned command's stream is still read to learn the pid to kill.
+const LATE_PID_WAIT: Duration = Duration::from_secs(2);
 /// Upper bound for any command timeout (keeps deadline arithmetic sane).
 const MAX_COMMAND_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 /// How long `preview_url` waits for a freshly started dev server to answer.
@@ -814,11 +816,30 @@ impl Sandbox for E2bSandbox {
         let deadline = Instant::now() + timeout + CLIENT_DEADLINE_GRACE;
         let req = self.start_request(&spec.command, &cwd, &spec.env, None, Some(timeout));
 
-        let resp = tokio::select! {
+        let mut send = std::pin::pin!(req.send());
+        let sent = tokio::select! {
             biased;
-            _ = cancel.cancelled() => return Err(SandboxError::Cancelled),
-            _ = tokio::time::sleep_until(deadline) => return Err(SandboxError::Timeout(timeout)),
-            resp = req.send() => resp.map_err(|e| CallError::from_reqwest(e).into_sandbox_error(what))?,
+            _ = cancel.cancelled() => Err(SandboxError::Cancelled),
+            _ = tokio::time::sleep_until(deadline) => Err(SandboxError::Timeout(timeout)),
+            resp = &mut send => Ok(resp),
+        };
+        let resp = match sent {
+            Ok(resp) => resp.map_err(|e| CallError::from_reqwest(e).into_sandbox_error(what))?,
+            Err(stop) => {
+                // The process may already run (a dropped stream does not stop it): learn its
+                // pid briefly and kill it.
+                let pid = tokio::time::timeout(LATE_PID_WAIT, async {
+                    let resp = send.await.ok().filter(|r| r.status() == StatusCode::OK)?;
+                    late_pid(resp.bytes_stream(), envelope::Decoder::new()).await
+                })
+                .await
+                .ok()
+                .flatten();
+                if pid.is_some() {
+                    self.send_sigkill(pid).await;
+                }
+                return Err(stop);
+            }
         };
         let resp = Self::check_stream_response(resp, what).await?;
 
@@ -846,12 +867,18 @@ impl Sandbox for E2bSandbox {
             let chunk = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => {
-                    drop(stream);
+                    let pid = match pid {
+                        Some(pid) => Some(pid),
+                        None => late_pid(stream, decoder).await,
+                    };
                     self.send_sigkill(pid).await;
                     return Err(SandboxError::Cancelled);
                 }
                 _ = tokio::time::sleep_until(deadline) => {
-                    drop(stream);
+                    let pid = match pid {
+                        Some(pid) => Some(pid),
+                        None => late_pid(stream, decoder).await,
+                    };
                     self.send_sigkill(pid).await;
                     return Err(SandboxError::Timeout(timeout));
                 }
@@ -973,6 +1000,38 @@ impl Sandbox for E2bSandbox {
             Err(e) => Err(e.into_sandbox_error("E2B kill sandbox")),
         }
     }
+}
+
+/// Reads a `Start` stream until its `start` event, for at most [`LATE_PID_WAIT`]. Used when a
+/// command is abandoned before its pid was known, so that it can still be killed.
+async fn late_pid<S, B, E>(mut stream: S, mut decoder: envelope::Decoder) -> Option<u32>
+where
+    S: futures_util::Stream<Item = Result<B, E>> + Unpin,
+    B: AsRef<[u8]>,
+{
+    let find = async {
+        loop {
+            while let Some(env) = decoder.next_envelope().ok()? {
+                if env.is_end_stream() {
+                    return None;
+                }
+                if let Ok(wire::StartResponse {
+                    event: Some(ProcessEvent::Start(start)),
+                }) = serde_json::from_slice(&env.payload)
+                {
+                    return Some(start.pid);
+                }
+            }
+            match stream.next().await {
+                Some(Ok(chunk)) => decoder.push(chunk.as_ref()),
+                _ => return None,
+            }
+        }
+    };
+    tokio::time::timeout(LATE_PID_WAIT, find)
+        .await
+        .ok()
+        .flatten()
 }
 
 fn decode_b64(engine: &base64::engine::GeneralPurpose, s: &str) -> Option<Vec<u8>> {

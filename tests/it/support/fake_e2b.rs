@@ -75,6 +75,7 @@ struct Inner {
     creates: u32,
     fail_next_creates: u32,
     ignore_deadlines: bool,
+    start_delay: Duration,
     violations: Vec<String>,
     starts: Vec<StartRecord>,
     signals: Vec<SignalRecord>,
@@ -157,6 +158,11 @@ impl FakeE2b {
     /// Makes envd ignore `Connect-Timeout-Ms`, so only the client's own deadline can stop a call.
     pub fn ignore_deadlines(&self) {
         self.with(|s| s.ignore_deadlines = true);
+    }
+
+    /// Delays processes' `start` event (the HTTP response itself starts at once).
+    pub fn delay_start(&self, delay: Duration) {
+        self.with(|s| s.start_delay = delay);
     }
 
     pub fn violations(&self) -> Vec<String> {
@@ -1076,7 +1082,11 @@ fn end_event(code: i32, killed: bool) -> Value {
 }
 
 async fn run_process(state: Shared, call: StartCall, stream: Stream) {
-    let ignore = state.lock().unwrap().ignore_deadlines;
+    let (ignore, start_delay) = {
+        let s = state.lock().unwrap();
+        (s.ignore_deadlines, s.start_delay)
+    };
+    tokio::time::sleep(start_delay).await;
     let deadline = call
         .timeout
         .filter(|_| !ignore)
