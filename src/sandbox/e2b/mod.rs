@@ -229,11 +229,17 @@ impl CallError {
     }
 
     fn from_reqwest(e: reqwest::Error) -> Self {
-        let message = if e.is_timeout() {
+        // reqwest's Display omits the cause (DNS, TLS, connection refused…); append the chain.
+        let mut message = if e.is_timeout() {
             format!("request timed out: {e}")
         } else {
             e.to_string()
         };
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            message.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
         CallError::Transport {
             message,
             retryable: e.is_connect(),
@@ -1105,6 +1111,45 @@ mod tests {
         c2.api_url = Some("http://127.0.0.1:9/".into());
         assert_eq!(c2.api_base(), "http://127.0.0.1:9");
         assert!(!format!("{c:?}").contains("e2b_00"));
+    }
+
+    fn info(id: &str, domain: Option<&str>) -> wire::SandboxInfo {
+        wire::SandboxInfo {
+            sandbox_id: id.into(),
+            envd_version: "0.5.7".into(),
+            envd_access_token: Some("tok".into()),
+            domain: domain.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn sandbox_hosts_follow_the_reference() {
+        let provider = E2bSandboxProvider::new(E2bConfig::new("e2b_00")).unwrap();
+        let sb = provider
+            .client
+            .sandbox_from(info("iabc", None), "t")
+            .unwrap();
+        assert_eq!(sb.envd_base, "https://49983-iabc.e2b.app");
+        assert_eq!(sb.preview_url, "https://3000-iabc.e2b.app");
+        let sb = provider
+            .client
+            .sandbox_from(info("iabc", Some("eu.example.dev")), "t")
+            .unwrap();
+        assert_eq!(sb.envd_base, "https://49983-iabc.eu.example.dev");
+        assert_eq!(sb.preview_url, "https://3000-iabc.eu.example.dev");
+        assert!(provider
+            .client
+            .sandbox_from(info("a-b", None), "t")
+            .is_err());
+
+        let mut config = E2bConfig::new("e2b_00");
+        config.envd_url = Some("http://envd.local/{id}/".into());
+        let provider = E2bSandboxProvider::new(config).unwrap();
+        let sb = provider
+            .client
+            .sandbox_from(info("iabc", None), "t")
+            .unwrap();
+        assert_eq!(sb.envd_base, "http://envd.local/iabc");
     }
 
     #[test]
