@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine as _;
-use futures_util::StreamExt as _;
+use futures_util::{StreamExt as _, TryStreamExt as _};
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
@@ -44,6 +44,8 @@ pub const METADATA_PROJECT_ID: &str = "codekraft_project_id";
 
 /// Directories `list_files` does not descend into.
 const EXCLUDED_DIRS: [&str; 3] = ["node_modules", ".next", ".git"];
+/// ListDir calls in flight at once while walking a tree.
+const LIST_CONCURRENCY: usize = 8;
 /// Stop listing after this many files (a runaway tree must not stall the agent).
 const MAX_LISTED_FILES: usize = 5_000;
 /// Linux user the template runs as (§9.1); `Authorization: Basic base64("user:")` (§5).
@@ -535,6 +537,29 @@ impl E2bSandbox {
         read_json(resp, &what).await
     }
 
+    /// `filesystem.Filesystem/ListDir` with depth 1, so excluded directories are never walked.
+    async fn list_dir(
+        &self,
+        path: String,
+        missing_is_empty: bool,
+    ) -> Result<wire::ListDirResponse, SandboxError> {
+        let listing = self
+            .unary(
+                "filesystem.Filesystem/ListDir",
+                wire::ListDirRequest {
+                    path: &path,
+                    depth: 1,
+                },
+                REQUEST_TIMEOUT,
+            )
+            .await;
+        match listing {
+            // A subdirectory removed while walking is simply empty.
+            Err(SandboxError::NotFound(_)) if missing_is_empty => Ok(Default::default()),
+            other => other,
+        }
+    }
+
     /// Uploads files in one multipart request without `?path=`: each part's filename is its
     /// absolute target (§4.2, §8.3).
     async fn upload(&self, files: &[(String, &str)], single: bool) -> Result<(), SandboxError> {
@@ -766,16 +791,16 @@ impl Sandbox for E2bSandbox {
         let prefix = format!("{APP_ROOT}/");
         let mut files = Vec::new();
         let mut level = vec![root];
+        let mut first = true;
         while !level.is_empty() && files.len() < MAX_LISTED_FILES {
-            let listings = futures_util::future::try_join_all(level.iter().map(|d| {
-                self.unary::<_, wire::ListDirResponse>(
-                    "filesystem.Filesystem/ListDir",
-                    // Depth 1 per call so excluded directories are never walked.
-                    wire::ListDirRequest { path: d, depth: 1 },
-                    REQUEST_TIMEOUT,
-                )
-            }))
-            .await?;
+            let calls: Vec<_> = level
+                .iter()
+                .map(|d| self.list_dir(d.clone(), !first))
+                .collect();
+            let listings: Vec<wire::ListDirResponse> = futures_util::stream::iter(calls)
+                .buffered(LIST_CONCURRENCY)
+                .try_collect()
+                .await?;
             let mut next = Vec::new();
             for (parent, listing) in level.iter().zip(listings) {
                 for entry in listing.entries {
@@ -798,6 +823,7 @@ impl Sandbox for E2bSandbox {
                 }
             }
             level = next;
+            first = false;
         }
         files.truncate(MAX_LISTED_FILES);
         files.sort();
