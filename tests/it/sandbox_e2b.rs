@@ -467,6 +467,24 @@ async fn cancellation_before_the_start_event_still_kills() {
 }
 
 #[tokio::test]
+async fn a_stream_cut_before_the_end_is_unavailable() {
+    let h = Harness::new().await;
+    let sb = h.sandbox().await;
+    h.fake.cut_streams();
+    let err = run(
+        sb.as_ref(),
+        CommandSpec::new("echo hi", Duration::from_secs(10)),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, SandboxError::Unavailable(m) if m.contains("end")),
+        "{err:?}"
+    );
+    h.assert_no_violations();
+}
+
+#[tokio::test]
 async fn output_is_capped_for_the_model_but_streamed_in_full() {
     let h = Harness::with_config(|c| c.output_cap_bytes = 200).await;
     let sb = h.sandbox().await;

@@ -76,6 +76,7 @@ struct Inner {
     fail_next_creates: u32,
     ignore_deadlines: bool,
     start_delay: Duration,
+    cut_streams: bool,
     violations: Vec<String>,
     starts: Vec<StartRecord>,
     signals: Vec<SignalRecord>,
@@ -163,6 +164,11 @@ impl FakeE2b {
     /// Delays processes' `start` event (the HTTP response itself starts at once).
     pub fn delay_start(&self, delay: Duration) {
         self.with(|s| s.start_delay = delay);
+    }
+
+    /// Ends process streams right after `start`, without `end` or EndStream (a broken connection).
+    pub fn cut_streams(&self) {
+        self.with(|s| s.cut_streams = true);
     }
 
     pub fn violations(&self) -> Vec<String> {
@@ -1119,6 +1125,9 @@ async fn run_process(state: Shared, call: StartCall, stream: Stream) {
         sb.processes.insert(pid, kill_tx);
     }
     stream.event(json!({"start": {"pid": pid}})).await;
+    if state.lock().unwrap().cut_streams {
+        return; // drops the stream and, with kill_on_drop, the process
+    }
 
     let (out_tx, mut out_rx) = mpsc::channel::<(&'static str, Vec<u8>)>(16);
     for (key, pipe) in [
