@@ -17,6 +17,7 @@ use crate::agent::provider::{
 use crate::auth::{AuthConfig, Authenticator};
 use crate::config::{Config, ModelProviderKind, SandboxProviderKind};
 use crate::events::{EventBus, InProcessBus, PostgresBus};
+use crate::sandbox::e2b::{E2bConfig, E2bSandboxProvider};
 use crate::sandbox::local::{LocalSandboxConfig, LocalSandboxProvider};
 use crate::sandbox::SandboxProvider;
 
@@ -203,7 +204,16 @@ fn sandbox_provider_from_config(config: &Config) -> anyhow::Result<SandboxProvid
             let provider = Arc::new(LocalSandboxProvider::new(local));
             Ok((provider.clone(), Some(provider)))
         }
-        SandboxProviderKind::E2b => anyhow::bail!("the E2B sandbox backend is not wired in yet"),
+        SandboxProviderKind::E2b => {
+            let mut e2b = E2bConfig::new(config.e2b_api_key.clone().unwrap_or_default());
+            e2b.template = config.e2b_template.clone();
+            e2b.domain = config.e2b_domain.clone();
+            e2b.api_url = config.e2b_api_url.clone();
+            e2b.envd_url = config.e2b_envd_url.clone();
+            e2b.sandbox_timeout = Duration::from_secs(config.sandbox_timeout_secs);
+            e2b.command_timeout = config.command_timeout();
+            Ok((Arc::new(E2bSandboxProvider::new(e2b)?), None))
+        }
     }
 }
 

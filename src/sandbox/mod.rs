@@ -13,6 +13,8 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+pub mod e2b;
+
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
     /// The sandbox (or a file in it) does not exist.

@@ -8,6 +8,7 @@ mod http_protocol;
 mod projects;
 mod providers;
 mod runs;
+mod sandbox_e2b;
 mod schema;
 mod subscriptions;
 mod support;

@@ -43,11 +43,6 @@ impl TestAppBuilder {
         self
     }
 
-    pub fn sandboxes(mut self, sandboxes: Arc<FakeSandboxProvider>) -> Self {
-        self.sandboxes = sandboxes;
-        self
-    }
-
     pub fn config(mut self, change: impl FnOnce(&mut Config) + 'static) -> Self {
         self.configure.push(Box::new(change));
         self

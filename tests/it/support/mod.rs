@@ -2,6 +2,7 @@
 
 pub mod app;
 pub mod conformance;
+pub mod fake_e2b;
 pub mod fake_llm;
 pub mod postgres;
 pub mod toy;
