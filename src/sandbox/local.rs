@@ -529,7 +529,8 @@ impl LocalSandbox {
         Ok(())
     }
 
-    async fn has_dev_server(&self) -> bool {
+    /// Whether a dev server process is currently held for this sandbox.
+    pub async fn has_dev_server(&self) -> bool {
         self.dev.lock().await.is_some()
     }
 
@@ -1134,14 +1135,19 @@ fn dependency_hash(template_dir: &Path) -> Result<String, SandboxError> {
     Ok(digest[..8].iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// `{cache_dir}/next-js-{hash}` with `node_modules` installed by `npm ci`, once. The caller
-/// holds the provider's creation lock (in-process); across processes the install happens in a
-/// private staging directory that is renamed into place, and the loser of a race discards its
-/// copy.
+/// `{cache_dir}/next-js-{hash}` with `node_modules` installed by `npm ci`, once. In-process a
+/// lock serialises installs; across processes the install happens in a private staging
+/// directory that is renamed into place, and the loser of a race discards its copy.
 async fn ensure_dependencies(shared: &Shared) -> Result<PathBuf, SandboxError> {
+    // One install at a time in this process, whatever the provider.
+    static INSTALL_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let config = &shared.config;
     let hash = dependency_hash(&config.template_dir)?;
     let target = config.cache_dir.join(format!("next-js-{hash}"));
+    if tokio::fs::try_exists(target.join("node_modules")).await? {
+        return Ok(target);
+    }
+    let _install = INSTALL_LOCK.lock().await;
     if tokio::fs::try_exists(target.join("node_modules")).await? {
         return Ok(target);
     }
