@@ -32,6 +32,7 @@ pub fn router(sandboxes: Arc<LocalSandboxProvider>) -> Router {
         .expect("a reqwest client without TLS roots or proxies always builds");
     Router::new()
         .route("/preview/{project_id}", any(proxy))
+        .route("/preview/{project_id}/", any(proxy))
         .route("/preview/{project_id}/{*rest}", any(proxy))
         .with_state(PreviewState { sandboxes, http })
 }
