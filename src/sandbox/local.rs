@@ -1030,7 +1030,9 @@ async fn create_workspace(
         tokio::task::spawn_blocking(move || copy_tree(&template, &app_copy, TEMPLATE_EXCLUDES))
             .await
             .map_err(unavailable)??;
+        tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "template copied");
         link_tree(&deps.join("node_modules"), &app.join("node_modules")).await?;
+        tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "node_modules linked");
         // npm rewrites its hidden lockfile in place; give each workspace its own copy.
         let hidden = app.join("node_modules/.package-lock.json");
         if tokio::fs::try_exists(&hidden).await? {
