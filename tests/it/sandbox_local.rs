@@ -486,6 +486,29 @@ async fn preview_serves_the_app_through_the_proxy_and_hot_reloads() {
     let missing = client.get(format!("{base}/preview/{}/", Uuid::new_v4())).send().await.unwrap();
     assert_eq!(missing.status(), 404);
 
+    // The HMR websocket is tunnelled through the proxy.
+    let ws_url = format!("{}/preview/{project}/_next/hmr", base.replace("http://", "ws://"));
+    let mut ws_request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(ws_url.as_str())
+            .unwrap();
+    ws_request
+        .headers_mut()
+        .insert("origin", base.parse().unwrap());
+    let (mut socket, response) = tokio_tungstenite::connect_async(ws_request)
+        .await
+        .expect("HMR websocket through the proxy");
+    assert_eq!(response.status(), 101);
+    let hmr_messages = Arc::new(Mutex::new(Vec::<String>::new()));
+    let collected = hmr_messages.clone();
+    tokio::spawn(async move {
+        use futures_util::StreamExt;
+        while let Some(Ok(message)) = socket.next().await {
+            if let Ok(text) = message.to_text() {
+                collected.lock().unwrap().push(text.to_owned());
+            }
+        }
+    });
+
     // Edit: the dev server picks up the change.
     sandbox
         .write_file(
@@ -495,6 +518,11 @@ async fn preview_serves_the_app_through_the_proxy_and_hot_reloads() {
         .await
         .unwrap();
     wait_for_text(&client, &url, "Hello from CodeKraft v2").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while hmr_messages.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "no HMR message over the proxied websocket");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // Idle: the dev server stops, and the next request starts it again.
     let local = provider.sandbox(project).await.unwrap();
