@@ -88,6 +88,11 @@ async fn warm(root: &std::path::Path) {
             "sandbox/warm run {run}: connect {connected:.2?}, preview_url {preview:.2?}, \
              first 200 {total:.2?}"
         );
+        let log_path = provider.sandbox(project).await.unwrap().dev_server_log_path();
+        let log = std::fs::read_to_string(log_path).unwrap_or_default();
+        for line in log.lines().filter(|l| l.contains("Ready in") || l.contains(" in ")) {
+            println!("    next: {}", line.trim());
+        }
         totals.push(total);
         projects.push(project);
         // One dev server at a time, like a single user.

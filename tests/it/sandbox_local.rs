@@ -388,6 +388,30 @@ async fn node_modules_are_shared_by_hard_links_but_changes_stay_local() {
     }
     let untouched = std::fs::read_to_string(dir_b.join(file)).unwrap();
     assert!(untouched.contains("\"name\": \"clsx\""));
+
+    // `npm install x` (npm registry) adds to this workspace only.
+    let output = b
+        .run_command(
+            CommandSpec::new("npm install is-number@7.0.0", Duration::from_secs(180)),
+            &|_| {},
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(output.exit_code, 0, "{output:?}");
+    assert!(dir_b.join("node_modules/is-number/package.json").exists());
+    assert!(b.read_file("package.json").await.unwrap().contains("is-number"));
+    assert!(!dir_a.join("node_modules/is-number").exists());
+    let cache = env.config.cache_dir.clone();
+    for entry in std::fs::read_dir(cache).unwrap().flatten() {
+        assert!(!entry.path().join("node_modules/is-number").exists());
+    }
+    let c = provider.connect(Uuid::new_v4(), None, &FileMap::new()).await.unwrap();
+    assert!(!c.read_file("package.json").await.unwrap().contains("is-number"));
+    let node = run(&*b, "node -e \"console.log(require('is-number')(5), require('clsx').clsx('a', false && 'b'))\"")
+        .await
+        .unwrap();
+    assert_eq!(node.stdout, "true a\n", "{node:?}");
 }
 
 #[tokio::test]
