@@ -78,7 +78,10 @@ async fn warm(root: &std::path::Path) {
     for run in 1..=WARM_RUNS {
         let project = Uuid::new_v4();
         let started = Instant::now();
-        let sandbox = provider.connect(project, None, &FileMap::new()).await.unwrap();
+        let sandbox = provider
+            .connect(project, None, &FileMap::new())
+            .await
+            .unwrap();
         let connected = started.elapsed();
         let url = sandbox.preview_url().await.unwrap();
         let preview = started.elapsed();
@@ -88,9 +91,16 @@ async fn warm(root: &std::path::Path) {
             "sandbox/warm run {run}: connect {connected:.2?}, preview_url {preview:.2?}, \
              first 200 {total:.2?}"
         );
-        let log_path = provider.sandbox(project).await.unwrap().dev_server_log_path();
+        let log_path = provider
+            .sandbox(project)
+            .await
+            .unwrap()
+            .dev_server_log_path();
         let log = std::fs::read_to_string(log_path).unwrap_or_default();
-        for line in log.lines().filter(|l| l.contains("Ready in") || l.contains(" in ")) {
+        for line in log
+            .lines()
+            .filter(|l| l.contains("Ready in") || l.contains(" in "))
+        {
             println!("    next: {}", line.trim());
         }
         totals.push(total);
@@ -102,7 +112,11 @@ async fn warm(root: &std::path::Path) {
     println!(
         "sandbox/warm: connect -> preview 200, median of {WARM_RUNS}: {median_total:.2?} \
          (target < 5s: {})",
-        if median_total < Duration::from_secs(5) { "met" } else { "MISSED" }
+        if median_total < Duration::from_secs(5) {
+            "met"
+        } else {
+            "MISSED"
+        }
     );
 
     // Restart: the workspace exists, the dev server was stopped (idle or server restart).
@@ -126,7 +140,11 @@ async fn warm(root: &std::path::Path) {
 
 async fn cold(root: &std::path::Path) {
     let cache = root.join("cold-cache");
-    let provider = LocalSandboxProvider::new(config(root.join("cold-data"), cache.clone(), "http://127.0.0.1:9"));
+    let provider = LocalSandboxProvider::new(config(
+        root.join("cold-data"),
+        cache.clone(),
+        "http://127.0.0.1:9",
+    ));
     let started = Instant::now();
     match provider.warm_up().await {
         Ok(_) => println!(
@@ -136,18 +154,30 @@ async fn cold(root: &std::path::Path) {
         Err(err) => println!("sandbox/cold: install failed: {err}"),
     }
     let started = Instant::now();
-    provider.connect(Uuid::new_v4(), None, &FileMap::new()).await.unwrap();
-    println!("sandbox/cold: first workspace after it: {:.2?}", started.elapsed());
+    provider
+        .connect(Uuid::new_v4(), None, &FileMap::new())
+        .await
+        .unwrap();
+    println!(
+        "sandbox/cold: first workspace after it: {:.2?}",
+        started.elapsed()
+    );
 }
 
 async fn fake() {
     let provider = FakeSandboxProvider::new();
-    let sandbox = provider.connect(Uuid::new_v4(), None, &FileMap::new()).await.unwrap();
+    let sandbox = provider
+        .connect(Uuid::new_v4(), None, &FileMap::new())
+        .await
+        .unwrap();
     let n = 100_000;
     let started = Instant::now();
     for i in 0..n {
         let path = format!("app/file{}.tsx", i % 100);
-        sandbox.write_file(&path, "export default 1;").await.unwrap();
+        sandbox
+            .write_file(&path, "export default 1;")
+            .await
+            .unwrap();
         sandbox.read_file(&path).await.unwrap();
         sandbox
             .run_command(
@@ -159,7 +189,10 @@ async fn fake() {
             .unwrap();
     }
     let per_op = started.elapsed() / (3 * n);
-    println!("sandbox/fake: {per_op:.2?} per operation (write, read, run) over {} ops", 3 * n);
+    println!(
+        "sandbox/fake: {per_op:.2?} per operation (write, read, run) over {} ops",
+        3 * n
+    );
 }
 
 #[tokio::main]

@@ -1,5 +1,5 @@
 //! CodeKraft: an AI app builder served as a GraphQL API.
 
 pub mod agent;
-pub mod sandbox;
 pub mod http;
+pub mod sandbox;

@@ -105,10 +105,7 @@ async fn proxy(
         .get::<OriginalUri>()
         .map(|original| original.0.clone())
         .unwrap_or_else(|| request.uri().clone());
-    let path_and_query = uri
-        .path_and_query()
-        .map(|pq| pq.as_str())
-        .unwrap_or("/");
+    let path_and_query = uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
     let url = format!("http://127.0.0.1:{port}{path_and_query}");
 
     if is_upgrade(request.headers()) {
@@ -151,7 +148,10 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
+        .any(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        });
     connection_upgrade && headers.contains_key(header::UPGRADE)
 }
 
@@ -168,7 +168,9 @@ async fn tunnel_upgrade(
     mut request: Request,
 ) -> Response {
     let bad_gateway = |what: String| {
-        error_response(&SandboxError::Unavailable(format!("websocket upgrade: {what}")))
+        error_response(&SandboxError::Unavailable(format!(
+            "websocket upgrade: {what}"
+        )))
     };
     let mut upstream = match TcpStream::connect(("127.0.0.1", port)).await {
         Ok(stream) => stream,

@@ -182,7 +182,10 @@ impl FakeSandbox {
     fn alive(&self) -> Result<MutexGuard<'_, FakeState>, SandboxError> {
         let state = lock(&self.state);
         if state.killed {
-            return Err(SandboxError::NotFound(format!("sandbox {} was killed", self.id)));
+            return Err(SandboxError::NotFound(format!(
+                "sandbox {} was killed",
+                self.id
+            )));
         }
         Ok(state)
     }
@@ -238,7 +241,9 @@ impl Sandbox for FakeSandbox {
     async fn write_file(&self, path: &str, content: &str) -> Result<(), SandboxError> {
         let key = normalize(path)?.join("/");
         if key.is_empty() {
-            return Err(SandboxError::PathRefused("cannot write the app root".into()));
+            return Err(SandboxError::PathRefused(
+                "cannot write the app root".into(),
+            ));
         }
         self.alive()?.files.insert(key, content.to_owned());
         Ok(())
@@ -344,7 +349,10 @@ mod tests {
         let sandbox = provider.connect(project, None, &restore).await.unwrap();
         assert_eq!(sandbox.read_file("lib/a.ts").await.unwrap(), "a");
         sandbox.write_file("./app/x.tsx", "x").await.unwrap();
-        sandbox.write_file("node_modules/p/i.js", "x").await.unwrap();
+        sandbox
+            .write_file("node_modules/p/i.js", "x")
+            .await
+            .unwrap();
         assert_eq!(
             sandbox.list_files("app").await.unwrap(),
             ["app/page.tsx", "app/x.tsx"]
@@ -366,7 +374,10 @@ mod tests {
         assert_eq!(run("echo 'hi there'").await.unwrap().stdout, "hi there\n");
         assert_eq!(run("cat lib/a.ts").await.unwrap().stdout, "a");
         let failed = run("npm run build -- --x").await.unwrap();
-        assert_eq!((failed.exit_code, failed.stderr.as_str()), (1, "Type error"));
+        assert_eq!(
+            (failed.exit_code, failed.stderr.as_str()),
+            (1, "Type error")
+        );
         assert_eq!(run("npm install").await.unwrap().exit_code, 0);
         assert_eq!(
             sandbox.preview_url().await.unwrap(),

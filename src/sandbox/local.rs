@@ -412,7 +412,14 @@ fn probe_bwrap() -> Option<PathBuf> {
         .map(|dir| dir.join("bwrap"))
         .find(|candidate| candidate.is_file())?;
     let works = std::process::Command::new(&bwrap)
-        .args(["--ro-bind", "/", "/", "--unshare-pid", "--die-with-parent", "true"])
+        .args([
+            "--ro-bind",
+            "/",
+            "/",
+            "--unshare-pid",
+            "--die-with-parent",
+            "true",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -588,7 +595,9 @@ impl LocalSandbox {
         let script = format!(
             "exec node node_modules/next/dist/bin/next dev --hostname 127.0.0.1 --port {port}"
         );
-        let mut command = self.shared.command(&self.workspace, &self.app, &script, &env);
+        let mut command = self
+            .shared
+            .command(&self.workspace, &self.app, &script, &env);
         command.stdout(log.try_clone()?).stderr(log);
         let mut child = command.spawn()?;
         let pgid = child.id().and_then(|id| i32::try_from(id).ok());
@@ -659,7 +668,9 @@ impl Sandbox for LocalSandbox {
         self.touch();
         let target = confine(&self.app, path)?;
         if target == self.app.canonicalize()? {
-            return Err(SandboxError::PathRefused("cannot write the app root".into()));
+            return Err(SandboxError::PathRefused(
+                "cannot write the app root".into(),
+            ));
         }
         if let Some(parent) = target.parent() {
             tokio::fs::create_dir_all(parent).await?;
@@ -780,7 +791,10 @@ fn list_below(root: &Path, start: &Path) -> Result<Vec<String>, SandboxError> {
         let entries = match std::fs::read_dir(&dir) {
             Ok(entries) => entries,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound && dir == start => {
-                return Err(SandboxError::NotFound(format!("directory {}", start.display())));
+                return Err(SandboxError::NotFound(format!(
+                    "directory {}",
+                    start.display()
+                )));
             }
             Err(err) => return Err(err.into()),
         };
@@ -935,8 +949,14 @@ async fn run_capped(
     let mut child = command.spawn()?;
     let pgid = child.id().and_then(|id| i32::try_from(id).ok());
     let _guard = GroupGuard(pgid);
-    let mut stdout = child.stdout.take().ok_or_else(|| unavailable("no stdout pipe"))?;
-    let mut stderr = child.stderr.take().ok_or_else(|| unavailable("no stderr pipe"))?;
+    let mut stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| unavailable("no stdout pipe"))?;
+    let mut stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| unavailable("no stderr pipe"))?;
     let mut out = StreamState::new(cap);
     let mut err = StreamState::new(cap);
     let mut out_buf = vec![0u8; 8192];
@@ -1030,9 +1050,15 @@ async fn create_workspace(
         tokio::task::spawn_blocking(move || copy_tree(&template, &app_copy, TEMPLATE_EXCLUDES))
             .await
             .map_err(unavailable)??;
-        tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "template copied");
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "template copied"
+        );
         link_tree(&deps.join("node_modules"), &app.join("node_modules")).await?;
-        tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "node_modules linked");
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "node_modules linked"
+        );
         // npm rewrites its hidden lockfile in place; give each workspace its own copy.
         let hidden = app.join("node_modules/.package-lock.json");
         if tokio::fs::try_exists(&hidden).await? {
@@ -1212,7 +1238,9 @@ async fn ensure_dependencies(shared: &Shared) -> Result<PathBuf, SandboxError> {
             .status()
             .await?;
         if !dirs.success() {
-            return Err(unavailable("could not fix permissions of the dependency cache"));
+            return Err(unavailable(
+                "could not fix permissions of the dependency cache",
+            ));
         }
         let _ = tokio::fs::remove_dir_all(staging.join("home")).await;
         match tokio::fs::rename(&staging, &target).await {
@@ -1269,7 +1297,10 @@ mod tests {
 
     #[test]
     fn bwrap_args_hide_everything_but_system_dirs_and_workspace() {
-        let args = bwrap_args(Path::new("/data/sandboxes/p"), Path::new("/data/sandboxes/p/app"));
+        let args = bwrap_args(
+            Path::new("/data/sandboxes/p"),
+            Path::new("/data/sandboxes/p/app"),
+        );
         let joined = args.join(" ");
         assert!(joined.contains("--bind /data/sandboxes/p /data/sandboxes/p"));
         assert!(joined.contains("--unshare-pid"));

@@ -94,7 +94,10 @@ mod tests {
     fn normalize_accepts_relative_paths() {
         assert_eq!(normalize("app/page.tsx").unwrap(), ["app", "page.tsx"]);
         assert_eq!(normalize("./app//page.tsx").unwrap(), ["app", "page.tsx"]);
-        assert_eq!(normalize("app/../lib/utils.ts").unwrap(), ["lib", "utils.ts"]);
+        assert_eq!(
+            normalize("app/../lib/utils.ts").unwrap(),
+            ["lib", "utils.ts"]
+        );
         assert!(normalize("").unwrap().is_empty());
         assert!(normalize(".").unwrap().is_empty());
     }

@@ -111,9 +111,14 @@ async fn echo_exit_codes_cwd_and_env() {
             .await
             .unwrap();
         assert_eq!(output.exit_code, 0);
-        assert!(output.stdout.ends_with("/app/app\nhi there\n"), "{output:?}");
+        assert!(
+            output.stdout.ends_with("/app/app\nhi there\n"),
+            "{output:?}"
+        );
 
-        let node = run(&*sandbox, "node -e 'console.log(1 + 1)'").await.unwrap();
+        let node = run(&*sandbox, "node -e 'console.log(1 + 1)'")
+            .await
+            .unwrap();
         assert_eq!((node.exit_code, node.stdout.as_str()), (0, "2\n"));
     }
 }
@@ -130,7 +135,9 @@ async fn failing_command_reports_exit_code_and_stderr() {
     let mut spec = CommandSpec::new("true", Duration::from_secs(5));
     spec.cwd = Some("no/such/dir".into());
     assert!(matches!(
-        sandbox.run_command(spec, &|_| {}, CancellationToken::new()).await,
+        sandbox
+            .run_command(spec, &|_| {}, CancellationToken::new())
+            .await,
         Err(SandboxError::NotFound(_))
     ));
 }
@@ -142,7 +149,10 @@ fn processes_with(marker: &str) -> Vec<String> {
         if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
             let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
             if cmdline.contains(marker) && !cmdline.contains("cargo") {
-                found.push(format!("{}: {cmdline}", entry.file_name().to_string_lossy()));
+                found.push(format!(
+                    "{}: {cmdline}",
+                    entry.file_name().to_string_lossy()
+                ));
             }
         }
     }
@@ -256,7 +266,11 @@ async fn server_secrets_do_not_reach_commands() {
         let (provider, sandbox) = connect(&env.config).await;
         let output = run(&*sandbox, "env").await.unwrap();
         assert_eq!(output.exit_code, 0);
-        assert!(!output.stdout.contains("AUTH_JWT_SECRET"), "{}", output.stdout);
+        assert!(
+            !output.stdout.contains("AUTH_JWT_SECRET"),
+            "{}",
+            output.stdout
+        );
         assert!(!output.stdout.contains("test-secret-value-123"));
         assert!(!output.stdout.contains("GEMINI_API_KEY"));
         assert!(!output.stdout.contains("NODE_ENV"));
@@ -271,7 +285,9 @@ async fn server_secrets_do_not_reach_commands() {
         if jail {
             // The data dir beside the workspace and the server's files are invisible.
             let data = env.config.data_dir.display().to_string();
-            let listing = run(&*sandbox, &format!("ls -A {data}/sandboxes")).await.unwrap();
+            let listing = run(&*sandbox, &format!("ls -A {data}/sandboxes"))
+                .await
+                .unwrap();
             assert_eq!(listing.stdout, format!("{}\n", sandbox.id()), "{listing:?}");
             let server = run(&*sandbox, &format!("ls -A {}", env!("CARGO_MANIFEST_DIR")))
                 .await
@@ -289,15 +305,22 @@ async fn paths_outside_the_app_are_refused() {
     assert!(refused(&sandbox.write_file("../escape.txt", "x").await));
     assert!(refused(&sandbox.write_file("/tmp/escape.txt", "x").await));
     assert!(refused(&sandbox.read_file("/etc/passwd").await.map(|_| ())));
-    assert!(refused(&sandbox.read_file("app/../../home/x").await.map(|_| ())));
+    assert!(refused(
+        &sandbox.read_file("app/../../home/x").await.map(|_| ())
+    ));
     assert!(refused(&sandbox.list_files("..").await.map(|_| ())));
 
     // A symlink made by a command that leads outside the app root.
-    let output = run(&*sandbox, "ln -s /etc etc-link && ln -s .. up && ln -s app inside")
-        .await
-        .unwrap();
+    let output = run(
+        &*sandbox,
+        "ln -s /etc etc-link && ln -s .. up && ln -s app inside",
+    )
+    .await
+    .unwrap();
     assert_eq!(output.exit_code, 0, "{output:?}");
-    assert!(refused(&sandbox.read_file("etc-link/passwd").await.map(|_| ())));
+    assert!(refused(
+        &sandbox.read_file("etc-link/passwd").await.map(|_| ())
+    ));
     assert!(refused(&sandbox.write_file("etc-link/evil", "x").await));
     assert!(refused(&sandbox.write_file("up/home/evil", "x").await));
     let mut spec = CommandSpec::new("true", Duration::from_secs(5));
@@ -324,7 +347,10 @@ async fn files_round_trip_and_listing() {
         .await
         .unwrap();
     assert_eq!(
-        sandbox.read_file("./components/todo/list.tsx").await.unwrap(),
+        sandbox
+            .read_file("./components/todo/list.tsx")
+            .await
+            .unwrap(),
         "export const x = 'ünïcode';\n"
     );
     assert!(matches!(
@@ -344,18 +370,26 @@ async fn files_round_trip_and_listing() {
         "package-lock.json",
         "next.config.ts",
     ] {
-        assert!(all.contains(&expected.to_owned()), "{expected} missing: {all:?}");
+        assert!(
+            all.contains(&expected.to_owned()),
+            "{expected} missing: {all:?}"
+        );
     }
-    assert!(!all.iter().any(|f| f.starts_with("node_modules/") || f.starts_with(".next/")));
+    assert!(!all
+        .iter()
+        .any(|f| f.starts_with("node_modules/") || f.starts_with(".next/")));
     assert!(!all.iter().any(|f| f.starts_with("e2b")));
     assert_eq!(
         sandbox.list_files("components/todo").await.unwrap(),
         ["components/todo/list.tsx"]
     );
     // Commands see what the file API wrote, and the other way round.
-    let output = run(&*sandbox, "cat components/todo/list.tsx && echo made > made.txt")
-        .await
-        .unwrap();
+    let output = run(
+        &*sandbox,
+        "cat components/todo/list.tsx && echo made > made.txt",
+    )
+    .await
+    .unwrap();
     assert!(output.stdout.contains("ünïcode"));
     assert_eq!(sandbox.read_file("made.txt").await.unwrap(), "made\n");
 }
@@ -365,14 +399,23 @@ async fn node_modules_are_shared_by_hard_links_but_changes_stay_local() {
     use std::os::unix::fs::MetadataExt;
     let env = test_env(true);
     let provider = LocalSandboxProvider::new(env.config.clone());
-    let a = provider.connect(Uuid::new_v4(), None, &FileMap::new()).await.unwrap();
-    let b = provider.connect(Uuid::new_v4(), None, &FileMap::new()).await.unwrap();
+    let a = provider
+        .connect(Uuid::new_v4(), None, &FileMap::new())
+        .await
+        .unwrap();
+    let b = provider
+        .connect(Uuid::new_v4(), None, &FileMap::new())
+        .await
+        .unwrap();
     let file = "node_modules/clsx/package.json";
     let dir_a = provider.workspace_dir(a.id().parse().unwrap()).join("app");
     let dir_b = provider.workspace_dir(b.id().parse().unwrap()).join("app");
     let ino_a = std::fs::metadata(dir_a.join(file)).unwrap().ino();
     let ino_b = std::fs::metadata(dir_b.join(file)).unwrap().ino();
-    assert_eq!(ino_a, ino_b, "node_modules should be hard links to the cache");
+    assert_eq!(
+        ino_a, ino_b,
+        "node_modules should be hard links to the cache"
+    );
 
     // A project's own changes to node_modules stay in its workspace.
     let output = run(&*a, "rm -rf node_modules/clsx && mkdir node_modules/left-pad-local && echo 1 > node_modules/left-pad-local/index.js")
@@ -383,7 +426,9 @@ async fn node_modules_are_shared_by_hard_links_but_changes_stay_local() {
     assert!(!dir_b.join("node_modules/left-pad-local").exists());
     if provider.is_jailed() {
         // Shared files are read-only for jailed commands.
-        let output = run(&*b, "echo x >> node_modules/clsx/package.json").await.unwrap();
+        let output = run(&*b, "echo x >> node_modules/clsx/package.json")
+            .await
+            .unwrap();
         assert_ne!(output.exit_code, 0);
     }
     let untouched = std::fs::read_to_string(dir_b.join(file)).unwrap();
@@ -400,17 +445,31 @@ async fn node_modules_are_shared_by_hard_links_but_changes_stay_local() {
         .unwrap();
     assert_eq!(output.exit_code, 0, "{output:?}");
     assert!(dir_b.join("node_modules/is-number/package.json").exists());
-    assert!(b.read_file("package.json").await.unwrap().contains("is-number"));
+    assert!(b
+        .read_file("package.json")
+        .await
+        .unwrap()
+        .contains("is-number"));
     assert!(!dir_a.join("node_modules/is-number").exists());
     let cache = env.config.cache_dir.clone();
     for entry in std::fs::read_dir(cache).unwrap().flatten() {
         assert!(!entry.path().join("node_modules/is-number").exists());
     }
-    let c = provider.connect(Uuid::new_v4(), None, &FileMap::new()).await.unwrap();
-    assert!(!c.read_file("package.json").await.unwrap().contains("is-number"));
-    let node = run(&*b, "node -e \"console.log(require('is-number')(5), require('clsx').clsx('a', false && 'b'))\"")
+    let c = provider
+        .connect(Uuid::new_v4(), None, &FileMap::new())
         .await
         .unwrap();
+    assert!(!c
+        .read_file("package.json")
+        .await
+        .unwrap()
+        .contains("is-number"));
+    let node = run(
+        &*b,
+        "node -e \"console.log(require('is-number')(5), require('clsx').clsx('a', false && 'b'))\"",
+    )
+    .await
+    .unwrap();
     assert_eq!(node.stdout, "true a\n", "{node:?}");
 }
 
@@ -419,7 +478,10 @@ async fn workspaces_survive_restarts_and_are_rebuilt_from_restore() {
     let env = test_env(true);
     let project = Uuid::new_v4();
     let provider = LocalSandboxProvider::new(env.config.clone());
-    let sandbox = provider.connect(project, None, &FileMap::new()).await.unwrap();
+    let sandbox = provider
+        .connect(project, None, &FileMap::new())
+        .await
+        .unwrap();
     let id = sandbox.id().to_owned();
     assert_eq!(id, project.to_string());
     sandbox.write_file("app/page.tsx", "v1").await.unwrap();
@@ -429,7 +491,11 @@ async fn workspaces_survive_restarts_and_are_rebuilt_from_restore() {
     // A new server process reconnects to the same directory.
     let provider = LocalSandboxProvider::new(env.config.clone());
     let sandbox = provider
-        .connect(project, Some(&id), &FileMap::from([("other.txt".into(), "r".into())]))
+        .connect(
+            project,
+            Some(&id),
+            &FileMap::from([("other.txt".into(), "r".into())]),
+        )
         .await
         .unwrap();
     assert_eq!(sandbox.read_file("app/page.tsx").await.unwrap(), "v1");
@@ -442,7 +508,10 @@ async fn workspaces_survive_restarts_and_are_rebuilt_from_restore() {
         Err(SandboxError::NotFound(_))
     ));
     let restore = FileMap::from([("app/page.tsx".into(), "restored".into())]);
-    let sandbox = provider.connect(project, Some(&id), &restore).await.unwrap();
+    let sandbox = provider
+        .connect(project, Some(&id), &restore)
+        .await
+        .unwrap();
     assert_eq!(sandbox.read_file("app/page.tsx").await.unwrap(), "restored");
     assert!(sandbox.read_file("app/layout.tsx").await.is_ok());
     let bad = FileMap::from([("../../evil".into(), "x".into())]);
@@ -483,7 +552,10 @@ async fn preview_serves_the_app_through_the_proxy_and_hot_reloads() {
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
     let project = Uuid::new_v4();
-    let sandbox = provider.connect(project, None, &FileMap::new()).await.unwrap();
+    let sandbox = provider
+        .connect(project, None, &FileMap::new())
+        .await
+        .unwrap();
     sandbox
         .write_file(
             "app/page.tsx",
@@ -496,25 +568,41 @@ async fn preview_serves_the_app_through_the_proxy_and_hot_reloads() {
 
     let client = reqwest::Client::new();
     let html = wait_for_text(&client, &url, "Hello from CodeKraft v1").await;
-    assert!(html.contains(&format!("/preview/{project}/_next/")), "assets under basePath");
+    assert!(
+        html.contains(&format!("/preview/{project}/_next/")),
+        "assets under basePath"
+    );
     // An asset through the proxy (CSS with Tailwind compiled in).
     let css_path = html
         .split('"')
         .find(|s| s.starts_with(&format!("/preview/{project}/_next/")) && s.contains(".css"))
         .map(str::to_owned);
     if let Some(css_path) = css_path {
-        let css = client.get(format!("{base}{css_path}")).send().await.unwrap();
+        let css = client
+            .get(format!("{base}{css_path}"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(css.status(), 200);
         assert!(css.text().await.unwrap().contains("text-2xl"));
     }
-    let missing = client.get(format!("{base}/preview/{}/", Uuid::new_v4())).send().await.unwrap();
+    let missing = client
+        .get(format!("{base}/preview/{}/", Uuid::new_v4()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(missing.status(), 404);
 
     // The HMR websocket is tunnelled through the proxy.
-    let ws_url = format!("{}/preview/{project}/_next/hmr", base.replace("http://", "ws://"));
+    let ws_url = format!(
+        "{}/preview/{project}/_next/hmr",
+        base.replace("http://", "ws://")
+    );
     let mut ws_request =
-        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(ws_url.as_str())
-            .unwrap();
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+            ws_url.as_str(),
+        )
+        .unwrap();
     ws_request
         .headers_mut()
         .insert("origin", base.parse().unwrap());
@@ -544,7 +632,10 @@ async fn preview_serves_the_app_through_the_proxy_and_hot_reloads() {
     wait_for_text(&client, &url, "Hello from CodeKraft v2").await;
     let deadline = Instant::now() + Duration::from_secs(20);
     while hmr_messages.lock().unwrap().is_empty() {
-        assert!(Instant::now() < deadline, "no HMR message over the proxied websocket");
+        assert!(
+            Instant::now() < deadline,
+            "no HMR message over the proxied websocket"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
