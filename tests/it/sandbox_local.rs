@@ -576,16 +576,45 @@ async fn preview_serves_the_app_through_the_proxy_and_hot_reloads() {
     let css_path = html
         .split('"')
         .find(|s| s.starts_with(&format!("/preview/{project}/_next/")) && s.contains(".css"))
-        .map(str::to_owned);
-    if let Some(css_path) = css_path {
-        let css = client
-            .get(format!("{base}{css_path}"))
+        .unwrap_or_else(|| panic!("no stylesheet in {html}"))
+        .to_owned();
+    let css = client
+        .get(format!("{base}{css_path}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(css.status(), 200);
+    assert!(css.text().await.unwrap().contains("text-2xl"));
+    // Method, query, headers and body are forwarded (a route handler echoes them).
+    sandbox
+        .write_file(
+            "app/api/echo/route.ts",
+            "export async function POST(request: Request) {\n  const url = new URL(request.url);\n  const body = await request.text();\n  return Response.json({ body, q: url.searchParams.get(\"q\"), h: request.headers.get(\"x-test\") }, { headers: { \"x-echo\": \"yes\" } });\n}\n",
+        )
+        .await
+        .unwrap();
+    // (A new route appears once the dev server's watcher has seen the file.)
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let echoed = loop {
+        let response = client
+            .post(format!("{url}api/echo?q=42"))
+            .header("x-test", "header-value")
+            .body("posted body")
             .send()
             .await
             .unwrap();
-        assert_eq!(css.status(), 200);
-        assert!(css.text().await.unwrap().contains("text-2xl"));
-    }
+        if response.status() != 404 || Instant::now() > deadline {
+            break response;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(echoed.status(), 200);
+    assert_eq!(echoed.headers()["x-echo"], "yes");
+    let echoed: serde_json::Value = echoed.json().await.unwrap();
+    assert_eq!(
+        echoed,
+        serde_json::json!({ "body": "posted body", "q": "42", "h": "header-value" })
+    );
     let missing = client
         .get(format!("{base}/preview/{}/", Uuid::new_v4()))
         .send()
