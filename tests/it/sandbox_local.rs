@@ -1,6 +1,8 @@
 //! The local sandbox backend against the real template. The template's dependencies are
 //! installed once into `target/sandbox-cache` (the first run needs the npm registry and takes
 //! a minute; later runs reuse it). Workspaces live in temporary dirs under `target/`.
+//! Commands run inside bubblewrap when it works here (both ways for the command tests);
+//! `SANDBOX_TEST_NO_BWRAP=1` forces everything unjailed.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -29,7 +31,8 @@ fn test_env(use_bwrap: bool) -> TestEnv {
     let mut config = LocalSandboxConfig::new(dir.path().join("data"), "http://127.0.0.1:9");
     config.template_dir = manifest_dir().join("sandbox-templates/next-js");
     config.cache_dir = manifest_dir().join("target/sandbox-cache");
-    config.use_bwrap = use_bwrap;
+    // `SANDBOX_TEST_NO_BWRAP=1` runs everything unjailed (as on a machine without bubblewrap).
+    config.use_bwrap = use_bwrap && std::env::var_os("SANDBOX_TEST_NO_BWRAP").is_none();
     TestEnv { _dir: dir, config }
 }
 
