@@ -136,6 +136,8 @@ impl LocalSandboxProvider {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("a reqwest client without TLS roots or proxies always builds");
+        remove_stale_staging(&config.data_dir.join("sandboxes"));
+        remove_stale_staging(&config.cache_dir);
         Self {
             inner: Arc::new(Inner {
                 shared: Arc::new(Shared {
@@ -403,6 +405,27 @@ fn bwrap_args(workspace: &Path, cwd: &Path) -> Vec<String> {
     );
     args.push(cwd.display().to_string());
     args
+}
+
+/// Removes half-built workspaces or caches (`.{name}.tmp-…`) left by a crash, once they are an
+/// hour old (a younger one may belong to another live process).
+fn remove_stale_staging(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let stale = entry
+            .metadata()
+            .and_then(|meta| meta.modified())
+            .ok()
+            .and_then(|modified| modified.elapsed().ok())
+            .is_some_and(|age| age > Duration::from_secs(3600));
+        if name.starts_with('.') && name.contains(".tmp-") && stale {
+            tracing::info!(path = %entry.path().display(), "removing stale sandbox staging dir");
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// `Some(path)` when `bwrap` is on PATH and can create a sandbox here.
