@@ -2,8 +2,9 @@
 //! with `basePath` `/preview/{project_id}`, so paths are forwarded unchanged). Starts the dev
 //! server on demand and counts every request as activity for the idle timer.
 //!
-//! WebSocket upgrades (Next's HMR socket) are tunnelled as raw bytes to the dev server; an
-//! open tunnel counts as activity, so a preview tab that is open keeps its dev server alive.
+//! WebSocket upgrades (Next's HMR socket) are tunnelled as raw bytes to the dev server. A
+//! request in flight or an open tunnel keeps the sandbox busy, so the idle timer never stops
+//! a dev server that is answering, and a preview tab that is open keeps it alive.
 //!
 //! Authentication and ownership checks are layered on by the caller.
 
@@ -17,12 +18,13 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
+use futures_util::StreamExt;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use uuid::Uuid;
 
-use crate::sandbox::local::LocalSandboxProvider;
+use crate::sandbox::local::{ActivityGuard, LocalSandboxProvider};
 use crate::sandbox::SandboxError;
 
 #[derive(Clone)]
@@ -93,6 +95,12 @@ async fn proxy(
     else {
         return (StatusCode::NOT_FOUND, "unknown project\n").into_response();
     };
+    // Held until the response body is sent (or the tunnel closes): the idle timer never stops
+    // a dev server that is answering.
+    let busy = match state.sandboxes.sandbox(project_id).await {
+        Ok(sandbox) => sandbox.hold(),
+        Err(err) => return error_response(&err),
+    };
     let port = match state.sandboxes.ensure_dev_server(project_id).await {
         Ok(port) => port,
         Err(err) => return error_response(&err),
@@ -109,7 +117,7 @@ async fn proxy(
     let url = format!("http://127.0.0.1:{port}{path_and_query}");
 
     if is_upgrade(request.headers()) {
-        return tunnel_upgrade(state, project_id, port, path_and_query.to_owned(), request).await;
+        return tunnel_upgrade(busy, port, path_and_query.to_owned(), request).await;
     }
 
     let (parts, body) = request.into_parts();
@@ -132,12 +140,14 @@ async fn proxy(
             )))
         }
     };
-    state.sandboxes.touch(project_id);
-
     let status = response.status();
     let mut headers = response.headers().clone();
     strip_hop_by_hop(&mut headers);
-    let mut proxied = Response::new(Body::from_stream(response.bytes_stream()));
+    let body = response.bytes_stream().map(move |chunk| {
+        let _busy = &busy;
+        chunk
+    });
+    let mut proxied = Response::new(Body::from_stream(body));
     *proxied.status_mut() = status;
     *proxied.headers_mut() = headers;
     proxied
@@ -155,14 +165,10 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
     connection_upgrade && headers.contains_key(header::UPGRADE)
 }
 
-/// How often an open tunnel marks activity.
-const TUNNEL_TOUCH_EVERY: Duration = Duration::from_secs(10);
-
 /// Forwards the upgrade request to the dev server over a raw TCP connection; when it answers
 /// `101`, answers the client the same and copies bytes both ways until either side closes.
 async fn tunnel_upgrade(
-    state: PreviewState,
-    project_id: Uuid,
+    busy: ActivityGuard,
     port: u16,
     path_and_query: String,
     mut request: Request,
@@ -202,8 +208,8 @@ async fn tunnel_upgrade(
     }
 
     let on_upgrade = hyper::upgrade::on(&mut request);
-    let sandboxes = state.sandboxes.clone();
     tokio::spawn(async move {
+        let _busy = busy;
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(err) => {
@@ -215,15 +221,7 @@ async fn tunnel_upgrade(
         if !leftover.is_empty() && client.write_all(&leftover).await.is_err() {
             return;
         }
-        let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
-        tokio::pin!(copy);
-        let mut touch = tokio::time::interval(TUNNEL_TOUCH_EVERY);
-        loop {
-            tokio::select! {
-                _ = &mut copy => break,
-                _ = touch.tick() => sandboxes.touch(project_id),
-            }
-        }
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
     });
     response
 }

@@ -14,7 +14,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -238,6 +238,7 @@ impl LocalSandboxProvider {
             provider: Arc::downgrade(&self.inner),
             dev: tokio::sync::Mutex::new(None),
             activity: Mutex::new(Activity::now()),
+            busy: AtomicUsize::new(0),
             killed: AtomicBool::new(false),
         });
         lock(&self.inner.sandboxes).insert(project_id, sandbox.clone());
@@ -259,10 +260,7 @@ impl LocalSandboxProvider {
                 let sandboxes: Vec<_> = lock(&inner.sandboxes).values().cloned().collect();
                 drop(inner);
                 for sandbox in sandboxes {
-                    if sandbox.idle_for() >= idle && sandbox.has_dev_server().await {
-                        tracing::info!(project_id = %sandbox.project_id, "stopping idle dev server");
-                        sandbox.stop_dev_server().await;
-                    }
+                    sandbox.stop_dev_server_if_idle(idle).await;
                 }
             }
         });
@@ -518,10 +516,29 @@ pub struct LocalSandbox {
     provider: Weak<Inner>,
     dev: tokio::sync::Mutex<Option<DevServer>>,
     activity: Mutex<Activity>,
+    /// Proxied requests and tunnels in flight; a busy sandbox is never idle.
+    busy: AtomicUsize,
     killed: AtomicBool,
 }
 
+/// Keeps a sandbox from being considered idle while it lives (a proxied request or websocket).
+pub struct ActivityGuard(Arc<LocalSandbox>);
+
+impl Drop for ActivityGuard {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.busy.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 impl LocalSandbox {
+    /// Marks the sandbox busy until the guard is dropped.
+    pub fn hold(self: &Arc<Self>) -> ActivityGuard {
+        self.busy.fetch_add(1, Ordering::SeqCst);
+        self.touch();
+        ActivityGuard(self.clone())
+    }
+
     pub fn project_id(&self) -> Uuid {
         self.project_id
     }
@@ -541,6 +558,9 @@ impl LocalSandbox {
     }
 
     fn idle_for(&self) -> Duration {
+        if self.busy.load(Ordering::SeqCst) > 0 {
+            return Duration::ZERO;
+        }
         let activity = *lock(&self.activity);
         let now = Instant::now();
         if now < activity.keep_until {
@@ -572,11 +592,24 @@ impl LocalSandbox {
         }
     }
 
+    /// Stops the dev server when nothing touched the sandbox for `idle`. Decided under the
+    /// dev server lock, so a server that is starting (or just started) is never taken for idle.
+    async fn stop_dev_server_if_idle(&self, idle: Duration) {
+        let mut dev = self.dev.lock().await;
+        if dev.is_some() && self.idle_for() >= idle {
+            tracing::info!(project_id = %self.project_id, "stopping idle dev server");
+            if let Some(mut server) = dev.take() {
+                kill_group(server.pgid);
+                let _ = server.child.wait().await;
+            }
+        }
+    }
+
     /// Starts `next dev` if it is not running, waits until it answers HTTP, returns its port.
     pub async fn ensure_dev_server(&self) -> Result<u16, SandboxError> {
         self.check_alive()?;
-        self.touch();
         let mut dev = self.dev.lock().await;
+        self.touch();
         if let Some(server) = dev.as_mut() {
             if server.child.try_wait()?.is_none() {
                 return Ok(server.port);
@@ -587,8 +620,8 @@ impl LocalSandbox {
         let server = self.start_dev_server().await?;
         let port = server.port;
         *dev = Some(server);
-        drop(dev);
         self.touch();
+        drop(dev);
         Ok(port)
     }
 

@@ -644,7 +644,7 @@ async fn preview_serves_the_app_through_the_proxy_and_hot_reloads() {
     assert_eq!(response.status(), 101);
     let hmr_messages = Arc::new(Mutex::new(Vec::<String>::new()));
     let collected = hmr_messages.clone();
-    tokio::spawn(async move {
+    let hmr_reader = tokio::spawn(async move {
         use futures_util::StreamExt;
         while let Some(Ok(message)) = socket.next().await {
             if let Ok(text) = message.to_text() {
@@ -671,8 +671,15 @@ async fn preview_serves_the_app_through_the_proxy_and_hot_reloads() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // Idle: the dev server stops, and the next request starts it again.
+    // Idle: once the preview tab is gone (an open HMR socket keeps the sandbox busy), the dev
+    // server stops, and the next request starts it again.
     let local = provider.sandbox(project).await.unwrap();
+    tokio::time::sleep(env.config.idle_timeout + Duration::from_secs(2)).await;
+    assert!(
+        local.has_dev_server().await,
+        "an open preview must keep the dev server"
+    );
+    hmr_reader.abort();
     let deadline = Instant::now() + Duration::from_secs(20);
     while local.has_dev_server().await {
         assert!(Instant::now() < deadline, "idle dev server was not stopped");
