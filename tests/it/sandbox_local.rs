@@ -262,8 +262,18 @@ async fn output_is_capped_for_the_model_but_streamed_in_full() {
 
 #[tokio::test]
 async fn server_secrets_do_not_reach_commands() {
-    std::env::set_var("AUTH_JWT_SECRET", "test-secret-value-123");
-    std::env::set_var("GEMINI_API_KEY", "test-gemini-key-456");
+    // Server secrets in this process's environment (set only when absent, so other tests in
+    // the binary that read them keep their values).
+    let mut secrets = Vec::new();
+    for (key, fake) in [
+        ("AUTH_JWT_SECRET", "test-secret-value-123"),
+        ("GEMINI_API_KEY", "test-gemini-key-456"),
+    ] {
+        if std::env::var_os(key).is_none() {
+            std::env::set_var(key, fake);
+        }
+        secrets.push((key, std::env::var(key).unwrap_or_else(|_| fake.to_owned())));
+    }
     for jail in modes() {
         let env = test_env(jail);
         let (provider, sandbox) = connect(&env.config).await;
@@ -274,8 +284,13 @@ async fn server_secrets_do_not_reach_commands() {
             "{}",
             output.stdout
         );
-        assert!(!output.stdout.contains("test-secret-value-123"));
-        assert!(!output.stdout.contains("GEMINI_API_KEY"));
+        for (key, value) in &secrets {
+            assert!(!output.stdout.contains(key), "{key} leaked");
+            assert!(
+                !output.stdout.contains(value.as_str()),
+                "{key}'s value leaked"
+            );
+        }
         assert!(!output.stdout.contains("NODE_ENV"));
         let workspace = provider.workspace_dir(sandbox.id().parse().unwrap());
         assert!(
