@@ -37,24 +37,56 @@ impl ModelProvider for InstantModel {
     fn estimate_cost_usd(&self, _usage: TokenUsage) -> f64 {
         0.0
     }
-    async fn complete(&self, request: &ChatRequest, on_delta: DeltaSink<'_>) -> Result<ModelResponse, ModelError> {
+    async fn complete(
+        &self,
+        request: &ChatRequest,
+        on_delta: DeltaSink<'_>,
+    ) -> Result<ModelResponse, ModelError> {
         self.calls.fetch_add(1, Ordering::Relaxed);
-        let usage = TokenUsage { input_tokens: 1000, output_tokens: 100 };
+        let usage = TokenUsage {
+            input_tokens: 1000,
+            output_tokens: 100,
+        };
         if request.tools.is_empty() {
-            return Ok(ModelResponse { text: "Bench App".into(), usage, ..Default::default() });
+            return Ok(ModelResponse {
+                text: "Bench App".into(),
+                usage,
+                ..Default::default()
+            });
         }
-        let step = request.messages.iter().filter(|m| matches!(m, ChatMessage::Assistant { .. })).count();
+        let step = request
+            .messages
+            .iter()
+            .filter(|m| matches!(m, ChatMessage::Assistant { .. }))
+            .count();
         if step + 1 >= STEPS {
             on_delta("<task_summary>done</task_summary>");
-            return Ok(ModelResponse { text: "<task_summary>done</task_summary>".into(), usage, ..Default::default() });
+            return Ok(ModelResponse {
+                text: "<task_summary>done</task_summary>".into(),
+                usage,
+                ..Default::default()
+            });
         }
         let (name, arguments) = match step % 3 {
-            0 => ("createOrUpdateFiles", serde_json::json!({ "files": [{ "path": format!("app/c{step}.tsx"), "content": "export const x = 1;\n".repeat(40) }] })),
-            1 => ("terminal", serde_json::json!({ "command": format!("echo step {step}") })),
-            _ => ("readFiles", serde_json::json!({ "files": [format!("app/c{}.tsx", step - 2)] })),
+            0 => (
+                "createOrUpdateFiles",
+                serde_json::json!({ "files": [{ "path": format!("app/c{step}.tsx"), "content": "export const x = 1;\n".repeat(40) }] }),
+            ),
+            1 => (
+                "terminal",
+                serde_json::json!({ "command": format!("echo step {step}") }),
+            ),
+            _ => (
+                "readFiles",
+                serde_json::json!({ "files": [format!("app/c{}.tsx", step - 2)] }),
+            ),
         };
         Ok(ModelResponse {
-            tool_calls: vec![ToolCall { id: format!("c{step}"), name: name.into(), arguments }],
+            tool_calls: vec![ToolCall {
+                id: format!("c{step}"),
+                name: name.into(),
+                arguments,
+            }],
             usage,
             ..Default::default()
         })
@@ -62,7 +94,10 @@ impl ModelProvider for InstantModel {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let data_dir = tempfile::tempdir().unwrap();
         let mut config = Config::defaults();

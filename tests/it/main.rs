@@ -10,6 +10,7 @@ mod projects;
 mod providers;
 mod runs;
 mod sandbox_e2b;
+mod sandbox_local;
 mod schema;
 mod subscriptions;
 mod support;
