@@ -56,7 +56,9 @@ impl TokenIssuer {
         validation.validate_nbf = true;
         validation.validate_aud = false;
         validation.set_issuer(&[BUILTIN_ISSUER]);
-        validation.set_required_spec_claims(&["exp", "sub", "iss"]);
+        // `iss` is checked when present; tokens minted with the server secret by other tools
+        // (scripts, the conformance checks) often carry only `sub` and `exp`.
+        validation.set_required_spec_claims(&["exp", "sub"]);
         Self {
             encoding: EncodingKey::from_secret(secret.as_bytes()),
             decoding: DecodingKey::from_secret(secret.as_bytes()),
@@ -253,7 +255,7 @@ mod tests {
     }
 
     #[test]
-    fn wrong_or_missing_issuer_is_refused() {
+    fn a_wrong_issuer_is_refused_and_a_missing_one_allowed() {
         let wrong = sign(
             &json!({"sub": "u", "iss": "someone-else", "exp": now() + 60}),
             SECRET,
@@ -263,8 +265,10 @@ mod tests {
             Err(AuthError::Invalid("wrong issuer"))
         );
         let missing = sign(&json!({"sub": "u", "exp": now() + 60}), SECRET);
+        assert_eq!(issuer().verify(&missing).unwrap().subject, "u");
+        let no_expiry = sign(&json!({"sub": "u"}), SECRET);
         assert_eq!(
-            issuer().verify(&missing),
+            issuer().verify(&no_expiry),
             Err(AuthError::Invalid("missing required claim"))
         );
     }

@@ -30,10 +30,14 @@ pub fn loader_data(state: &AppState) -> Data {
     data
 }
 
-/// Keys are gathered for a few milliseconds before a batch runs: resolvers of a long list run
-/// on several threads, and too short a window would split one level into several queries.
-fn loader<T: Loader<uuid::Uuid>>(loader: T) -> DataLoader<T> {
-    DataLoader::new(loader, tokio::spawn).delay(Duration::from_millis(20))
+/// Keys are gathered for a few milliseconds before a batch runs, so that the resolvers of one
+/// list level land in one query.
+fn loader<K, T>(loader: T) -> DataLoader<T>
+where
+    K: Send + Sync + std::hash::Hash + Eq + Clone + 'static,
+    T: Loader<K>,
+{
+    DataLoader::new(loader, tokio::spawn).delay(Duration::from_millis(5))
 }
 
 pub trait ContextExt {

@@ -15,26 +15,83 @@ fn db_error(err: sea_orm::DbErr) -> Arc<String> {
     Arc::new("internal error".to_owned())
 }
 
-/// All messages of each project, oldest first (the connection pages over them).
+/// What to load along with a project's messages, from the fields the query selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct MessageRelations {
+    pub fragment: bool,
+    pub run: bool,
+}
+
+/// A message with the relations its query asked for, loaded in the same batch.
+#[derive(Debug, Clone)]
+pub struct LoadedMessage {
+    pub message: message::Model,
+    /// `Some` when loaded with the message (the value itself may be absent).
+    pub fragment: Option<Option<fragment::Model>>,
+    pub run: Option<Option<run::Model>>,
+}
+
+/// All messages of each project, oldest first (the connection pages over them), with their
+/// fragments and runs when the query selects them. Loading those here rather than through
+/// their own loaders keeps a whole `projects { messages { fragment run } }` query at a fixed
+/// number of statements, however the resolvers' wake-ups are scheduled.
 pub struct MessagesByProject(pub DatabaseConnection);
 
-impl Loader<Uuid> for MessagesByProject {
-    type Value = Vec<message::Model>;
+impl Loader<(Uuid, MessageRelations)> for MessagesByProject {
+    type Value = Vec<LoadedMessage>;
     type Error = Arc<String>;
 
-    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Self::Error> {
-        let rows = message::Entity::find()
-            .filter(message::Column::ProjectId.is_in(keys.iter().copied()))
+    async fn load(
+        &self,
+        keys: &[(Uuid, MessageRelations)],
+    ) -> Result<HashMap<(Uuid, MessageRelations), Self::Value>, Self::Error> {
+        let project_ids: Vec<Uuid> = keys.iter().map(|(id, _)| *id).collect();
+        let messages = message::Entity::find()
+            .filter(message::Column::ProjectId.is_in(project_ids))
             .order_by_asc(message::Column::Id)
             .all(&self.0)
             .await
             .map_err(db_error)?;
-        let mut grouped: HashMap<Uuid, Vec<message::Model>> =
-            keys.iter().map(|key| (*key, Vec::new())).collect();
-        for row in rows {
-            grouped.entry(row.project_id).or_default().push(row);
+        let wants = |pick: fn(&MessageRelations) -> bool| keys.iter().any(|(_, r)| pick(r));
+        let mut fragments: HashMap<Uuid, fragment::Model> = HashMap::new();
+        if wants(|r| r.fragment) {
+            fragments = fragment::Entity::find()
+                .filter(fragment::Column::MessageId.is_in(messages.iter().map(|m| m.id)))
+                .all(&self.0)
+                .await
+                .map_err(db_error)?
+                .into_iter()
+                .map(|f| (f.message_id, f))
+                .collect();
         }
-        Ok(grouped)
+        let mut runs: HashMap<Uuid, run::Model> = HashMap::new();
+        if wants(|r| r.run) {
+            runs = run::Entity::find()
+                .filter(run::Column::Id.is_in(messages.iter().filter_map(|m| m.run_id)))
+                .all(&self.0)
+                .await
+                .map_err(db_error)?
+                .into_iter()
+                .map(|r| (r.id, r))
+                .collect();
+        }
+        Ok(keys
+            .iter()
+            .map(|key @ (project_id, relations)| {
+                let loaded = messages
+                    .iter()
+                    .filter(|m| m.project_id == *project_id)
+                    .map(|m| LoadedMessage {
+                        message: m.clone(),
+                        fragment: relations.fragment.then(|| fragments.get(&m.id).cloned()),
+                        run: relations
+                            .run
+                            .then(|| m.run_id.and_then(|id| runs.get(&id).cloned())),
+                    })
+                    .collect();
+                (*key, loaded)
+            })
+            .collect())
     }
 }
 

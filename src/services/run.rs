@@ -9,6 +9,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::Viewer;
+use crate::entity::message;
 use crate::entity::run::{self, RunStatus};
 use crate::error::{AppError, AppResult};
 use crate::events::{record_event, BusMessage, EventBus, EventKind};
@@ -121,6 +122,12 @@ pub async fn retry_run<C: ConnectionTrait + TransactionTrait>(
         )
         .col_expr(run::Column::CreditRefunded, Expr::value(false))
         .filter(run::Column::Id.eq(run_id))
+        .exec(&txn)
+        .await?;
+    // The failed attempt's ERROR reply goes: a run has one ASSISTANT message, its last outcome.
+    message::Entity::delete_many()
+        .filter(message::Column::RunId.eq(run_id))
+        .filter(message::Column::Role.eq(message::Role::Assistant))
         .exec(&txn)
         .await?;
     record_event(

@@ -419,3 +419,68 @@ async fn cancelling_a_run_stops_it_quickly_and_keeps_the_credit() {
         .await;
     assert_eq!(crate::support::app::error_code(&again), "CONFLICT");
 }
+
+#[tokio::test]
+async fn a_failed_run_can_be_retried() {
+    let fake = FakeLlm::start([
+        Reply::gemini_error(503, "UNAVAILABLE", "overloaded"),
+        Reply::gemini_error(503, "UNAVAILABLE", "overloaded"),
+        Reply::gemini_error(503, "UNAVAILABLE", "overloaded"),
+        Reply::gemini_stream([gemini_chunk(
+            vec![json!({ "text": "<task_summary>Second time lucky.</task_summary>" })],
+            Some("STOP"),
+            None,
+        )]),
+        Reply::gemini_stream([gemini_chunk(
+            vec![json!({ "text": "Lucky" })],
+            Some("STOP"),
+            None,
+        )]),
+        Reply::gemini_stream([gemini_chunk(
+            vec![json!({ "text": "It worked this time." })],
+            Some("STOP"),
+            None,
+        )]),
+    ])
+    .await;
+    let app = TestApp::builder(Backend::Sqlite)
+        .models(gemini(&fake))
+        .start()
+        .await;
+    let token = app.sign_up("again@example.com").await;
+    let (project_id, run_id) = app.create_project(&token, "anything").await;
+    assert_eq!(app.wait_for_run(&token, &run_id).await, "FAILED");
+    let retried = app
+        .data(
+            Some(&token),
+            "mutation($id: ID!) { retryRun(runId: $id) { status } }",
+            json!({ "id": run_id }),
+        )
+        .await;
+    assert_eq!(retried["retryRun"]["status"], "QUEUED");
+    assert_eq!(app.wait_for_run(&token, &run_id).await, "SUCCEEDED");
+    let data = app
+        .data(Some(&token), MESSAGES, json!({ "id": project_id }))
+        .await;
+    let messages = data["project"]["messages"]["edges"].as_array().unwrap();
+    assert_eq!(
+        messages.len(),
+        2,
+        "the ERROR reply was replaced: {messages:?}"
+    );
+    assert_eq!(messages[1]["node"]["type"], "RESULT");
+    assert_eq!(messages[1]["node"]["content"], "It worked this time.");
+    // The refunded credit was taken again for the retry.
+    let usage = app
+        .data(Some(&token), "{ usage { consumed } }", json!({}))
+        .await;
+    assert_eq!(usage["usage"]["consumed"], 1);
+    let again = app
+        .gql(
+            Some(&token),
+            "mutation($id: ID!) { retryRun(runId: $id) { status } }",
+            json!({ "id": run_id }),
+        )
+        .await;
+    assert_eq!(crate::support::app::error_code(&again), "CONFLICT");
+}

@@ -4,8 +4,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{to_id, Fragment, Run};
-use crate::entity::message;
-use crate::graphql::loaders::{FragmentByMessage, RunById};
+use crate::entity::{fragment, message, run};
+use crate::graphql::loaders::{FragmentByMessage, LoadedMessage, RunById};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 pub enum MessageRole {
@@ -32,6 +32,21 @@ pub struct Message {
     pub uuid: Uuid,
     #[graphql(skip)]
     pub run_id: Option<Uuid>,
+    /// Relations loaded together with the message (see `MessagesByProject`).
+    #[graphql(skip)]
+    pub preloaded_fragment: Option<Option<fragment::Model>>,
+    #[graphql(skip)]
+    pub preloaded_run: Option<Option<run::Model>>,
+}
+
+impl From<LoadedMessage> for Message {
+    fn from(loaded: LoadedMessage) -> Self {
+        Self {
+            preloaded_fragment: loaded.fragment,
+            preloaded_run: loaded.run,
+            ..loaded.message.into()
+        }
+    }
 }
 
 impl From<message::Model> for Message {
@@ -50,6 +65,8 @@ impl From<message::Model> for Message {
             },
             content: model.content,
             created_at: model.created_at,
+            preloaded_fragment: None,
+            preloaded_run: None,
         }
     }
 }
@@ -58,6 +75,9 @@ impl From<message::Model> for Message {
 impl Message {
     /// The generated app of an ASSISTANT result.
     async fn fragment(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Fragment>> {
+        if let Some(preloaded) = &self.preloaded_fragment {
+            return Ok(preloaded.clone().map(Fragment::from));
+        }
         Ok(ctx
             .data_unchecked::<DataLoader<FragmentByMessage>>()
             .load_one(self.uuid)
@@ -67,6 +87,9 @@ impl Message {
 
     /// The run this message started (USER) or that produced it (ASSISTANT).
     async fn run(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Run>> {
+        if let Some(preloaded) = &self.preloaded_run {
+            return Ok(preloaded.clone().map(Run::from));
+        }
         let Some(run_id) = self.run_id else {
             return Ok(None);
         };

@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::{to_id, Message};
 use crate::entity::project;
 use crate::graphql::error::GqlResult;
-use crate::graphql::loaders::MessagesByProject;
+use crate::graphql::loaders::{LoadedMessage, MessageRelations, MessagesByProject};
 use crate::services::page::{encode_cursor, Page, PageRequest};
 
 #[derive(SimpleObject)]
@@ -46,14 +46,19 @@ impl Project {
         after: Option<String>,
     ) -> async_graphql::Result<Connection<String, Message>> {
         let page = PageRequest::parse(first, after.as_deref()).gql()?;
+        let node = ctx.look_ahead().field("edges").field("node");
+        let relations = MessageRelations {
+            fragment: node.field("fragment").exists(),
+            run: node.field("run").exists(),
+        };
         let all = ctx
             .data_unchecked::<DataLoader<MessagesByProject>>()
-            .load_one(self.uuid)
+            .load_one((self.uuid, relations))
             .await?
             .unwrap_or_default();
         let rest: Vec<_> = all
             .into_iter()
-            .filter(|message| page.after.is_none_or(|after| message.id > after))
+            .filter(|loaded| page.after.is_none_or(|after| loaded.message.id > after))
             .take(page.first as usize + 1)
             .collect();
         Ok(message_connection(
@@ -64,14 +69,14 @@ impl Project {
 }
 
 fn message_connection(
-    page: Page<crate::entity::message::Model>,
+    page: Page<LoadedMessage>,
     has_previous_page: bool,
 ) -> Connection<String, Message> {
     let mut connection = Connection::new(has_previous_page, page.has_next_page);
     connection.edges.extend(
         page.items
             .into_iter()
-            .map(|message| Edge::new(encode_cursor(message.id), Message::from(message))),
+            .map(|loaded| Edge::new(encode_cursor(loaded.message.id), Message::from(loaded))),
     );
     connection
 }

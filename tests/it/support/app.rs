@@ -49,6 +49,9 @@ impl TestAppBuilder {
     }
 
     pub async fn start(self) -> TestApp {
+        if std::env::var_os("TEST_LOG").is_some() {
+            codekraft::telemetry::init(codekraft::config::LogFormat::Pretty);
+        }
         let data_dir = tempfile::tempdir().unwrap();
         let mut config = test_config(self.backend, data_dir.path()).await;
         for change in self.configure {
