@@ -12,4 +12,5 @@ mod sandbox_e2b;
 mod schema;
 mod subscriptions;
 mod support;
+mod web_client;
 mod ws_protocol;
