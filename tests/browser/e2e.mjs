@@ -174,6 +174,13 @@ async function main() {
     await t('tab-code').click();
     await t('file-content').waitFor();
     await page.screenshot({ path: screenshot.replace(/\.png$/, '-code.png') });
+    await page.emulateMedia({ colorScheme: 'dark' });
+    await page.screenshot({ path: screenshot.replace(/\.png$/, '-dark.png') });
+    await page.setViewportSize({ width: 390, height: 844 });
+    await t('tab-preview').click();
+    await page.screenshot({ path: screenshot.replace(/\.png$/, '-mobile.png'), fullPage: true });
+    await page.setViewportSize({ width: 1440, height: 900 });
+    await page.emulateMedia({ colorScheme: 'light' });
 
     step = 'sign out and in again';
     await t('sign-out').click();

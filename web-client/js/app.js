@@ -80,7 +80,7 @@ async function attempt(action) {
   try {
     return await action();
   } catch (err) {
-    console.error(err);
+    if (!(err instanceof GqlError)) console.error(err);
     showError(err);
     return undefined;
   }
@@ -164,6 +164,7 @@ function render() {
 
 function renderHeader() {
   renderServerInfo();
+  $('menu-toggle').hidden = !auth.token || !state.user;
   const slot = $('account');
   if (!auth.token || !state.user) {
     mount(slot);
@@ -848,7 +849,15 @@ function renderProjectShell() {
     ),
   );
   renderProjectHeader();
-  mount($('conversation'), h('div', { class: 'loading muted' }, 'Loading conversation…'));
+  const box = $('conversation');
+  let stick = true;
+  box.addEventListener('scroll', () => {
+    stick = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
+  });
+  new ResizeObserver(() => {
+    if (stick) box.scrollTop = box.scrollHeight;
+  }).observe(box);
+  mount(box, h('div', { class: 'loading muted' }, 'Loading conversation…'));
   renderActivity();
   renderLiveStatus(ws.state);
   renderPreview();
@@ -859,15 +868,6 @@ function renderProjectHeader() {
   if (!header || !state.project) return;
   mount(
     header,
-    h(
-      'button',
-      {
-        class: 'icon-btn show-sm',
-        'aria-label': 'Show projects',
-        onclick: () => document.body.classList.toggle('sidebar-open'),
-      },
-      icon('menu'),
-    ),
     h('h1', { class: 'project-title', testid: 'project-name' }, state.project.name || '…'),
   );
   document.title = state.project.name ? `${state.project.name} · CodeKraft` : 'CodeKraft';
@@ -947,7 +947,7 @@ function renderMessage(m, selected) {
             'span',
             { class: 'fragment-text' },
             h('span', { class: 'fragment-title', testid: 'fragment-title' }, f.title),
-            h('span', { class: 'muted fragment-files' }, `${Object.keys(f.files || {}).length} files · ${f.sandboxUrl}`),
+            h('span', { class: 'muted fragment-files' }, `${plural(Object.keys(f.files || {}).length, 'file')} · ${f.sandboxUrl}`),
           ),
         )
       : null,
@@ -983,6 +983,8 @@ function renderPending(run) {
     renderRunMeta(run),
   );
 }
+
+const plural = (n, word) => `${n} ${word}${n === 1 ? '' : 's'}`;
 
 function renderLiveText(runId) {
   const el = document.getElementById(`live-${runId}`);
@@ -1102,6 +1104,10 @@ function describe(item) {
       return `${p.name} ${p.ok ? 'ok' : `failed${p.error ? `: ${p.error}` : ''}`}`;
     case 'FRAGMENT_CREATED':
       return p.title || '';
+    case 'MESSAGE_CREATED':
+      return `${(p.role || '').toLowerCase()} ${p.type === 'ERROR' ? 'error' : 'message'}`;
+    case 'RUN_QUEUED':
+      return p.retry ? 'retry' : '';
     case 'RUN_FINISHED':
       return [
         (p.status || '').toLowerCase(),
@@ -1116,7 +1122,16 @@ function describe(item) {
   }
 }
 
+let activityFrame = 0;
 function renderActivity() {
+  if (activityFrame) return;
+  activityFrame = requestAnimationFrame(() => {
+    activityFrame = 0;
+    drawActivity();
+  });
+}
+
+function drawActivity() {
   const list = $('activity');
   if (!list) return;
   const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
@@ -1307,6 +1322,15 @@ document.addEventListener('click', (e) => {
   const summary = e.target.closest?.('#activity-panel > summary');
   if (summary) summary.parentElement.dataset.userToggled = 'yes';
 });
+
+// The brand goes home without a reload; the menu button opens the project drawer on phones.
+document.querySelector('.brand').addEventListener('click', (e) => {
+  if (e.metaKey || e.ctrlKey || e.shiftKey || e.button !== 0) return;
+  e.preventDefault();
+  closeSidebarOnMobile();
+  navigate('/');
+});
+$('menu-toggle').addEventListener('click', () => document.body.classList.toggle('sidebar-open'));
 
 // Refresh relative times now and then.
 setInterval(() => {
