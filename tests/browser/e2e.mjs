@@ -178,7 +178,8 @@ async function main() {
     await page.screenshot({ path: screenshot.replace(/\.png$/, '-dark.png') });
     await page.setViewportSize({ width: 390, height: 844 });
     await t('tab-preview').click();
-    await page.screenshot({ path: screenshot.replace(/\.png$/, '-mobile.png'), fullPage: true });
+    await page.evaluate(() => document.getElementById('content').scrollTo(0, 0));
+    await page.screenshot({ path: screenshot.replace(/\.png$/, '-mobile.png') });
     await page.setViewportSize({ width: 1440, height: 900 });
     await page.emulateMedia({ colorScheme: 'light' });
 

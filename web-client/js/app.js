@@ -186,7 +186,8 @@ function renderHeader() {
             'span',
             { testid: 'usage-remaining' },
             h('strong', {}, String(u.remaining)),
-            ` / ${u.limit} credits`,
+            ` / ${u.limit}`,
+            h('span', { class: 'usage-unit' }, ' credits'),
           ),
           h(
             'span',
@@ -226,7 +227,12 @@ function renderServerInfo() {
         'span',
         {},
         h('strong', {}, 'The model is offline. '),
-        'No AI model is configured on this server, so generations are deterministic offline demos.',
+        h(
+          'span',
+          { class: 'offline-detail' },
+          'No AI model is configured on this server, so generations are deterministic offline demos.',
+        ),
+        h('span', { class: 'offline-short' }, 'Generations are deterministic demos.'),
       ),
     );
   }
