@@ -60,6 +60,18 @@ async function main() {
     }
   });
   const t = (id) => page.getByTestId(id);
+  // What the web client sends over graphql-transport-ws (to check it resumes with `after`).
+  const wsSent = [];
+  page.on('websocket', (socket) => {
+    check(socket.url().endsWith('/graphql/ws'), `the socket URL is /graphql/ws: ${socket.url()}`);
+    socket.on('framesent', (frame) => {
+      try {
+        wsSent.push(JSON.parse(frame.payload));
+      } catch {
+        /* not JSON */
+      }
+    });
+  });
 
   try {
     step = 'open the app';
@@ -142,6 +154,30 @@ async function main() {
       'the latest fragment is selected',
     );
 
+    step = 'the event stream resumes after a dropped connection';
+    const seqsBefore = await page.locator('[data-testid="activity-item"]').count();
+    const initsBefore = wsSent.filter((m) => m.type === 'connection_init').length;
+    const lastSeq = await page.evaluate(() => window.codekraft.state.lastSeq);
+    check(Number.isInteger(lastSeq), 'the client remembers the last seq');
+    await page.evaluate(() => window.codekraft.ws.socket.close());
+    await page.waitForFunction(() => window.codekraft.ws.state !== 'connected');
+    await page.locator('[data-testid="live-status"][data-state="connected"]').waitFor();
+    check(wsSent.filter((m) => m.type === 'connection_init').length === initsBefore + 1, 'the client connected again');
+    const init = wsSent.filter((m) => m.type === 'connection_init').pop();
+    check(/^Bearer .+/.test(init.payload?.Authorization || ''), 'connection_init carries the bearer token');
+    const resubscribe = wsSent.filter((m) => m.type === 'subscribe').pop();
+    check(
+      resubscribe.payload.variables.after === lastSeq,
+      `the client resumes after seq ${lastSeq}: ${JSON.stringify(resubscribe.payload.variables)}`,
+    );
+    await t('composer-input').fill('make the header sticky');
+    await t('composer-send').click();
+    await assistant.nth(2).getByTestId('run-meta').and(page.locator('[data-status="SUCCEEDED"]')).waitFor();
+    await page.locator('[data-testid="activity-item"][data-kind="RUN_FINISHED"]').nth(2).waitFor({ state: 'attached' });
+    const seqs = await page.locator('[data-testid="activity-item"]').evaluateAll((els) => els.map((e) => e.dataset.seq));
+    check(seqs.length > seqsBefore, 'new events arrived after the reconnect');
+    check(new Set(seqs).size === seqs.length, `no event is shown twice after resuming: ${seqs.join(',')}`);
+
     step = 'the project list, rename';
     const item = t('project-item');
     check((await item.count()) === 1, 'one project in the list');
@@ -156,14 +192,14 @@ async function main() {
     await page.reload();
     check(page.url() === projectUrl, 'the URL survives a reload');
     await t('project-name').filter({ hasText: 'My todo app' }).waitFor();
-    await assistant.nth(1).waitFor();
-    check((await t('message').count()) === 4, 'two prompts and two replies after a reload');
+    await assistant.nth(2).waitFor();
+    check((await t('message').count()) === 6, 'three prompts and three replies after a reload');
     check(
       (await t('message').first().getByTestId('message-content').textContent()) === 'a todo app with dark mode',
       'the first prompt is there',
     );
     check((await t('preview-url').textContent()).startsWith('http://fake-sandbox/'), 'the preview is restored');
-    await page.locator('[data-testid="activity-item"][data-kind="RUN_FINISHED"]').nth(1).waitFor({ state: 'attached' });
+    await page.locator('[data-testid="activity-item"][data-kind="RUN_FINISHED"]').nth(2).waitFor({ state: 'attached' });
 
     step = 'screenshot';
     await t('activity-panel').evaluate((el) => {
@@ -201,6 +237,27 @@ async function main() {
     await t('home-prompt').waitFor();
     await t('project-list-empty').waitFor();
     check(new URL(page.url()).pathname === '/', 'back home after deleting the open project');
+
+    step = 'no credits left: the error says when they renew';
+    for (let i = 0; i < 20; i++) {
+      const code = await page.evaluate(async () => {
+        const response = await fetch('/graphql', {
+          method: 'POST',
+          headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${localStorage.getItem('codekraft.token')}` },
+          body: JSON.stringify({ query: 'mutation { createProject(prompt: "a counter") { project { id } } }' }),
+        });
+        const body = await response.json();
+        return body.errors ? body.errors[0].extensions.code : 'OK';
+      });
+      if (code === 'CREDITS_EXHAUSTED') break;
+      check(code === 'OK', `createProject answered ${code}`);
+    }
+    await t('home-prompt').fill('one app too many');
+    await t('home-submit').click();
+    await page.locator('[data-testid="error-banner"][data-code="CREDITS_EXHAUSTED"]').waitFor();
+    check(/renew/.test(await t('error-text').textContent()), 'the error says when credits renew');
+    check(new URL(page.url()).pathname === '/', 'no project was opened');
+    await t('usage').and(page.locator('.usage-empty')).waitFor();
 
     step = 'an unknown session goes back to sign-in';
     await page.evaluate(() => localStorage.setItem('codekraft.token', 'not-a-valid-token'));

@@ -1345,4 +1345,7 @@ setInterval(() => {
   }
 }, 30_000);
 
+// A handle for debugging and the browser test (e.g. to drop the socket and watch it resume).
+window.codekraft = { ws, state };
+
 boot();
