@@ -102,6 +102,13 @@ async fn the_web_client_builds_an_app_in_a_browser() {
         .await
         .expect("run node e2e.mjs");
     report("e2e.mjs", &out);
-    assert!(out.status.success(), "the browser end-to-end test failed (see above)");
-    assert!(screenshot.exists(), "no screenshot at {}", screenshot.display());
+    assert!(
+        out.status.success(),
+        "the browser end-to-end test failed (see above)"
+    );
+    assert!(
+        screenshot.exists(),
+        "no screenshot at {}",
+        screenshot.display()
+    );
 }
