@@ -116,6 +116,8 @@ async function happyPath(page, t, wsSent) {
   step = 'open the app';
   await page.goto(`${base}/`);
   await t('auth-form').waitFor();
+  mkdirSync(dirname(screenshot), { recursive: true });
+  await page.screenshot({ path: screenshot.replace(/\.png$/, '-signin.png') });
 
   step = 'sign up';
   const email = `e2e-${Date.now()}@example.com`;
@@ -127,6 +129,8 @@ async function happyPath(page, t, wsSent) {
   await t('home-prompt').waitFor();
   check((await t('user-email').textContent()) === email, 'the signed-in email is shown');
   check(await page.evaluate(() => Boolean(localStorage.getItem('codekraft.token'))), 'the token is in localStorage');
+
+  await page.screenshot({ path: screenshot.replace(/\.png$/, '-home.png') });
 
   step = 'offline banner, usage and server info';
   await t('offline-banner').waitFor({ state: 'visible' });

@@ -106,6 +106,7 @@ function route() {
 
 function navigate(path, { replace = false } = {}) {
   if (path !== window.location.pathname) {
+    clearError();
     if (replace) history.replaceState({}, '', path);
     else history.pushState({}, '', path);
   }
@@ -898,15 +899,20 @@ function renderConversation() {
   const box = $('conversation');
   if (!box) return;
   const nearBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
+  const active = (run) => run && (run.status === 'QUEUED' || run.status === 'RUNNING');
+  // A run is answered by its ASSISTANT message, unless it is running again (a retry after an
+  // ERROR): then a working bubble follows the run's last message.
   const answered = new Set(
-    state.messages.filter((m) => m.role === 'ASSISTANT' && m.run).map((m) => m.run.id),
+    state.messages.filter((m) => m.role === 'ASSISTANT' && m.run && !active(m.run)).map((m) => m.run.id),
   );
+  const lastOfRun = new Map();
+  state.messages.forEach((m, i) => m.run && lastOfRun.set(m.run.id, i));
   const selected = selectedFragment();
   const nodes = [];
-  for (const m of state.messages) {
-    nodes.push(renderMessage(m, selected));
-    if (m.role === 'USER' && m.run && !answered.has(m.run.id)) nodes.push(renderPending(m.run));
-  }
+  state.messages.forEach((m, i) => {
+    nodes.push(renderMessage(m, selected, !answered.has(m.run?.id)));
+    if (m.run && !answered.has(m.run.id) && lastOfRun.get(m.run.id) === i) nodes.push(renderPending(m.run));
+  });
   if (!nodes.length) nodes.push(h('p', { class: 'muted empty' }, 'No messages yet.'));
   mount(box, nodes);
   if (nearBottom || box.dataset.scrolled !== 'yes') {
@@ -915,14 +921,14 @@ function renderConversation() {
   }
 }
 
-function renderMessage(m, selected) {
+function renderMessage(m, selected, superseded = false) {
   const isUser = m.role === 'USER';
   const isError = m.type === 'ERROR';
   const f = m.fragment;
   return h(
     'article',
     {
-      class: `msg ${isUser ? 'msg-user' : 'msg-assistant'} ${isError ? 'msg-error' : ''}`,
+      class: `msg ${isUser ? 'msg-user' : 'msg-assistant'} ${isError ? 'msg-error' : ''} ${!isUser && superseded ? 'msg-superseded' : ''}`,
       testid: 'message',
       dataset: { role: m.role, type: m.type, messageId: m.id },
     },
@@ -957,7 +963,7 @@ function renderMessage(m, selected) {
           ),
         )
       : null,
-    !isUser && m.run ? renderRunMeta(m.run) : null,
+    !isUser && m.run && !superseded ? renderRunMeta(m.run) : null,
   );
 }
 
@@ -979,7 +985,7 @@ function renderPending(run) {
     h(
       'div',
       { class: 'msg-body live-text', id: `live-${run.id}` },
-      state.liveText.get(run.id) ||
+      liveTextOf(run.id) ||
         (run.status === 'QUEUED'
           ? 'Waiting for a worker…'
           : run.status === 'RUNNING'
@@ -990,12 +996,15 @@ function renderPending(run) {
   );
 }
 
+/** The streamed model text, without the agent's `<task_summary>` markers. */
+const liveTextOf = (runId) => (state.liveText.get(runId) || '').replace(/<\/?task_summary>/g, '').trim();
+
 const plural = (n, word) => `${n} ${word}${n === 1 ? '' : 's'}`;
 
 function renderLiveText(runId) {
   const el = document.getElementById(`live-${runId}`);
   if (el) {
-    el.textContent = state.liveText.get(runId) || '';
+    el.textContent = liveTextOf(runId) || 'Building your app…';
     const box = $('conversation');
     if (box && box.scrollHeight - box.scrollTop - box.clientHeight < 160) box.scrollTop = box.scrollHeight;
   }
