@@ -125,11 +125,29 @@ async function boot() {
     renderServerInfo();
   });
   if (auth.token) {
-    await attempt(async () => {
+    try {
       const data = await gql(Q.me);
       state.user = data.me;
       state.usage = data.usage;
-    });
+    } catch (err) {
+      if (err.code !== 'UNAUTHENTICATED') {
+        // Keep the session: the server may just be unreachable for a moment.
+        showError(err);
+        mount(
+          $('main'),
+          h(
+            'div',
+            { class: 'empty-state', testid: 'boot-failed' },
+            h('h2', {}, 'CodeKraft is not reachable'),
+            h('p', { class: 'muted' }, 'Your work is safe on the server. Try again in a moment.'),
+            h('button', { class: 'btn btn-primary', onclick: () => boot() }, icon('refresh'), 'Try again'),
+          ),
+        );
+        return;
+      }
+      sessionEnded();
+      return;
+    }
   }
   render();
 }
@@ -1266,14 +1284,14 @@ function renderPreview() {
         title: 'Reload preview',
         testid: 'preview-reload',
         onclick: () => {
-          frame.src = f.sandboxUrl;
+          frame.src = safeUrl(f.sandboxUrl);
         },
       },
       icon('refresh'),
     ),
     h(
       'a',
-      { class: 'btn btn-ghost btn-xs', href: f.sandboxUrl, target: '_blank', rel: 'noopener noreferrer', testid: 'preview-open' },
+      { class: 'btn btn-ghost btn-xs', href: safeUrl(f.sandboxUrl), target: '_blank', rel: 'noopener noreferrer', testid: 'preview-open' },
       icon('external'),
       h('span', { class: 'hide-sm' }, 'Open in new tab'),
     ),
@@ -1281,7 +1299,7 @@ function renderPreview() {
   if (frame.dataset.fragmentId !== f.id) {
     frame.dataset.fragmentId = f.id;
     frame.title = `Preview of ${f.title}`;
-    frame.src = f.sandboxUrl;
+    frame.src = safeUrl(f.sandboxUrl);
   }
   previewPanel.hidden = state.previewTab !== 'preview';
   codePanel.hidden = state.previewTab !== 'code';
@@ -1324,6 +1342,16 @@ function renderPreview() {
         ),
       ),
     );
+  }
+}
+
+/** Only http(s) and same-origin paths go into `src` / `href` (never `javascript:`). */
+function safeUrl(url) {
+  try {
+    const parsed = new URL(url, window.location.href);
+    return parsed.protocol === 'http:' || parsed.protocol === 'https:' ? url : 'about:blank';
+  } catch {
+    return 'about:blank';
   }
 }
 
