@@ -62,18 +62,18 @@ pub async fn connect_database(
     options
         .sqlx_logging(false)
         .connect_timeout(Duration::from_secs(10))
-        .acquire_timeout(Duration::from_secs(30));
+        .acquire_timeout(Duration::from_secs(30))
+        // Every pooled SQLite connection: cascading foreign keys, readers that do not block
+        // the writer, and a busy writer waited for rather than failed on.
+        .map_sqlx_sqlite_opts(|sqlite| {
+            sqlite
+                .foreign_keys(true)
+                .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                .busy_timeout(Duration::from_secs(10))
+        });
     let mut db = Database::connect(options)
         .await
         .context("connecting to the database")?;
-    if db.get_database_backend() == sea_orm::DatabaseBackend::Sqlite {
-        // Readers do not block the writer, and a busy writer is waited for.
-
-        db.execute_unprepared(
-            "PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=10000;",
-        )
-        .await?;
-    }
     let counter = metrics.clone();
     db.set_metric_callback(move |_| {
         counter.db_statements.fetch_add(1, Ordering::Relaxed);

@@ -2,20 +2,29 @@
 //! with `basePath` `/preview/{project_id}`, so paths are forwarded unchanged). Starts the dev
 //! server on demand and counts every request as activity for the idle timer.
 //!
+//! WebSocket upgrades (Next's HMR socket) are tunnelled as raw bytes to the dev server. A
+//! request in flight or an open tunnel keeps the sandbox busy, so the idle timer never stops
+//! a dev server that is answering, and a preview tab that is open keeps it alive.
+//!
 //! Authentication and ownership checks are layered on by the caller.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{OriginalUri, Path, Request, State};
-use axum::http::{header, HeaderMap, HeaderName, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
+use futures_util::StreamExt;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use uuid::Uuid;
 
-use crate::sandbox::local::LocalSandboxProvider;
+use crate::sandbox::local::{ActivityGuard, LocalSandboxProvider};
 use crate::sandbox::SandboxError;
 
 #[derive(Clone)]
@@ -32,6 +41,7 @@ pub fn router(sandboxes: Arc<LocalSandboxProvider>) -> Router {
         .expect("a reqwest client without TLS roots or proxies always builds");
     Router::new()
         .route("/preview/{project_id}", any(proxy))
+        .route("/preview/{project_id}/", any(proxy))
         .route("/preview/{project_id}/{*rest}", any(proxy))
         .with_state(PreviewState { sandboxes, http })
 }
@@ -85,6 +95,12 @@ async fn proxy(
     else {
         return (StatusCode::NOT_FOUND, "unknown project\n").into_response();
     };
+    // Held until the response body is sent (or the tunnel closes): the idle timer never stops
+    // a dev server that is answering.
+    let busy = match state.sandboxes.sandbox(project_id).await {
+        Ok(sandbox) => sandbox.hold(),
+        Err(err) => return error_response(&err),
+    };
     let port = match state.sandboxes.ensure_dev_server(project_id).await {
         Ok(port) => port,
         Err(err) => return error_response(&err),
@@ -99,6 +115,10 @@ async fn proxy(
         .unwrap_or_else(|| request.uri().clone());
     let path_and_query = uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
     let url = format!("http://127.0.0.1:{port}{path_and_query}");
+
+    if is_upgrade(request.headers()) {
+        return tunnel_upgrade(busy, port, path_and_query.to_owned(), request).await;
+    }
 
     let (parts, body) = request.into_parts();
     let mut headers = parts.headers;
@@ -120,13 +140,134 @@ async fn proxy(
             )))
         }
     };
-    state.sandboxes.touch(project_id);
-
     let status = response.status();
     let mut headers = response.headers().clone();
     strip_hop_by_hop(&mut headers);
-    let mut proxied = Response::new(Body::from_stream(response.bytes_stream()));
+    let body = response.bytes_stream().map(move |chunk| {
+        let _busy = &busy;
+        chunk
+    });
+    let mut proxied = Response::new(Body::from_stream(body));
     *proxied.status_mut() = status;
     *proxied.headers_mut() = headers;
     proxied
+}
+
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    let connection_upgrade = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        });
+    connection_upgrade && headers.contains_key(header::UPGRADE)
+}
+
+/// Forwards the upgrade request to the dev server over a raw TCP connection; when it answers
+/// `101`, answers the client the same and copies bytes both ways until either side closes.
+async fn tunnel_upgrade(
+    busy: ActivityGuard,
+    port: u16,
+    path_and_query: String,
+    mut request: Request,
+) -> Response {
+    let bad_gateway = |what: String| {
+        error_response(&SandboxError::Unavailable(format!(
+            "websocket upgrade: {what}"
+        )))
+    };
+    let mut upstream = match TcpStream::connect(("127.0.0.1", port)).await {
+        Ok(stream) => stream,
+        Err(err) => return bad_gateway(err.to_string()),
+    };
+    let mut head = format!("{} {} HTTP/1.1\r\n", request.method(), path_and_query);
+    for (name, value) in request.headers() {
+        if let Ok(value) = value.to_str() {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+    }
+    head.push_str("\r\n");
+    if let Err(err) = upstream.write_all(head.as_bytes()).await {
+        return bad_gateway(err.to_string());
+    }
+    let (status, headers, leftover) = match read_response_head(&mut upstream).await {
+        Ok(parsed) => parsed,
+        Err(err) => return bad_gateway(err),
+    };
+    let mut response = Response::new(Body::from(if status == StatusCode::SWITCHING_PROTOCOLS {
+        Vec::new()
+    } else {
+        leftover.clone()
+    }));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    if status != StatusCode::SWITCHING_PROTOCOLS {
+        return response;
+    }
+
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        let _busy = busy;
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(err) => {
+                tracing::debug!(%err, "preview websocket upgrade failed");
+                return;
+            }
+        };
+        let mut client = TokioIo::new(upgraded);
+        if !leftover.is_empty() && client.write_all(&leftover).await.is_err() {
+            return;
+        }
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    });
+    response
+}
+
+/// Reads an HTTP/1.1 response head; returns the status, headers and any bytes read past it.
+async fn read_response_head(
+    stream: &mut TcpStream,
+) -> Result<(StatusCode, HeaderMap, Vec<u8>), String> {
+    const MAX_HEAD: usize = 64 * 1024;
+    let mut buffer = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        if let Some(pos) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            break pos;
+        }
+        if buffer.len() > MAX_HEAD {
+            return Err("response head too large".into());
+        }
+        let read = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut chunk))
+            .await
+            .map_err(|_| "dev server did not answer".to_owned())?
+            .map_err(|err| err.to_string())?;
+        if read == 0 {
+            return Err("dev server closed the connection".into());
+        }
+        buffer.extend_from_slice(&chunk[..read]);
+    };
+    let head = String::from_utf8_lossy(&buffer[..end]).into_owned();
+    let leftover = buffer[end + 4..].to_vec();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|code| code.parse::<u16>().ok())
+        .and_then(|code| StatusCode::from_u16(code).ok())
+        .ok_or_else(|| format!("bad status line in {head:?}"))?;
+    let mut headers = HeaderMap::new();
+    for line in lines {
+        if let Some((name, value)) = line.split_once(':') {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::try_from(name.trim()),
+                HeaderValue::try_from(value.trim()),
+            ) {
+                headers.append(name, value);
+            }
+        }
+    }
+    Ok((status, headers, leftover))
 }

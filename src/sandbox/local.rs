@@ -14,7 +14,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -136,6 +136,8 @@ impl LocalSandboxProvider {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("a reqwest client without TLS roots or proxies always builds");
+        remove_stale_staging(&config.data_dir.join("sandboxes"));
+        remove_stale_staging(&config.cache_dir);
         Self {
             inner: Arc::new(Inner {
                 shared: Arc::new(Shared {
@@ -236,6 +238,7 @@ impl LocalSandboxProvider {
             provider: Arc::downgrade(&self.inner),
             dev: tokio::sync::Mutex::new(None),
             activity: Mutex::new(Activity::now()),
+            busy: AtomicUsize::new(0),
             killed: AtomicBool::new(false),
         });
         lock(&self.inner.sandboxes).insert(project_id, sandbox.clone());
@@ -257,10 +260,7 @@ impl LocalSandboxProvider {
                 let sandboxes: Vec<_> = lock(&inner.sandboxes).values().cloned().collect();
                 drop(inner);
                 for sandbox in sandboxes {
-                    if sandbox.idle_for() >= idle && sandbox.has_dev_server().await {
-                        tracing::info!(project_id = %sandbox.project_id, "stopping idle dev server");
-                        sandbox.stop_dev_server().await;
-                    }
+                    sandbox.stop_dev_server_if_idle(idle).await;
                 }
             }
         });
@@ -405,6 +405,27 @@ fn bwrap_args(workspace: &Path, cwd: &Path) -> Vec<String> {
     args
 }
 
+/// Removes half-built workspaces or caches (`.{name}.tmp-…`) left by a crash, once they are an
+/// hour old (a younger one may belong to another live process).
+fn remove_stale_staging(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let stale = entry
+            .metadata()
+            .and_then(|meta| meta.modified())
+            .ok()
+            .and_then(|modified| modified.elapsed().ok())
+            .is_some_and(|age| age > Duration::from_secs(3600));
+        if name.starts_with('.') && name.contains(".tmp-") && stale {
+            tracing::info!(path = %entry.path().display(), "removing stale sandbox staging dir");
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// `Some(path)` when `bwrap` is on PATH and can create a sandbox here.
 fn probe_bwrap() -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
@@ -495,10 +516,29 @@ pub struct LocalSandbox {
     provider: Weak<Inner>,
     dev: tokio::sync::Mutex<Option<DevServer>>,
     activity: Mutex<Activity>,
+    /// Proxied requests and tunnels in flight; a busy sandbox is never idle.
+    busy: AtomicUsize,
     killed: AtomicBool,
 }
 
+/// Keeps a sandbox from being considered idle while it lives (a proxied request or websocket).
+pub struct ActivityGuard(Arc<LocalSandbox>);
+
+impl Drop for ActivityGuard {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.busy.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 impl LocalSandbox {
+    /// Marks the sandbox busy until the guard is dropped.
+    pub fn hold(self: &Arc<Self>) -> ActivityGuard {
+        self.busy.fetch_add(1, Ordering::SeqCst);
+        self.touch();
+        ActivityGuard(self.clone())
+    }
+
     pub fn project_id(&self) -> Uuid {
         self.project_id
     }
@@ -518,6 +558,9 @@ impl LocalSandbox {
     }
 
     fn idle_for(&self) -> Duration {
+        if self.busy.load(Ordering::SeqCst) > 0 {
+            return Duration::ZERO;
+        }
         let activity = *lock(&self.activity);
         let now = Instant::now();
         if now < activity.keep_until {
@@ -536,7 +579,8 @@ impl LocalSandbox {
         Ok(())
     }
 
-    async fn has_dev_server(&self) -> bool {
+    /// Whether a dev server process is currently held for this sandbox.
+    pub async fn has_dev_server(&self) -> bool {
         self.dev.lock().await.is_some()
     }
 
@@ -548,11 +592,24 @@ impl LocalSandbox {
         }
     }
 
+    /// Stops the dev server when nothing touched the sandbox for `idle`. Decided under the
+    /// dev server lock, so a server that is starting (or just started) is never taken for idle.
+    async fn stop_dev_server_if_idle(&self, idle: Duration) {
+        let mut dev = self.dev.lock().await;
+        if dev.is_some() && self.idle_for() >= idle {
+            tracing::info!(project_id = %self.project_id, "stopping idle dev server");
+            if let Some(mut server) = dev.take() {
+                kill_group(server.pgid);
+                let _ = server.child.wait().await;
+            }
+        }
+    }
+
     /// Starts `next dev` if it is not running, waits until it answers HTTP, returns its port.
     pub async fn ensure_dev_server(&self) -> Result<u16, SandboxError> {
         self.check_alive()?;
-        self.touch();
         let mut dev = self.dev.lock().await;
+        self.touch();
         if let Some(server) = dev.as_mut() {
             if server.child.try_wait()?.is_none() {
                 return Ok(server.port);
@@ -563,8 +620,8 @@ impl LocalSandbox {
         let server = self.start_dev_server().await?;
         let port = server.port;
         *dev = Some(server);
-        drop(dev);
         self.touch();
+        drop(dev);
         Ok(port)
     }
 
@@ -1049,7 +1106,15 @@ async fn create_workspace(
         tokio::task::spawn_blocking(move || copy_tree(&template, &app_copy, TEMPLATE_EXCLUDES))
             .await
             .map_err(unavailable)??;
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "template copied"
+        );
         link_tree(&deps.join("node_modules"), &app.join("node_modules")).await?;
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "node_modules linked"
+        );
         // npm rewrites its hidden lockfile in place; give each workspace its own copy.
         let hidden = app.join("node_modules/.package-lock.json");
         if tokio::fs::try_exists(&hidden).await? {
@@ -1154,14 +1219,19 @@ fn dependency_hash(template_dir: &Path) -> Result<String, SandboxError> {
     Ok(digest[..8].iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// `{cache_dir}/next-js-{hash}` with `node_modules` installed by `npm ci`, once. The caller
-/// holds the provider's creation lock (in-process); across processes the install happens in a
-/// private staging directory that is renamed into place, and the loser of a race discards its
-/// copy.
+/// `{cache_dir}/next-js-{hash}` with `node_modules` installed by `npm ci`, once. In-process a
+/// lock serialises installs; across processes the install happens in a private staging
+/// directory that is renamed into place, and the loser of a race discards its copy.
 async fn ensure_dependencies(shared: &Shared) -> Result<PathBuf, SandboxError> {
+    // One install at a time in this process, whatever the provider.
+    static INSTALL_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let config = &shared.config;
     let hash = dependency_hash(&config.template_dir)?;
     let target = config.cache_dir.join(format!("next-js-{hash}"));
+    if tokio::fs::try_exists(target.join("node_modules")).await? {
+        return Ok(target);
+    }
+    let _install = INSTALL_LOCK.lock().await;
     if tokio::fs::try_exists(target.join("node_modules")).await? {
         return Ok(target);
     }

@@ -117,3 +117,69 @@ async fn a_token_signed_with_the_server_secret_provisions_its_user() {
     assert_eq!(first, second);
     assert_eq!(first["me"]["plan"], "FREE");
 }
+
+/// Clerk-style RS256 session tokens verified against a JWKS URL provision their user, whose plan
+/// comes from the configured claim.
+#[tokio::test]
+async fn external_rs256_tokens_provision_users_with_their_plan() {
+    use axum::routing::get;
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/auth");
+    let jwks = std::fs::read_to_string(fixtures.join("jwks.json")).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let jwks_url = format!(
+        "http://{}/.well-known/jwks.json",
+        listener.local_addr().unwrap()
+    );
+    let router = axum::Router::new().route(
+        "/.well-known/jwks.json",
+        get(move || async move { jwks.clone() }),
+    );
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+
+    let issuer = "https://clerk.codekraft.example";
+    let app = TestApp::builder(Backend::Sqlite)
+        .config({
+            let jwks_url = jwks_url.clone();
+            move |c| {
+                c.auth_jwks_url = Some(jwks_url);
+                c.auth_issuer = Some(issuer.to_owned());
+                c.auth_plan_claim = Some("pla".to_owned());
+            }
+        })
+        .start()
+        .await;
+    let key = EncodingKey::from_rsa_pem(&std::fs::read(fixtures.join("rsa-private.pem")).unwrap())
+        .unwrap();
+    let mint = |iss: &str, plan: &str| {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some("test-key-1".to_owned());
+        let now = chrono::Utc::now().timestamp();
+        let claims = json!({ "sub": "user_2abc", "iss": iss, "iat": now, "nbf": now - 5, "exp": now + 600, "sid": "sess_1", "pla": plan });
+        encode(&header, &claims, &key).unwrap()
+    };
+    let pro = mint(issuer, "u:pro");
+    let data = app
+        .data(Some(&pro), "{ me { id plan } usage { limit } }", json!({}))
+        .await;
+    assert_eq!(data["me"]["plan"], "PRO");
+    assert_eq!(data["usage"]["limit"], 100);
+    let user_id = data["me"]["id"].clone();
+    // The same subject is the same user; a downgrade in the claim is taken over.
+    let free = mint(issuer, "u:free_user");
+    let again = app.data(Some(&free), "{ me { id plan } }", json!({})).await;
+    assert_eq!(again["me"], json!({ "id": user_id, "plan": "FREE" }));
+    // Another issuer is refused, and built-in accounts keep working beside external ones.
+    let foreign = mint("https://evil.example", "u:pro");
+    assert_eq!(
+        error_code(&app.gql(Some(&foreign), "{ me { id } }", json!({})).await),
+        "UNAUTHENTICATED"
+    );
+    let built_in = app.sign_up("local@example.com").await;
+    assert_eq!(
+        app.data(Some(&built_in), "{ me { plan } }", json!({}))
+            .await["me"]["plan"],
+        "FREE"
+    );
+}

@@ -251,3 +251,20 @@ pub async fn seed_project(app: &TestApp, token: &str, n: usize) {
     .await
     .expect("seeding a project");
 }
+
+impl TestApp {
+    /// Rows in a table, straight from the database (to check what cascades leave behind).
+    pub async fn count_rows(&self, table: &str) -> i64 {
+        use sea_orm::{ConnectionTrait, Statement};
+        let db = &self.server.state.db;
+        let row = db
+            .query_one(Statement::from_string(
+                db.get_database_backend(),
+                format!("SELECT COUNT(*) AS n FROM {table}"),
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get::<i64>("", "n").unwrap()
+    }
+}

@@ -1,0 +1,291 @@
+//! The `codekraft` binary as separate processes on one database: a server killed mid-run hands
+//! the run over to the next one, and several servers share the queue and the event stream.
+//! The sandbox is the real E2B client against the fake E2B server (the binary has no fakes).
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::process::{Child, Command};
+
+use crate::support::app::{error_code, TEST_SECRET};
+use crate::support::fake_e2b::FakeE2b;
+use crate::support::fake_llm::{gemini_chunk, gemini_text_chunk, FakeLlm, Reply};
+use crate::support::ws_client::{self, TRANSPORT_WS};
+
+struct ServerProcess {
+    child: Child,
+    addr: String,
+    http: reqwest::Client,
+}
+
+impl ServerProcess {
+    async fn spawn(
+        database_url: &str,
+        data_dir: &std::path::Path,
+        fake_e2b: &FakeE2b,
+        extra: &[(&str, String)],
+    ) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let e2b = fake_e2b.config();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_codekraft"));
+        command
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("BIND", &addr)
+            .env("DATA_DIR", data_dir)
+            .env("DATABASE_URL", database_url)
+            .env("AUTH_JWT_SECRET", TEST_SECRET)
+            .env("RUN_LEASE_SECS", "2")
+            .env("AGENT_CHECK_COMMAND", "")
+            .env("E2B_API_KEY", &e2b.api_key)
+            .env("E2B_TEMPLATE", &e2b.template)
+            .env("E2B_API_URL", e2b.api_url.clone().unwrap())
+            .env("E2B_ENVD_URL", e2b.envd_url.clone().unwrap())
+            .env("RUST_LOG", "codekraft=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        for (key, value) in extra {
+            command.env(key, value);
+        }
+        let child = command.spawn().expect("spawning codekraft");
+        let server = Self {
+            child,
+            addr,
+            http: reqwest::Client::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while server
+            .http
+            .get(format!("http://{}/readyz", server.addr))
+            .send()
+            .await
+            .map(|r| r.status().is_success())
+            .ok()
+            != Some(true)
+        {
+            assert!(Instant::now() < deadline, "the server did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        server
+    }
+
+    async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+        let mut request = self
+            .http
+            .post(format!("http://{}/graphql", self.addr))
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap().json().await.unwrap()
+    }
+
+    async fn data(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+        let response = self.gql(token, query, variables).await;
+        assert!(response.get("errors").is_none(), "{response}");
+        response["data"].clone()
+    }
+
+    async fn sign_up(&self, email: &str) -> String {
+        let data = self.data(None, "mutation($e: String!) { signUp(email: $e, password: \"correct horse\") { token } }", json!({ "e": email })).await;
+        data["signUp"]["token"].as_str().unwrap().to_owned()
+    }
+
+    async fn create_project(&self, token: &str, prompt: &str) -> (String, String) {
+        let data = self
+            .data(
+                Some(token),
+                "mutation($p: String!) { createProject(prompt: $p) { project { id } run { id } } }",
+                json!({ "p": prompt }),
+            )
+            .await;
+        (
+            data["createProject"]["project"]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+            data["createProject"]["run"]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        )
+    }
+
+    async fn wait_for_run(&self, token: &str, run_id: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let data = self
+                .data(
+                    Some(token),
+                    "query($id: ID!) { run(id: $id) { status attempts } }",
+                    json!({ "id": run_id }),
+                )
+                .await;
+            if !matches!(data["run"]["status"].as_str(), Some("QUEUED" | "RUNNING")) {
+                return data["run"].clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "run {run_id} did not end: {data}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn assistant_messages(&self, token: &str, project_id: &str) -> Vec<Value> {
+        let data = self
+            .data(Some(token), "query($id: ID!) { project(id: $id) { messages { edges { node { role type } } } } }", json!({ "id": project_id }))
+            .await;
+        data["project"]["messages"]["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["node"].clone())
+            .filter(|m| m["role"] == "ASSISTANT")
+            .collect()
+    }
+
+    fn kill(&mut self) {
+        // SIGKILL: no shutdown code runs, as when a machine dies.
+        self.child.start_kill().unwrap();
+    }
+}
+
+async fn database(backend: &str, dir: &std::path::Path) -> String {
+    match backend {
+        "sqlite" => format!("sqlite://{}?mode=rwc", dir.join("shared.db").display()),
+        _ => crate::support::postgres::fresh_database_url().await,
+    }
+}
+
+async fn killed_mid_run_then_restarted(backend: &str) {
+    let data_dir = tempfile::tempdir().unwrap();
+    let url = database(backend, data_dir.path()).await;
+    let e2b = FakeE2b::start().await;
+    let fake = FakeLlm::start([
+        // The first server hangs in this call when it is killed.
+        Reply::gemini_stream([gemini_text_chunk(&["thinking"])])
+            .with_delay(Duration::from_secs(120)),
+        Reply::gemini_stream([gemini_chunk(
+            vec![json!({ "text": "<task_summary>Done after a restart.</task_summary>" })],
+            Some("STOP"),
+            None,
+        )]),
+        Reply::gemini_stream([gemini_chunk(
+            vec![json!({ "text": "Survivor" })],
+            Some("STOP"),
+            None,
+        )]),
+        Reply::gemini_stream([gemini_chunk(
+            vec![json!({ "text": "Here it is." })],
+            Some("STOP"),
+            None,
+        )]),
+    ])
+    .await;
+    let model = [
+        ("GEMINI_API_KEY", "test-key".to_owned()),
+        ("GEMINI_BASE_URL", fake.base_url()),
+    ];
+    let mut first = ServerProcess::spawn(&url, data_dir.path(), &e2b, &model).await;
+    let token = first.sign_up("survivor@example.com").await;
+    let (project_id, run_id) = first.create_project(&token, "an app that survives").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while fake.request_count() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the first server never called the model"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    first.kill();
+    first.child.wait().await.unwrap();
+
+    let second = ServerProcess::spawn(&url, data_dir.path(), &e2b, &model).await;
+    let run = second
+        .wait_for_run(&token, &run_id, Duration::from_secs(30))
+        .await;
+    assert_eq!(run["status"], "SUCCEEDED", "{run}");
+    assert_eq!(run["attempts"], 2, "taken over after the lease expired");
+    assert_eq!(
+        second.assistant_messages(&token, &project_id).await.len(),
+        1,
+        "exactly one ASSISTANT message"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_hands_its_run_over_on_sqlite() {
+    killed_mid_run_then_restarted("sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_hands_its_run_over_on_postgres() {
+    killed_mid_run_then_restarted("postgres").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_on_one_postgres_share_runs_and_events() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let url = database("postgres", data_dir.path()).await;
+    let e2b = FakeE2b::start().await;
+    let workers = [("WORKER_CONCURRENCY", "2".to_owned())];
+    let a = ServerProcess::spawn(&url, data_dir.path(), &e2b, &workers).await;
+    let b = ServerProcess::spawn(&url, data_dir.path(), &e2b, &workers).await;
+    // An API-only server: whatever it streams was produced by the others.
+    let watcher = ServerProcess::spawn(
+        &url,
+        data_dir.path(),
+        &e2b,
+        &[("WORKER_CONCURRENCY", "0".to_owned())],
+    )
+    .await;
+
+    let mut runs = Vec::new();
+    for user in 0..4 {
+        let token = a.sign_up(&format!("user{user}@example.com")).await;
+        for n in 0..2 {
+            let server = if n == 0 { &a } else { &b };
+            let (project_id, run_id) = server
+                .create_project(&token, &format!("app {user}-{n}"))
+                .await;
+            runs.push((token.clone(), project_id, run_id));
+        }
+    }
+    let (token, project_id, _) = &runs[0];
+    let mut ws =
+        ws_client::connect(&format!("ws://{}/graphql/ws", watcher.addr), TRANSPORT_WS).await;
+    ws.init(json!({ "Authorization": format!("Bearer {token}") }))
+        .await;
+    ws.send_json(json!({ "id": "1", "type": "subscribe", "payload": {
+        "query": "subscription($id: ID!) { projectEvents(projectId: $id) { seq kind } }",
+        "variables": { "id": project_id } } }))
+        .await;
+    loop {
+        let message = ws.recv().await;
+        assert_eq!(message["type"], "next", "{message}");
+        if message["payload"]["data"]["projectEvents"]["kind"] == "RUN_FINISHED" {
+            break;
+        }
+    }
+
+    for (token, project_id, run_id) in &runs {
+        let run = watcher
+            .wait_for_run(token, run_id, Duration::from_secs(60))
+            .await;
+        assert_eq!(run["status"], "SUCCEEDED", "{run}");
+        assert_eq!(run["attempts"], 1, "no run was taken twice");
+        assert_eq!(watcher.assistant_messages(token, project_id).await.len(), 1);
+    }
+    // The API-only server refuses nothing it should serve.
+    let stranger = watcher.gql(Some("bad"), "{ me { id } }", json!({})).await;
+    assert_eq!(error_code(&stranger), "UNAUTHENTICATED");
+}

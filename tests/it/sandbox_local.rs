@@ -1,0 +1,710 @@
+//! The local sandbox backend against the real template. The template's dependencies are
+//! installed once into `target/sandbox-cache` (the first run needs the npm registry and takes
+//! a minute; later runs reuse it). Workspaces live in temporary dirs under `target/`.
+//! Commands run inside bubblewrap when it works here (both ways for the command tests);
+//! `SANDBOX_TEST_NO_BWRAP=1` forces everything unjailed.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use codekraft::sandbox::local::{LocalSandboxConfig, LocalSandboxProvider};
+use codekraft::sandbox::{
+    CommandOutput, CommandSpec, FileMap, OutputChunk, Sandbox, SandboxError, SandboxProvider,
+};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+struct TestEnv {
+    _dir: tempfile::TempDir,
+    config: LocalSandboxConfig,
+}
+
+fn test_env(use_bwrap: bool) -> TestEnv {
+    let root = manifest_dir().join("target/sandbox-tests");
+    std::fs::create_dir_all(&root).unwrap();
+    let dir = tempfile::tempdir_in(root).unwrap();
+    let mut config = LocalSandboxConfig::new(dir.path().join("data"), "http://127.0.0.1:9");
+    config.template_dir = manifest_dir().join("sandbox-templates/next-js");
+    config.cache_dir = manifest_dir().join("target/sandbox-cache");
+    // `SANDBOX_TEST_NO_BWRAP=1` runs everything unjailed (as on a machine without bubblewrap).
+    config.use_bwrap = use_bwrap && std::env::var_os("SANDBOX_TEST_NO_BWRAP").is_none();
+    TestEnv { _dir: dir, config }
+}
+
+async fn connect(config: &LocalSandboxConfig) -> (LocalSandboxProvider, Arc<dyn Sandbox>) {
+    let provider = LocalSandboxProvider::new(config.clone());
+    let sandbox = provider
+        .connect(Uuid::new_v4(), None, &FileMap::new())
+        .await
+        .expect("connect");
+    (provider, sandbox)
+}
+
+/// Jailed and unjailed when bwrap works here; unjailed only otherwise.
+fn modes() -> Vec<bool> {
+    let probe = LocalSandboxProvider::new(test_env(true).config);
+    if probe.is_jailed() {
+        vec![true, false]
+    } else {
+        vec![false]
+    }
+}
+
+#[derive(Default)]
+struct Collected(Mutex<(String, String)>);
+
+impl Collected {
+    fn sink(&self) -> impl Fn(OutputChunk) + Send + Sync + '_ {
+        move |chunk| {
+            let mut out = self.0.lock().unwrap();
+            match chunk {
+                OutputChunk::Stdout(s) => out.0.push_str(&s),
+                OutputChunk::Stderr(s) => out.1.push_str(&s),
+            }
+        }
+    }
+
+    fn get(&self) -> (String, String) {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+async fn run(sandbox: &dyn Sandbox, command: &str) -> Result<CommandOutput, SandboxError> {
+    sandbox
+        .run_command(
+            CommandSpec::new(command, Duration::from_secs(30)),
+            &|_| {},
+            CancellationToken::new(),
+        )
+        .await
+}
+
+#[tokio::test]
+async fn echo_exit_codes_cwd_and_env() {
+    for jail in modes() {
+        let env = test_env(jail);
+        let (_provider, sandbox) = connect(&env.config).await;
+        let collected = Collected::default();
+        let sink = collected.sink();
+        let output = sandbox
+            .run_command(
+                CommandSpec::new("echo hello; echo oops >&2; exit 3", Duration::from_secs(10)),
+                &sink,
+                CancellationToken::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(output.exit_code, 3, "jail={jail}");
+        assert_eq!(output.stdout, "hello\n");
+        assert_eq!(output.stderr, "oops\n");
+        assert!(!output.truncated);
+        assert_eq!(collected.get(), ("hello\n".into(), "oops\n".into()));
+
+        let mut spec = CommandSpec::new("pwd; echo \"$GREETING\"", Duration::from_secs(10));
+        spec.cwd = Some("app".into());
+        spec.env.push(("GREETING".into(), "hi there".into()));
+        sandbox.write_file("app/.keep", "").await.unwrap();
+        let output = sandbox
+            .run_command(spec, &|_| {}, CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(output.exit_code, 0);
+        assert!(
+            output.stdout.ends_with("/app/app\nhi there\n"),
+            "{output:?}"
+        );
+
+        let node = run(&*sandbox, "node -e 'console.log(1 + 1)'")
+            .await
+            .unwrap();
+        assert_eq!((node.exit_code, node.stdout.as_str()), (0, "2\n"));
+    }
+}
+
+#[tokio::test]
+async fn failing_command_reports_exit_code_and_stderr() {
+    let env = test_env(true);
+    let (_provider, sandbox) = connect(&env.config).await;
+    let output = run(&*sandbox, "no-such-command-xyz").await.unwrap();
+    assert_eq!(output.exit_code, 127);
+    assert!(output.stderr.contains("not found"), "{output:?}");
+    let output = run(&*sandbox, "cat missing.txt").await.unwrap();
+    assert_eq!(output.exit_code, 1);
+    let mut spec = CommandSpec::new("true", Duration::from_secs(5));
+    spec.cwd = Some("no/such/dir".into());
+    assert!(matches!(
+        sandbox
+            .run_command(spec, &|_| {}, CancellationToken::new())
+            .await,
+        Err(SandboxError::NotFound(_))
+    ));
+}
+
+/// Processes whose command line contains `marker`, seen from outside any jail.
+fn processes_with(marker: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(marker) && !cmdline.contains("cargo") {
+                found.push(format!(
+                    "{}: {cmdline}",
+                    entry.file_name().to_string_lossy()
+                ));
+            }
+        }
+    }
+    found
+}
+
+async fn assert_gone(marker: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = processes_with(marker);
+        if left.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "still running: {left:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn timeout_kills_the_whole_process_tree() {
+    for jail in modes() {
+        let env = test_env(jail);
+        let (_provider, sandbox) = connect(&env.config).await;
+        let marker = format!("1000.{}", rand_digits());
+        let command = format!("sleep {marker} & sh -c 'sleep {marker}' & sleep {marker}");
+        let started = Instant::now();
+        let result = sandbox
+            .run_command(
+                CommandSpec::new(command, Duration::from_millis(800)),
+                &|_| {},
+                CancellationToken::new(),
+            )
+            .await;
+        assert!(
+            matches!(result, Err(SandboxError::Timeout(_))),
+            "jail={jail}: {result:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_gone(&marker).await;
+    }
+}
+
+#[tokio::test]
+async fn background_processes_do_not_outlive_their_command() {
+    let env = test_env(true);
+    let (_provider, sandbox) = connect(&env.config).await;
+    let marker = format!("1000.{}", rand_digits());
+    let output = run(&*sandbox, &format!("sleep {marker} & echo started"))
+        .await
+        .unwrap();
+    assert_eq!(output.stdout, "started\n");
+    assert_gone(&marker).await;
+}
+
+#[tokio::test]
+async fn cancellation_kills_the_command() {
+    let env = test_env(true);
+    let (_provider, sandbox) = connect(&env.config).await;
+    let marker = format!("1000.{}", rand_digits());
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        trigger.cancel();
+    });
+    let started = Instant::now();
+    let result = sandbox
+        .run_command(
+            CommandSpec::new(format!("sleep {marker}"), Duration::from_secs(60)),
+            &|_| {},
+            cancel,
+        )
+        .await;
+    assert!(matches!(result, Err(SandboxError::Cancelled)), "{result:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_gone(&marker).await;
+}
+
+#[tokio::test]
+async fn output_is_capped_for_the_model_but_streamed_in_full() {
+    let mut env = test_env(true);
+    env.config.output_cap_bytes = 1000;
+    let (_provider, sandbox) = connect(&env.config).await;
+    let collected = Collected::default();
+    let sink = collected.sink();
+    let output = sandbox
+        .run_command(
+            CommandSpec::new(
+                "echo START; head -c 100000 /dev/zero | tr '\\0' a; echo; echo END",
+                Duration::from_secs(10),
+            ),
+            &sink,
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert!(output.truncated);
+    assert!(output.stdout.len() < 1200, "{}", output.stdout.len());
+    assert!(output.stdout.starts_with("START\naaa"));
+    assert!(output.stdout.ends_with("aaa\nEND\n"));
+    assert!(output.stdout.contains("bytes of output omitted"));
+    assert_eq!(collected.get().0.len(), 6 + 100_000 + 1 + 4);
+}
+
+#[tokio::test]
+async fn server_secrets_do_not_reach_commands() {
+    // Server secrets in this process's environment (set only when absent, so other tests in
+    // the binary that read them keep their values).
+    let mut secrets = Vec::new();
+    for (key, fake) in [
+        ("AUTH_JWT_SECRET", "test-secret-value-123"),
+        ("GEMINI_API_KEY", "test-gemini-key-456"),
+    ] {
+        if std::env::var_os(key).is_none() {
+            std::env::set_var(key, fake);
+        }
+        secrets.push((key, std::env::var(key).unwrap_or_else(|_| fake.to_owned())));
+    }
+    for jail in modes() {
+        let env = test_env(jail);
+        let (provider, sandbox) = connect(&env.config).await;
+        let output = run(&*sandbox, "env").await.unwrap();
+        assert_eq!(output.exit_code, 0);
+        assert!(
+            !output.stdout.contains("AUTH_JWT_SECRET"),
+            "{}",
+            output.stdout
+        );
+        for (key, value) in &secrets {
+            assert!(!output.stdout.contains(key), "{key} leaked");
+            assert!(
+                !output.stdout.contains(value.as_str()),
+                "{key}'s value leaked"
+            );
+        }
+        assert!(!output.stdout.contains("NODE_ENV"));
+        let workspace = provider.workspace_dir(sandbox.id().parse().unwrap());
+        assert!(
+            output
+                .stdout
+                .contains(&format!("HOME={}/home", workspace.display())),
+            "{}",
+            output.stdout
+        );
+        if jail {
+            // The data dir beside the workspace and the server's files are invisible.
+            let data = env.config.data_dir.display().to_string();
+            let listing = run(&*sandbox, &format!("ls -A {data}/sandboxes"))
+                .await
+                .unwrap();
+            assert_eq!(listing.stdout, format!("{}\n", sandbox.id()), "{listing:?}");
+            let server = run(&*sandbox, &format!("ls -A {}", env!("CARGO_MANIFEST_DIR")))
+                .await
+                .unwrap();
+            assert_eq!(server.stdout, "target\n", "{server:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn paths_outside_the_app_are_refused() {
+    let env = test_env(true);
+    let (_provider, sandbox) = connect(&env.config).await;
+    let refused = |r: &Result<_, SandboxError>| matches!(r, Err(SandboxError::PathRefused(_)));
+    assert!(refused(&sandbox.write_file("../escape.txt", "x").await));
+    assert!(refused(&sandbox.write_file("/tmp/escape.txt", "x").await));
+    assert!(refused(&sandbox.read_file("/etc/passwd").await.map(|_| ())));
+    assert!(refused(
+        &sandbox.read_file("app/../../home/x").await.map(|_| ())
+    ));
+    assert!(refused(&sandbox.list_files("..").await.map(|_| ())));
+
+    // A symlink made by a command that leads outside the app root.
+    let output = run(
+        &*sandbox,
+        "ln -s /etc etc-link && ln -s .. up && ln -s app inside",
+    )
+    .await
+    .unwrap();
+    assert_eq!(output.exit_code, 0, "{output:?}");
+    assert!(refused(
+        &sandbox.read_file("etc-link/passwd").await.map(|_| ())
+    ));
+    assert!(refused(&sandbox.write_file("etc-link/evil", "x").await));
+    assert!(refused(&sandbox.write_file("up/home/evil", "x").await));
+    let mut spec = CommandSpec::new("true", Duration::from_secs(5));
+    spec.cwd = Some("up".into());
+    assert!(refused(
+        &sandbox
+            .run_command(spec, &|_| {}, CancellationToken::new())
+            .await
+            .map(|_| ())
+    ));
+    // Symlinks that stay inside are fine.
+    sandbox.write_file("inside/page.tsx", "ok").await.unwrap();
+    assert_eq!(sandbox.read_file("app/page.tsx").await.unwrap(), "ok");
+}
+
+#[tokio::test]
+async fn files_round_trip_and_listing() {
+    let env = test_env(true);
+    let (_provider, sandbox) = connect(&env.config).await;
+    let template_page = sandbox.read_file("app/page.tsx").await.unwrap();
+    assert!(template_page.contains("export default function"));
+    sandbox
+        .write_file("components/todo/list.tsx", "export const x = 'ünïcode';\n")
+        .await
+        .unwrap();
+    assert_eq!(
+        sandbox
+            .read_file("./components/todo/list.tsx")
+            .await
+            .unwrap(),
+        "export const x = 'ünïcode';\n"
+    );
+    assert!(matches!(
+        sandbox.read_file("nope.ts").await,
+        Err(SandboxError::NotFound(_))
+    ));
+    let all = sandbox.list_files("").await.unwrap();
+    for expected in [
+        "app/page.tsx",
+        "app/layout.tsx",
+        "app/globals.css",
+        "components.json",
+        "components/ui/button.tsx",
+        "components/todo/list.tsx",
+        "lib/utils.ts",
+        "package.json",
+        "package-lock.json",
+        "next.config.ts",
+    ] {
+        assert!(
+            all.contains(&expected.to_owned()),
+            "{expected} missing: {all:?}"
+        );
+    }
+    assert!(!all
+        .iter()
+        .any(|f| f.starts_with("node_modules/") || f.starts_with(".next/")));
+    assert!(!all.iter().any(|f| f.starts_with("e2b")));
+    assert_eq!(
+        sandbox.list_files("components/todo").await.unwrap(),
+        ["components/todo/list.tsx"]
+    );
+    // Commands see what the file API wrote, and the other way round.
+    let output = run(
+        &*sandbox,
+        "cat components/todo/list.tsx && echo made > made.txt",
+    )
+    .await
+    .unwrap();
+    assert!(output.stdout.contains("ünïcode"));
+    assert_eq!(sandbox.read_file("made.txt").await.unwrap(), "made\n");
+}
+
+#[tokio::test]
+async fn node_modules_are_shared_by_hard_links_but_changes_stay_local() {
+    use std::os::unix::fs::MetadataExt;
+    let env = test_env(true);
+    let provider = LocalSandboxProvider::new(env.config.clone());
+    let a = provider
+        .connect(Uuid::new_v4(), None, &FileMap::new())
+        .await
+        .unwrap();
+    let b = provider
+        .connect(Uuid::new_v4(), None, &FileMap::new())
+        .await
+        .unwrap();
+    let file = "node_modules/clsx/package.json";
+    let dir_a = provider.workspace_dir(a.id().parse().unwrap()).join("app");
+    let dir_b = provider.workspace_dir(b.id().parse().unwrap()).join("app");
+    let ino_a = std::fs::metadata(dir_a.join(file)).unwrap().ino();
+    let ino_b = std::fs::metadata(dir_b.join(file)).unwrap().ino();
+    assert_eq!(
+        ino_a, ino_b,
+        "node_modules should be hard links to the cache"
+    );
+
+    // A project's own changes to node_modules stay in its workspace.
+    let output = run(&*a, "rm -rf node_modules/clsx && mkdir node_modules/left-pad-local && echo 1 > node_modules/left-pad-local/index.js")
+        .await
+        .unwrap();
+    assert_eq!(output.exit_code, 0, "{output:?}");
+    assert!(dir_b.join(file).exists());
+    assert!(!dir_b.join("node_modules/left-pad-local").exists());
+    if provider.is_jailed() {
+        // Shared files are read-only for jailed commands.
+        let output = run(&*b, "echo x >> node_modules/clsx/package.json")
+            .await
+            .unwrap();
+        assert_ne!(output.exit_code, 0);
+    }
+    let untouched = std::fs::read_to_string(dir_b.join(file)).unwrap();
+    assert!(untouched.contains("\"name\": \"clsx\""));
+
+    // `npm install x` (npm registry) adds to this workspace only.
+    let output = b
+        .run_command(
+            CommandSpec::new("npm install is-number@7.0.0", Duration::from_secs(180)),
+            &|_| {},
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(output.exit_code, 0, "{output:?}");
+    assert!(dir_b.join("node_modules/is-number/package.json").exists());
+    assert!(b
+        .read_file("package.json")
+        .await
+        .unwrap()
+        .contains("is-number"));
+    assert!(!dir_a.join("node_modules/is-number").exists());
+    let cache = env.config.cache_dir.clone();
+    for entry in std::fs::read_dir(cache).unwrap().flatten() {
+        assert!(!entry.path().join("node_modules/is-number").exists());
+    }
+    let c = provider
+        .connect(Uuid::new_v4(), None, &FileMap::new())
+        .await
+        .unwrap();
+    assert!(!c
+        .read_file("package.json")
+        .await
+        .unwrap()
+        .contains("is-number"));
+    let node = run(
+        &*b,
+        "node -e \"console.log(require('is-number')(5), require('clsx').clsx('a', false && 'b'))\"",
+    )
+    .await
+    .unwrap();
+    assert_eq!(node.stdout, "true a\n", "{node:?}");
+}
+
+#[tokio::test]
+async fn workspaces_survive_restarts_and_are_rebuilt_from_restore() {
+    let env = test_env(true);
+    let project = Uuid::new_v4();
+    let provider = LocalSandboxProvider::new(env.config.clone());
+    let sandbox = provider
+        .connect(project, None, &FileMap::new())
+        .await
+        .unwrap();
+    let id = sandbox.id().to_owned();
+    assert_eq!(id, project.to_string());
+    sandbox.write_file("app/page.tsx", "v1").await.unwrap();
+    drop(sandbox);
+    drop(provider);
+
+    // A new server process reconnects to the same directory.
+    let provider = LocalSandboxProvider::new(env.config.clone());
+    let sandbox = provider
+        .connect(
+            project,
+            Some(&id),
+            &FileMap::from([("other.txt".into(), "r".into())]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(sandbox.read_file("app/page.tsx").await.unwrap(), "v1");
+
+    // Killed (workspace deleted): a later connect rebuilds from template + restore.
+    sandbox.kill().await.unwrap();
+    assert!(!provider.workspace_dir(project).exists());
+    assert!(matches!(
+        sandbox.read_file("app/page.tsx").await,
+        Err(SandboxError::NotFound(_))
+    ));
+    let restore = FileMap::from([("app/page.tsx".into(), "restored".into())]);
+    let sandbox = provider
+        .connect(project, Some(&id), &restore)
+        .await
+        .unwrap();
+    assert_eq!(sandbox.read_file("app/page.tsx").await.unwrap(), "restored");
+    assert!(sandbox.read_file("app/layout.tsx").await.is_ok());
+    let bad = FileMap::from([("../../evil".into(), "x".into())]);
+    assert!(matches!(
+        provider.connect(Uuid::new_v4(), None, &bad).await,
+        Err(SandboxError::PathRefused(_))
+    ));
+}
+
+/// GET through the proxy until the body contains `needle` (hot reload may take a moment).
+async fn wait_for_text(client: &reqwest::Client, url: &str, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let response = client.get(url).send().await.unwrap();
+        let status = response.status();
+        let body = response.text().await.unwrap();
+        if status == 200 && body.contains(needle) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{needle:?} not served at {url}: {status} {}",
+            &body[..body.len().min(2000)]
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test]
+async fn preview_serves_the_app_through_the_proxy_and_hot_reloads() {
+    let mut env = test_env(true);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    env.config.public_base_url = base.clone();
+    env.config.idle_timeout = Duration::from_secs(4);
+    let provider = Arc::new(LocalSandboxProvider::new(env.config.clone()));
+    let app = codekraft::http::preview::router(provider.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let project = Uuid::new_v4();
+    let sandbox = provider
+        .connect(project, None, &FileMap::new())
+        .await
+        .unwrap();
+    sandbox
+        .write_file(
+            "app/page.tsx",
+            "export default function Page() { return <h1 className=\"text-2xl\">Hello from CodeKraft v1</h1>; }\n",
+        )
+        .await
+        .unwrap();
+    let url = sandbox.preview_url().await.unwrap();
+    assert_eq!(url, format!("{base}/preview/{project}/"));
+
+    let client = reqwest::Client::new();
+    let html = wait_for_text(&client, &url, "Hello from CodeKraft v1").await;
+    assert!(
+        html.contains(&format!("/preview/{project}/_next/")),
+        "assets under basePath"
+    );
+    // An asset through the proxy (CSS with Tailwind compiled in).
+    let css_path = html
+        .split('"')
+        .find(|s| s.starts_with(&format!("/preview/{project}/_next/")) && s.contains(".css"))
+        .unwrap_or_else(|| panic!("no stylesheet in {html}"))
+        .to_owned();
+    let css = client
+        .get(format!("{base}{css_path}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(css.status(), 200);
+    assert!(css.text().await.unwrap().contains("text-2xl"));
+    // Method, query, headers and body are forwarded (a route handler echoes them).
+    sandbox
+        .write_file(
+            "app/api/echo/route.ts",
+            "export async function POST(request: Request) {\n  const url = new URL(request.url);\n  const body = await request.text();\n  return Response.json({ body, q: url.searchParams.get(\"q\"), h: request.headers.get(\"x-test\") }, { headers: { \"x-echo\": \"yes\" } });\n}\n",
+        )
+        .await
+        .unwrap();
+    // (A new route appears once the dev server's watcher has seen the file.)
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let echoed = loop {
+        let response = client
+            .post(format!("{url}api/echo?q=42"))
+            .header("x-test", "header-value")
+            .body("posted body")
+            .send()
+            .await
+            .unwrap();
+        if response.status() != 404 || Instant::now() > deadline {
+            break response;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(echoed.status(), 200);
+    assert_eq!(echoed.headers()["x-echo"], "yes");
+    let echoed: serde_json::Value = echoed.json().await.unwrap();
+    assert_eq!(
+        echoed,
+        serde_json::json!({ "body": "posted body", "q": "42", "h": "header-value" })
+    );
+    let missing = client
+        .get(format!("{base}/preview/{}/", Uuid::new_v4()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+
+    // The HMR websocket is tunnelled through the proxy.
+    let ws_url = format!(
+        "{}/preview/{project}/_next/hmr",
+        base.replace("http://", "ws://")
+    );
+    let mut ws_request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+            ws_url.as_str(),
+        )
+        .unwrap();
+    ws_request
+        .headers_mut()
+        .insert("origin", base.parse().unwrap());
+    let (mut socket, response) = tokio_tungstenite::connect_async(ws_request)
+        .await
+        .expect("HMR websocket through the proxy");
+    assert_eq!(response.status(), 101);
+    let hmr_messages = Arc::new(Mutex::new(Vec::<String>::new()));
+    let collected = hmr_messages.clone();
+    let hmr_reader = tokio::spawn(async move {
+        use futures_util::StreamExt;
+        while let Some(Ok(message)) = socket.next().await {
+            if let Ok(text) = message.to_text() {
+                collected.lock().unwrap().push(text.to_owned());
+            }
+        }
+    });
+
+    // Edit: the dev server picks up the change.
+    sandbox
+        .write_file(
+            "app/page.tsx",
+            "export default function Page() { return <h1>Hello from CodeKraft v2</h1>; }\n",
+        )
+        .await
+        .unwrap();
+    wait_for_text(&client, &url, "Hello from CodeKraft v2").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while hmr_messages.lock().unwrap().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no HMR message over the proxied websocket"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Idle: once the preview tab is gone (an open HMR socket keeps the sandbox busy), the dev
+    // server stops, and the next request starts it again.
+    let local = provider.sandbox(project).await.unwrap();
+    tokio::time::sleep(env.config.idle_timeout + Duration::from_secs(2)).await;
+    assert!(
+        local.has_dev_server().await,
+        "an open preview must keep the dev server"
+    );
+    hmr_reader.abort();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while local.has_dev_server().await {
+        assert!(Instant::now() < deadline, "idle dev server was not stopped");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_for_text(&client, &url, "Hello from CodeKraft v2").await;
+    provider.shutdown().await;
+    assert!(!local.has_dev_server().await);
+}
+
+fn rand_digits() -> String {
+    Uuid::new_v4().as_u128().to_string()[..9].to_owned()
+}
