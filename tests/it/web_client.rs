@@ -4,7 +4,8 @@
 //!
 //! `npm ci` runs once in `tests/browser`, only when its node_modules is missing or older than
 //! `package-lock.json`. Without `node` or Chromium (`/usr/bin/chromium`, or `$CHROMIUM`) the test
-//! is skipped with a message, unless `CODEKRAFT_REQUIRE_BROWSER=1` (set it in CI).
+//! is skipped with a message, unless `CODEKRAFT_REQUIRE_BROWSER=1` or `CODEKRAFT_REQUIRE_NODE=1`
+//! (`scripts/test.sh` sets the latter and installs Debian's `chromium`).
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -54,8 +55,9 @@ async fn browser_available() -> bool {
         (false, _) => "node is not on the PATH".to_owned(),
         (true, false) => format!("{} does not exist", chromium().display()),
     };
-    if std::env::var("CODEKRAFT_REQUIRE_BROWSER").as_deref() == Ok("1") {
-        panic!("the browser test is required (CODEKRAFT_REQUIRE_BROWSER=1) but {missing}");
+    let required = |var: &str| std::env::var(var).as_deref() == Ok("1");
+    if required("CODEKRAFT_REQUIRE_BROWSER") || required("CODEKRAFT_REQUIRE_NODE") {
+        panic!("the browser test is required (CODEKRAFT_REQUIRE_BROWSER / _NODE=1) but {missing}");
     }
     eprintln!("SKIPPED web client browser test: {missing}");
     false
