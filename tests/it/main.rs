@@ -14,4 +14,5 @@ mod sandbox_local;
 mod schema;
 mod subscriptions;
 mod support;
+mod web_client;
 mod ws_protocol;

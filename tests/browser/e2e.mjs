@@ -1,0 +1,360 @@
+// End-to-end check of the web client in a real browser (Debian's Chromium via playwright-core).
+//
+//   node e2e.mjs <base-url> [--screenshot <png>] [--chromium /usr/bin/chromium] [--headed]
+//
+// Signs up, sees the offline banner, builds "a todo app with dark mode", waits for the reply and
+// its fragment (title, preview URL, files tab with app/page.tsx), sends a follow-up, renames the
+// project, reloads and checks the conversation is still there, signs out and in again, and saves
+// a screenshot. Exits 0 when every step passed.
+
+import { chromium } from 'playwright-core';
+import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+
+const args = process.argv.slice(2);
+const opt = (name, fallback) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : fallback;
+};
+const base = args[0] && !args[0].startsWith('--') ? args[0].replace(/\/$/, '') : null;
+if (!base) {
+  console.error('usage: node e2e.mjs <base-url> [--screenshot file.png] [--chromium path]');
+  process.exit(2);
+}
+const screenshot = opt('screenshot', 'web-client.png');
+const executablePath = opt('chromium', process.env.CHROMIUM || '/usr/bin/chromium');
+const TIMEOUT = Number(opt('timeout-ms', 30000));
+const scenario = opt('scenario', 'main');
+
+const userDataDir = mkdtempSync(join(tmpdir(), 'codekraft-e2e-'));
+const pageErrors = [];
+let step = 'launch';
+
+function check(condition, message) {
+  if (!condition) throw new Error(`assertion failed: ${message}`);
+}
+
+async function main() {
+  const context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath,
+    headless: !args.includes('--headed'),
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--no-first-run',
+      '--disable-sync',
+      '--disable-dev-shm-usage',
+    ],
+    viewport: { width: 1440, height: 900 },
+    colorScheme: opt('color-scheme', 'light'),
+    timeout: TIMEOUT,
+  });
+  context.setDefaultTimeout(TIMEOUT);
+  const page = context.pages()[0] || (await context.newPage());
+  page.on('pageerror', (err) => pageErrors.push(String(err)));
+  page.on('console', (msg) => {
+    if (msg.type() === 'error' && !/fake-sandbox|ERR_NAME_NOT_RESOLVED|Failed to load resource/.test(msg.text())) {
+      pageErrors.push(`console: ${msg.text()}`);
+    }
+  });
+  const t = (id) => page.getByTestId(id);
+  // What the web client sends over graphql-transport-ws (to check it resumes with `after`).
+  const wsSent = [];
+  page.on('websocket', (socket) => {
+    check(socket.url().endsWith('/graphql/ws'), `the socket URL is /graphql/ws: ${socket.url()}`);
+    socket.on('framesent', (frame) => {
+      try {
+        wsSent.push(JSON.parse(frame.payload));
+      } catch {
+        /* not JSON */
+      }
+    });
+  });
+
+  try {
+    if (scenario === 'runs') await runsScenario(page, t);
+    else await happyPath(page, t, wsSent);
+
+    check(pageErrors.length === 0, `no page errors: ${pageErrors.join(' | ')}`);
+    console.log(`e2e: all steps passed; screenshot ${screenshot}`);
+  } catch (err) {
+    console.error(`e2e: FAILED at step "${step}": ${err.message}`);
+    if (pageErrors.length) console.error(`page errors:\n  ${pageErrors.join('\n  ')}`);
+    try {
+      const debug = await page.evaluate(() => {
+        const s = window.codekraft?.state;
+        if (!s) return null;
+        return {
+          url: location.pathname,
+          messages: s.messages.map((m) => `${m.role}/${m.type} run=${m.run ? `${m.run.id}:${m.run.status}` : '-'} fragment=${m.fragment ? m.fragment.title : '-'}`),
+          lastEvents: s.activity.slice(-12).map((a) => `${a.seq} ${a.kind} ${a.runId} ${JSON.stringify(a.payload).slice(0, 120)}`),
+        };
+      });
+      if (debug) console.error(`client state: ${JSON.stringify(debug, null, 2)}`);
+    } catch {
+      /* no page */
+    }
+    try {
+      const failure = screenshot.replace(/\.png$/, '-failure.png');
+      mkdirSync(dirname(failure), { recursive: true });
+      await page.screenshot({ path: failure, fullPage: true });
+      console.error(`e2e: failure screenshot ${failure}`);
+    } catch {
+      /* the browser may be gone */
+    }
+    process.exitCode = 1;
+  } finally {
+    await context.close();
+  }
+}
+
+/** Sign up, build an app, follow up, resume the stream, rename, reload, sign out/in, delete, credits. */
+async function happyPath(page, t, wsSent) {
+  step = 'open the app';
+  await page.goto(`${base}/`);
+  await t('auth-form').waitFor();
+  mkdirSync(dirname(screenshot), { recursive: true });
+  await page.screenshot({ path: screenshot.replace(/\.png$/, '-signin.png') });
+
+  step = 'sign up';
+  const email = `e2e-${Date.now()}@example.com`;
+  const password = 'correct horse battery staple';
+  await t('auth-mode-signup').click();
+  await t('auth-email').fill(email);
+  await t('auth-password').fill(password);
+  await t('auth-submit').click();
+  await t('home-prompt').waitFor();
+  check((await t('user-email').textContent()) === email, 'the signed-in email is shown');
+  check(await page.evaluate(() => Boolean(localStorage.getItem('codekraft.token'))), 'the token is in localStorage');
+
+  await page.screenshot({ path: screenshot.replace(/\.png$/, '-home.png') });
+
+  step = 'offline banner, usage and server info';
+  await t('offline-banner').waitFor({ state: 'visible' });
+  check(/offline/i.test(await t('offline-banner').textContent()), 'the banner says the model is offline');
+  await t('usage').waitFor();
+  const usageBefore = await t('usage-remaining').textContent();
+  check(/\d+ \/ \d+ credits/.test(usageBefore), `usage shows remaining / limit: ${usageBefore}`);
+  check(/fake/.test(await t('server-info').textContent()), 'server info names the sandbox provider');
+
+  step = 'create a project from a prompt';
+  await t('home-prompt').fill('a todo app with dark mode');
+  await t('home-submit').click();
+  await page.waitForURL(/\/projects\/[^/]+$/);
+  const projectUrl = page.url();
+  await t('project-name').filter({ hasText: /todo/ }).waitFor();
+
+  step = 'wait for the assistant reply and the fragment';
+  const assistant = page.locator('[data-testid="message"][data-role="ASSISTANT"]');
+  await assistant.first().waitFor();
+  await t('fragment-card').first().waitFor();
+  const title = (await t('preview-title').textContent()).trim();
+  check(title.length > 0, 'the fragment has a title');
+  const previewUrl = (await t('preview-url').textContent()).trim();
+  check(previewUrl.startsWith('http://fake-sandbox/'), `the preview URL is the sandbox's: ${previewUrl}`);
+  check((await t('preview-frame').getAttribute('src')) === previewUrl, 'the iframe shows the preview URL');
+  check((await t('preview-open').getAttribute('href')) === previewUrl, '"open in new tab" links the preview');
+  check((await t('preview-open').getAttribute('target')) === '_blank', '"open in new tab" opens a new tab');
+
+  step = 'run status, tokens and cost';
+  const runMeta = assistant.first().getByTestId('run-meta');
+  await runMeta.and(page.locator('[data-status="SUCCEEDED"]')).waitFor();
+  check(/\d+ in · \d+ out/.test(await runMeta.getByTestId('run-tokens').textContent()), 'tokens are shown');
+  check(/^\$\d/.test(await runMeta.getByTestId('run-cost').textContent()), 'the cost is shown');
+  await page.waitForFunction(
+    (before) => document.querySelector('[data-testid="usage-remaining"]')?.textContent !== before,
+    usageBefore,
+  );
+
+  step = 'activity feed from the subscription';
+  await page.locator('[data-testid="activity-item"][data-kind="RUN_FINISHED"]').first().waitFor({ state: 'attached' });
+  await page.locator('[data-testid="activity-item"][data-kind="FILE_WRITTEN"]').first().waitFor({ state: 'attached' });
+  await page.locator('[data-testid="live-status"][data-state="connected"]').waitFor();
+
+  step = 'files tab shows app/page.tsx';
+  await t('tab-code').click();
+  const pageFile = page.locator('[data-testid="file-item"][data-path="app/page.tsx"]');
+  await pageFile.waitFor();
+  await pageFile.click();
+  check((await t('file-path').textContent()) === 'app/page.tsx', 'the viewer shows app/page.tsx');
+  check((await t('file-content').textContent()).length > 50, 'app/page.tsx has content');
+  await t('tab-preview').click();
+  await t('preview-frame').waitFor();
+
+  step = 'send a follow-up';
+  await t('composer-input').fill('add a button that clears completed todos');
+  await t('composer-send').click();
+  await page.locator('[data-testid="message"][data-role="USER"]').nth(1).waitFor();
+  await assistant.nth(1).waitFor();
+  await assistant.nth(1).getByTestId('run-meta').and(page.locator('[data-status="SUCCEEDED"]')).waitFor();
+  check((await t('fragment-card').count()) === 2, 'each reply carries a fragment');
+  check(
+    (await page.locator('[data-testid="fragment-card"][aria-pressed="true"]').getAttribute('data-fragment-id')) ===
+      (await t('fragment-card').nth(1).getAttribute('data-fragment-id')),
+    'the latest fragment is selected',
+  );
+
+  step = 'the event stream resumes after a dropped connection';
+  const seqsBefore = await page.locator('[data-testid="activity-item"]').count();
+  const initsBefore = wsSent.filter((m) => m.type === 'connection_init').length;
+  const lastSeq = await page.evaluate(() => window.codekraft.state.lastSeq);
+  check(Number.isInteger(lastSeq), 'the client remembers the last seq');
+  await page.evaluate(() => window.codekraft.ws.socket.close());
+  await page.waitForFunction(() => window.codekraft.ws.state !== 'connected');
+  await page.locator('[data-testid="live-status"][data-state="connected"]').waitFor();
+  check(wsSent.filter((m) => m.type === 'connection_init').length === initsBefore + 1, 'the client connected again');
+  const init = wsSent.filter((m) => m.type === 'connection_init').pop();
+  check(/^Bearer .+/.test(init.payload?.Authorization || ''), 'connection_init carries the bearer token');
+  const resubscribe = wsSent.filter((m) => m.type === 'subscribe').pop();
+  check(
+    resubscribe.payload.variables.after === lastSeq,
+    `the client resumes after seq ${lastSeq}: ${JSON.stringify(resubscribe.payload.variables)}`,
+  );
+  await t('composer-input').fill('make the header sticky');
+  await t('composer-send').click();
+  await assistant.nth(2).getByTestId('run-meta').and(page.locator('[data-status="SUCCEEDED"]')).waitFor();
+  await page.locator('[data-testid="activity-item"][data-kind="RUN_FINISHED"]').nth(2).waitFor({ state: 'attached' });
+  const seqs = await page.locator('[data-testid="activity-item"]').evaluateAll((els) => els.map((e) => e.dataset.seq));
+  check(seqs.length > seqsBefore, 'new events arrived after the reconnect');
+  check(new Set(seqs).size === seqs.length, `no event is shown twice after resuming: ${seqs.join(',')}`);
+
+  step = 'the project list, rename';
+  const item = t('project-item');
+  check((await item.count()) === 1, 'one project in the list');
+  await item.first().hover();
+  await item.first().getByTestId('project-rename').click();
+  await t('project-rename-input').fill('My todo app');
+  await t('project-rename-input').press('Enter');
+  await t('project-name').filter({ hasText: 'My todo app' }).waitFor();
+  await page.locator('[data-testid="project-link"]', { hasText: 'My todo app' }).waitFor();
+
+  step = 'reload keeps the conversation';
+  await page.reload();
+  check(page.url() === projectUrl, 'the URL survives a reload');
+  await t('project-name').filter({ hasText: 'My todo app' }).waitFor();
+  await assistant.nth(2).waitFor();
+  check((await t('message').count()) === 6, 'three prompts and three replies after a reload');
+  check(
+    (await t('message').first().getByTestId('message-content').textContent()) === 'a todo app with dark mode',
+    'the first prompt is there',
+  );
+  check((await t('preview-url').textContent()).startsWith('http://fake-sandbox/'), 'the preview is restored');
+  await page.locator('[data-testid="activity-item"][data-kind="RUN_FINISHED"]').nth(2).waitFor({ state: 'attached' });
+
+  step = 'screenshot';
+  await t('activity-panel').evaluate((el) => {
+    el.open = true;
+  });
+  mkdirSync(dirname(screenshot), { recursive: true });
+  await page.screenshot({ path: screenshot });
+  await t('tab-code').click();
+  await t('file-content').waitFor();
+  await page.screenshot({ path: screenshot.replace(/\.png$/, '-code.png') });
+  await page.emulateMedia({ colorScheme: 'dark' });
+  await page.screenshot({ path: screenshot.replace(/\.png$/, '-dark.png') });
+  await page.setViewportSize({ width: 390, height: 844 });
+  await t('tab-preview').click();
+  await page.evaluate(() => document.getElementById('content').scrollTo(0, 0));
+  await page.screenshot({ path: screenshot.replace(/\.png$/, '-mobile.png') });
+  await page.setViewportSize({ width: 1440, height: 900 });
+  await page.emulateMedia({ colorScheme: 'light' });
+
+  step = 'sign out and in again';
+  await t('sign-out').click();
+  await t('auth-form').waitFor();
+  check(await page.evaluate(() => !localStorage.getItem('codekraft.token')), 'the token is gone');
+  await t('auth-email').fill(email);
+  await t('auth-password').fill(password);
+  await t('auth-submit').click();
+  await page.locator('[data-testid="project-link"]', { hasText: 'My todo app' }).click();
+  await page.waitForURL(projectUrl);
+  await assistant.nth(1).waitFor();
+
+  step = 'delete the project';
+  await t('project-item').first().hover();
+  await t('project-delete').first().click();
+  await t('project-delete-confirm').click();
+  await t('home-prompt').waitFor();
+  await t('project-list-empty').waitFor();
+  check(new URL(page.url()).pathname === '/', 'back home after deleting the open project');
+
+  step = 'no credits left: the error says when they renew';
+  for (let i = 0; i < 20; i++) {
+    const code = await page.evaluate(async () => {
+      const response = await fetch('/graphql', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${localStorage.getItem('codekraft.token')}` },
+        body: JSON.stringify({ query: 'mutation { createProject(prompt: "a counter") { project { id } } }' }),
+      });
+      const body = await response.json();
+      return body.errors ? body.errors[0].extensions.code : 'OK';
+    });
+    if (code === 'CREDITS_EXHAUSTED') break;
+    check(code === 'OK', `createProject answered ${code}`);
+  }
+  await t('home-prompt').fill('one app too many');
+  await t('home-submit').click();
+  await page.locator('[data-testid="error-banner"][data-code="CREDITS_EXHAUSTED"]').waitFor();
+  check(/renew/.test(await t('error-text').textContent()), 'the error says when credits renew');
+  check(new URL(page.url()).pathname === '/', 'no project was opened');
+  await t('usage').and(page.locator('.usage-empty')).waitFor();
+
+  step = 'an unknown session goes back to sign-in';
+  await page.evaluate(() => localStorage.setItem('codekraft.token', 'not-a-valid-token'));
+  await page.reload();
+  await t('auth-form').waitFor();
+}
+
+/**
+ * Cancel and Retry, against a server whose model blocks on its first call and refuses the
+ * second (see tests/it/web_client.rs), then works offline.
+ */
+async function runsScenario(page, t) {
+  step = 'sign up';
+  await page.goto(`${base}/`);
+  await t('auth-mode-signup').click();
+  await t('auth-email').fill(`runs-${Date.now()}@example.com`);
+  await t('auth-password').fill('correct horse battery staple');
+  await t('auth-submit').click();
+
+  step = 'a running generation can be cancelled';
+  await t('home-prompt').fill('a slow app');
+  await t('home-submit').click();
+  await page.waitForURL(/\/projects\/[^/]+$/);
+  const pending = page.locator('[data-testid="pending-run"][data-status="RUNNING"]');
+  await pending.waitFor();
+  await pending.getByTestId('cancel-run').click();
+  await page.locator('[data-testid="pending-run"][data-status="CANCELLED"]').waitFor();
+  check((await t('cancel-run').count()) === 0, 'no Cancel button on a cancelled run');
+  await page.locator('[data-testid="activity-item"][data-kind="RUN_FINISHED"]').first().waitFor({ state: 'attached' });
+
+  step = 'a failed generation can be retried';
+  await t('composer-input').fill('try again please');
+  await t('composer-send').click();
+  const failed = page.locator('[data-testid="run-meta"][data-status="FAILED"]');
+  await failed.first().waitFor();
+  await page.locator('[data-testid="message"][data-type="ERROR"]').first().waitFor();
+  const failedRunId = await failed.first().getAttribute('data-run-id');
+  await failed.first().getByTestId('retry-run').click();
+  // The run is queued again and picked up. (Whether it can then store its result depends on the
+  // server: see the note in tests/it/web_client.rs.)
+  await page.locator('[data-testid="activity-item"][data-kind="RUN_QUEUED"]').nth(2).waitFor({ state: 'attached' });
+  check((await page.locator('[data-testid="activity-item"][data-kind="RUN_QUEUED"]').nth(2).textContent()).includes('retry'), 'the activity says it is a retry');
+  await page
+    .locator(`[data-testid="run-meta"][data-run-id="${failedRunId}"]:is([data-status="RUNNING"], [data-status="QUEUED"], [data-status="SUCCEEDED"])`)
+    .first()
+    .waitFor();
+  check((await t('retry-run').count()) === 0, 'no Retry button once the run is queued again');
+  mkdirSync(dirname(screenshot), { recursive: true });
+  await page.screenshot({ path: screenshot });
+}
+
+main()
+  .catch((err) => {
+    console.error(`e2e: FAILED at step "${step}": ${err.stack || err}`);
+    process.exitCode = 1;
+  })
+  .finally(() => rmSync(userDataDir, { recursive: true, force: true }));

@@ -1,0 +1,92 @@
+// GraphQL over HTTP: one `gql()` call, errors surfaced as `GqlError` with the server's
+// `extensions.code` (UNAUTHENTICATED, CREDITS_EXHAUSTED, …).
+
+const TOKEN_KEY = 'codekraft.token';
+
+export const auth = {
+  get token() {
+    return localStorage.getItem(TOKEN_KEY);
+  },
+  set token(value) {
+    if (value) localStorage.setItem(TOKEN_KEY, value);
+    else localStorage.removeItem(TOKEN_KEY);
+  },
+};
+
+export class GqlError extends Error {
+  /** @param {Array<{message: string, extensions?: object}>} errors */
+  constructor(errors) {
+    const first = errors[0] || { message: 'unknown error' };
+    super(first.message);
+    this.name = 'GqlError';
+    this.errors = errors;
+    this.extensions = first.extensions || {};
+    this.code = this.extensions.code || 'ERROR';
+  }
+}
+
+/** Runs a query or mutation; resolves to `data`, rejects with `GqlError`. */
+export async function gql(query, variables = {}) {
+  const headers = { 'Content-Type': 'application/json', Accept: 'application/graphql-response+json, application/json' };
+  const token = auth.token;
+  if (token) headers.Authorization = `Bearer ${token}`;
+  let response;
+  try {
+    response = await fetch('/graphql', {
+      method: 'POST',
+      headers,
+      body: JSON.stringify({ query, variables }),
+    });
+  } catch (err) {
+    throw new GqlError([{ message: `network error: ${err.message}`, extensions: { code: 'NETWORK' } }]);
+  }
+  let body;
+  try {
+    body = await response.json();
+  } catch {
+    throw new GqlError([
+      { message: `server answered ${response.status} without JSON`, extensions: { code: 'HTTP_' + response.status } },
+    ]);
+  }
+  if (body.errors && body.errors.length) throw new GqlError(body.errors);
+  return body.data;
+}
+
+// The documents the client uses, in one place.
+
+const RUN_FIELDS = 'id status inputTokens outputTokens costUsd error';
+
+export const Q = {
+  serverInfo: '{ serverInfo { modelProvider model modelOffline sandboxProvider } }',
+  me: '{ me { id email plan } usage { plan limit consumed remaining resetsAt } }',
+  usage: '{ usage { plan limit consumed remaining resetsAt } }',
+  signUp: `mutation($email: String!, $password: String!) {
+    signUp(email: $email, password: $password) { token user { id email plan } } }`,
+  signIn: `mutation($email: String!, $password: String!) {
+    signIn(email: $email, password: $password) { token user { id email plan } } }`,
+  projects: `query($first: Int, $after: String) {
+    projects(first: $first, after: $after) {
+      edges { node { id name createdAt updatedAt } }
+      pageInfo { hasNextPage endCursor } } }`,
+  project: `query($id: ID!, $after: String) {
+    project(id: $id) {
+      id name sandboxId createdAt updatedAt
+      messages(first: 100, after: $after) {
+        pageInfo { hasNextPage endCursor }
+        edges { node {
+          id role type content createdAt
+          fragment { id title sandboxUrl files createdAt }
+          run { ${RUN_FIELDS} }
+        } }
+      } } }`,
+  createProject: `mutation($prompt: String!) {
+    createProject(prompt: $prompt) { project { id name createdAt updatedAt } message { id } run { ${RUN_FIELDS} } } }`,
+  sendMessage: `mutation($projectId: ID!, $content: String!) {
+    sendMessage(projectId: $projectId, content: $content) { message { id } run { ${RUN_FIELDS} } } }`,
+  renameProject: 'mutation($id: ID!, $name: String!) { renameProject(id: $id, name: $name) { id name } }',
+  deleteProject: 'mutation($id: ID!) { deleteProject(id: $id) { id } }',
+  cancelRun: `mutation($runId: ID!) { cancelRun(runId: $runId) { ${RUN_FIELDS} } }`,
+  retryRun: `mutation($runId: ID!) { retryRun(runId: $runId) { ${RUN_FIELDS} } }`,
+  projectEvents: `subscription($projectId: ID!, $after: Int) {
+    projectEvents(projectId: $projectId, after: $after) { seq runId kind payload createdAt } }`,
+};
