@@ -103,15 +103,13 @@ impl AgentContext<'_> {
         let previous_files = latest_files(self.db, project.id).await?;
 
         let sandbox = self
-            .cancellable(self.sandboxes.connect(
-                project.id,
-                project.sandbox_id.as_deref(),
+            .cancellable(services::sandbox::connect_project_sandbox(
+                self.db,
+                self.sandboxes,
+                &project,
                 &previous_files,
             ))
             .await??;
-        if project.sandbox_id.as_deref() != Some(sandbox.id()) {
-            services::project::set_sandbox_id(self.db, project.id, sandbox.id()).await?;
-        }
         let sandbox_url = self.cancellable(sandbox.preview_url()).await??;
         self.emitter.emit(
             EventKind::SandboxReady,
@@ -338,11 +336,10 @@ async fn latest_files(
     db: &sea_orm::DatabaseConnection,
     project_id: uuid::Uuid,
 ) -> Result<FileMap, AgentError> {
-    let files = services::fragment::latest_fragment(db, project_id)
+    Ok(services::fragment::latest_fragment(db, project_id)
         .await?
-        .map(|fragment| fragment.files)
-        .unwrap_or(Value::Null);
-    Ok(serde_json::from_value(files).unwrap_or_default())
+        .map(|latest| services::sandbox::fragment_files(&latest))
+        .unwrap_or_default())
 }
 
 /// The conversation so far as model messages, up to and including this run's USER message.

@@ -7,6 +7,7 @@ pub mod message;
 pub mod page;
 pub mod project;
 pub mod run;
+pub mod sandbox;
 pub mod user;
 
 use uuid::Uuid;

@@ -273,6 +273,14 @@ on_both_backends!(
         ("mutation($id: ID!) { deleteProject(id: $id) { id } }", &project_id),
         ("mutation($id: ID!) { cancelRun(runId: $id) { id } }", &run_id),
         ("mutation($id: ID!) { retryRun(runId: $id) { id } }", &run_id),
+        (
+            "mutation($id: ID!) { openPreview(projectId: $id) { url } }",
+            &project_id,
+        ),
+        (
+            "mutation($id: ID!) { restoreFragment(fragmentId: $id) { id } }",
+            &fragment_id,
+        ),
     ];
         for (query, id) in attempts {
             let response = app.gql(Some(&bob), query, json!({ "id": id })).await;
@@ -358,5 +366,68 @@ on_both_backends!(
             counts[0], counts[1],
             "statements for 5 and for 50 projects: {counts:?}"
         );
+    }
+);
+
+on_both_backends!(
+    an_earlier_version_can_be_restored,
+    |backend: Backend| async move {
+        let app = TestApp::spawn(backend).await;
+        let token = app.sign_up("undo@example.com").await;
+        let (project_id, run_id) = app.create_project(&token, "a todo list").await;
+        app.wait_for_run(&token, &run_id).await;
+        let sent = app
+        .data(Some(&token), "mutation($id: ID!) { sendMessage(projectId: $id, content: \"a weather page instead\") { run { id } } }", json!({ "id": project_id }))
+        .await;
+        app.wait_for_run(&token, sent["sendMessage"]["run"]["id"].as_str().unwrap())
+            .await;
+        let versions = "query($id: ID!) { project(id: $id) { messages { edges { node { role fragment { id title files } } } } } }";
+        let data = app
+            .data(Some(&token), versions, json!({ "id": project_id }))
+            .await;
+        let first = data["project"]["messages"]["edges"][1]["node"]["fragment"].clone();
+        let first_page = first["files"]["app/page.tsx"].as_str().unwrap().to_owned();
+        let sandbox = app.sandboxes.sandbox(project_id.parse().unwrap()).unwrap();
+        assert_ne!(sandbox.files()["app/page.tsx"], first_page);
+
+        let restored = app
+        .data(Some(&token), "mutation($id: ID!) { restoreFragment(fragmentId: $id) { role content fragment { title files } } }", json!({ "id": first["id"] }))
+        .await;
+        assert_eq!(restored["restoreFragment"]["role"], "ASSISTANT");
+        assert_eq!(
+            restored["restoreFragment"]["fragment"]["title"],
+            first["title"]
+        );
+        assert_eq!(
+            sandbox.files()["app/page.tsx"],
+            first_page,
+            "the sandbox holds the old version again"
+        );
+        // It is the newest version now: a lost sandbox is rebuilt from it, and it cost nothing.
+        let data = app
+            .data(Some(&token), versions, json!({ "id": project_id }))
+            .await;
+        assert_eq!(
+            data["project"]["messages"]["edges"]
+                .as_array()
+                .unwrap()
+                .len(),
+            5
+        );
+        let usage = app
+            .data(Some(&token), "{ usage { consumed } }", json!({}))
+            .await;
+        assert_eq!(usage["usage"]["consumed"], 2);
+        let preview = app
+            .data(
+                Some(&token),
+                "mutation($id: ID!) { openPreview(projectId: $id) { url sandboxId } }",
+                json!({ "id": project_id }),
+            )
+            .await;
+        assert!(preview["openPreview"]["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://fake-sandbox/"));
     }
 );

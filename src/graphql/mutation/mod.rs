@@ -4,7 +4,7 @@ use super::context::ContextExt;
 use super::error::GqlResult;
 use super::types::{parse_id, to_id, AuthPayload, Message, Project, Run};
 use crate::error::AppError;
-use crate::services::{message, project, run, user};
+use crate::services::{message, project, run, sandbox, user};
 
 #[derive(Default)]
 pub struct Mutation;
@@ -21,6 +21,13 @@ pub struct GenerationPayload {
 #[derive(SimpleObject)]
 pub struct DeleteProjectPayload {
     pub id: ID,
+}
+
+/// A live preview of a project.
+#[derive(SimpleObject)]
+pub struct Preview {
+    pub sandbox_id: String,
+    pub url: String,
 }
 
 fn auth_payload(
@@ -139,6 +146,40 @@ impl Mutation {
         Ok(DeleteProjectPayload {
             id: to_id(deleted.id),
         })
+    }
+
+    /// A live preview URL: reconnects the project's sandbox, or rebuilds it from the latest
+    /// version's files when it timed out. Free.
+    async fn open_preview(
+        &self,
+        ctx: &Context<'_>,
+        project_id: ID,
+    ) -> async_graphql::Result<Preview> {
+        let viewer = ctx.viewer()?;
+        let state = ctx.state();
+        let project_id = parse_id(&project_id, "project").gql()?;
+        let (sandbox_id, url) =
+            sandbox::open_preview(&state.db, state.sandboxes.as_ref(), viewer, project_id)
+                .await
+                .gql()?;
+        Ok(Preview { sandbox_id, url })
+    }
+
+    /// Undo: makes an earlier version (fragment) the newest again, in the sandbox too. Free.
+    async fn restore_fragment(
+        &self,
+        ctx: &Context<'_>,
+        fragment_id: ID,
+    ) -> async_graphql::Result<Message> {
+        let viewer = ctx.viewer()?;
+        let state = ctx.state();
+        let fragment_id = parse_id(&fragment_id, "fragment").gql()?;
+        Ok(
+            sandbox::restore_fragment(&state.db, state.sandboxes.as_ref(), viewer, fragment_id)
+                .await
+                .gql()?
+                .into(),
+        )
     }
 
     /// Stops a queued or running generation; it keeps its credit.

@@ -3,7 +3,7 @@ use async_graphql::{Context, Object, SimpleObject, ID};
 
 use super::context::ContextExt;
 use super::error::GqlResult;
-use super::types::project::project_connection;
+use super::types::project::project_page;
 use super::types::{parse_id, Fragment, Project, Run, Usage, User};
 use crate::services::page::PageRequest;
 use crate::services::{credits, fragment, project, run, user};
@@ -55,7 +55,7 @@ impl Query {
         let page = project::list_projects(&ctx.state().db, viewer, request)
             .await
             .gql()?;
-        Ok(project_connection(page, request.after.is_some()))
+        project_page(ctx, page, request.after.is_some()).await
     }
 
     async fn project(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Project> {

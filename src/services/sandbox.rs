@@ -1,0 +1,117 @@
+//! A project's sandbox from the API side: open it (reconnecting, or rebuilding it from the
+//! latest files when it is gone, so a preview never stays dead) and restore earlier versions.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, Set, TransactionTrait};
+use uuid::Uuid;
+
+use super::Viewer;
+use crate::entity::message::{self, MessageType, Role};
+use crate::entity::{fragment, project};
+use crate::error::{AppError, AppResult};
+use crate::sandbox::{FileMap, Sandbox, SandboxError, SandboxProvider};
+
+impl From<SandboxError> for AppError {
+    fn from(err: SandboxError) -> Self {
+        AppError::Internal(format!("sandbox: {err}"))
+    }
+}
+
+/// Files of a fragment as a map (an unreadable value is no files).
+pub fn fragment_files(fragment: &fragment::Model) -> FileMap {
+    serde_json::from_value(fragment.files.clone()).unwrap_or_default()
+}
+
+/// Connects the project's sandbox — the stored one if it is alive, else a new one holding
+/// `restore` — and remembers its id.
+pub async fn connect_project_sandbox(
+    db: &impl ConnectionTrait,
+    sandboxes: &dyn SandboxProvider,
+    project: &project::Model,
+    restore: &FileMap,
+) -> Result<Arc<dyn Sandbox>, SandboxError> {
+    let sandbox = sandboxes
+        .connect(project.id, project.sandbox_id.as_deref(), restore)
+        .await?;
+    if project.sandbox_id.as_deref() != Some(sandbox.id()) {
+        super::project::set_sandbox_id(db, project.id, sandbox.id())
+            .await
+            .map_err(|err| SandboxError::Unavailable(err.to_string()))?;
+    }
+    Ok(sandbox)
+}
+
+/// A live preview URL for the project, bringing its sandbox back if it timed out.
+pub async fn open_preview(
+    db: &impl ConnectionTrait,
+    sandboxes: &dyn SandboxProvider,
+    viewer: Viewer,
+    project_id: Uuid,
+) -> AppResult<(String, String)> {
+    let project = super::project::find_project(db, viewer, project_id).await?;
+    let files = super::fragment::latest_fragment(db, project.id)
+        .await?
+        .map(|latest| fragment_files(&latest))
+        .unwrap_or_default();
+    let sandbox = connect_project_sandbox(db, sandboxes, &project, &files).await?;
+    let url = sandbox.preview_url().await?;
+    Ok((sandbox.id().to_owned(), url))
+}
+
+/// Undo: puts an earlier version's files back into the sandbox and records it as the newest
+/// version (an ASSISTANT message with a copy of the fragment), without a run or a credit.
+pub async fn restore_fragment<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    sandboxes: &dyn SandboxProvider,
+    viewer: Viewer,
+    fragment_id: Uuid,
+) -> AppResult<message::Model> {
+    let old = super::fragment::find_fragment(db, viewer, fragment_id).await?;
+    let owner_message = message::Entity::find_by_id(old.message_id)
+        .one(db)
+        .await?
+        .ok_or(AppError::NotFound("fragment"))?;
+    let project = super::project::find_project(db, viewer, owner_message.project_id).await?;
+    if !super::run::active_run_ids(db, project.id).await?.is_empty() {
+        return Err(AppError::Conflict(
+            "a generation is running for this project; wait for it or cancel it".to_owned(),
+        ));
+    }
+    let files = fragment_files(&old);
+    let sandbox = connect_project_sandbox(db, sandboxes, &project, &files).await?;
+    for (path, content) in &files {
+        sandbox.write_file(path, content).await?;
+    }
+    let url = sandbox.preview_url().await?;
+
+    let txn = db.begin().await?;
+    let now = Utc::now();
+    let message = message::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        project_id: Set(project.id),
+        run_id: Set(None),
+        role: Set(Role::Assistant),
+        message_type: Set(MessageType::Result),
+        content: Set(format!(
+            "Restored the version \u{201c}{}\u{201d}.",
+            old.title
+        )),
+        created_at: Set(now),
+    }
+    .insert(&txn)
+    .await?;
+    fragment::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        message_id: Set(message.id),
+        sandbox_url: Set(url),
+        title: Set(old.title.clone()),
+        files: Set(old.files.clone()),
+        created_at: Set(now),
+    }
+    .insert(&txn)
+    .await?;
+    txn.commit().await?;
+    Ok(message)
+}
