@@ -5,10 +5,11 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::process::{Child, Command};
 
 use crate::support::app::{error_code, TEST_SECRET};
+use crate::support::client::GqlClient;
 use crate::support::fake_e2b::FakeE2b;
 use crate::support::fake_llm::{gemini_chunk, gemini_text_chunk, FakeLlm, Reply};
 use crate::support::ws_client::{self, TRANSPORT_WS};
@@ -16,7 +17,15 @@ use crate::support::ws_client::{self, TRANSPORT_WS};
 struct ServerProcess {
     child: Child,
     addr: String,
-    http: reqwest::Client,
+    client: GqlClient,
+}
+
+impl std::ops::Deref for ServerProcess {
+    type Target = GqlClient;
+
+    fn deref(&self) -> &GqlClient {
+        &self.client
+    }
 }
 
 impl ServerProcess {
@@ -58,14 +67,11 @@ impl ServerProcess {
         let child = command.spawn().expect("spawning codekraft");
         let server = Self {
             child,
+            client: GqlClient::new(&addr),
             addr,
-            http: reqwest::Client::new(),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while server
-            .http
-            .get(format!("http://{}/readyz", server.addr))
-            .send()
+        while reqwest::get(server.url("/readyz"))
             .await
             .map(|r| r.status().is_success())
             .ok()
@@ -75,82 +81,6 @@ impl ServerProcess {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         server
-    }
-
-    async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
-        let mut request = self
-            .http
-            .post(format!("http://{}/graphql", self.addr))
-            .json(&json!({ "query": query, "variables": variables }));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        request.send().await.unwrap().json().await.unwrap()
-    }
-
-    async fn data(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
-        let response = self.gql(token, query, variables).await;
-        assert!(response.get("errors").is_none(), "{response}");
-        response["data"].clone()
-    }
-
-    async fn sign_up(&self, email: &str) -> String {
-        let data = self.data(None, "mutation($e: String!) { signUp(email: $e, password: \"correct horse\") { token } }", json!({ "e": email })).await;
-        data["signUp"]["token"].as_str().unwrap().to_owned()
-    }
-
-    async fn create_project(&self, token: &str, prompt: &str) -> (String, String) {
-        let data = self
-            .data(
-                Some(token),
-                "mutation($p: String!) { createProject(prompt: $p) { project { id } run { id } } }",
-                json!({ "p": prompt }),
-            )
-            .await;
-        (
-            data["createProject"]["project"]["id"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-            data["createProject"]["run"]["id"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        )
-    }
-
-    async fn wait_for_run(&self, token: &str, run_id: &str, within: Duration) -> Value {
-        let deadline = Instant::now() + within;
-        loop {
-            let data = self
-                .data(
-                    Some(token),
-                    "query($id: ID!) { run(id: $id) { status attempts } }",
-                    json!({ "id": run_id }),
-                )
-                .await;
-            if !matches!(data["run"]["status"].as_str(), Some("QUEUED" | "RUNNING")) {
-                return data["run"].clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "run {run_id} did not end: {data}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn assistant_messages(&self, token: &str, project_id: &str) -> Vec<Value> {
-        let data = self
-            .data(Some(token), "query($id: ID!) { project(id: $id) { messages { edges { node { role type } } } } }", json!({ "id": project_id }))
-            .await;
-        data["project"]["messages"]["edges"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["node"].clone())
-            .filter(|m| m["role"] == "ASSISTANT")
-            .collect()
     }
 
     fn kill(&mut self) {
@@ -210,9 +140,7 @@ async fn killed_mid_run_then_restarted(backend: &str) {
     first.child.wait().await.unwrap();
 
     let second = ServerProcess::spawn(&url, data_dir.path(), &e2b, &model).await;
-    let run = second
-        .wait_for_run(&token, &run_id, Duration::from_secs(30))
-        .await;
+    let run = second.wait_for_run(&token, &run_id).await;
     assert_eq!(run["status"], "SUCCEEDED", "{run}");
     assert_eq!(run["attempts"], 2, "taken over after the lease expired");
     assert_eq!(
@@ -278,9 +206,7 @@ async fn servers_on_one_postgres_share_runs_and_events() {
     }
 
     for (token, project_id, run_id) in &runs {
-        let run = watcher
-            .wait_for_run(token, run_id, Duration::from_secs(60))
-            .await;
+        let run = watcher.wait_for_run(token, run_id).await;
         assert_eq!(run["status"], "SUCCEEDED", "{run}");
         assert_eq!(run["attempts"], 1, "no run was taken twice");
         assert_eq!(watcher.assistant_messages(token, project_id).await.len(), 1);

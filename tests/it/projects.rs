@@ -16,7 +16,10 @@ on_both_backends!(
         let (project_id, run_id) = app
             .create_project(&token, "a todo app with dark mode")
             .await;
-        assert_eq!(app.wait_for_run(&token, &run_id).await, "SUCCEEDED");
+        assert_eq!(
+            app.wait_for_run(&token, &run_id).await["status"],
+            "SUCCEEDED"
+        );
 
         let data = app
             .data(Some(&token), PROJECT, json!({ "id": project_id }))
@@ -76,7 +79,10 @@ on_both_backends!(
         .await;
         assert_eq!(sent["sendMessage"]["message"]["role"], "USER");
         let run_id = sent["sendMessage"]["run"]["id"].as_str().unwrap();
-        assert_eq!(app.wait_for_run(&token, run_id).await, "SUCCEEDED");
+        assert_eq!(
+            app.wait_for_run(&token, run_id).await["status"],
+            "SUCCEEDED"
+        );
         let data = app
             .data(Some(&token), PROJECT, json!({ "id": project_id }))
             .await;

@@ -10,6 +10,7 @@ use codekraft::sandbox::fake::FakeSandboxProvider;
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
+use super::client::GqlClient;
 use super::ws_client::{self, WsClient, TRANSPORT_WS};
 
 pub const TEST_SECRET: &str = "integration-test-secret-0123456789abcdef";
@@ -23,7 +24,7 @@ pub enum Backend {
 pub struct TestApp {
     pub server: Server,
     pub sandboxes: Arc<FakeSandboxProvider>,
-    pub http: reqwest::Client,
+    pub client: GqlClient,
     /// Kept alive for the server's lifetime (the SQLite file, secrets)
     _data_dir: TempDir,
 }
@@ -66,9 +67,9 @@ impl TestAppBuilder {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let server = app::start(state, listener).await.expect("starting the app");
         TestApp {
+            client: GqlClient::new(server.addr),
             server,
             sandboxes: self.sandboxes,
-            http: reqwest::Client::new(),
             _data_dir: data_dir,
         }
     }
@@ -88,6 +89,15 @@ pub async fn test_config(backend: Backend, data_dir: &std::path::Path) -> Config
     config
 }
 
+/// GraphQL requests go through the shared client: `app.gql(…)`, `app.sign_up(…)`, ….
+impl std::ops::Deref for TestApp {
+    type Target = GqlClient;
+
+    fn deref(&self) -> &GqlClient {
+        &self.client
+    }
+}
+
 impl TestApp {
     pub fn builder(backend: Backend) -> TestAppBuilder {
         TestAppBuilder {
@@ -102,96 +112,8 @@ impl TestApp {
         Self::builder(backend).start().await
     }
 
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.server.addr)
-    }
-
     pub fn ws_url(&self) -> String {
         format!("ws://{}/graphql/ws", self.server.addr)
-    }
-
-    /// POSTs a GraphQL request and returns the whole JSON response.
-    pub async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
-        let mut request = self
-            .http
-            .post(self.url("/graphql"))
-            .json(&json!({ "query": query, "variables": variables }));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await.expect("POST /graphql");
-        assert!(
-            response.status().is_success() || response.status().as_u16() == 400,
-            "unexpected status {}",
-            response.status()
-        );
-        response.json().await.expect("a JSON body")
-    }
-
-    /// Like `gql`, asserting there are no errors; returns `data`.
-    pub async fn data(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
-        let response = self.gql(token, query, variables).await;
-        assert!(
-            response.get("errors").is_none(),
-            "unexpected errors: {response}"
-        );
-        response["data"].clone()
-    }
-
-    /// Signs up a new built-in account and returns its token.
-    pub async fn sign_up(&self, email: &str) -> String {
-        let data = self
-            .data(
-                None,
-                "mutation($email: String!) { signUp(email: $email, password: \"correct horse\") { token } }",
-                json!({ "email": email }),
-            )
-            .await;
-        data["signUp"]["token"].as_str().unwrap().to_owned()
-    }
-
-    /// Creates a project; returns `(project id, run id)`.
-    pub async fn create_project(&self, token: &str, prompt: &str) -> (String, String) {
-        let data = self
-            .data(
-                Some(token),
-                "mutation($prompt: String!) { createProject(prompt: $prompt) { project { id } run { id } } }",
-                json!({ "prompt": prompt }),
-            )
-            .await;
-        (
-            data["createProject"]["project"]["id"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-            data["createProject"]["run"]["id"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        )
-    }
-
-    /// Polls (tests only) until the run has ended; returns its status.
-    pub async fn wait_for_run(&self, token: &str, run_id: &str) -> String {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        loop {
-            let data = self
-                .data(
-                    Some(token),
-                    "query($id: ID!) { run(id: $id) { status } }",
-                    json!({ "id": run_id }),
-                )
-                .await;
-            let status = data["run"]["status"].as_str().unwrap().to_owned();
-            if !matches!(status.as_str(), "QUEUED" | "RUNNING") {
-                return status;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "run {run_id} did not end"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
     }
 
     /// A graphql-transport-ws connection, acknowledged with `token`.

@@ -1,6 +1,7 @@
 //! Shared test support: the app under test, clients, fakes at the network edge.
 
 pub mod app;
+pub mod client;
 pub mod conformance;
 pub mod fake_e2b;
 pub mod fake_llm;
