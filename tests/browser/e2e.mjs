@@ -261,7 +261,7 @@ async function happyPath(page, t, wsSent, previews) {
   await page.locator('[data-testid="file-item"][data-path="app/page.tsx"]').click();
   const restoredPage = await t('file-content').textContent();
   check(restoredPage === firstPage, 'the Code tab shows the first version\'s app/page.tsx again');
-  if (latestPage === firstPage) console.log('e2e: note: the follow-ups left app/page.tsx unchanged');
+  check(latestPage !== firstPage, 'the follow-ups changed app/page.tsx (so the restore is visible)');
   await t('tab-preview').click();
 
   step = 'the project list, rename';
@@ -295,8 +295,22 @@ async function happyPath(page, t, wsSent, previews) {
   check((await t('preview-url').textContent()) === live, 'the header shows the live URL');
   check((await t('preview-waking').count()) === 0, 'no "waking" state once the preview is live');
   const callsBefore = previews.length;
+  // Hold the next openPreview answer back to see the "waking" state.
+  let release;
+  const held = new Promise((resolve) => (release = resolve));
+  await page.route('**/graphql', async (route) => {
+    if (/openPreview/.test(route.request().postData() || '')) await held;
+    await route.continue();
+  });
   await t('preview-reload').click();
+  await t('preview-waking').waitFor();
+  await t('preview-waking-overlay').waitFor({ state: 'visible' });
+  check(await t('preview-reload').isDisabled(), 'no second reload while the preview wakes up');
+  await page.screenshot({ path: screenshot.replace(/\.png$/, '-waking.png') });
+  release();
   for (let i = 0; i < 200 && previews.length === callsBefore; i++) await page.waitForTimeout(50);
+  await page.unroute('**/graphql');
+  await t('preview-waking-overlay').waitFor({ state: 'hidden' });
   await page.waitForFunction(() => window.codekraft.state.preview.status === 'ready');
   check(previews.length === callsBefore + 1, 'the reload button asks for a live preview again');
   await page.waitForFunction((url) => document.querySelector('[data-testid="preview-frame"]').getAttribute('src') === url, live);
