@@ -3,9 +3,11 @@
 //   node e2e.mjs <base-url> [--screenshot <png>] [--chromium /usr/bin/chromium] [--headed]
 //
 // Signs up, sees the offline banner, builds "a todo app with dark mode", waits for the reply and
-// its fragment (title, preview URL, files tab with app/page.tsx), sends a follow-up, renames the
-// project, reloads and checks the conversation is still there, signs out and in again, and saves
-// a screenshot. Exits 0 when every step passed.
+// its fragment (title, preview URL, files tab with app/page.tsx), sends follow-ups, restores the
+// first version (restoreFragment), renames the project, reloads and checks the conversation is
+// still there and the latest version is shown at the live URL of openPreview (also from the
+// reload button, with its "waking" state), signs out and in again, and saves screenshots.
+// Exits 0 when every step passed.
 
 import { chromium } from 'playwright-core';
 import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';

@@ -1005,8 +1005,6 @@ function renderMessage(m, selected, superseded = false, busy = false) {
   const isUser = m.role === 'USER';
   const isError = m.type === 'ERROR';
   const f = m.fragment;
-  const latest = latestFragment();
-  const restoring = Boolean(f && state.restoringFragmentId === f.id);
   return h(
     'article',
     {
@@ -1021,50 +1019,55 @@ function renderMessage(m, selected, superseded = false, busy = false) {
       h('time', { datetime: m.createdAt, class: 'muted', title: formatDate(m.createdAt) }, timeAgo(m.createdAt)),
     ),
     h('div', { class: 'msg-body', testid: 'message-content' }, m.content),
-    f
+    f ? renderFragment(f, selected, busy) : null,
+    !isUser && m.run && !superseded ? renderRunMeta(m.run) : null,
+  );
+}
+
+/** A version's card (selects it in the preview pane) and, unless it is the latest, its Restore button. */
+function renderFragment(f, selected, busy) {
+  const isSelected = Boolean(selected && selected.id === f.id);
+  const latest = latestFragment();
+  return h(
+    'div',
+    { class: 'fragment-row' },
+    h(
+      'button',
+      {
+        class: `fragment-card ${isSelected ? 'selected' : ''}`,
+        testid: 'fragment-card',
+        dataset: { fragmentId: f.id },
+        'aria-pressed': String(isSelected),
+        onclick: () => {
+          state.selectedFragmentId = f.id;
+          state.selectedFile = null;
+          renderConversation();
+          renderPreview();
+        },
+      },
+      h('span', { class: 'fragment-icon', 'aria-hidden': 'true' }, icon('bolt')),
+      h(
+        'span',
+        { class: 'fragment-text' },
+        h('span', { class: 'fragment-title', testid: 'fragment-title' }, f.title),
+        h('span', { class: 'muted fragment-files' }, `${plural(Object.keys(f.files || {}).length, 'file')} · ${f.sandboxUrl}`),
+      ),
+    ),
+    latest && latest.id !== f.id
       ? h(
-          'div',
-          { class: 'fragment-row' },
-          h(
           'button',
           {
-            class: `fragment-card ${selected && selected.id === f.id ? 'selected' : ''}`,
-            testid: 'fragment-card',
+            class: 'btn btn-ghost btn-xs restore-btn',
+            testid: 'restore-fragment',
             dataset: { fragmentId: f.id },
-            'aria-pressed': String(Boolean(selected && selected.id === f.id)),
-            onclick: () => {
-              state.selectedFragmentId = f.id;
-              state.selectedFile = null;
-              renderConversation();
-              renderPreview();
-            },
+            disabled: busy || Boolean(state.restoringFragmentId),
+            title: busy ? 'Wait for the current generation to finish' : `Make “${f.title}” the newest version again`,
+            onclick: (e) => restoreVersion(e, f),
           },
-          h('span', { class: 'fragment-icon', 'aria-hidden': 'true' }, icon('bolt')),
-          h(
-            'span',
-            { class: 'fragment-text' },
-            h('span', { class: 'fragment-title', testid: 'fragment-title' }, f.title),
-            h('span', { class: 'muted fragment-files' }, `${plural(Object.keys(f.files || {}).length, 'file')} · ${f.sandboxUrl}`),
-          ),
-          ),
-          latest && latest.id !== f.id
-            ? h(
-                'button',
-                {
-                  class: 'btn btn-ghost btn-xs restore-btn',
-                  testid: 'restore-fragment',
-                  dataset: { fragmentId: f.id },
-                  disabled: busy || Boolean(state.restoringFragmentId),
-                  title: busy ? 'Wait for the current generation to finish' : `Make “${f.title}” the newest version again`,
-                  onclick: (e) => restoreVersion(e, f),
-                },
-                icon('undo'),
-                restoring ? 'Restoring…' : 'Restore this version',
-              )
-            : null,
+          icon('undo'),
+          state.restoringFragmentId === f.id ? 'Restoring…' : 'Restore this version',
         )
       : null,
-    !isUser && m.run && !superseded ? renderRunMeta(m.run) : null,
   );
 }
 
