@@ -3,9 +3,11 @@
 //   node e2e.mjs <base-url> [--screenshot <png>] [--chromium /usr/bin/chromium] [--headed]
 //
 // Signs up, sees the offline banner, builds "a todo app with dark mode", waits for the reply and
-// its fragment (title, preview URL, files tab with app/page.tsx), sends a follow-up, renames the
-// project, reloads and checks the conversation is still there, signs out and in again, and saves
-// a screenshot. Exits 0 when every step passed.
+// its fragment (title, preview URL, files tab with app/page.tsx), sends follow-ups, restores the
+// first version (restoreFragment), renames the project, reloads and checks the conversation is
+// still there and the latest version is shown at the live URL of openPreview (also from the
+// reload button, with its "waking" state), signs out and in again, and saves screenshots.
+// Exits 0 when every step passed.
 
 import { chromium } from 'playwright-core';
 import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
@@ -74,9 +76,21 @@ async function main() {
     });
   });
 
+  // The URLs `openPreview` answered, in order (to check the iframe uses the live one).
+  const previews = [];
+  page.on('response', async (response) => {
+    if (!response.url().endsWith('/graphql') || !/openPreview/.test(response.request().postData() || '')) return;
+    try {
+      const body = await response.json();
+      previews.push(body.data?.openPreview?.url ?? `error: ${JSON.stringify(body.errors)}`);
+    } catch {
+      previews.push('error: no JSON');
+    }
+  });
+
   try {
     if (scenario === 'runs') await runsScenario(page, t);
-    else await happyPath(page, t, wsSent);
+    else await happyPath(page, t, wsSent, previews);
 
     check(pageErrors.length === 0, `no page errors: ${pageErrors.join(' | ')}`);
     console.log(`e2e: all steps passed; screenshot ${screenshot}`);
@@ -112,7 +126,7 @@ async function main() {
 }
 
 /** Sign up, build an app, follow up, resume the stream, rename, reload, sign out/in, delete, credits. */
-async function happyPath(page, t, wsSent) {
+async function happyPath(page, t, wsSent, previews) {
   step = 'open the app';
   await page.goto(`${base}/`);
   await t('auth-form').waitFor();
@@ -180,7 +194,8 @@ async function happyPath(page, t, wsSent) {
   await pageFile.waitFor();
   await pageFile.click();
   check((await t('file-path').textContent()) === 'app/page.tsx', 'the viewer shows app/page.tsx');
-  check((await t('file-content').textContent()).length > 50, 'app/page.tsx has content');
+  const firstPage = await t('file-content').textContent();
+  check(firstPage.length > 50, 'app/page.tsx has content');
   await t('tab-preview').click();
   await t('preview-frame').waitFor();
 
@@ -221,6 +236,36 @@ async function happyPath(page, t, wsSent) {
   check(seqs.length > seqsBefore, 'new events arrived after the reconnect');
   check(new Set(seqs).size === seqs.length, `no event is shown twice after resuming: ${seqs.join(',')}`);
 
+  step = 'restore the first version';
+  const projectId = new URL(projectUrl).pathname.split('/').pop();
+  check((await t('restore-fragment').count()) === 2, 'every version but the latest can be restored');
+  check(
+    (await t('fragment-card').last().locator('xpath=..').getByTestId('restore-fragment').count()) === 0,
+    'the latest version has no Restore button',
+  );
+  const firstTitle = (await t('fragment-card').first().getByTestId('fragment-title').textContent()).trim();
+  await t('tab-code').click();
+  await page.locator('[data-testid="file-item"][data-path="app/page.tsx"]').click();
+  const latestPage = await t('file-content').textContent();
+  await t('tab-preview').click();
+  await assistant.first().getByTestId('restore-fragment').click();
+  await assistant.nth(3).waitFor();
+  const restored = (await assistant.nth(3).getByTestId('message-content').textContent()).trim();
+  check(restored === `Restored the version “${firstTitle}”.`, `the conversation says what was restored: ${restored}`);
+  check((await t('fragment-card').count()) === 4, 'the restored version is a new fragment');
+  check(
+    (await page.locator('[data-testid="fragment-card"][aria-pressed="true"]').getAttribute('data-fragment-id')) ===
+      (await t('fragment-card').last().getAttribute('data-fragment-id')),
+    'the restored version is selected',
+  );
+  check((await t('restore-fragment').count()) === 3, 'the versions before the restored one can be restored');
+  await t('tab-code').click();
+  await page.locator('[data-testid="file-item"][data-path="app/page.tsx"]').click();
+  const restoredPage = await t('file-content').textContent();
+  check(restoredPage === firstPage, 'the Code tab shows the first version\'s app/page.tsx again');
+  check(latestPage !== firstPage, 'the follow-ups changed app/page.tsx (so the restore is visible)');
+  await t('tab-preview').click();
+
   step = 'the project list, rename';
   const item = t('project-item');
   check((await item.count()) === 1, 'one project in the list');
@@ -235,13 +280,42 @@ async function happyPath(page, t, wsSent) {
   await page.reload();
   check(page.url() === projectUrl, 'the URL survives a reload');
   await t('project-name').filter({ hasText: 'My todo app' }).waitFor();
-  await assistant.nth(2).waitFor();
-  check((await t('message').count()) === 6, 'three prompts and three replies after a reload');
+  await assistant.nth(3).waitFor();
+  check((await t('message').count()) === 7, 'three prompts, three replies and a restore after a reload');
   check(
     (await t('message').first().getByTestId('message-content').textContent()) === 'a todo app with dark mode',
     'the first prompt is there',
   );
   check((await t('preview-url').textContent()).startsWith('http://fake-sandbox/'), 'the preview is restored');
+
+  step = 'the project view opens a live preview';
+  await page.waitForFunction(() => window.codekraft.state.preview.status === 'ready');
+  check(previews.length >= 1, 'openPreview was called when the project opened');
+  const live = previews[previews.length - 1];
+  check(live === `http://fake-sandbox/${projectId}/`, `openPreview answered the fake sandbox's URL: ${live}`);
+  await page.waitForFunction((url) => document.querySelector('[data-testid="preview-frame"]').getAttribute('src') === url, live);
+  check((await t('preview-url').textContent()) === live, 'the header shows the live URL');
+  check((await t('preview-waking').count()) === 0, 'no "waking" state once the preview is live');
+  const callsBefore = previews.length;
+  // Hold the next openPreview answer back to see the "waking" state.
+  let release;
+  const held = new Promise((resolve) => (release = resolve));
+  await page.route('**/graphql', async (route) => {
+    if (/openPreview/.test(route.request().postData() || '')) await held;
+    await route.continue();
+  });
+  await t('preview-reload').click();
+  await t('preview-waking').waitFor();
+  await t('preview-waking-overlay').waitFor({ state: 'visible' });
+  check(await t('preview-reload').isDisabled(), 'no second reload while the preview wakes up');
+  await page.screenshot({ path: screenshot.replace(/\.png$/, '-waking.png') });
+  release();
+  for (let i = 0; i < 200 && previews.length === callsBefore; i++) await page.waitForTimeout(50);
+  await page.unroute('**/graphql');
+  await t('preview-waking-overlay').waitFor({ state: 'hidden' });
+  await page.waitForFunction(() => window.codekraft.state.preview.status === 'ready');
+  check(previews.length === callsBefore + 1, 'the reload button asks for a live preview again');
+  await page.waitForFunction((url) => document.querySelector('[data-testid="preview-frame"]').getAttribute('src') === url, live);
   await page.locator('[data-testid="activity-item"][data-kind="RUN_FINISHED"]').nth(2).waitFor({ state: 'attached' });
 
   step = 'screenshot';

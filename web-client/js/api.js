@@ -85,6 +85,9 @@ export const Q = {
     sendMessage(projectId: $projectId, content: $content) { message { id } run { ${RUN_FIELDS} } } }`,
   renameProject: 'mutation($id: ID!, $name: String!) { renameProject(id: $id, name: $name) { id name } }',
   deleteProject: 'mutation($id: ID!) { deleteProject(id: $id) { id } }',
+  openPreview: 'mutation($projectId: ID!) { openPreview(projectId: $projectId) { sandboxId url } }',
+  restoreFragment: `mutation($fragmentId: ID!) {
+    restoreFragment(fragmentId: $fragmentId) { id content fragment { id title sandboxUrl } } }`,
   cancelRun: `mutation($runId: ID!) { cancelRun(runId: $runId) { ${RUN_FIELDS} } }`,
   retryRun: `mutation($runId: ID!) { retryRun(runId: $runId) { ${RUN_FIELDS} } }`,
   projectEvents: `subscription($projectId: ID!, $after: Int) {

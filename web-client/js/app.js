@@ -25,6 +25,9 @@ const state = {
   activity: [],
   liveText: new Map(), // runId → streamed model text of the run in progress
   selectedFragmentId: null, // null: follow the latest
+  // The open project's live preview (`openPreview`): idle → waking → ready | failed.
+  preview: { projectId: null, url: null, status: 'idle', code: null, message: null },
+  restoringFragmentId: null,
   previewTab: 'preview',
   selectedFile: null,
   authMode: 'signin',
@@ -687,6 +690,8 @@ function closeProject() {
   state.lastSeq = null;
   state.selectedFragmentId = null;
   state.selectedFile = null;
+  state.preview = { projectId: null, url: null, status: 'idle', code: null, message: null };
+  state.restoringFragmentId = null;
 }
 
 async function openProject(id) {
@@ -697,6 +702,62 @@ async function openProject(id) {
   const ok = await loadConversation();
   if (!ok || state.project?.id !== id) return;
   subscribeEvents(id);
+  if (latestFragment()) openLivePreview(); // not awaited: the preview wakes up on its own
+}
+
+/**
+ * Asks the server for a live preview of the open project (`openPreview` reconnects its sandbox
+ * or rebuilds it from the latest files); the latest fragment's iframe then uses that URL.
+ * Resolves to the URL, or null when it failed (the stored sandboxUrl is kept then).
+ */
+async function openLivePreview() {
+  const projectId = state.project?.id;
+  if (!projectId) return null;
+  state.preview = { ...state.preview, projectId, status: 'waking', code: null, message: null };
+  renderPreview();
+  try {
+    const data = await gql(Q.openPreview, { projectId });
+    if (state.project?.id !== projectId) return null;
+    state.preview = { projectId, url: data.openPreview.url, status: 'ready', code: null, message: null };
+    renderPreview();
+    return state.preview.url;
+  } catch (err) {
+    if (state.project?.id !== projectId) return null;
+    if (err instanceof GqlError && err.code === 'UNAUTHENTICATED') {
+      sessionEnded();
+      return null;
+    }
+    state.preview = {
+      ...state.preview,
+      projectId,
+      status: 'failed',
+      code: err instanceof GqlError ? err.code : 'ERROR',
+      message: err.message || String(err),
+    };
+    renderPreview();
+    return null;
+  }
+}
+
+/** The URL a fragment is shown at: the live one for the latest fragment once it is known. */
+function previewUrlOf(f) {
+  const live = state.preview.projectId === state.project?.id ? state.preview.url : null;
+  return live && f.id === latestFragment()?.id ? live : f.sandboxUrl;
+}
+
+/** Undo: makes an earlier version the newest again, then follows it. */
+async function restoreVersion(event, fragment) {
+  event.currentTarget.disabled = true;
+  state.restoringFragmentId = fragment.id;
+  renderConversation();
+  const data = await attempt(() => gql(Q.restoreFragment, { fragmentId: fragment.id }));
+  state.restoringFragmentId = null;
+  if (data) {
+    clearError();
+    state.selectedFragmentId = null; // follow the new latest version
+    state.selectedFile = null;
+  }
+  await loadConversation();
 }
 
 /** Loads the whole conversation (all pages). Returns false when the project is gone. */
@@ -926,9 +987,10 @@ function renderConversation() {
   const lastOfRun = new Map();
   state.messages.forEach((m, i) => m.run && lastOfRun.set(m.run.id, i));
   const selected = selectedFragment();
+  const busy = state.messages.some((m) => active(m.run));
   const nodes = [];
   state.messages.forEach((m, i) => {
-    nodes.push(renderMessage(m, selected, !answered.has(m.run?.id)));
+    nodes.push(renderMessage(m, selected, Boolean(m.run) && !answered.has(m.run.id), busy));
     if (m.run && !answered.has(m.run.id) && lastOfRun.get(m.run.id) === i) nodes.push(renderPending(m.run));
   });
   if (!nodes.length) nodes.push(h('p', { class: 'muted empty' }, 'No messages yet.'));
@@ -939,7 +1001,7 @@ function renderConversation() {
   }
 }
 
-function renderMessage(m, selected, superseded = false) {
+function renderMessage(m, selected, superseded = false, busy = false) {
   const isUser = m.role === 'USER';
   const isError = m.type === 'ERROR';
   const f = m.fragment;
@@ -957,31 +1019,55 @@ function renderMessage(m, selected, superseded = false) {
       h('time', { datetime: m.createdAt, class: 'muted', title: formatDate(m.createdAt) }, timeAgo(m.createdAt)),
     ),
     h('div', { class: 'msg-body', testid: 'message-content' }, m.content),
-    f
+    f ? renderFragment(f, selected, busy) : null,
+    !isUser && m.run && !superseded ? renderRunMeta(m.run) : null,
+  );
+}
+
+/** A version's card (selects it in the preview pane) and, unless it is the latest, its Restore button. */
+function renderFragment(f, selected, busy) {
+  const isSelected = Boolean(selected && selected.id === f.id);
+  const latest = latestFragment();
+  return h(
+    'div',
+    { class: 'fragment-row' },
+    h(
+      'button',
+      {
+        class: `fragment-card ${isSelected ? 'selected' : ''}`,
+        testid: 'fragment-card',
+        dataset: { fragmentId: f.id },
+        'aria-pressed': String(isSelected),
+        onclick: () => {
+          state.selectedFragmentId = f.id;
+          state.selectedFile = null;
+          renderConversation();
+          renderPreview();
+        },
+      },
+      h('span', { class: 'fragment-icon', 'aria-hidden': 'true' }, icon('bolt')),
+      h(
+        'span',
+        { class: 'fragment-text' },
+        h('span', { class: 'fragment-title', testid: 'fragment-title' }, f.title),
+        h('span', { class: 'muted fragment-files' }, `${plural(Object.keys(f.files || {}).length, 'file')} · ${f.sandboxUrl}`),
+      ),
+    ),
+    latest && latest.id !== f.id
       ? h(
           'button',
           {
-            class: `fragment-card ${selected && selected.id === f.id ? 'selected' : ''}`,
-            testid: 'fragment-card',
+            class: 'btn btn-ghost btn-xs restore-btn',
+            testid: 'restore-fragment',
             dataset: { fragmentId: f.id },
-            'aria-pressed': String(Boolean(selected && selected.id === f.id)),
-            onclick: () => {
-              state.selectedFragmentId = f.id;
-              state.selectedFile = null;
-              renderConversation();
-              renderPreview();
-            },
+            disabled: busy || Boolean(state.restoringFragmentId),
+            title: busy ? 'Wait for the current generation to finish' : `Make “${f.title}” the newest version again`,
+            onclick: (e) => restoreVersion(e, f),
           },
-          h('span', { class: 'fragment-icon', 'aria-hidden': 'true' }, icon('bolt')),
-          h(
-            'span',
-            { class: 'fragment-text' },
-            h('span', { class: 'fragment-title', testid: 'fragment-title' }, f.title),
-            h('span', { class: 'muted fragment-files' }, `${plural(Object.keys(f.files || {}).length, 'file')} · ${f.sandboxUrl}`),
-          ),
+          icon('undo'),
+          state.restoringFragmentId === f.id ? 'Restoring…' : 'Restore this version',
         )
       : null,
-    !isUser && m.run && !superseded ? renderRunMeta(m.run) : null,
   );
 }
 
@@ -1214,6 +1300,12 @@ function renderPreview() {
       h(
         'div',
         { class: 'frame-wrap', id: 'panel-preview', role: 'tabpanel', 'aria-labelledby': 'tab-preview' },
+        h(
+          'div',
+          { class: 'frame-waking', id: 'frame-waking', testid: 'preview-waking-overlay', hidden: true },
+          h('div', { class: 'spinner-ring', 'aria-hidden': 'true' }),
+          h('p', { class: 'muted' }, 'Waking the preview…'),
+        ),
         h('iframe', {
           title: 'App preview',
           testid: 'preview-frame',
@@ -1247,6 +1339,12 @@ function renderPreview() {
   }
   empty.hidden = true;
   header.hidden = false;
+  const isLatest = f.id === latestFragment()?.id;
+  const live = state.preview.projectId === state.project?.id ? state.preview : { status: 'idle' };
+  // The latest version waits for its live URL (a timed-out sandbox's stored URL would be dead);
+  // older versions keep their stored sandboxUrl.
+  const waking = isLatest && live.status === 'waking';
+  const url = previewUrlOf(f);
   const files = Object.keys(f.files || {}).sort();
   if (!state.selectedFile || !files.includes(state.selectedFile)) {
     state.selectedFile = files.includes('app/page.tsx') ? 'app/page.tsx' : files[0] || null;
@@ -1274,8 +1372,28 @@ function renderPreview() {
       'div',
       { class: 'preview-info' },
       h('span', { class: 'preview-title', testid: 'preview-title' }, f.title),
-      h('span', { class: 'preview-url muted', testid: 'preview-url' }, f.sandboxUrl),
+      h('span', { class: 'preview-url muted', testid: 'preview-url' }, url),
     ),
+    waking
+      ? h(
+          'span',
+          { class: 'preview-status waking', testid: 'preview-waking', role: 'status' },
+          h('span', { class: 'spinner-dot', 'aria-hidden': 'true' }),
+          h('span', { class: 'hide-sm' }, 'waking the preview…'),
+        )
+      : isLatest && live.status === 'failed'
+        ? h(
+            'span',
+            {
+              class: 'preview-status failed',
+              testid: 'preview-unavailable',
+              dataset: { code: live.code },
+              title: `${live.message} (${live.code})`,
+            },
+            h('span', { class: 'hide-sm' }, 'live preview unavailable '),
+            h('code', {}, live.code),
+          )
+        : null,
     h(
       'button',
       {
@@ -1283,23 +1401,34 @@ function renderPreview() {
         'aria-label': 'Reload preview',
         title: 'Reload preview',
         testid: 'preview-reload',
-        onclick: () => {
-          frame.src = safeUrl(f.sandboxUrl);
+        disabled: waking,
+        onclick: async () => {
+          if (f.id !== latestFragment()?.id) {
+            frame.src = safeUrl(f.sandboxUrl);
+            return;
+          }
+          const before = frame.dataset.key;
+          const fresh = await openLivePreview();
+          // Navigate again when renderPreview did not (same URL: the app may have restarted).
+          if (selectedFragment()?.id === f.id && frame.dataset.key === before) frame.src = safeUrl(fresh || f.sandboxUrl);
         },
       },
       icon('refresh'),
     ),
     h(
       'a',
-      { class: 'btn btn-ghost btn-xs', href: safeUrl(f.sandboxUrl), target: '_blank', rel: 'noopener noreferrer', testid: 'preview-open' },
+      { class: 'btn btn-ghost btn-xs', href: safeUrl(url), target: '_blank', rel: 'noopener noreferrer', testid: 'preview-open' },
       icon('external'),
       h('span', { class: 'hide-sm' }, 'Open in new tab'),
     ),
   );
-  if (frame.dataset.fragmentId !== f.id) {
+  $('frame-waking').hidden = !waking;
+  const key = `${f.id} ${url}`;
+  if (!waking && frame.dataset.key !== key) {
+    frame.dataset.key = key;
     frame.dataset.fragmentId = f.id;
     frame.title = `Preview of ${f.title}`;
-    frame.src = safeUrl(f.sandboxUrl);
+    frame.src = safeUrl(url);
   }
   previewPanel.hidden = state.previewTab !== 'preview';
   codePanel.hidden = state.previewTab !== 'code';
