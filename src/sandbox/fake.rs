@@ -141,6 +141,13 @@ impl SandboxProvider for FakeSandboxProvider {
         Ok(sandbox)
     }
 
+    async fn destroy(&self, project_id: Uuid, _sandbox_id: &str) -> Result<(), SandboxError> {
+        if let Some(sandbox) = self.sandbox(project_id) {
+            sandbox.kill().await?;
+        }
+        Ok(())
+    }
+
     fn kind(&self) -> &'static str {
         "fake"
     }

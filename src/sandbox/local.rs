@@ -287,6 +287,14 @@ impl SandboxProvider for LocalSandboxProvider {
         Ok(sandbox)
     }
 
+    async fn destroy(&self, project_id: Uuid, _sandbox_id: &str) -> Result<(), SandboxError> {
+        match self.sandbox(project_id).await {
+            Ok(sandbox) => sandbox.kill().await,
+            Err(SandboxError::NotFound(_)) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
     fn kind(&self) -> &'static str {
         "local"
     }

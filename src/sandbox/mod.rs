@@ -87,6 +87,10 @@ pub trait SandboxProvider: Send + Sync {
         restore: &FileMap,
     ) -> Result<Arc<dyn Sandbox>, SandboxError>;
 
+    /// Removes a project's sandbox and its files for good (the project was deleted). A sandbox
+    /// that is already gone is not an error.
+    async fn destroy(&self, project_id: Uuid, sandbox_id: &str) -> Result<(), SandboxError>;
+
     /// Short backend name for logs and the UI (`local`, `e2b`, `fake`).
     fn kind(&self) -> &'static str;
 }

@@ -13,6 +13,7 @@ use super::Viewer;
 use crate::entity::project;
 use crate::error::{AppError, AppResult};
 use crate::events::{BusMessage, EventBus};
+use crate::sandbox::SandboxProvider;
 
 const MAX_NAME: usize = 120;
 const STOP_WORDS: &[&str] = &[
@@ -110,10 +111,11 @@ pub async fn rename_project(
 }
 
 /// Deletes the project and (by cascade) its messages, fragments, runs and events. Runs still
-/// executing are told to stop.
+/// executing are told to stop, and its sandbox is removed.
 pub async fn delete_project(
     db: &impl ConnectionTrait,
     bus: &dyn EventBus,
+    sandboxes: &dyn SandboxProvider,
     viewer: Viewer,
     project_id: Uuid,
 ) -> AppResult<project::Model> {
@@ -122,6 +124,12 @@ pub async fn delete_project(
     project.clone().delete(db).await?;
     for run_id in active_runs {
         bus.publish(BusMessage::CancelRun(run_id)).await;
+    }
+    if let Some(sandbox_id) = &project.sandbox_id {
+        // The project is gone either way; a sandbox left behind expires (E2B) or is only disk.
+        if let Err(err) = sandboxes.destroy(project.id, sandbox_id).await {
+            tracing::warn!(%err, project_id = %project.id, "could not remove the sandbox of a deleted project");
+        }
     }
     Ok(project)
 }

@@ -189,6 +189,9 @@ on_both_backends!(rename_and_delete, |backend: Backend| async move {
         )
         .await;
     assert_eq!(listed["projects"]["edges"], json!([]));
+    // Its sandbox was removed with it.
+    let sandbox = app.sandboxes.sandbox(project_id.parse().unwrap()).unwrap();
+    assert!(sandbox.is_killed());
     // The rows themselves are gone (foreign keys cascade), not just hidden.
     for table in ["project", "message", "fragment", "run", "run_event"] {
         assert_eq!(app.count_rows(table).await, 0, "{table}");

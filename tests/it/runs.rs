@@ -511,12 +511,19 @@ async fn a_run_out_of_attempts_fails_cleanly() {
     use codekraft::entity::run;
     use sea_orm::{ActiveModelTrait, EntityTrait, Set};
 
-    let app = TestApp::builder(Backend::Sqlite).config(|c| c.worker_concurrency = 0).start().await;
+    let app = TestApp::builder(Backend::Sqlite)
+        .config(|c| c.worker_concurrency = 0)
+        .start()
+        .await;
     let token = app.sign_up("cursed@example.com").await;
     let (project_id, run_id) = app.create_project(&token, "anything").await;
     let state = app.server.state.clone();
     // As left by a worker that died during its third attempt.
-    let stuck = run::Entity::find_by_id(run_id.parse::<uuid::Uuid>().unwrap()).one(&state.db).await.unwrap().unwrap();
+    let stuck = run::Entity::find_by_id(run_id.parse::<uuid::Uuid>().unwrap())
+        .one(&state.db)
+        .await
+        .unwrap()
+        .unwrap();
     let mut stuck: run::ActiveModel = stuck.into();
     stuck.status = Set(run::RunStatus::Running);
     stuck.attempts = Set(3);
@@ -526,10 +533,15 @@ async fn a_run_out_of_attempts_fails_cleanly() {
 
     let mut config = (*state.config).clone();
     config.worker_concurrency = 1;
-    codekraft::jobs::start_workers(codekraft::app::AppState { config: Arc::new(config), ..state });
+    codekraft::jobs::start_workers(codekraft::app::AppState {
+        config: Arc::new(config),
+        ..state
+    });
     let run = app.wait_for_run(&token, &run_id).await;
     assert_eq!(run["status"], "FAILED");
     assert_eq!(app.assistant_messages(&token, &project_id).await.len(), 1);
-    let usage = app.data(Some(&token), "{ usage { consumed } }", json!({})).await;
+    let usage = app
+        .data(Some(&token), "{ usage { consumed } }", json!({}))
+        .await;
     assert_eq!(usage["usage"]["consumed"], 0, "the credit was given back");
 }

@@ -626,3 +626,21 @@ async fn kill_deletes_and_is_idempotent() {
     assert!(matches!(err, SandboxError::Unavailable(_)), "{err:?}");
     h.assert_no_violations();
 }
+
+#[tokio::test]
+async fn destroy_removes_a_deleted_projects_sandbox() {
+    let h = Harness::new().await;
+    let project_id = Uuid::new_v4();
+    let sandbox = h
+        .provider
+        .connect(project_id, None, &FileMap::new())
+        .await
+        .unwrap();
+    let id = sandbox.id().to_owned();
+    assert!(h.fake.is_alive(&id));
+    h.provider.destroy(project_id, &id).await.unwrap();
+    assert!(!h.fake.is_alive(&id));
+    // Already gone is fine.
+    h.provider.destroy(project_id, &id).await.unwrap();
+    assert!(h.fake.violations().is_empty(), "{:?}", h.fake.violations());
+}

@@ -140,9 +140,15 @@ impl Mutation {
         let viewer = ctx.viewer()?;
         let state = ctx.state();
         let id = parse_id(&id, "project").gql()?;
-        let deleted = project::delete_project(&state.db, state.bus.as_ref(), viewer, id)
-            .await
-            .gql()?;
+        let deleted = project::delete_project(
+            &state.db,
+            state.bus.as_ref(),
+            state.sandboxes.as_ref(),
+            viewer,
+            id,
+        )
+        .await
+        .gql()?;
         Ok(DeleteProjectPayload {
             id: to_id(deleted.id),
         })

@@ -203,6 +203,10 @@ impl SandboxProvider for E2bSandboxProvider {
         Ok(Arc::new(sandbox))
     }
 
+    async fn destroy(&self, _project_id: Uuid, sandbox_id: &str) -> Result<(), SandboxError> {
+        self.client.kill_sandbox(sandbox_id).await
+    }
+
     fn kind(&self) -> &'static str {
         "e2b"
     }
@@ -292,6 +296,16 @@ async fn error_from_response(resp: Response) -> CallError {
 }
 
 impl Client {
+    async fn kill_sandbox(&self, id: &str) -> Result<(), SandboxError> {
+        let path = format!("/sandboxes/{id}");
+        match self.send(|| self.api(Method::DELETE, &path), true).await {
+            Ok(_) => Ok(()),
+            // Already gone (§8.4).
+            Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => Ok(()),
+            Err(e) => Err(e.into_sandbox_error("E2B kill sandbox")),
+        }
+    }
+
     fn api(&self, method: Method, path: &str) -> RequestBuilder {
         self.http
             .request(method, format!("{}{path}", self.api_base))
@@ -1020,17 +1034,7 @@ impl Sandbox for E2bSandbox {
     }
 
     async fn kill(&self) -> Result<(), SandboxError> {
-        let path = format!("/sandboxes/{}", self.id);
-        match self
-            .client
-            .send(|| self.client.api(Method::DELETE, &path), true)
-            .await
-        {
-            Ok(_) => Ok(()),
-            // Already gone (§8.4).
-            Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => Ok(()),
-            Err(e) => Err(e.into_sandbox_error("E2B kill sandbox")),
-        }
+        self.client.kill_sandbox(&self.id).await
     }
 }
 
