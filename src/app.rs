@@ -239,6 +239,10 @@ impl Server {
     pub async fn shutdown(self) -> anyhow::Result<()> {
         self.state.shutdown.cancel();
         self.task.await??;
+        if let Some(local) = &self.state.local_sandboxes {
+            // Dev servers stop with us; workspaces stay for the next start.
+            local.shutdown().await;
+        }
         Ok(())
     }
 }
@@ -249,6 +253,14 @@ pub async fn start(state: AppState, listener: TcpListener) -> anyhow::Result<Ser
     let app = router(state.clone());
     let shutdown = state.shutdown.clone();
     crate::jobs::start_workers(state.clone());
+    if let Some(local) = state.local_sandboxes.clone() {
+        // The template's one-time npm install, before the first generation needs it.
+        tokio::spawn(async move {
+            if let Err(err) = local.warm_up().await {
+                tracing::warn!(%err, "could not prepare the sandbox template");
+            }
+        });
+    }
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })

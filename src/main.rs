@@ -31,7 +31,14 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("open http://{} (GraphiQL at /graphiql)", server.addr);
             shutdown_signal().await;
             tracing::info!("shutting down");
-            server.shutdown().await
+            // Open WebSockets would hold a graceful shutdown forever: give them a moment.
+            match tokio::time::timeout(std::time::Duration::from_secs(5), server.shutdown()).await {
+                Ok(result) => result,
+                Err(_) => {
+                    tracing::warn!("connections still open after 5 s; exiting");
+                    Ok(())
+                }
+            }
         }
     }
 }
