@@ -545,3 +545,50 @@ async fn a_run_out_of_attempts_fails_cleanly() {
         .await;
     assert_eq!(usage["usage"]["consumed"], 0, "the credit was given back");
 }
+
+/// A run's transcript is a replay file: served again, it rebuilds the same app.
+#[tokio::test]
+async fn a_run_replays_from_its_transcript() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let token = app.sign_up("recorder@example.com").await;
+    let (project_id, run_id) = app.create_project(&token, "a recipe book").await;
+    app.wait_for_run(&token, &run_id).await;
+    let run = app
+        .data(
+            Some(&token),
+            "query($id: ID!) { run(id: $id) { transcript } }",
+            json!({ "id": run_id }),
+        )
+        .await;
+    let transcript = run["run"]["transcript"].clone();
+    assert_eq!(
+        transcript.as_array().unwrap().len(),
+        6,
+        "4 loop steps, title, reply"
+    );
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), transcript.to_string()).unwrap();
+
+    let replay = ReplayProvider::from_file(file.path()).unwrap();
+    let replayed = TestApp::builder(Backend::Sqlite)
+        .models(Arc::new(replay))
+        .start()
+        .await;
+    let token2 = replayed.sign_up("player@example.com").await;
+    let (project2, run2) = replayed.create_project(&token2, "anything at all").await;
+    assert_eq!(
+        replayed.wait_for_run(&token2, &run2).await["status"],
+        "SUCCEEDED"
+    );
+    let original = latest_fragment(&app, &token, &project_id).await;
+    let again = latest_fragment(&replayed, &token2, &project2).await;
+    assert_eq!(original["files"], again["files"]);
+    assert_eq!(original["title"], again["title"]);
+}
+
+async fn latest_fragment(app: &TestApp, token: &str, project_id: &str) -> Value {
+    let data = app
+        .data(Some(token), MESSAGES, json!({ "id": project_id }))
+        .await;
+    data["project"]["messages"]["edges"][1]["node"]["fragment"].clone()
+}

@@ -7,6 +7,7 @@ use super::{to_id, RunEvent};
 use crate::entity::run::{self, RunStatus as Status};
 use crate::entity::run_event;
 use crate::error::AppError;
+use crate::events::EventKind;
 use crate::graphql::context::ContextExt;
 use crate::graphql::error::GqlResult;
 
@@ -77,6 +78,26 @@ const MAX_EVENTS: i32 = 1000;
 
 #[ComplexObject]
 impl Run {
+    /// Every model response of the run, in order: save it as a `REPLAY_FILE` to re-run it
+    /// deterministically with `MODEL_PROVIDER=replay`.
+    async fn transcript(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<async_graphql::Json<Vec<serde_json::Value>>> {
+        let responses: Vec<serde_json::Value> = run_event::Entity::find()
+            .select_only()
+            .column(run_event::Column::Payload)
+            .filter(run_event::Column::RunId.eq(self.uuid))
+            .filter(run_event::Column::Kind.eq(EventKind::ModelResponse.as_str()))
+            .order_by_asc(run_event::Column::Seq)
+            .into_tuple()
+            .all(&ctx.state().db)
+            .await
+            .map_err(AppError::from)
+            .gql()?;
+        Ok(async_graphql::Json(responses))
+    }
+
     /// The run's stored events in order, after the sequence number `after`.
     async fn events(
         &self,
