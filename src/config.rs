@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -176,9 +176,13 @@ pub struct Config {
 }
 
 impl Config {
-    /// Config for tests and embedding: defaults, no environment.
+    /// Config for tests and embedding: the defaults, whatever the environment says.
     pub fn defaults() -> Self {
-        Cli::parse_from(["codekraft"]).config
+        let command = Cli::command().mut_args(|arg| arg.env(None));
+        let matches = command.get_matches_from(["codekraft"]);
+        Cli::from_arg_matches(&matches)
+            .expect("the defaults parse")
+            .config
     }
 
     pub fn database_url(&self) -> String {
@@ -227,5 +231,38 @@ impl Config {
 
     pub fn command_timeout(&self) -> Duration {
         Duration::from_secs(self.sandbox_command_timeout_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_ignore_the_environment_and_pick_embedded_parts() {
+        let config = Config::defaults();
+        assert_eq!(config.bind.to_string(), "127.0.0.1:8080");
+        assert!(config.database_url().starts_with("sqlite://"));
+        assert_eq!(config.model_provider_kind(), ModelProviderKind::Offline);
+        assert_eq!(config.sandbox_provider_kind(), SandboxProviderKind::Local);
+        assert_eq!(config.public_url(), "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn a_key_selects_the_hosted_parts_and_flags_parse() {
+        let cli = Cli::parse_from([
+            "codekraft",
+            "--gemini-api-key",
+            "k",
+            "--e2b-api-key",
+            "e",
+            "--database-url",
+            "postgres://x@h/db",
+            "migrate",
+        ]);
+        assert_eq!(cli.command, Some(Command::Migrate));
+        assert_eq!(cli.config.model_provider_kind(), ModelProviderKind::Gemini);
+        assert_eq!(cli.config.sandbox_provider_kind(), SandboxProviderKind::E2b);
+        assert_eq!(cli.config.database_url(), "postgres://x@h/db");
     }
 }

@@ -9,4 +9,6 @@ pub use worker::start_workers;
 pub enum JobError {
     #[error("database: {0}")]
     Db(#[from] sea_orm::DbErr),
+    #[error(transparent)]
+    App(#[from] crate::error::AppError),
 }

@@ -249,9 +249,7 @@ pub async fn fail_run(
             .await?
             .map(|project| project.owner_id);
         if let Some(owner) = owner {
-            crate::services::credits::refund_credit(&txn, owner)
-                .await
-                .map_err(|err| sea_orm::DbErr::Custom(err.to_string()))?;
+            crate::services::credits::refund_credit(&txn, owner).await?;
         }
     }
     let content = if system_failure {
