@@ -227,3 +227,30 @@ async fn page_after(
     }
     query.all(db).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::EventKind;
+
+    #[test]
+    fn every_kind_reads_back_from_its_stored_name() {
+        let kinds = [
+            EventKind::RunQueued,
+            EventKind::RunStarted,
+            EventKind::SandboxReady,
+            EventKind::ModelTextDelta,
+            EventKind::ModelResponse,
+            EventKind::ToolCallStarted,
+            EventKind::ToolOutput,
+            EventKind::FileWritten,
+            EventKind::ToolCallFinished,
+            EventKind::MessageCreated,
+            EventKind::FragmentCreated,
+            EventKind::RunFinished,
+        ];
+        for kind in kinds {
+            assert_eq!(EventKind::parse(kind.as_str()), Some(kind));
+        }
+        assert_eq!(EventKind::parse("NOT_A_KIND"), None);
+    }
+}
