@@ -3,6 +3,7 @@
 
 pub mod credits;
 pub mod fragment;
+pub mod limit;
 pub mod message;
 pub mod page;
 pub mod project;

@@ -7,6 +7,7 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::credits;
+use super::limit::AttemptLimiter;
 use crate::entity::user::{self, Plan};
 use crate::error::{AppError, AppResult};
 
@@ -88,26 +89,48 @@ pub async fn sign_up<C: TransactionTrait>(
     Ok(user)
 }
 
-/// Checks a built-in account's password. Unknown email and wrong password are the same error.
+/// Checks a built-in account's password. Unknown email and wrong password are the same error,
+/// take the same time (a decoy hash is checked for unknown emails), and count against the
+/// email's failed attempts.
 pub async fn sign_in(
     db: &impl ConnectionTrait,
+    limiter: &AttemptLimiter,
     email: &str,
     password: &str,
 ) -> AppResult<user::Model> {
     let refused = || AppError::BadUserInput("wrong email or password".to_owned());
     let email = normalise_email(email).map_err(|_| refused())?;
+    limiter.check(&email)?;
     let user = user::Entity::find()
-        .filter(user::Column::Email.eq(email))
+        .filter(user::Column::Email.eq(email.clone()))
         .filter(user::Column::PasswordHash.is_not_null())
         .one(db)
-        .await?
-        .ok_or_else(refused)?;
-    let hash = user.password_hash.clone().unwrap_or_default();
-    if crate::auth::verify_password_async(password.to_owned(), hash).await {
-        Ok(user)
-    } else {
-        Err(refused())
+        .await?;
+    let hash = match user.as_ref().and_then(|user| user.password_hash.clone()) {
+        Some(hash) => hash,
+        None => decoy_hash().await?,
+    };
+    let matches = crate::auth::verify_password_async(password.to_owned(), hash).await;
+    match user {
+        Some(user) if matches => {
+            limiter.reset(&email);
+            Ok(user)
+        }
+        _ => {
+            limiter.record_failure(&email);
+            Err(refused())
+        }
     }
+}
+
+/// A hash no password is checked against successfully (the user does not exist anyway).
+async fn decoy_hash() -> AppResult<String> {
+    static DECOY: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    DECOY
+        .get_or_try_init(|| crate::auth::hash_password_async(uuid::Uuid::new_v4().to_string()))
+        .await
+        .cloned()
+        .map_err(AppError::internal)
 }
 
 /// The user a verified token speaks for; a first valid token provisions the row. A plan carried

@@ -183,3 +183,29 @@ async fn external_rs256_tokens_provision_users_with_their_plan() {
         "FREE"
     );
 }
+
+#[tokio::test]
+async fn guessing_a_password_is_rate_limited() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    app.sign_up("target@example.com").await;
+    let attempt = |password: &'static str| {
+        let app = &app;
+        async move {
+            app.gql(
+                None,
+                "mutation($p: String!) { signIn(email: \"target@example.com\", password: $p) { token } }",
+                json!({ "p": password }),
+            )
+            .await
+        }
+    };
+    for _ in 0..10 {
+        assert_eq!(error_code(&attempt("guess guess").await), "BAD_USER_INPUT");
+    }
+    // Now even the right password waits; other accounts are not affected.
+    assert_eq!(error_code(&attempt("correct horse").await), "RATE_LIMITED");
+    let other = app
+        .gql(None, r#"mutation { signIn(email: "nobody@example.com", password: "whatever it is") { token } }"#, json!({}))
+        .await;
+    assert_eq!(error_code(&other), "BAD_USER_INPUT");
+}

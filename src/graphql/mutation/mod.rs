@@ -67,7 +67,8 @@ impl Mutation {
         email: String,
         password: String,
     ) -> async_graphql::Result<AuthPayload> {
-        let found = user::sign_in(&ctx.state().db, &email, &password)
+        let state = ctx.state();
+        let found = user::sign_in(&state.db, &state.sign_in_limiter, &email, &password)
             .await
             .gql()?;
         auth_payload(ctx, found)
