@@ -116,11 +116,16 @@ impl AgentContext<'_> {
             json!({ "sandboxId": sandbox.id(), "previewUrl": sandbox_url }),
         );
 
-        let mut conversation =
-            history(self.db, project.id, run.user_message_id, &previous_files).await?;
+        let mut conversation = history(self.db, project.id, run.user_message_id).await?;
         let mut written = FileMap::new();
         let summary = self
-            .tool_loop(sandbox.as_ref(), &mut conversation, &mut written, usage)
+            .tool_loop(
+                sandbox.as_ref(),
+                &system_prompt(&previous_files),
+                &mut conversation,
+                &mut written,
+                usage,
+            )
             .await?;
 
         let prompt = conversation
@@ -176,6 +181,7 @@ impl AgentContext<'_> {
     async fn tool_loop(
         &self,
         sandbox: &dyn Sandbox,
+        system: &str,
         conversation: &mut Vec<ChatMessage>,
         written: &mut FileMap,
         usage: &mut RunUsage,
@@ -189,7 +195,7 @@ impl AgentContext<'_> {
                 return Err(AgentError::StepLimit(self.settings.max_steps));
             }
             let request = ChatRequest {
-                system: SYSTEM_PROMPT.to_owned(),
+                system: system.to_owned(),
                 messages: conversation.clone(),
                 tools: tools.clone(),
             };
@@ -330,6 +336,19 @@ impl AgentContext<'_> {
     }
 }
 
+/// The coding loop's instructions; a follow-up is told which files exist, so it builds on them
+/// instead of starting over.
+fn system_prompt(files: &FileMap) -> String {
+    if files.is_empty() {
+        return SYSTEM_PROMPT.to_owned();
+    }
+    let listing: Vec<&str> = files.keys().map(String::as_str).collect();
+    format!(
+        "{SYSTEM_PROMPT}\n\nThe project already has these files from earlier requests; read and change them rather than starting over: {}",
+        listing.join(", ")
+    )
+}
+
 /// The files of the project's latest fragment: what a new sandbox is restored from and what
 /// this run builds on.
 async fn latest_files(
@@ -343,12 +362,10 @@ async fn latest_files(
 }
 
 /// The conversation so far as model messages, up to and including this run's USER message.
-/// A follow-up is told which files exist, so it builds on them instead of starting over.
 async fn history(
     db: &sea_orm::DatabaseConnection,
     project_id: uuid::Uuid,
     user_message_id: uuid::Uuid,
-    files: &FileMap,
 ) -> Result<Vec<ChatMessage>, AgentError> {
     let messages = message::Entity::find()
         .filter(message::Column::ProjectId.eq(project_id))
@@ -368,15 +385,6 @@ async fn history(
                 raw: None,
             }),
             (Role::Assistant, MessageType::Error) => {}
-        }
-    }
-    if !files.is_empty() {
-        if let Some(ChatMessage::User { text }) = conversation.last_mut() {
-            let listing: Vec<&str> = files.keys().map(String::as_str).collect();
-            *text = format!(
-                "{text}\n\n(The project already has these files from earlier requests; read and change them rather than starting over: {})",
-                listing.join(", ")
-            );
         }
     }
     Ok(conversation)

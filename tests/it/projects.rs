@@ -440,3 +440,54 @@ on_both_backends!(
             .starts_with("http://fake-sandbox/"));
     }
 );
+
+/// The offline model keeps the first version and adds each follow-up to it: a follow-up never
+/// starts from a blank template.
+#[tokio::test]
+async fn an_offline_follow_up_keeps_what_was_built() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let token = app.sign_up("baker@example.com").await;
+    let (project_id, run_id) = app
+        .create_project(&token, "a landing page for my bakery")
+        .await;
+    app.wait_for_run(&token, &run_id).await;
+    let sent = app
+        .data(
+            Some(&token),
+            "mutation($id: ID!) { sendMessage(projectId: $id, content: \"add opening hours\") { run { id } } }",
+            json!({ "id": project_id }),
+        )
+        .await;
+    app.wait_for_run(&token, sent["sendMessage"]["run"]["id"].as_str().unwrap())
+        .await;
+    let page = &app
+        .sandboxes
+        .sandbox(project_id.parse().unwrap())
+        .unwrap()
+        .files()["app/page.tsx"];
+    assert!(page.contains("Landing page for my bakery"), "{page}");
+    assert!(page.contains("add opening hours"), "{page}");
+    let data = app
+        .data(Some(&token), PROJECT, json!({ "id": project_id }))
+        .await;
+    let reply = data["project"]["messages"]["edges"][3]["node"]["content"]
+        .as_str()
+        .unwrap();
+    assert!(reply.starts_with("I updated your app"), "{reply}");
+    // The follow-up read the page before writing it.
+    let run = app
+        .data(
+            Some(&token),
+            "query($id: ID!) { run(id: $id) { events { kind payload } } }",
+            json!({ "id": sent["sendMessage"]["run"]["id"] }),
+        )
+        .await;
+    let tools: Vec<&str> = run["run"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "TOOL_CALL_STARTED")
+        .map(|e| e["payload"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(tools, ["readFiles", "createOrUpdateFiles", "terminal"]);
+}

@@ -137,23 +137,30 @@ impl Step {
 }
 
 fn next_step(request: &ChatRequest) -> (String, Vec<ToolCall>) {
-    let (user_index, prompt) = latest_user(&request.messages).unwrap_or((0, ""));
-    let turn = request
+    let (user_index, _) = latest_user(&request.messages).unwrap_or((0, ""));
+    let prompts: Vec<&str> = request
         .messages
         .iter()
-        .filter(|m| matches!(m, ChatMessage::User { .. }))
-        .count();
+        .filter_map(|m| match m {
+            ChatMessage::User { text } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    let turn = prompts.len();
     let done = request.messages[user_index..]
         .iter()
         .filter(|m| matches!(m, ChatMessage::ToolResult { .. }))
         .count();
-    let page = Page::for_prompt(prompt);
+    let page = Page::for_conversation(&prompts);
 
+    // A follow-up reads the page first and builds on it.
+    let order = if turn > 1 {
+        [Step::ReadPage, Step::WritePage, Step::ListFiles]
+    } else {
+        [Step::WritePage, Step::ListFiles, Step::ReadPage]
+    };
     let available = |name: &str| request.tools.iter().any(|t| t.name == name);
-    let plan: Vec<Step> = [Step::WritePage, Step::ListFiles, Step::ReadPage]
-        .into_iter()
-        .filter(|s| available(s.tool()))
-        .collect();
+    let plan: Vec<Step> = order.into_iter().filter(|s| available(s.tool())).collect();
     let Some(&step) = plan.get(done) else {
         return (page.summary(plan.contains(&Step::WritePage)), Vec::new());
     };
@@ -192,6 +199,14 @@ fn helper_answer(request: &ChatRequest) -> String {
     if wants_title {
         let words: Vec<&str> = page.title.split_whitespace().take(4).collect();
         format!("{} (offline)", words.join(" "))
+    } else if request.system.contains("I updated") {
+        // The loop's summary (in the reply prompt) says this run changed an existing page.
+        format!(
+            "I updated your app in offline mode, because no AI model is configured: it keeps what \
+             was there and now lists \"{}\" among the changes you asked for. Configure a model \
+             provider to build apps with AI.",
+            prompt.trim()
+        )
     } else {
         format!(
             "I built {} in offline mode, because no AI model is configured. It is a simple starting point \
@@ -211,16 +226,14 @@ struct Page {
     kind: PageKind,
     title: String,
     prompt: String,
+    /// Follow-up requests, oldest first: the page keeps what the first request built.
+    changes: Vec<String>,
 }
 
 impl Page {
     fn for_prompt(prompt: &str) -> Self {
         let prompt = prompt.trim();
-        let lower = prompt.to_lowercase();
-        let kind = if ["todo", "to-do", "to do list", "task list", "checklist"]
-            .iter()
-            .any(|k| lower.contains(k))
-        {
+        let kind = if asks_for_todos(prompt) {
             PageKind::Todo
         } else {
             PageKind::Landing
@@ -229,7 +242,23 @@ impl Page {
             kind,
             title: title_from_prompt(prompt),
             prompt: prompt.to_owned(),
+            changes: Vec::new(),
         }
+    }
+
+    /// The page for a whole conversation: the first request's page, with the follow-ups listed
+    /// (and a todo list once any request asks for one).
+    fn for_conversation(prompts: &[&str]) -> Self {
+        let mut page = Page::for_prompt(prompts.first().copied().unwrap_or(""));
+        if prompts.iter().any(|prompt| asks_for_todos(prompt)) {
+            page.kind = PageKind::Todo;
+        }
+        page.changes = prompts
+            .iter()
+            .skip(1)
+            .map(|prompt| prompt.trim().to_owned())
+            .collect();
+        page
     }
 
     fn description(&self) -> String {
@@ -243,7 +272,12 @@ impl Page {
     }
 
     fn summary(&self, wrote_page: bool) -> String {
-        let what = if wrote_page {
+        let what = if wrote_page && !self.changes.is_empty() {
+            format!(
+                "I updated {PAGE_PATH}, keeping {} and adding your latest request.",
+                self.description()
+            )
+        } else if wrote_page {
             format!("I wrote {PAGE_PATH}: {}.", self.description())
         } else {
             "No file tool was available, so nothing was written.".to_owned()
@@ -257,17 +291,25 @@ impl Page {
     /// The page source. User text only appears inside JSON-escaped string literals, rendered
     /// through JSX expressions (which React escapes).
     fn source(&self) -> String {
-        let title = js_string(&self.title);
-        let prompt = js_string(&self.prompt);
-        match self.kind {
-            PageKind::Todo => TODO_PAGE
-                .replace("__TITLE__", &title)
-                .replace("__PROMPT__", &prompt),
-            PageKind::Landing => LANDING_PAGE
-                .replace("__TITLE__", &title)
-                .replace("__PROMPT__", &prompt),
-        }
+        let template = match self.kind {
+            PageKind::Todo => TODO_PAGE,
+            PageKind::Landing => LANDING_PAGE,
+        };
+        template
+            .replace("__TITLE__", &js_string(&self.title))
+            .replace("__PROMPT__", &js_string(&self.prompt))
+            .replace(
+                "__CHANGES__",
+                &serde_json::to_string(&self.changes).unwrap_or_default(),
+            )
     }
+}
+
+fn asks_for_todos(prompt: &str) -> bool {
+    let lower = prompt.to_lowercase();
+    ["todo", "to-do", "to do list", "task list", "checklist"]
+        .iter()
+        .any(|k| lower.contains(k))
 }
 
 /// A JavaScript string literal (JSON strings are valid JS string literals).
@@ -334,6 +376,7 @@ import { useState, type FormEvent } from "react";
 
 const TITLE = __TITLE__;
 const PROMPT = __PROMPT__;
+const CHANGES: string[] = __CHANGES__;
 
 type Todo = { id: number; text: string; done: boolean };
 
@@ -407,6 +450,16 @@ export default function Page() {
         <p className="mt-6 text-sm text-slate-500">
           {todos.length === 0 ? "Nothing to do yet." : `${remaining} of ${todos.length} left`}
         </p>
+        {CHANGES.length > 0 && (
+          <section className="mt-8">
+            <h2 className="text-xs font-semibold uppercase tracking-wide text-slate-500">Changes you asked for</h2>
+            <ul className="mt-2 list-disc space-y-1 pl-5 text-sm text-slate-700">
+              {CHANGES.map((change, index) => (
+                <li key={index}>{change}</li>
+              ))}
+            </ul>
+          </section>
+        )}
         <p className="mt-8 text-xs text-slate-400">Generated offline: no AI model is configured.</p>
       </div>
     </main>
@@ -416,6 +469,7 @@ export default function Page() {
 
 const LANDING_PAGE: &str = r##"const TITLE = __TITLE__;
 const PROMPT = __PROMPT__;
+const CHANGES: string[] = __CHANGES__;
 
 const FEATURES = [
   { name: "Fast", text: "Built with Next.js and Tailwind CSS, ready to extend." },
@@ -446,6 +500,18 @@ export default function Page() {
           </div>
         ))}
       </section>
+      <div className="mx-auto max-w-2xl px-6 pb-10">
+        {CHANGES.length > 0 && (
+        <section className="rounded-2xl bg-white p-6 shadow-sm ring-1 ring-slate-200">
+          <h2 className="text-xs font-semibold uppercase tracking-wide text-slate-500">Changes you asked for</h2>
+          <ul className="mt-2 list-disc space-y-1 pl-5 text-sm text-slate-700">
+            {CHANGES.map((change, index) => (
+              <li key={index}>{change}</li>
+            ))}
+          </ul>
+        </section>
+        )}
+      </div>
       <footer className="pb-10 text-center text-xs text-slate-400">
         Generated offline: no AI model is configured.
       </footer>
