@@ -11,7 +11,7 @@ use tokio::process::{Child, Command};
 use crate::support::app::{error_code, TEST_SECRET};
 use crate::support::client::GqlClient;
 use crate::support::fake_e2b::FakeE2b;
-use crate::support::fake_llm::{gemini_chunk, gemini_text_chunk, FakeLlm, Reply};
+use crate::support::fake_llm::{gemini_text_chunk, gemini_text_reply, FakeLlm, Reply};
 use crate::support::ws_client::{self, TRANSPORT_WS};
 
 struct ServerProcess {
@@ -104,21 +104,9 @@ async fn killed_mid_run_then_restarted(backend: &str) {
         // The first server hangs in this call when it is killed.
         Reply::gemini_stream([gemini_text_chunk(&["thinking"])])
             .with_delay(Duration::from_secs(120)),
-        Reply::gemini_stream([gemini_chunk(
-            vec![json!({ "text": "<task_summary>Done after a restart.</task_summary>" })],
-            Some("STOP"),
-            None,
-        )]),
-        Reply::gemini_stream([gemini_chunk(
-            vec![json!({ "text": "Survivor" })],
-            Some("STOP"),
-            None,
-        )]),
-        Reply::gemini_stream([gemini_chunk(
-            vec![json!({ "text": "Here it is." })],
-            Some("STOP"),
-            None,
-        )]),
+        gemini_text_reply("<task_summary>Done after a restart.</task_summary>"),
+        gemini_text_reply("Survivor"),
+        gemini_text_reply("Here it is."),
     ])
     .await;
     let model = [

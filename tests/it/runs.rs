@@ -12,7 +12,9 @@ use serde_json::{json, Value};
 
 use crate::on_both_backends;
 use crate::support::app::{Backend, TestApp};
-use crate::support::fake_llm::{gemini_call_part, gemini_chunk, gemini_text_chunk, FakeLlm, Reply};
+use crate::support::fake_llm::{
+    gemini_call_part, gemini_chunk, gemini_text_chunk, gemini_text_reply, FakeLlm, Reply,
+};
 
 const MESSAGES: &str = "query($id: ID!) { project(id: $id) { messages { edges { node { role type content fragment { title files } } } } } }";
 const RUN: &str = "query($id: ID!) { run(id: $id) { status error attempts inputTokens outputTokens costUsd creditRefunded events(first: 1000) { kind payload } } }";
@@ -171,16 +173,8 @@ async fn a_rate_limit_is_waited_out() {
             Some("STOP"),
             Some(usage(5, 5)),
         )]),
-        Reply::gemini_stream([gemini_chunk(
-            vec![json!({ "text": "Title" })],
-            Some("STOP"),
-            None,
-        )]),
-        Reply::gemini_stream([gemini_chunk(
-            vec![json!({ "text": "Done." })],
-            Some("STOP"),
-            None,
-        )]),
+        gemini_text_reply("Title"),
+        gemini_text_reply("Done."),
     ])
     .await;
     let app = TestApp::builder(Backend::Sqlite)
@@ -441,21 +435,9 @@ async fn a_failed_run_can_be_retried() {
         Reply::gemini_error(503, "UNAVAILABLE", "overloaded"),
         Reply::gemini_error(503, "UNAVAILABLE", "overloaded"),
         Reply::gemini_error(503, "UNAVAILABLE", "overloaded"),
-        Reply::gemini_stream([gemini_chunk(
-            vec![json!({ "text": "<task_summary>Second time lucky.</task_summary>" })],
-            Some("STOP"),
-            None,
-        )]),
-        Reply::gemini_stream([gemini_chunk(
-            vec![json!({ "text": "Lucky" })],
-            Some("STOP"),
-            None,
-        )]),
-        Reply::gemini_stream([gemini_chunk(
-            vec![json!({ "text": "It worked this time." })],
-            Some("STOP"),
-            None,
-        )]),
+        gemini_text_reply("<task_summary>Second time lucky.</task_summary>"),
+        gemini_text_reply("Lucky"),
+        gemini_text_reply("It worked this time."),
     ])
     .await;
     let app = TestApp::builder(Backend::Sqlite)

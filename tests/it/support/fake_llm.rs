@@ -183,6 +183,15 @@ pub fn gemini_text_chunk(texts: &[&str]) -> Value {
             "modelVersion": "gemini-2.5-flash", "responseId": "fake-response" })
 }
 
+/// A whole streamed Gemini answer that is just `text`.
+pub fn gemini_text_reply(text: &str) -> Reply {
+    Reply::gemini_stream([gemini_chunk(
+        vec![json!({ "text": text })],
+        Some("STOP"),
+        None,
+    )])
+}
+
 /// Gemini part with a function call and, optionally, its thought signature.
 pub fn gemini_call_part(name: &str, args: Value, signature: Option<&str>) -> Value {
     let mut part = json!({ "functionCall": { "name": name, "args": args } });
