@@ -176,7 +176,8 @@ async function happyPath(page, t, wsSent, previews) {
   step = 'run status, tokens and cost';
   const runMeta = assistant.first().getByTestId('run-meta');
   await runMeta.and(page.locator('[data-status="SUCCEEDED"]')).waitFor();
-  check(/\d+ in · \d+ out/.test(await runMeta.getByTestId('run-tokens').textContent()), 'tokens are shown');
+  // Numbers are formatted for the locale ("1,043", "1 043").
+  check(/\d[\d.,\u00a0\u202f ]* in · \d[\d.,\u00a0\u202f ]* out/.test(await runMeta.getByTestId('run-tokens').textContent()), 'tokens are shown');
   check(/^\$\d/.test(await runMeta.getByTestId('run-cost').textContent()), 'the cost is shown');
   await page.waitForFunction(
     (before) => document.querySelector('[data-testid="usage-remaining"]')?.textContent !== before,

@@ -933,20 +933,25 @@ async fn offline_provider_runs_the_full_step_sequence_and_follow_ups() {
     assert!(steps.iter().all(|s| s.usage.input_tokens > 0));
     assert_eq!(provider.estimate_cost_usd(steps[0].usage), 0.0);
 
-    // A follow-up starts again from step 1, for the new request.
+    // A follow-up reads the page first, then rewrites it keeping the first request and adding
+    // the new one.
     request.messages.push(ChatMessage::User {
         text: "Now make a landing page for my bakery".into(),
     });
     let follow_up = run_offline_turn(&provider, &mut request).await;
     assert_eq!(follow_up.len(), 4);
-    let content = follow_up[0].tool_calls[0].arguments["files"][0]["content"]
+    assert_eq!(follow_up[0].tool_calls[0].name, "readFiles");
+    let content = follow_up[1].tool_calls[0].arguments["files"][0]["content"]
         .as_str()
         .unwrap();
     assert!(
         content.contains("Now make a landing page for my bakery"),
         "{content}"
     );
-    assert!(!content.contains("use client"));
+    assert!(
+        content.contains("Todo app with"),
+        "the first version stays: {content}"
+    );
     assert_ne!(follow_up[0].tool_calls[0].id, steps[0].tool_calls[0].id);
     assert!(follow_up[3].text.contains("<task_summary>"));
 }
