@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::Router;
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -228,10 +227,6 @@ pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {
         .context("running migrations")
 }
 
-pub fn router(state: AppState) -> Router {
-    crate::http::router(state)
-}
-
 /// A running server: its address, and a handle to stop it.
 pub struct Server {
     pub addr: std::net::SocketAddr,
@@ -254,7 +249,7 @@ impl Server {
 /// Binds `listener` and serves the API, the web client and the workers until `state.shutdown`.
 pub async fn start(state: AppState, listener: TcpListener) -> anyhow::Result<Server> {
     let addr = listener.local_addr()?;
-    let app = router(state.clone());
+    let app = crate::http::router(state.clone());
     let shutdown = state.shutdown.clone();
     crate::jobs::start_workers(state.clone());
     if let Some(local) = state.local_sandboxes.clone() {

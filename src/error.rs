@@ -67,6 +67,12 @@ impl From<DbErr> for AppError {
     }
 }
 
+impl From<crate::sandbox::SandboxError> for AppError {
+    fn from(err: crate::sandbox::SandboxError) -> Self {
+        Self::Internal(format!("sandbox: {err}"))
+    }
+}
+
 impl From<sea_orm::TransactionError<AppError>> for AppError {
     fn from(err: sea_orm::TransactionError<AppError>) -> Self {
         match err {

@@ -100,7 +100,7 @@ impl AgentContext<'_> {
             .one(self.db)
             .await?
             .ok_or(crate::error::AppError::NotFound("project"))?;
-        let previous_files = latest_files(self.db, project.id).await?;
+        let previous_files = services::fragment::latest_files(self.db, project.id).await?;
 
         let sandbox = self
             .cancellable(services::sandbox::connect_project_sandbox(
@@ -347,18 +347,6 @@ fn system_prompt(files: &FileMap) -> String {
         "{SYSTEM_PROMPT}\n\nThe project already has these files from earlier requests; read and change them rather than starting over: {}",
         listing.join(", ")
     )
-}
-
-/// The files of the project's latest fragment: what a new sandbox is restored from and what
-/// this run builds on.
-async fn latest_files(
-    db: &sea_orm::DatabaseConnection,
-    project_id: uuid::Uuid,
-) -> Result<FileMap, AgentError> {
-    Ok(services::fragment::latest_fragment(db, project_id)
-        .await?
-        .map(|latest| services::sandbox::fragment_files(&latest))
-        .unwrap_or_default())
 }
 
 /// The conversation so far as model messages, up to and including this run's USER message.

@@ -11,12 +11,11 @@ use crate::app::AppState;
 use crate::error::AppError;
 use crate::services::Viewer;
 
-/// How the request authenticated. A bad token is remembered, so that fields that need a
-/// viewer say why, while public fields (sign-in, introspection) still work.
+/// How the request authenticated. A missing or bad token is anonymous: fields that need a
+/// viewer answer UNAUTHENTICATED, public ones (sign-in, introspection) still work.
 #[derive(Debug, Clone, Copy)]
 pub enum RequestAuth {
     Anonymous,
-    InvalidToken,
     Viewer(Viewer),
 }
 

@@ -63,7 +63,7 @@ async fn authenticate(state: &AppState, header: Option<&str>) -> Result<RequestA
     match viewer_from_header(&state.db, &state.auth, header).await {
         Ok(Some(viewer)) => Ok(RequestAuth::Viewer(viewer)),
         Ok(None) => Ok(RequestAuth::Anonymous),
-        Err(crate::error::AppError::Unauthenticated) => Ok(RequestAuth::InvalidToken),
+        Err(crate::error::AppError::Unauthenticated) => Ok(RequestAuth::Anonymous),
         Err(err) => Err(err.into_response()),
     }
 }

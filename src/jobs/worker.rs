@@ -58,15 +58,20 @@ async fn forward_cancellations(
     }
 }
 
+/// How long a claimed run stays this worker's without a heartbeat.
+fn lease(state: &AppState) -> chrono::Duration {
+    chrono::Duration::seconds(state.config.run_lease_secs.max(1) as i64)
+}
+
 async fn worker_loop(state: AppState, worker_id: String, running: Running) {
-    let lease = chrono::Duration::seconds(state.config.run_lease_secs.max(1) as i64);
+    let lease = lease(&state);
     let mut wakeups = state.bus.subscribe();
     loop {
         if state.shutdown.is_cancelled() {
             return;
         }
         match queue::claim_next_run(&state.db, &worker_id, lease).await {
-            Ok(Some(run)) => process_run(&state, &worker_id, run, &running).await,
+            Ok(Some(run)) => process_run(&state, &worker_id, lease, run, &running).await,
             Ok(None) => {
                 tokio::select! {
                     _ = state.shutdown.cancelled() => return,
@@ -83,8 +88,13 @@ async fn worker_loop(state: AppState, worker_id: String, running: Running) {
 }
 
 #[tracing::instrument(skip_all, fields(run_id = %run.id, project_id = %run.project_id, attempt = run.attempts))]
-async fn process_run(state: &AppState, worker_id: &str, run: run::Model, running: &Running) {
-    let lease = chrono::Duration::seconds(state.config.run_lease_secs.max(1) as i64);
+async fn process_run(
+    state: &AppState,
+    worker_id: &str,
+    lease: chrono::Duration,
+    run: run::Model,
+    running: &Running,
+) {
     if run.attempts > run.max_attempts {
         let error = format!("the run was interrupted {} times", run.max_attempts);
         if let Err(err) = queue::fail_run(

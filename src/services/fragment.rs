@@ -6,6 +6,7 @@ use uuid::Uuid;
 use super::Viewer;
 use crate::entity::{fragment, message};
 use crate::error::{AppError, AppResult};
+use crate::sandbox::FileMap;
 
 pub async fn find_fragment(
     db: &impl ConnectionTrait,
@@ -18,16 +19,20 @@ pub async fn find_fragment(
         .ok_or(AppError::NotFound("fragment"))
 }
 
-/// The newest fragment of a project: the files a new sandbox is restored from, and what a
-/// follow-up builds on.
-pub async fn latest_fragment(
-    db: &impl ConnectionTrait,
-    project_id: Uuid,
-) -> AppResult<Option<fragment::Model>> {
+/// Files of a fragment as a map (an unreadable value is no files).
+pub fn fragment_files(fragment: &fragment::Model) -> FileMap {
+    serde_json::from_value(fragment.files.clone()).unwrap_or_default()
+}
+
+/// The files of the project's newest fragment: what a new sandbox is restored from and what a
+/// follow-up builds on (none before the first result).
+pub async fn latest_files(db: &impl ConnectionTrait, project_id: Uuid) -> AppResult<FileMap> {
     Ok(fragment::Entity::find()
         .inner_join(message::Entity)
         .filter(message::Column::ProjectId.eq(project_id))
         .order_by_desc(fragment::Column::CreatedAt)
         .one(db)
-        .await?)
+        .await?
+        .map(|latest| fragment_files(&latest))
+        .unwrap_or_default())
 }

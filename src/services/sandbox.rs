@@ -13,17 +13,6 @@ use crate::entity::{fragment, project};
 use crate::error::{AppError, AppResult};
 use crate::sandbox::{FileMap, Sandbox, SandboxError, SandboxProvider};
 
-impl From<SandboxError> for AppError {
-    fn from(err: SandboxError) -> Self {
-        AppError::Internal(format!("sandbox: {err}"))
-    }
-}
-
-/// Files of a fragment as a map (an unreadable value is no files).
-pub fn fragment_files(fragment: &fragment::Model) -> FileMap {
-    serde_json::from_value(fragment.files.clone()).unwrap_or_default()
-}
-
 /// Connects the project's sandbox — the stored one if it is alive, else a new one holding
 /// `restore` — and remembers its id.
 pub async fn connect_project_sandbox(
@@ -51,10 +40,7 @@ pub async fn open_preview(
     project_id: Uuid,
 ) -> AppResult<(String, String)> {
     let project = super::project::find_project(db, viewer, project_id).await?;
-    let files = super::fragment::latest_fragment(db, project.id)
-        .await?
-        .map(|latest| fragment_files(&latest))
-        .unwrap_or_default();
+    let files = super::fragment::latest_files(db, project.id).await?;
     let sandbox = connect_project_sandbox(db, sandboxes, &project, &files).await?;
     let url = sandbox.preview_url().await?;
     Ok((sandbox.id().to_owned(), url))
@@ -79,7 +65,7 @@ pub async fn restore_fragment<C: ConnectionTrait + TransactionTrait>(
             "a generation is running for this project; wait for it or cancel it".to_owned(),
         ));
     }
-    let files = fragment_files(&old);
+    let files = super::fragment::fragment_files(&old);
     let sandbox = connect_project_sandbox(db, sandboxes, &project, &files).await?;
     for (path, content) in &files {
         sandbox.write_file(path, content).await?;
