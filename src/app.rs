@@ -204,6 +204,7 @@ fn sandbox_provider_from_config(config: &Config) -> anyhow::Result<SandboxProvid
             }
             local.command_timeout = config.command_timeout();
             local.idle_timeout = Duration::from_secs(config.sandbox_idle_secs);
+            local.warm_pool = config.sandbox_warm_pool;
             let provider = Arc::new(LocalSandboxProvider::new(local));
             Ok((provider.clone(), Some(provider)))
         }

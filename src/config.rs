@@ -173,6 +173,10 @@ pub struct Config {
     /// Shared npm dependency cache of local sandboxes; unset: DATA_DIR/cache.
     #[arg(long, env = "SANDBOX_CACHE_DIR")]
     pub sandbox_cache_dir: Option<PathBuf>,
+    /// Local sandboxes kept ready (dev server running, first page compiled) for new projects.
+    /// Each holds a `next dev` process (a few hundred MB); 0 turns the pool off.
+    #[arg(long, env = "SANDBOX_WARM_POOL", default_value_t = 1)]
+    pub sandbox_warm_pool: usize,
 }
 
 impl Config {

@@ -1,5 +1,6 @@
-//! `/preview/{project_id}/…`: reverse proxy to the project's local dev server (`next dev` runs
-//! with `basePath` `/preview/{project_id}`, so paths are forwarded unchanged). Starts the dev
+//! `/preview/{sandbox_id}/…`: reverse proxy to a local sandbox's dev server (`next dev` runs
+//! with `basePath` `/preview/{sandbox_id}`, so paths are forwarded unchanged). A project's
+//! sandbox id is its project id unless the sandbox came from the warm pool. Starts the dev
 //! server on demand and counts every request as activity for the idle timer.
 //!
 //! WebSocket upgrades (Next's HMR socket) are tunnelled as raw bytes to the dev server. A
@@ -40,9 +41,9 @@ pub fn router(sandboxes: Arc<LocalSandboxProvider>) -> Router {
         .build()
         .expect("a reqwest client without TLS roots or proxies always builds");
     Router::new()
-        .route("/preview/{project_id}", any(proxy))
-        .route("/preview/{project_id}/", any(proxy))
-        .route("/preview/{project_id}/{*rest}", any(proxy))
+        .route("/preview/{sandbox_id}", any(proxy))
+        .route("/preview/{sandbox_id}/", any(proxy))
+        .route("/preview/{sandbox_id}/{*rest}", any(proxy))
         .with_state(PreviewState { sandboxes, http })
 }
 
@@ -89,24 +90,24 @@ async fn proxy(
     Path(params): Path<HashMap<String, String>>,
     request: Request,
 ) -> Response {
-    let Some(project_id) = params
-        .get("project_id")
+    let Some(sandbox_id) = params
+        .get("sandbox_id")
         .and_then(|id| Uuid::parse_str(id).ok())
     else {
-        return (StatusCode::NOT_FOUND, "unknown project\n").into_response();
+        return (StatusCode::NOT_FOUND, "unknown sandbox\n").into_response();
     };
     // Held until the response body is sent (or the tunnel closes): the idle timer never stops
     // a dev server that is answering.
-    let busy = match state.sandboxes.sandbox(project_id).await {
+    let busy = match state.sandboxes.sandbox(sandbox_id).await {
         Ok(sandbox) => sandbox.hold(),
         Err(err) => return error_response(&err),
     };
-    let port = match state.sandboxes.ensure_dev_server(project_id).await {
+    let port = match state.sandboxes.ensure_dev_server(sandbox_id).await {
         Ok(port) => port,
         Err(err) => return error_response(&err),
     };
 
-    // The dev server serves the same paths (its basePath is `/preview/{project_id}`), so the
+    // The dev server serves the same paths (its basePath is `/preview/{sandbox_id}`), so the
     // original path is forwarded even when this router is nested.
     let uri = request
         .extensions()

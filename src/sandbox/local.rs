@@ -1,6 +1,6 @@
 //! The embedded default backend: one workspace directory per project on this machine.
 //!
-//! Layout under `{data_dir}/sandboxes/{project_id}/`: `app/` (the app root the model sees),
+//! Layout under `{data_dir}/sandboxes/{sandbox_id}/`: `app/` (the app root the model sees),
 //! `home/` (HOME and npm cache of the commands), `tmp/`, `dev-server.log`. A workspace is
 //! built from the template in a temporary directory and renamed into place, so it is either
 //! complete or absent. `node_modules` comes from a shared, once-installed cache
@@ -8,8 +8,13 @@
 //!
 //! Commands run as `bash -c` in their own process group with a scrubbed environment, inside
 //! bubblewrap when it is available (see [`LocalSandboxConfig::use_bwrap`]). The dev server
-//! (`next dev`) starts lazily on a free port with `basePath` `/preview/{project_id}` and is
+//! (`next dev`) starts lazily on a free port with `basePath` `/preview/{sandbox_id}` and is
 //! stopped after [`LocalSandboxConfig::idle_timeout`] without activity.
+//!
+//! A sandbox's id is its project's id, unless it came from the warm pool (see [`pool`]): then
+//! it keeps the id it was started with, because a running `next dev` cannot change its
+//! `basePath`. Either way a project keeps its sandbox id, and so its preview URL, for good:
+//! a workspace that is gone is rebuilt under the same id.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -26,6 +31,8 @@ use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+mod pool;
 
 use super::path::{confine, relative_display};
 use super::{
@@ -48,7 +55,7 @@ const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sb
 
 #[derive(Debug, Clone)]
 pub struct LocalSandboxConfig {
-    /// Workspaces live in `{data_dir}/sandboxes/{project_id}`.
+    /// Workspaces live in `{data_dir}/sandboxes/{sandbox_id}`.
     pub data_dir: PathBuf,
     /// The Next.js template (`sandbox-templates/next-js`).
     pub template_dir: PathBuf,
@@ -69,11 +76,15 @@ pub struct LocalSandboxConfig {
     /// Run commands and the dev server inside bubblewrap when `bwrap` works on this machine.
     /// `false` forces it off (trusted single-user setups, or hosts without user namespaces).
     pub use_bwrap: bool,
+    /// Spare workspaces kept with their dev server running and first page compiled, handed to
+    /// new projects so their first preview answers at once (0: none).
+    pub warm_pool: usize,
 }
 
 impl LocalSandboxConfig {
     /// Defaults: template `./sandbox-templates/next-js` (relative to the working directory),
-    /// cache `{data_dir}/cache`, 10 min command timeout, 15 min idle, 16 KiB output cap, bwrap on.
+    /// cache `{data_dir}/cache`, 10 min command timeout, 15 min idle, 16 KiB output cap, bwrap on,
+    /// no warm pool.
     pub fn new(data_dir: impl Into<PathBuf>, public_base_url: impl Into<String>) -> Self {
         let data_dir = data_dir.into();
         Self {
@@ -87,6 +98,7 @@ impl LocalSandboxConfig {
             install_timeout: Duration::from_secs(900),
             output_cap_bytes: 16 * 1024,
             use_bwrap: true,
+            warm_pool: 0,
         }
     }
 }
@@ -101,8 +113,13 @@ struct Shared {
 
 struct Inner {
     shared: Arc<Shared>,
+    /// Live handles by sandbox id.
     sandboxes: Mutex<HashMap<Uuid, Arc<LocalSandbox>>>,
-    /// Serialises workspace creation and the one-time dependency install.
+    /// Pooled sandboxes handed out by this process, by project id: a project whose id is not
+    /// stored yet (two requests racing on a new project) gets the same one.
+    claimed: Mutex<HashMap<Uuid, Uuid>>,
+    pool: pool::WarmPool,
+    /// Serialises workspace creation, claims and the one-time dependency install.
     create_lock: tokio::sync::Mutex<()>,
     reaper_started: AtomicBool,
 }
@@ -138,6 +155,7 @@ impl LocalSandboxProvider {
             .expect("a reqwest client without TLS roots or proxies always builds");
         remove_stale_staging(&config.data_dir.join("sandboxes"));
         remove_stale_staging(&config.cache_dir);
+        pool::remove_unclaimed(&config.data_dir.join("sandboxes"));
         Self {
             inner: Arc::new(Inner {
                 shared: Arc::new(Shared {
@@ -146,6 +164,8 @@ impl LocalSandboxProvider {
                     http,
                 }),
                 sandboxes: Mutex::new(HashMap::new()),
+                claimed: Mutex::new(HashMap::new()),
+                pool: pool::WarmPool::default(),
                 create_lock: tokio::sync::Mutex::new(()),
                 reaper_started: AtomicBool::new(false),
             }),
@@ -161,88 +181,91 @@ impl LocalSandboxProvider {
         self.inner.shared.bwrap.is_some()
     }
 
-    /// The workspace directory of a project (it may not exist).
-    pub fn workspace_dir(&self, project_id: Uuid) -> PathBuf {
-        self.inner.shared.workspace_dir(&project_id.to_string())
+    /// The workspace directory of a sandbox (it may not exist).
+    pub fn workspace_dir(&self, sandbox_id: Uuid) -> PathBuf {
+        self.inner.shared.workspace_dir(&sandbox_id.to_string())
     }
 
-    /// The live handle of a project's sandbox, attaching to a workspace left on disk by an
-    /// earlier server process. `NotFound` when the project has no workspace.
-    pub async fn sandbox(&self, project_id: Uuid) -> Result<Arc<LocalSandbox>, SandboxError> {
-        if let Some(sandbox) = lock(&self.inner.sandboxes).get(&project_id).cloned() {
+    /// The live handle of a sandbox, attaching to a workspace left on disk by an earlier
+    /// server process. `NotFound` when there is no such workspace (or it is still in the pool).
+    pub async fn sandbox(&self, sandbox_id: Uuid) -> Result<Arc<LocalSandbox>, SandboxError> {
+        if let Some(sandbox) = lock(&self.inner.sandboxes).get(&sandbox_id).cloned() {
             return Ok(sandbox);
         }
-        let dir = self.workspace_dir(project_id);
-        if !tokio::fs::try_exists(dir.join("app")).await? {
-            return Err(SandboxError::NotFound(format!(
-                "no sandbox for project {project_id}"
-            )));
+        let dir = self.workspace_dir(sandbox_id);
+        if !tokio::fs::try_exists(dir.join("app")).await? || pool::is_pooled(&dir).await? {
+            return Err(SandboxError::NotFound(format!("no sandbox {sandbox_id}")));
         }
-        self.attach(project_id, &FileMap::new()).await
+        self.attach(sandbox_id, &FileMap::new()).await
     }
 
-    /// Starts the project's dev server when it is not running and returns its local port.
+    /// Starts the sandbox's dev server when it is not running and returns its local port.
     /// Used by the preview proxy; counts as activity.
-    pub async fn ensure_dev_server(&self, project_id: Uuid) -> Result<u16, SandboxError> {
-        let sandbox = self.sandbox(project_id).await?;
+    pub async fn ensure_dev_server(&self, sandbox_id: Uuid) -> Result<u16, SandboxError> {
+        let sandbox = self.sandbox(sandbox_id).await?;
         let port = sandbox.ensure_dev_server().await?;
         self.start_reaper();
         Ok(port)
     }
 
-    /// Marks activity on a project's sandbox (the idle timer restarts).
-    pub fn touch(&self, project_id: Uuid) {
-        if let Some(sandbox) = lock(&self.inner.sandboxes).get(&project_id) {
-            sandbox.touch();
-        }
-    }
-
-    /// Stops every dev server (workspaces stay). Call on server shutdown.
+    /// Stops every dev server, and removes the pool's spare workspaces (the claimed ones stay).
+    /// Call on server shutdown.
     pub async fn shutdown(&self) {
         let sandboxes: Vec<_> = lock(&self.inner.sandboxes).values().cloned().collect();
         for sandbox in sandboxes {
             sandbox.stop_dev_server().await;
         }
+        self.inner.pool.drain().await;
     }
 
-    /// Creates the dependency cache now instead of on the first `connect` (e.g. at startup).
+    /// Creates the dependency cache now instead of on the first `connect` (e.g. at startup),
+    /// then starts filling the warm pool in the background.
     pub async fn warm_up(&self) -> Result<PathBuf, SandboxError> {
-        let _guard = self.inner.create_lock.lock().await;
-        ensure_dependencies(&self.inner.shared).await
+        let deps = {
+            let _guard = self.inner.create_lock.lock().await;
+            ensure_dependencies(&self.inner.shared).await?
+        };
+        self.refill_pool_in_background();
+        Ok(deps)
     }
 
     async fn attach(
         &self,
-        project_id: Uuid,
+        sandbox_id: Uuid,
         restore: &FileMap,
     ) -> Result<Arc<LocalSandbox>, SandboxError> {
         let _guard = self.inner.create_lock.lock().await;
-        if let Some(sandbox) = lock(&self.inner.sandboxes).get(&project_id).cloned() {
+        if let Some(sandbox) = lock(&self.inner.sandboxes).get(&sandbox_id).cloned() {
             return Ok(sandbox);
         }
         let shared = &self.inner.shared;
-        let id = project_id.to_string();
-        let workspace = shared.workspace_dir(&id);
+        let workspace = self.workspace_dir(sandbox_id);
         if tokio::fs::try_exists(workspace.join("app")).await? {
-            tracing::debug!(%project_id, "reusing sandbox workspace");
+            tracing::debug!(%sandbox_id, "reusing sandbox workspace");
             write_files(&workspace.join("app"), restore).await?;
         } else {
-            create_workspace(shared, &workspace, restore).await?;
+            create_workspace(shared, &workspace, restore, false).await?;
         }
-        let sandbox = Arc::new(LocalSandbox {
-            project_id,
+        let sandbox = self.handle(sandbox_id);
+        lock(&self.inner.sandboxes).insert(sandbox_id, sandbox.clone());
+        Ok(sandbox)
+    }
+
+    /// A handle on the workspace of `sandbox_id` (not registered anywhere yet).
+    fn handle(&self, sandbox_id: Uuid) -> Arc<LocalSandbox> {
+        let workspace = self.workspace_dir(sandbox_id);
+        Arc::new(LocalSandbox {
+            id: sandbox_id,
+            id_text: sandbox_id.to_string(),
             app: workspace.join("app"),
             workspace,
-            id,
-            shared: shared.clone(),
+            shared: self.inner.shared.clone(),
             provider: Arc::downgrade(&self.inner),
             dev: tokio::sync::Mutex::new(None),
             activity: Mutex::new(Activity::now()),
             busy: AtomicUsize::new(0),
             killed: AtomicBool::new(false),
-        });
-        lock(&self.inner.sandboxes).insert(project_id, sandbox.clone());
-        Ok(sandbox)
+        })
     }
 
     /// A task that stops idle dev servers; it ends when the provider is dropped.
@@ -269,26 +292,42 @@ impl LocalSandboxProvider {
 
 #[async_trait]
 impl SandboxProvider for LocalSandboxProvider {
+    /// The stored sandbox if its workspace exists; else, for a project without one, a sandbox
+    /// from the warm pool; else a new workspace under the stored id (so the preview URL stays)
+    /// or, for a new project, under the project's id.
     async fn connect(
         &self,
         project_id: Uuid,
         existing_id: Option<&str>,
         restore: &FileMap,
     ) -> Result<Arc<dyn Sandbox>, SandboxError> {
-        let id = project_id.to_string();
-        if let Some(existing) = existing_id.filter(|existing| *existing != id) {
+        let stored = existing_id.and_then(|existing| Uuid::parse_str(existing).ok());
+        if let (Some(existing), None) = (existing_id, stored) {
             tracing::debug!(%project_id, existing, "stored sandbox id is not a local one");
         }
-        if let Some(sandbox) = lock(&self.inner.sandboxes).get(&project_id).cloned() {
-            sandbox.touch();
-            return Ok(sandbox);
+        let claimed = lock(&self.inner.claimed).get(&project_id).copied();
+        let sandbox_id = stored.or(claimed).unwrap_or(project_id);
+        match self.sandbox(sandbox_id).await {
+            Ok(sandbox) => {
+                sandbox.touch();
+                return Ok(sandbox);
+            }
+            Err(SandboxError::NotFound(_)) => {}
+            Err(err) => return Err(err),
         }
-        let sandbox = self.attach(project_id, restore).await?;
+        if stored.is_none() {
+            if let Some(sandbox) = self.claim_pooled(project_id, restore).await? {
+                return Ok(sandbox);
+            }
+        }
+        let sandbox = self.attach(sandbox_id, restore).await?;
         Ok(sandbox)
     }
 
-    async fn destroy(&self, project_id: Uuid, _sandbox_id: &str) -> Result<(), SandboxError> {
-        match self.sandbox(project_id).await {
+    async fn destroy(&self, project_id: Uuid, sandbox_id: &str) -> Result<(), SandboxError> {
+        let sandbox_id = Uuid::parse_str(sandbox_id).unwrap_or(project_id);
+        lock(&self.inner.claimed).remove(&project_id);
+        match self.sandbox(sandbox_id).await {
             Ok(sandbox) => sandbox.kill().await,
             Err(SandboxError::NotFound(_)) => Ok(()),
             Err(err) => Err(err),
@@ -516,8 +555,8 @@ impl Drop for GroupGuard {
 }
 
 pub struct LocalSandbox {
-    project_id: Uuid,
-    id: String,
+    id: Uuid,
+    id_text: String,
     workspace: PathBuf,
     app: PathBuf,
     shared: Arc<Shared>,
@@ -547,8 +586,8 @@ impl LocalSandbox {
         ActivityGuard(self.clone())
     }
 
-    pub fn project_id(&self) -> Uuid {
-        self.project_id
+    pub fn sandbox_id(&self) -> Uuid {
+        self.id
     }
 
     /// The app root on disk.
@@ -581,7 +620,7 @@ impl LocalSandbox {
         if self.killed.load(Ordering::SeqCst) {
             return Err(SandboxError::NotFound(format!(
                 "sandbox {} was killed",
-                self.id
+                self.id_text
             )));
         }
         Ok(())
@@ -605,7 +644,7 @@ impl LocalSandbox {
     async fn stop_dev_server_if_idle(&self, idle: Duration) {
         let mut dev = self.dev.lock().await;
         if dev.is_some() && self.idle_for() >= idle {
-            tracing::info!(project_id = %self.project_id, "stopping idle dev server");
+            tracing::info!(sandbox_id = %self.id, "stopping idle dev server");
             if let Some(mut server) = dev.take() {
                 kill_group(server.pgid);
                 let _ = server.child.wait().await;
@@ -622,7 +661,7 @@ impl LocalSandbox {
             if server.child.try_wait()?.is_none() {
                 return Ok(server.port);
             }
-            tracing::warn!(project_id = %self.project_id, "dev server exited; restarting");
+            tracing::warn!(sandbox_id = %self.id, "dev server exited; restarting");
             *dev = None;
         }
         let server = self.start_dev_server().await?;
@@ -634,7 +673,7 @@ impl LocalSandbox {
     }
 
     fn base_path(&self) -> String {
-        format!("/preview/{}", self.project_id)
+        format!("/preview/{}", self.id)
     }
 
     async fn start_dev_server(&self) -> Result<DevServer, SandboxError> {
@@ -696,7 +735,7 @@ impl LocalSandbox {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         tracing::info!(
-            project_id = %self.project_id,
+            sandbox_id = %self.id,
             port,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "dev server ready"
@@ -724,7 +763,7 @@ async fn read_tail(path: &Path, max: usize) -> String {
 #[async_trait]
 impl Sandbox for LocalSandbox {
     fn id(&self) -> &str {
-        &self.id
+        &self.id_text
     }
 
     async fn write_file(&self, path: &str, content: &str) -> Result<(), SandboxError> {
@@ -827,10 +866,10 @@ impl Sandbox for LocalSandbox {
             {
                 let mut sandboxes = lock(&inner.sandboxes);
                 if sandboxes
-                    .get(&self.project_id)
+                    .get(&self.id)
                     .is_some_and(|s| std::ptr::eq(Arc::as_ptr(s), self))
                 {
-                    sandboxes.remove(&self.project_id);
+                    sandboxes.remove(&self.id);
                 }
             }
             remove_dir_if_exists(&self.workspace).await?;
@@ -1087,11 +1126,13 @@ async fn write_files(app: &Path, files: &FileMap) -> Result<(), SandboxError> {
     Ok(())
 }
 
-/// Builds `{workspace}` from the template, the dependency cache and `restore`, atomically.
+/// Builds `{workspace}` from the template, the dependency cache and `restore`, atomically;
+/// `pooled` marks it as a spare of the warm pool.
 async fn create_workspace(
     shared: &Shared,
     workspace: &Path,
     restore: &FileMap,
+    pooled: bool,
 ) -> Result<(), SandboxError> {
     let started = Instant::now();
     let deps = ensure_dependencies(shared).await?;
@@ -1131,6 +1172,9 @@ async fn create_workspace(
             tokio::fs::write(&hidden, content).await?;
         }
         write_files(&app, restore).await?;
+        if pooled {
+            pool::mark(&staging).await?;
+        }
         remove_dir_if_exists(workspace).await?;
         tokio::fs::rename(&staging, workspace).await?;
         Ok::<_, SandboxError>(())

@@ -708,3 +708,99 @@ async fn preview_serves_the_app_through_the_proxy_and_hot_reloads() {
 fn rand_digits() -> String {
     Uuid::new_v4().as_u128().to_string()[..9].to_owned()
 }
+
+/// Workspaces under `{data_dir}/sandboxes` that are still spares of the warm pool.
+fn pooled_workspaces(config: &LocalSandboxConfig) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(config.data_dir.join("sandboxes")) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|entry| entry.path().join(".pooled").exists())
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn warm_pool_hands_a_running_preview_to_a_new_project_and_refills() {
+    let mut env = test_env(true);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    env.config.public_base_url = base.clone();
+    env.config.warm_pool = 1;
+    // A spare left by an earlier process is nobody's: a new provider removes it.
+    let leftover = env
+        .config
+        .data_dir
+        .join("sandboxes")
+        .join(Uuid::new_v4().to_string());
+    std::fs::create_dir_all(leftover.join("app")).unwrap();
+    std::fs::write(leftover.join(".pooled"), "").unwrap();
+    let provider = Arc::new(LocalSandboxProvider::new(env.config.clone()));
+    assert!(!leftover.exists(), "unclaimed spare of an earlier process");
+    let app = codekraft::http::preview::router(provider.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    provider.warm_up().await.unwrap();
+    provider.fill_pool().await.unwrap();
+    assert_eq!(provider.pooled(), 1);
+    let spares = pooled_workspaces(&env.config);
+    assert_eq!(spares.len(), 1, "{spares:?}");
+    let spare_id = spares[0].clone();
+    let client = reqwest::Client::new();
+    let unclaimed = client
+        .get(format!("{base}/preview/{spare_id}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unclaimed.status(), 404, "a spare is nobody's preview yet");
+
+    // A new project gets the spare: its dev server already runs, with the restore written.
+    let project = Uuid::new_v4();
+    let restore = FileMap::from([("app/notes.txt".into(), "restored".into())]);
+    let sandbox = provider.connect(project, None, &restore).await.unwrap();
+    assert_eq!(sandbox.id(), spare_id);
+    let local = provider.sandbox(spare_id.parse().unwrap()).await.unwrap();
+    assert!(local.has_dev_server().await, "the spare's dev server runs");
+    assert_eq!(
+        sandbox.read_file("app/notes.txt").await.unwrap(),
+        "restored"
+    );
+    let url = sandbox.preview_url().await.unwrap();
+    assert_eq!(url, format!("{base}/preview/{spare_id}/"));
+    let first = client.get(&url).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+
+    // It is the project's sandbox from now on, hot reload included.
+    sandbox
+        .write_file(
+            "app/page.tsx",
+            "export default function Page() { return <h1>Pooled and claimed</h1>; }\n",
+        )
+        .await
+        .unwrap();
+    wait_for_text(&client, &url, "Pooled and claimed").await;
+    for stored in [None, Some(spare_id.as_str())] {
+        let again = provider
+            .connect(project, stored, &FileMap::new())
+            .await
+            .unwrap();
+        assert_eq!(again.id(), spare_id, "reconnect with stored id {stored:?}");
+    }
+
+    // A replacement spare is started in the background.
+    provider.fill_pool().await.unwrap();
+    assert_eq!(provider.pooled(), 1);
+    let refilled = pooled_workspaces(&env.config);
+    assert_eq!(refilled.len(), 1);
+    assert_ne!(refilled[0], spare_id);
+
+    // Shutdown removes the spare; the claimed workspace stays for the next start.
+    provider.shutdown().await;
+    assert!(pooled_workspaces(&env.config).is_empty());
+    assert!(provider
+        .workspace_dir(spare_id.parse().unwrap())
+        .join("app/app/page.tsx")
+        .exists());
+    assert!(!local.has_dev_server().await);
+}
