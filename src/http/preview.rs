@@ -96,6 +96,24 @@ async fn proxy(
     else {
         return (StatusCode::NOT_FOUND, "unknown sandbox\n").into_response();
     };
+    let uri = request
+        .extensions()
+        .get::<OriginalUri>()
+        .map(|original| original.0.clone())
+        .unwrap_or_else(|| request.uri().clone());
+    if let Some(pooled) = state.sandboxes.pooled_sandbox_of(sandbox_id) {
+        // `/preview/{project_id}/…` of a project whose sandbox came from the warm pool.
+        let location = uri.to_string().replacen(
+            &format!("/preview/{sandbox_id}"),
+            &format!("/preview/{pooled}"),
+            1,
+        );
+        return (
+            StatusCode::TEMPORARY_REDIRECT,
+            [(header::LOCATION, location)],
+        )
+            .into_response();
+    }
     // Held until the response body is sent (or the tunnel closes): the idle timer never stops
     // a dev server that is answering.
     let busy = match state.sandboxes.sandbox(sandbox_id).await {
@@ -109,11 +127,6 @@ async fn proxy(
 
     // The dev server serves the same paths (its basePath is `/preview/{sandbox_id}`), so the
     // original path is forwarded even when this router is nested.
-    let uri = request
-        .extensions()
-        .get::<OriginalUri>()
-        .map(|original| original.0.clone())
-        .unwrap_or_else(|| request.uri().clone());
     let path_and_query = uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
     let url = format!("http://127.0.0.1:{port}{path_and_query}");
 

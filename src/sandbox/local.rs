@@ -115,9 +115,6 @@ struct Inner {
     shared: Arc<Shared>,
     /// Live handles by sandbox id.
     sandboxes: Mutex<HashMap<Uuid, Arc<LocalSandbox>>>,
-    /// Pooled sandboxes handed out by this process, by project id: a project whose id is not
-    /// stored yet (two requests racing on a new project) gets the same one.
-    claimed: Mutex<HashMap<Uuid, Uuid>>,
     pool: pool::WarmPool,
     /// Serialises workspace creation, claims and the one-time dependency install.
     create_lock: tokio::sync::Mutex<()>,
@@ -164,7 +161,6 @@ impl LocalSandboxProvider {
                     http,
                 }),
                 sandboxes: Mutex::new(HashMap::new()),
-                claimed: Mutex::new(HashMap::new()),
                 pool: pool::WarmPool::default(),
                 create_lock: tokio::sync::Mutex::new(()),
                 reaper_started: AtomicBool::new(false),
@@ -186,14 +182,28 @@ impl LocalSandboxProvider {
         self.inner.shared.workspace_dir(&sandbox_id.to_string())
     }
 
+    /// The sandbox a project was given from the warm pool: `{data_dir}/sandboxes/{project_id}`
+    /// is then a symlink to its workspace, so `/preview/{project_id}/` finds it too.
+    pub fn pooled_sandbox_of(&self, project_id: Uuid) -> Option<Uuid> {
+        let target = std::fs::read_link(self.workspace_dir(project_id)).ok()?;
+        Uuid::parse_str(target.file_name()?.to_str()?).ok()
+    }
+
     /// The live handle of a sandbox, attaching to a workspace left on disk by an earlier
-    /// server process. `NotFound` when there is no such workspace (or it is still in the pool).
+    /// server process. `NotFound` when there is no such workspace (or it is still in the pool,
+    /// or `sandbox_id` names a project's link to a pooled one).
     pub async fn sandbox(&self, sandbox_id: Uuid) -> Result<Arc<LocalSandbox>, SandboxError> {
         if let Some(sandbox) = lock(&self.inner.sandboxes).get(&sandbox_id).cloned() {
             return Ok(sandbox);
         }
         let dir = self.workspace_dir(sandbox_id);
-        if !tokio::fs::try_exists(dir.join("app")).await? || pool::is_pooled(&dir).await? {
+        let is_workspace = tokio::fs::symlink_metadata(&dir)
+            .await
+            .is_ok_and(|meta| meta.is_dir());
+        if !is_workspace
+            || !tokio::fs::try_exists(dir.join("app")).await?
+            || pool::is_pooled(&dir).await?
+        {
             return Err(SandboxError::NotFound(format!("no sandbox {sandbox_id}")));
         }
         self.attach(sandbox_id, &FileMap::new()).await
@@ -305,8 +315,8 @@ impl SandboxProvider for LocalSandboxProvider {
         if let (Some(existing), None) = (existing_id, stored) {
             tracing::debug!(%project_id, existing, "stored sandbox id is not a local one");
         }
-        let claimed = lock(&self.inner.claimed).get(&project_id).copied();
-        let sandbox_id = stored.or(claimed).unwrap_or(project_id);
+        let linked = self.pooled_sandbox_of(project_id);
+        let sandbox_id = stored.or(linked).unwrap_or(project_id);
         match self.sandbox(sandbox_id).await {
             Ok(sandbox) => {
                 sandbox.touch();
@@ -315,7 +325,7 @@ impl SandboxProvider for LocalSandboxProvider {
             Err(SandboxError::NotFound(_)) => {}
             Err(err) => return Err(err),
         }
-        if stored.is_none() {
+        if stored.is_none() && linked.is_none() {
             if let Some(sandbox) = self.claim_pooled(project_id, restore).await? {
                 return Ok(sandbox);
             }
@@ -326,7 +336,10 @@ impl SandboxProvider for LocalSandboxProvider {
 
     async fn destroy(&self, project_id: Uuid, sandbox_id: &str) -> Result<(), SandboxError> {
         let sandbox_id = Uuid::parse_str(sandbox_id).unwrap_or(project_id);
-        lock(&self.inner.claimed).remove(&project_id);
+        if sandbox_id != project_id {
+            // The project's link to its pooled sandbox.
+            let _ = tokio::fs::remove_file(self.workspace_dir(project_id)).await;
+        }
         match self.sandbox(sandbox_id).await {
             Ok(sandbox) => sandbox.kill().await,
             Err(SandboxError::NotFound(_)) => Ok(()),

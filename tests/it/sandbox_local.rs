@@ -771,6 +771,28 @@ async fn warm_pool_hands_a_running_preview_to_a_new_project_and_refills() {
     let first = client.get(&url).send().await.unwrap();
     assert_eq!(first.status(), 200);
 
+    // `/preview/{project_id}/` leads there too.
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let by_project = no_redirects
+        .get(format!("{base}/preview/{project}/_next/x?q=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_project.status(), 307);
+    assert_eq!(
+        by_project.headers()["location"],
+        format!("/preview/{spare_id}/_next/x?q=1").as_str()
+    );
+    let followed = client
+        .get(format!("{base}/preview/{project}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(followed.status(), 200);
+
     // It is the project's sandbox from now on, hot reload included.
     sandbox
         .write_file(
@@ -803,4 +825,14 @@ async fn warm_pool_hands_a_running_preview_to_a_new_project_and_refills() {
         .join("app/app/page.tsx")
         .exists());
     assert!(!local.has_dev_server().await);
+
+    // A restarted server still knows the project's sandbox, stored id or not.
+    drop(provider);
+    let provider = LocalSandboxProvider::new(env.config.clone());
+    let again = provider
+        .connect(project, None, &FileMap::new())
+        .await
+        .unwrap();
+    assert_eq!(again.id(), spare_id);
+    assert_eq!(provider.pooled(), 0);
 }

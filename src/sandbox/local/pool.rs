@@ -5,7 +5,9 @@
 //!
 //! A spare carries a marker file (`{workspace}/.pooled`) until it is claimed, so the preview
 //! proxy never attaches to it, and a new provider removes the spares an earlier process left.
-//! Claiming removes the marker first: a spare that another process removed is skipped.
+//! Claiming removes the marker first (a spare that another process removed is skipped), then
+//! links `{data_dir}/sandboxes/{project_id}` to the spare's workspace: the lasting record of
+//! whose it is, across restarts and for `/preview/{project_id}/`.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -128,13 +130,11 @@ impl LocalSandboxProvider {
     ) -> Result<Option<Arc<LocalSandbox>>, SandboxError> {
         let claimed = {
             let _guard = self.inner.create_lock.lock().await;
-            let earlier = lock(&self.inner.claimed)
-                .get(&project_id)
-                .and_then(|id| lock(&self.inner.sandboxes).get(id).cloned());
-            match earlier {
-                Some(sandbox) => return Ok(Some(sandbox)),
-                None => self.take_spare(project_id).await,
+            // A racing connect for the same new project may have claimed one meanwhile.
+            if let Some(earlier) = self.pooled_sandbox_of(project_id) {
+                return self.sandbox(earlier).await.map(Some);
             }
+            self.take_spare(project_id).await?
         };
         let Some(sandbox) = claimed else {
             return Ok(None);
@@ -146,16 +146,23 @@ impl LocalSandboxProvider {
     }
 
     /// Pops a spare that is still whole and registers it as `project_id`'s sandbox.
-    async fn take_spare(&self, project_id: Uuid) -> Option<Arc<LocalSandbox>> {
+    async fn take_spare(
+        &self,
+        project_id: Uuid,
+    ) -> Result<Option<Arc<LocalSandbox>>, SandboxError> {
         loop {
-            let spare = lock(&self.inner.pool.spares).pop()?;
+            let Some(spare) = lock(&self.inner.pool.spares).pop() else {
+                return Ok(None);
+            };
             match tokio::fs::remove_file(spare.workspace.join(MARKER)).await {
                 Ok(()) => {
+                    let link = self.workspace_dir(project_id);
+                    let _ = tokio::fs::remove_file(&link).await;
+                    tokio::fs::symlink(spare.id.to_string(), &link).await?;
                     spare.touch();
                     lock(&self.inner.sandboxes).insert(spare.id, spare.clone());
-                    lock(&self.inner.claimed).insert(project_id, spare.id);
                     tracing::info!(%project_id, sandbox_id = %spare.id, "claimed a pooled sandbox");
-                    return Some(spare);
+                    return Ok(Some(spare));
                 }
                 Err(err) => {
                     tracing::warn!(sandbox_id = %spare.id, %err, "pooled sandbox vanished");
