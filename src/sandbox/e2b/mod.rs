@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use self::output::{CappedText, Utf8Stream};
 use self::wire::{FileType, ProcessEvent};
+use super::path::normalize;
 use super::{
     CommandOutput, CommandSpec, FileMap, OutputChunk, OutputSink, Sandbox, SandboxError,
     SandboxProvider,
@@ -446,13 +447,14 @@ fn secs_ceil(d: Duration) -> u32 {
     u32::try_from(secs).unwrap_or(u32::MAX).max(1)
 }
 
-/// Normalises a path relative to the app root: refuses absolute paths, `~`, `..`, backslashes
-/// and control characters or quotes (they would break the multipart header). `.` and empty
-/// segments are dropped. `allow_root` admits the app root itself (`""` or `.`).
+/// A path relative to the app root, by the rule every backend follows ([`normalize`]: no
+/// absolute paths, nothing that climbs out with `..`), and without what the envd requests
+/// cannot carry: a leading `~` (envd's home), control characters, quotes, backslashes (they
+/// would break the multipart header). `allow_root` admits the app root itself (`""` or `.`).
 fn confine(path: &str, allow_root: bool) -> Result<String, SandboxError> {
     let refuse = |why: &str| SandboxError::PathRefused(format!("{path:?}: {why}"));
-    if path.starts_with('/') || path.starts_with('~') {
-        return Err(refuse("absolute paths are not allowed"));
+    if path.starts_with('~') {
+        return Err(refuse("home-relative paths are not allowed"));
     }
     if path
         .chars()
@@ -462,14 +464,7 @@ fn confine(path: &str, allow_root: bool) -> Result<String, SandboxError> {
             "control characters, quotes and backslashes are not allowed",
         ));
     }
-    let mut parts = Vec::new();
-    for segment in path.split('/') {
-        match segment {
-            "" | "." => {}
-            ".." => return Err(refuse("`..` is not allowed")),
-            s => parts.push(s),
-        }
-    }
+    let parts = normalize(path)?;
     if parts.is_empty() && !allow_root {
         return Err(refuse("empty path"));
     }
@@ -1093,6 +1088,8 @@ mod tests {
         assert_eq!(confine("./app//page.tsx", false).unwrap(), "app/page.tsx");
         assert_eq!(confine("", true).unwrap(), "");
         assert_eq!(confine(".", true).unwrap(), "");
+        // The shared rule: an inner `..` that stays inside is fine.
+        assert_eq!(confine("app/../lib/a.ts", false).unwrap(), "lib/a.ts");
     }
 
     #[test]
