@@ -256,6 +256,12 @@ impl Sandbox for FakeSandbox {
         Ok(())
     }
 
+    async fn remove_file(&self, path: &str) -> Result<(), SandboxError> {
+        let key = normalize(path)?.join("/");
+        self.alive()?.files.remove(&key);
+        Ok(())
+    }
+
     async fn read_file(&self, path: &str) -> Result<String, SandboxError> {
         let key = normalize(path)?.join("/");
         self.alive()?

@@ -798,6 +798,16 @@ impl Sandbox for LocalSandbox {
         Ok(())
     }
 
+    async fn remove_file(&self, path: &str) -> Result<(), SandboxError> {
+        self.check_alive()?;
+        self.touch();
+        let target = confine(&self.app, path)?;
+        match tokio::fs::remove_file(&target).await {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err.into()),
+            _ => Ok(()),
+        }
+    }
+
     async fn read_file(&self, path: &str) -> Result<String, SandboxError> {
         self.check_alive()?;
         let target = confine(&self.app, path)?;

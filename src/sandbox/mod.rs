@@ -100,6 +100,8 @@ pub trait Sandbox: Send + Sync {
     fn id(&self) -> &str;
     async fn write_file(&self, path: &str, content: &str) -> Result<(), SandboxError>;
     async fn read_file(&self, path: &str) -> Result<String, SandboxError>;
+    /// Removes a file; one that is already gone is not an error.
+    async fn remove_file(&self, path: &str) -> Result<(), SandboxError>;
     /// Files below `dir` (relative paths, recursive, without `node_modules`, `.next`, `.git`).
     async fn list_files(&self, dir: &str) -> Result<Vec<String>, SandboxError>;
     async fn run_command(

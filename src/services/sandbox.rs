@@ -46,7 +46,8 @@ pub async fn open_preview(
     Ok((sandbox.id().to_owned(), url))
 }
 
-/// Undo: puts an earlier version's files back into the sandbox and records it as the newest
+/// Undo: puts an earlier version's files back into the sandbox (removing the files only later
+/// versions had) and records it as the newest
 /// version (an ASSISTANT message with a copy of the fragment), without a run or a credit.
 pub async fn restore_fragment<C: ConnectionTrait + TransactionTrait>(
     db: &C,
@@ -66,9 +67,14 @@ pub async fn restore_fragment<C: ConnectionTrait + TransactionTrait>(
         ));
     }
     let files = super::fragment::fragment_files(&old);
+    let newest = super::fragment::latest_files(db, project.id).await?;
     let sandbox = connect_project_sandbox(db, sandboxes, &project, &files).await?;
     for (path, content) in &files {
         sandbox.write_file(path, content).await?;
+    }
+    // Files that only later versions made would otherwise stay (a page, a route).
+    for path in newest.keys().filter(|path| !files.contains_key(*path)) {
+        sandbox.remove_file(path).await?;
     }
     let url = sandbox.preview_url().await?;
 

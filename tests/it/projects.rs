@@ -1,6 +1,9 @@
 //! Projects and messages through GraphQL: create, follow up, list, rename, delete, errors,
 //! isolation between users, and loader batching.
 
+use codekraft::entity::fragment;
+use codekraft::sandbox::Sandbox;
+use sea_orm::{ActiveModelTrait, Set};
 use serde_json::json;
 
 use crate::on_both_backends;
@@ -398,6 +401,22 @@ on_both_backends!(
         let first_page = first["files"]["app/page.tsx"].as_str().unwrap().to_owned();
         let sandbox = app.sandboxes.sandbox(project_id.parse().unwrap()).unwrap();
         assert_ne!(sandbox.files()["app/page.tsx"], first_page);
+        // The second version also made a page of its own (as a model would).
+        let second = &data["project"]["messages"]["edges"][3]["node"]["fragment"];
+        let mut second_files = second["files"].clone();
+        second_files["app/about/page.tsx"] = json!("export default function About() {}");
+        fragment::ActiveModel {
+            id: Set(second["id"].as_str().unwrap().parse().unwrap()),
+            files: Set(second_files),
+            ..Default::default()
+        }
+        .update(&app.server.state.db)
+        .await
+        .unwrap();
+        sandbox
+            .write_file("app/about/page.tsx", "export default function About() {}")
+            .await
+            .unwrap();
 
         let restored = app
         .data(Some(&token), "mutation($id: ID!) { restoreFragment(fragmentId: $id) { role content fragment { title files } } }", json!({ "id": first["id"] }))
@@ -411,6 +430,10 @@ on_both_backends!(
             sandbox.files()["app/page.tsx"],
             first_page,
             "the sandbox holds the old version again"
+        );
+        assert!(
+            !sandbox.files().contains_key("app/about/page.tsx"),
+            "a file only the later version had is gone"
         );
         // It is the newest version now: a lost sandbox is rebuilt from it, and it cost nothing.
         let data = app

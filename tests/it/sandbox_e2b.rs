@@ -250,6 +250,15 @@ async fn files_round_trip_and_list_without_build_dirs() {
         sb.list_files("nope").await,
         Err(SandboxError::NotFound(_))
     ));
+
+    // Removing: the file is gone, and a file that is already gone is fine.
+    sb.remove_file("app/components/button.tsx").await.unwrap();
+    assert_eq!(h.fake.file(sb.id(), "app/app/components/button.tsx"), None);
+    sb.remove_file("app/components/button.tsx").await.unwrap();
+    assert!(matches!(
+        sb.remove_file("../outside").await,
+        Err(SandboxError::PathRefused(_))
+    ));
     h.assert_no_violations();
 }
 

@@ -410,6 +410,17 @@ async fn files_round_trip_and_listing() {
     .unwrap();
     assert!(output.stdout.contains("ünïcode"));
     assert_eq!(sandbox.read_file("made.txt").await.unwrap(), "made\n");
+
+    sandbox.remove_file("made.txt").await.unwrap();
+    assert!(matches!(
+        sandbox.read_file("made.txt").await,
+        Err(SandboxError::NotFound(_))
+    ));
+    sandbox.remove_file("made.txt").await.unwrap();
+    assert!(matches!(
+        sandbox.remove_file("../outside").await,
+        Err(SandboxError::PathRefused(_))
+    ));
 }
 
 #[tokio::test]

@@ -766,6 +766,21 @@ impl Sandbox for E2bSandbox {
         self.upload(&[(abs, content)], true).await
     }
 
+    async fn remove_file(&self, path: &str) -> Result<(), SandboxError> {
+        let abs = abs_path(&confine(path, false)?);
+        let removed: Result<serde_json::Value, _> = self
+            .unary(
+                "filesystem.Filesystem/Remove",
+                wire::PathRequest { path: &abs },
+                REQUEST_TIMEOUT,
+            )
+            .await;
+        match removed {
+            Ok(_) | Err(SandboxError::NotFound(_)) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
     async fn read_file(&self, path: &str) -> Result<String, SandboxError> {
         let rel = confine(path, false)?;
         let abs = abs_path(&rel);

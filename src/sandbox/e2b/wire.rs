@@ -126,6 +126,12 @@ pub struct PidSelector {
     pub pid: u32,
 }
 
+/// `filesystem.Filesystem/Remove` (and other single-path calls).
+#[derive(Debug, Serialize)]
+pub struct PathRequest<'a> {
+    pub path: &'a str,
+}
+
 #[derive(Debug, Serialize)]
 pub struct ListDirRequest<'a> {
     pub path: &'a str,

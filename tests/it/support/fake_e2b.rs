@@ -108,6 +108,7 @@ impl FakeE2b {
             .route("/envd/health", get(|| async { StatusCode::NO_CONTENT }))
             .route("/envd/files", get(download).post(upload))
             .route("/envd/filesystem.Filesystem/ListDir", post(list_dir))
+            .route("/envd/filesystem.Filesystem/Remove", post(remove_path))
             .route("/envd/process.Process/Start", post(start_process))
             .route("/envd/process.Process/SendSignal", post(send_signal))
             .fallback(unknown_route)
@@ -804,6 +805,40 @@ async fn list_dir(
         let mut entries = Vec::new();
         walk(&local, path.trim_end_matches('/'), depth, &mut entries);
         Ok((StatusCode::OK, Json(json!({ "entries": entries }))).into_response())
+    })()
+    .unwrap_or_else(|e| e);
+    record(&state, &method, &uri, resp.status());
+    resp
+}
+
+/// `Remove {path} → {}`, recursive, rm -rf semantics (§7).
+async fn remove_path(
+    State(state): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let resp = (|| {
+        let (_, home) = envd_auth(&state, &headers)?;
+        check_connect_headers(&state, &headers, "application/json")?;
+        let req: Value = serde_json::from_slice(&body)
+            .map_err(|e| violation(&state, format!("Remove: bare JSON body expected: {e}")))?;
+        let Some(path) = req.get("path").and_then(Value::as_str) else {
+            return Err(violation(&state, "Remove: path is required"));
+        };
+        let Some(local) = map_path(&home, path) else {
+            return Err(violation(
+                &state,
+                format!("Remove: path {path:?} is not absolute below /home/user"),
+            ));
+        };
+        let _ = if local.is_dir() {
+            std::fs::remove_dir_all(&local)
+        } else {
+            std::fs::remove_file(&local)
+        };
+        Ok((StatusCode::OK, Json(json!({}))).into_response())
     })()
     .unwrap_or_else(|e| e);
     record(&state, &method, &uri, resp.status());
