@@ -6,7 +6,8 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: Uuid,
     pub project_id: Uuid,
-    pub run_id: Uuid,
+    /// `None` for events outside a run (a restored version).
+    pub run_id: Option<Uuid>,
     /// Per-project, gapless in commit order: the cursor subscribers resume from.
     pub seq: i64,
     pub kind: String,

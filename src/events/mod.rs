@@ -48,9 +48,11 @@ pub enum EventKind {
     FileWritten,
     /// `{ callId, name, ok, error? }`
     ToolCallFinished,
-    /// `{ messageId, role, type }`
+    /// `{ messageId, role, type }`; outside a run for a restored version.
     MessageCreated,
-    /// `{ fragmentId, messageId, sandboxUrl, title }`
+    /// `{ messageId }`: a failed run's error reply, removed when the run is retried.
+    MessageDeleted,
+    /// `{ fragmentId, messageId, sandboxUrl, title }`; outside a run for a restored version.
     FragmentCreated,
     /// `{ status, error?, inputTokens, outputTokens, costUsd }`
     RunFinished,
@@ -69,6 +71,7 @@ impl EventKind {
             Self::FileWritten => "FILE_WRITTEN",
             Self::ToolCallFinished => "TOOL_CALL_FINISHED",
             Self::MessageCreated => "MESSAGE_CREATED",
+            Self::MessageDeleted => "MESSAGE_DELETED",
             Self::FragmentCreated => "FRAGMENT_CREATED",
             Self::RunFinished => "RUN_FINISHED",
         }
@@ -88,13 +91,14 @@ impl EventKind {
 pub async fn record_event<C>(
     db: &C,
     project_id: Uuid,
-    run_id: Uuid,
+    run_id: impl Into<Option<Uuid>>,
     kind: EventKind,
     payload: Value,
 ) -> Result<run_event::Model, DbErr>
 where
     C: ConnectionTrait + TransactionTrait,
 {
+    let run_id = run_id.into();
     let mut attempt = 0;
     loop {
         let savepoint = db.begin().await?;
@@ -119,7 +123,7 @@ where
 async fn insert_event(
     db: &impl ConnectionTrait,
     project_id: Uuid,
-    run_id: Uuid,
+    run_id: Option<Uuid>,
     kind: EventKind,
     payload: Value,
 ) -> Result<run_event::Model, DbErr> {

@@ -125,11 +125,22 @@ pub async fn retry_run<C: ConnectionTrait + TransactionTrait>(
         .exec(&txn)
         .await?;
     // The failed attempt's ERROR reply goes: a run has one ASSISTANT message, its last outcome.
-    message::Entity::delete_many()
+    let replies = message::Entity::find()
         .filter(message::Column::RunId.eq(run_id))
         .filter(message::Column::Role.eq(message::Role::Assistant))
-        .exec(&txn)
+        .all(&txn)
         .await?;
+    for reply in replies {
+        message::Entity::delete_by_id(reply.id).exec(&txn).await?;
+        record_event(
+            &txn,
+            found.project_id,
+            run_id,
+            EventKind::MessageDeleted,
+            json!({ "messageId": reply.id }),
+        )
+        .await?;
+    }
     record_event(
         &txn,
         found.project_id,

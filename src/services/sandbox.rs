@@ -5,12 +5,14 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, Set, TransactionTrait};
+use serde_json::json;
 use uuid::Uuid;
 
 use super::Viewer;
 use crate::entity::message::{self, MessageType, Role};
 use crate::entity::{fragment, project};
 use crate::error::{AppError, AppResult};
+use crate::events::{record_event, BusMessage, EventBus, EventKind};
 use crate::sandbox::{FileMap, Sandbox, SandboxError, SandboxProvider};
 
 /// Connects the project's sandbox — the stored one if it is alive, else a new one holding
@@ -51,6 +53,7 @@ pub async fn open_preview(
 /// version (an ASSISTANT message with a copy of the fragment), without a run or a credit.
 pub async fn restore_fragment<C: ConnectionTrait + TransactionTrait>(
     db: &C,
+    bus: &dyn EventBus,
     sandboxes: &dyn SandboxProvider,
     viewer: Viewer,
     fragment_id: Uuid,
@@ -94,7 +97,7 @@ pub async fn restore_fragment<C: ConnectionTrait + TransactionTrait>(
     }
     .insert(&txn)
     .await?;
-    fragment::ActiveModel {
+    let fragment = fragment::ActiveModel {
         id: Set(Uuid::now_v7()),
         message_id: Set(message.id),
         sandbox_url: Set(url),
@@ -104,6 +107,29 @@ pub async fn restore_fragment<C: ConnectionTrait + TransactionTrait>(
     }
     .insert(&txn)
     .await?;
+    // Outside any run: other tabs on the project see the restored version come in.
+    record_event(
+        &txn,
+        project.id,
+        None,
+        EventKind::MessageCreated,
+        json!({ "messageId": message.id, "role": "ASSISTANT", "type": "RESULT" }),
+    )
+    .await?;
+    record_event(
+        &txn,
+        project.id,
+        None,
+        EventKind::FragmentCreated,
+        json!({
+            "fragmentId": fragment.id,
+            "messageId": message.id,
+            "sandboxUrl": fragment.sandbox_url,
+            "title": fragment.title,
+        }),
+    )
+    .await?;
     txn.commit().await?;
+    bus.publish(BusMessage::ProjectEvents(project.id)).await;
     Ok(message)
 }

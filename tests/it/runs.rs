@@ -447,6 +447,15 @@ async fn a_failed_run_can_be_retried() {
     let token = app.sign_up("again@example.com").await;
     let (project_id, run_id) = app.create_project(&token, "anything").await;
     assert_eq!(app.wait_for_run(&token, &run_id).await["status"], "FAILED");
+    let failed = app
+        .data(
+            Some(&token),
+            "query($id: ID!) { project(id: $id) { messages { edges { node { id type } } } } }",
+            json!({ "id": project_id }),
+        )
+        .await;
+    let error_reply = failed["project"]["messages"]["edges"][1]["node"].clone();
+    assert_eq!(error_reply["type"], "ERROR");
     let retried = app
         .data(
             Some(&token),
@@ -471,6 +480,22 @@ async fn a_failed_run_can_be_retried() {
     );
     assert_eq!(messages[1]["node"]["type"], "RESULT");
     assert_eq!(messages[1]["node"]["content"], "It worked this time.");
+    // Open tabs learn that the ERROR reply went.
+    let events = app
+        .data(
+            Some(&token),
+            "query($id: ID!) { run(id: $id) { events { kind payload } } }",
+            json!({ "id": run_id }),
+        )
+        .await;
+    let deleted: Vec<&Value> = events["run"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|event| event["kind"] == "MESSAGE_DELETED")
+        .collect();
+    assert_eq!(deleted.len(), 1, "{events}");
+    assert_eq!(deleted[0]["payload"]["messageId"], error_reply["id"]);
     // The refunded credit was taken again for the retry.
     let usage = app
         .data(Some(&token), "{ usage { consumed } }", json!({}))

@@ -133,3 +133,52 @@ on_both_backends!(
         assert_eq!(ws.recv().await["type"], "complete");
     }
 );
+
+on_both_backends!(
+    a_restored_version_reaches_other_tabs_as_events_outside_a_run,
+    |backend: Backend| async move {
+        let app = TestApp::spawn(backend).await;
+        let token = app.sign_up("two-tabs@example.com").await;
+        let (project_id, run_id) = app.create_project(&token, "a todo app").await;
+        app.wait_for_run(&token, &run_id).await;
+        let versions = app
+            .data(
+                Some(&token),
+                "query($id: ID!) { project(id: $id) { messages { edges { node { fragment { id } } } } } }",
+                json!({ "id": project_id }),
+            )
+            .await;
+        let fragment_id = versions["project"]["messages"]["edges"][1]["node"]["fragment"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let mut other_tab = app.ws(&token).await;
+        subscribe(&mut other_tab, PROJECT_EVENTS, json!({ "id": project_id })).await;
+        let history = read_until(&mut other_tab, "RUN_FINISHED").await;
+        let restored = app
+            .data(
+                Some(&token),
+                "mutation($id: ID!) { restoreFragment(fragmentId: $id) { id fragment { id } } }",
+                json!({ "id": fragment_id }),
+            )
+            .await;
+        let live = read_until(&mut other_tab, "FRAGMENT_CREATED").await;
+        assert_eq!(kinds(&live), ["MESSAGE_CREATED", "FRAGMENT_CREATED"]);
+        assert_eq!(
+            live[0]["seq"].as_i64().unwrap(),
+            history.last().unwrap()["seq"].as_i64().unwrap() + 1
+        );
+        assert!(
+            live.iter().all(|event| event["runId"].is_null()),
+            "{live:?}"
+        );
+        assert_eq!(
+            live[0]["payload"]["messageId"],
+            restored["restoreFragment"]["id"]
+        );
+        assert_eq!(
+            live[1]["payload"]["fragmentId"],
+            restored["restoreFragment"]["fragment"]["id"]
+        );
+    }
+);

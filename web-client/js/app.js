@@ -867,7 +867,7 @@ function onEvent(event) {
   }
   if (event.kind === 'RUN_FINISHED') state.liveText.delete(event.runId);
   if (event.kind === 'RUN_STARTED') state.liveText.set(event.runId, '');
-  if (['MESSAGE_CREATED', 'RUN_FINISHED', 'RUN_STARTED', 'RUN_QUEUED', 'FRAGMENT_CREATED'].includes(event.kind)) {
+  if (['MESSAGE_CREATED', 'MESSAGE_DELETED', 'RUN_FINISHED', 'RUN_STARTED', 'RUN_QUEUED', 'FRAGMENT_CREATED'].includes(event.kind)) {
     scheduleRefresh();
   }
   if (event.kind === 'RUN_FINISHED') {
@@ -1188,6 +1188,7 @@ const KIND_LABEL = {
   FILE_WRITTEN: 'Wrote',
   TOOL_CALL_FINISHED: 'Tool finished',
   MESSAGE_CREATED: 'Message',
+  MESSAGE_DELETED: 'Message removed',
   FRAGMENT_CREATED: 'App ready',
   RUN_FINISHED: 'Finished',
 };

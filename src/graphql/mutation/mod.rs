@@ -181,12 +181,16 @@ impl Mutation {
         let viewer = ctx.viewer()?;
         let state = ctx.state();
         let fragment_id = parse_id(&fragment_id, "fragment").gql()?;
-        Ok(
-            sandbox::restore_fragment(&state.db, state.sandboxes.as_ref(), viewer, fragment_id)
-                .await
-                .gql()?
-                .into(),
+        Ok(sandbox::restore_fragment(
+            &state.db,
+            state.bus.as_ref(),
+            state.sandboxes.as_ref(),
+            viewer,
+            fragment_id,
         )
+        .await
+        .gql()?
+        .into())
     }
 
     /// Stops a queued or running generation; it keeps its credit.

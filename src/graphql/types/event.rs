@@ -19,16 +19,19 @@ pub enum RunEventKind {
     FileWritten,
     ToolCallFinished,
     MessageCreated,
+    MessageDeleted,
     FragmentCreated,
     RunFinished,
 }
 
-/// A persisted step of a run. `seq` grows by one per project: resume a subscription with
-/// `after: <last seq seen>` to get every missed event exactly once.
+/// A persisted step of a run, or a change outside one (a restored version). `seq` grows by
+/// one per project: resume a subscription with `after: <last seq seen>` to get every missed
+/// event exactly once.
 #[derive(SimpleObject)]
 pub struct RunEvent {
     pub seq: i64,
-    pub run_id: ID,
+    /// `null` for an event outside a run.
+    pub run_id: Option<ID>,
     pub kind: RunEventKind,
     pub payload: async_graphql::Json<serde_json::Value>,
     pub created_at: DateTime<Utc>,
@@ -44,7 +47,7 @@ impl From<run_event::Model> for RunEvent {
         });
         Self {
             seq: model.seq,
-            run_id: to_id(model.run_id),
+            run_id: model.run_id.map(to_id),
             kind: kind.into(),
             payload: async_graphql::Json(model.payload),
             created_at: model.created_at,
