@@ -19,7 +19,7 @@ use crate::events::{EventBus, InProcessBus, PostgresBus};
 use crate::sandbox::e2b::{E2bConfig, E2bSandboxProvider};
 use crate::sandbox::local::{LocalSandboxConfig, LocalSandboxProvider};
 use crate::sandbox::SandboxProvider;
-use crate::services::limit::AttemptLimiter;
+use crate::services::limit::SignInLimiter;
 
 /// Counters exposed at `/metrics`.
 #[derive(Debug, Default)]
@@ -42,8 +42,8 @@ pub struct AppState {
     pub sandboxes: Arc<dyn SandboxProvider>,
     pub models: Arc<dyn ModelProvider>,
     pub metrics: Arc<Metrics>,
-    /// Failed sign-ins per email.
-    pub sign_in_limiter: Arc<AttemptLimiter>,
+    /// Failed sign-ins per email, counted in the database.
+    pub sign_in_limiter: SignInLimiter,
     /// The local sandbox backend, when it is the one in use: its previews are proxied.
     pub local_sandboxes: Option<Arc<LocalSandboxProvider>>,
     /// Cancelled when the server shuts down: workers and listeners stop on it.
@@ -153,7 +153,7 @@ impl AppBuilder {
             sandboxes,
             models,
             metrics,
-            sign_in_limiter: Arc::new(AttemptLimiter::for_sign_in()),
+            sign_in_limiter: SignInLimiter::default(),
             local_sandboxes,
             shutdown,
         })

@@ -9,6 +9,7 @@ mod m20261125_000004_create_fragment;
 mod m20261125_000005_create_usage;
 mod m20261125_000006_create_run;
 mod m20261125_000007_create_run_event;
+mod m20261125_000008_create_sign_in_failure;
 mod m20261125_000009_project_events_without_run;
 
 pub struct Migrator;
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000005_create_usage::Migration),
             Box::new(m20261125_000006_create_run::Migration),
             Box::new(m20261125_000007_create_run_event::Migration),
+            Box::new(m20261125_000008_create_sign_in_failure::Migration),
             Box::new(m20261125_000009_project_events_without_run::Migration),
         ]
     }

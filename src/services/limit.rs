@@ -1,78 +1,69 @@
-//! Counts failed attempts per key (sign-ins per email) in a sliding window, so guessing
-//! passwords is slow. Per process: enough to stop a single client hammering one account.
+//! Counts failed sign-ins per email in a sliding window, so guessing passwords is slow. The
+//! failures are rows, so every server on the database counts the same ones.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use chrono::{TimeDelta, Utc};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, Set,
+};
+use uuid::Uuid;
 
+use crate::entity::sign_in_failure;
 use crate::error::{AppError, AppResult};
 
-pub struct AttemptLimiter {
-    max_failures: usize,
-    window: Duration,
-    failures: Mutex<HashMap<String, Vec<Instant>>>,
+#[derive(Debug, Clone, Copy)]
+pub struct SignInLimiter {
+    max_failures: u64,
+    window: TimeDelta,
 }
 
-impl AttemptLimiter {
-    pub fn new(max_failures: usize, window: Duration) -> Self {
+impl Default for SignInLimiter {
+    /// 10 failures per email in 15 minutes.
+    fn default() -> Self {
         Self {
-            max_failures,
-            window,
-            failures: Mutex::new(HashMap::new()),
+            max_failures: 10,
+            window: TimeDelta::minutes(15),
         }
     }
+}
 
-    /// Sign-ins: 10 failures per email in 15 minutes.
-    pub fn for_sign_in() -> Self {
-        Self::new(10, Duration::from_secs(15 * 60))
-    }
-
-    /// RATE_LIMITED while `key` has used up its failures in the window.
-    pub fn check(&self, key: &str) -> AppResult<()> {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        let recent = failures.entry(key.to_owned()).or_default();
-        recent.retain(|at| now.duration_since(*at) < self.window);
-        if recent.len() >= self.max_failures {
+impl SignInLimiter {
+    /// RATE_LIMITED while `email` has used up its failures in the window.
+    pub async fn check(&self, db: &impl ConnectionTrait, email: &str) -> AppResult<()> {
+        let recent = sign_in_failure::Entity::find()
+            .filter(sign_in_failure::Column::Email.eq(email))
+            .filter(sign_in_failure::Column::FailedAt.gt(Utc::now() - self.window))
+            .count(db)
+            .await?;
+        if recent >= self.max_failures {
             return Err(AppError::RateLimited);
-        }
-        if recent.is_empty() {
-            failures.remove(key);
         }
         Ok(())
     }
 
-    pub fn record_failure(&self, key: &str) {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        failures
-            .entry(key.to_owned())
-            .or_default()
-            .push(Instant::now());
-    }
-
-    pub fn reset(&self, key: &str) {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        failures.remove(key);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn failures_beyond_the_limit_are_refused_until_the_window_passes() {
-        let limiter = AttemptLimiter::new(2, Duration::from_millis(50));
-        for _ in 0..2 {
-            limiter.check("a").unwrap();
-            limiter.record_failure("a");
+    /// Counts a failure against `email`. Failures that have left the window are deleted here,
+    /// every email's at once: emails tried once and never again would otherwise stay forever.
+    pub async fn record_failure(&self, db: &impl ConnectionTrait, email: &str) -> AppResult<()> {
+        let now = Utc::now();
+        sign_in_failure::Entity::delete_many()
+            .filter(sign_in_failure::Column::FailedAt.lte(now - self.window))
+            .exec(db)
+            .await?;
+        sign_in_failure::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            email: Set(email.to_owned()),
+            failed_at: Set(now),
         }
-        assert!(matches!(limiter.check("a"), Err(AppError::RateLimited)));
-        limiter.check("b").unwrap();
-        std::thread::sleep(Duration::from_millis(60));
-        limiter.check("a").unwrap();
-        limiter.record_failure("a");
-        limiter.reset("a");
-        limiter.check("a").unwrap();
+        .insert(db)
+        .await?;
+        Ok(())
+    }
+
+    /// Forgets `email`'s failures (it signed in).
+    pub async fn reset(&self, db: &impl ConnectionTrait, email: &str) -> AppResult<()> {
+        sign_in_failure::Entity::delete_many()
+            .filter(sign_in_failure::Column::Email.eq(email))
+            .exec(db)
+            .await?;
+        Ok(())
     }
 }

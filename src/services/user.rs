@@ -7,7 +7,7 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::credits;
-use super::limit::AttemptLimiter;
+use super::limit::SignInLimiter;
 use crate::entity::user::{self, Plan};
 use crate::error::{AppError, AppResult};
 
@@ -94,13 +94,13 @@ pub async fn sign_up<C: TransactionTrait>(
 /// email's failed attempts.
 pub async fn sign_in(
     db: &impl ConnectionTrait,
-    limiter: &AttemptLimiter,
+    limiter: &SignInLimiter,
     email: &str,
     password: &str,
 ) -> AppResult<user::Model> {
     let refused = || AppError::BadUserInput("wrong email or password".to_owned());
     let email = normalise_email(email).map_err(|_| refused())?;
-    limiter.check(&email)?;
+    limiter.check(db, &email).await?;
     let user = user::Entity::find()
         .filter(user::Column::Email.eq(email.clone()))
         .filter(user::Column::PasswordHash.is_not_null())
@@ -113,11 +113,11 @@ pub async fn sign_in(
     let matches = crate::auth::verify_password_async(password.to_owned(), hash).await;
     match user {
         Some(user) if matches => {
-            limiter.reset(&email);
+            limiter.reset(db, &email).await?;
             Ok(user)
         }
         _ => {
-            limiter.record_failure(&email);
+            limiter.record_failure(db, &email).await?;
             Err(refused())
         }
     }

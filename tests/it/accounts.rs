@@ -209,3 +209,75 @@ async fn guessing_a_password_is_rate_limited() {
         .await;
     assert_eq!(error_code(&other), "BAD_USER_INPUT");
 }
+
+/// A sign-in attempt through GraphQL; the account's real password is "correct horse".
+async fn sign_in(app: &TestApp, email: &str, password: &str) -> serde_json::Value {
+    app.gql(
+        None,
+        "mutation($e: String!, $p: String!) { signIn(email: $e, password: $p) { token } }",
+        json!({ "e": email, "p": password }),
+    )
+    .await
+}
+
+/// Failed sign-ins written straight to the table, `minutes_ago` in the past.
+async fn seed_failures(app: &TestApp, email: &str, minutes_ago: i64, count: usize) {
+    use codekraft::entity::sign_in_failure;
+    use sea_orm::{EntityTrait, Set};
+    let failed_at = chrono::Utc::now() - chrono::TimeDelta::minutes(minutes_ago);
+    let rows = (0..count).map(|_| sign_in_failure::ActiveModel {
+        id: Set(uuid::Uuid::now_v7()),
+        email: Set(email.to_owned()),
+        failed_at: Set(failed_at),
+    });
+    sign_in_failure::Entity::insert_many(rows)
+        .exec(&app.server.state.db)
+        .await
+        .unwrap();
+}
+
+on_both_backends!(
+    servers_on_one_database_share_the_sign_in_limit,
+    |backend: Backend| async move {
+        let first = TestApp::spawn(backend).await;
+        let second = TestApp::builder(backend)
+            .database_url(first.database_url())
+            .start()
+            .await;
+        first.sign_up("shared@example.com").await;
+        for attempt in 0..10 {
+            let server = if attempt % 2 == 0 { &first } else { &second };
+            let refused = sign_in(server, "shared@example.com", "guess guess").await;
+            assert_eq!(error_code(&refused), "BAD_USER_INPUT", "attempt {attempt}");
+        }
+        // Five failures on each: the pair has used up the limit, so both refuse.
+        for server in [&first, &second] {
+            let limited = sign_in(server, "shared@example.com", "correct horse").await;
+            assert_eq!(error_code(&limited), "RATE_LIMITED");
+        }
+    }
+);
+
+on_both_backends!(
+    failures_leave_the_window_and_a_sign_in_forgets_them,
+    |backend: Backend| async move {
+        let app = TestApp::spawn(backend).await;
+        app.sign_up("target@example.com").await;
+
+        // One failure short of the limit, then the right password: signed in, failures forgotten.
+        seed_failures(&app, "target@example.com", 14, 9).await;
+        let signed_in = sign_in(&app, "target@example.com", "correct horse").await;
+        assert!(signed_in.get("errors").is_none(), "{signed_in}");
+        assert_eq!(app.count_rows("sign_in_failure").await, 0);
+
+        // Failures older than 15 minutes do not count, and recording one deletes them all.
+        seed_failures(&app, "target@example.com", 16, 10).await;
+        seed_failures(&app, "someone-else@example.com", 16, 1).await;
+        seed_failures(&app, "target@example.com", 14, 9).await;
+        let refused = sign_in(&app, "target@example.com", "guess guess").await;
+        assert_eq!(error_code(&refused), "BAD_USER_INPUT");
+        assert_eq!(app.count_rows("sign_in_failure").await, 10);
+        let limited = sign_in(&app, "target@example.com", "correct horse").await;
+        assert_eq!(error_code(&limited), "RATE_LIMITED");
+    }
+);

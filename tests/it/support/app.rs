@@ -36,6 +36,7 @@ pub struct TestAppBuilder {
     models: Arc<dyn ModelProvider>,
     sandboxes: Arc<FakeSandboxProvider>,
     configure: Vec<ConfigChange>,
+    database_url: Option<String>,
 }
 
 impl TestAppBuilder {
@@ -49,12 +50,19 @@ impl TestAppBuilder {
         self
     }
 
+    /// Another app's database (`TestApp::database_url`) instead of a fresh one: several
+    /// servers on one database, as in production.
+    pub fn database_url(mut self, url: String) -> Self {
+        self.database_url = Some(url);
+        self
+    }
+
     pub async fn start(self) -> TestApp {
         if std::env::var_os("TEST_LOG").is_some() {
             codekraft::telemetry::init(codekraft::config::LogFormat::Pretty);
         }
         let data_dir = tempfile::tempdir().unwrap();
-        let mut config = test_config(self.backend, data_dir.path()).await;
+        let mut config = test_config(self.backend, data_dir.path(), self.database_url).await;
         for change in self.configure {
             change(&mut config);
         }
@@ -75,15 +83,21 @@ impl TestAppBuilder {
     }
 }
 
-/// Config of a test server: a fresh database, a fixed secret, no build check.
-pub async fn test_config(backend: Backend, data_dir: &std::path::Path) -> Config {
+/// Config of a test server: a fresh database unless `database_url` names one, a fixed secret,
+/// no build check.
+pub async fn test_config(
+    backend: Backend,
+    data_dir: &std::path::Path,
+    database_url: Option<String>,
+) -> Config {
     let mut config = Config::defaults();
     config.data_dir = data_dir.to_path_buf();
     config.auth_jwt_secret = Some(TEST_SECRET.to_owned());
     config.agent_check_command = String::new();
-    config.database_url = match backend {
-        Backend::Sqlite => None,
-        Backend::Postgres => Some(super::postgres::fresh_database_url().await),
+    config.database_url = match (database_url, backend) {
+        (Some(url), _) => Some(url),
+        (None, Backend::Sqlite) => None,
+        (None, Backend::Postgres) => Some(super::postgres::fresh_database_url().await),
     };
     config.web_client_dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("web-client");
     config
@@ -105,6 +119,7 @@ impl TestApp {
             models: Arc::new(OfflineProvider::new()),
             sandboxes: Arc::new(FakeSandboxProvider::new()),
             configure: Vec::new(),
+            database_url: None,
         }
     }
 
@@ -123,6 +138,11 @@ impl TestApp {
             .init(json!({ "Authorization": format!("Bearer {token}") }))
             .await;
         client
+    }
+
+    /// The database this server uses, for another one to share.
+    pub fn database_url(&self) -> String {
+        self.server.state.config.database_url()
     }
 
     pub fn db_statements(&self) -> u64 {
