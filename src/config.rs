@@ -135,6 +135,10 @@ pub struct Config {
         default_value = "npx --no-install tsc --noEmit --pretty false"
     )]
     pub agent_check_command: String,
+    /// After the build check, fetch the preview: a server error (a page that does not render)
+    /// is fed back for a fix round too.
+    #[arg(long, env = "AGENT_PREVIEW_CHECK", default_value_t = true, action = clap::ArgAction::Set)]
+    pub agent_preview_check: bool,
     /// A running run's lease; a worker that stops heartbeating loses the run after this long.
     #[arg(long, env = "RUN_LEASE_SECS", default_value_t = 30)]
     pub run_lease_secs: u64,

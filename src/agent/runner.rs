@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::emitter::Emitter;
+use super::preview_check::PreviewCheck;
 use super::prompt::{reply_prompt, task_summary, title_prompt, SYSTEM_PROMPT};
 use super::provider::{
     ChatMessage, ChatRequest, ModelError, ModelProvider, ModelResponse, TokenUsage,
@@ -57,6 +58,8 @@ pub struct AgentSettings {
     pub command_timeout: Duration,
     /// Run after the model is done; a non-zero exit is fed back for a fix round.
     pub check_command: Option<String>,
+    /// Then the preview is fetched; a server error is fed back the same way.
+    pub preview_check: Option<PreviewCheck>,
 }
 
 /// What a finished run produced.
@@ -121,6 +124,7 @@ impl AgentContext<'_> {
         let summary = self
             .tool_loop(
                 sandbox.as_ref(),
+                &sandbox_url,
                 &system_prompt(&previous_files),
                 &mut conversation,
                 &mut written,
@@ -181,6 +185,7 @@ impl AgentContext<'_> {
     async fn tool_loop(
         &self,
         sandbox: &dyn Sandbox,
+        preview_url: &str,
         system: &str,
         conversation: &mut Vec<ChatMessage>,
         written: &mut FileMap,
@@ -209,7 +214,7 @@ impl AgentContext<'_> {
                 let summary = task_summary(&response.text)
                     .unwrap_or(response.text.trim())
                     .to_owned();
-                match self.check(sandbox).await? {
+                match self.check(sandbox, preview_url).await? {
                     Some(errors) if fix_rounds < self.settings.max_fix_rounds => {
                         fix_rounds += 1;
                         conversation.push(ChatMessage::User {
@@ -284,8 +289,22 @@ impl AgentContext<'_> {
         Ok(response)
     }
 
-    /// `Some(errors)` when the check command fails.
-    async fn check(&self, sandbox: &dyn Sandbox) -> Result<Option<String>, AgentError> {
+    /// `Some(errors)` when the check command fails, or else the preview does not render.
+    async fn check(
+        &self,
+        sandbox: &dyn Sandbox,
+        preview_url: &str,
+    ) -> Result<Option<String>, AgentError> {
+        if let Some(errors) = self.check_command(sandbox).await? {
+            return Ok(Some(errors));
+        }
+        match &self.settings.preview_check {
+            Some(check) => self.cancellable(check.errors(preview_url)).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn check_command(&self, sandbox: &dyn Sandbox) -> Result<Option<String>, AgentError> {
         let Some(command) = &self.settings.check_command else {
             return Ok(None);
         };
@@ -384,5 +403,8 @@ pub fn settings_from_config(config: &crate::config::Config) -> AgentSettings {
         max_fix_rounds: config.agent_max_fix_rounds,
         command_timeout: config.command_timeout(),
         check_command: Some(config.agent_check_command.clone()).filter(|c| !c.trim().is_empty()),
+        preview_check: config
+            .agent_preview_check
+            .then(|| PreviewCheck::new(config.command_timeout())),
     }
 }

@@ -41,6 +41,8 @@ struct Shared {
     template: FileMap,
     sandboxes: HashMap<String, Arc<FakeSandbox>>,
     connects: usize,
+    /// Where previews point (a test's HTTP server); unset: `http://fake-sandbox`.
+    preview_base: Option<String>,
 }
 
 /// See the module docs. Cheap to clone; clones share state.
@@ -62,6 +64,11 @@ impl FakeSandboxProvider {
     pub fn with_template(self, template: FileMap) -> Self {
         lock(&self.shared).template = template;
         self
+    }
+
+    /// Previews at `{base}/{sandbox_id}/` from now on.
+    pub fn set_preview_base(&self, base: &str) {
+        lock(&self.shared).preview_base = Some(base.trim_end_matches('/').to_owned());
     }
 
     /// Commands containing `substring` exit with `exit_code` and print `stderr`.
@@ -330,7 +337,9 @@ impl Sandbox for FakeSandbox {
 
     async fn preview_url(&self) -> Result<String, SandboxError> {
         drop(self.alive()?);
-        Ok(format!("http://fake-sandbox/{}/", self.id))
+        let base = lock(&self.rules).preview_base.clone();
+        let base = base.as_deref().unwrap_or("http://fake-sandbox");
+        Ok(format!("{base}/{}/", self.id))
     }
 
     async fn extend_lifetime(&self, by: Duration) -> Result<(), SandboxError> {

@@ -599,3 +599,84 @@ async fn latest_fragment(app: &TestApp, token: &str, project_id: &str) -> Value 
         .await;
     data["project"]["messages"]["edges"][1]["node"]["fragment"].clone()
 }
+
+/// `next dev`'s answer for a page that type-checks but cannot render.
+const NEXT_ERROR_PAGE: &str = r#"<!DOCTYPE html><html><body><script id="__NEXT_DATA__" type="application/json">{"props":{"pageProps":{"statusCode":500}},"page":"/_error","err":{"name":"Error","source":"server","message":"./app/page.tsx:1:10\nError: You're importing a module that depends on `useState` into a React Server Component module. This API is only available in Client Components."}}</script></body></html>"#;
+
+#[tokio::test]
+async fn a_preview_that_does_not_render_gets_a_fix_round() {
+    let counter = "import { useState } from \"react\";\nexport default function Page() { const [n, setN] = useState(0); return <button onClick={() => setN(n + 1)}>{n}</button>; }\n";
+    let fake = FakeLlm::start([
+        Reply::gemini_stream([gemini_chunk(
+            vec![gemini_call_part(
+                "createOrUpdateFiles",
+                json!({ "files": [{ "path": "app/page.tsx", "content": counter }] }),
+                None,
+            )],
+            Some("STOP"),
+            None,
+        )]),
+        gemini_text_reply("<task_summary>A counter.</task_summary>"),
+        Reply::gemini_stream([gemini_chunk(
+            vec![gemini_call_part(
+                "createOrUpdateFiles",
+                json!({ "files": [{ "path": "app/page.tsx", "content": format!("\"use client\";\n{counter}") }] }),
+                None,
+            )],
+            Some("STOP"),
+            None,
+        )]),
+        gemini_text_reply("<task_summary>A counter, as a client component.</task_summary>"),
+        gemini_text_reply("Counter"),
+        gemini_text_reply("Your counter is ready."),
+    ])
+    .await;
+    let app = TestApp::builder(Backend::Sqlite)
+        .models(gemini(&fake))
+        .start()
+        .await;
+    // The preview renders the project's page like `next dev` would: a hook needs "use client".
+    let sandboxes = app.sandboxes.clone();
+    let preview = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let sandboxes = sandboxes.clone();
+        async move {
+            let project = uri.path().trim_matches('/').parse().unwrap();
+            let page = sandboxes.sandbox(project).unwrap().files()["app/page.tsx"].clone();
+            if page.contains("useState") && !page.starts_with("\"use client\"") {
+                (
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    NEXT_ERROR_PAGE,
+                )
+            } else {
+                (axum::http::StatusCode::OK, "<button>0</button>")
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    app.sandboxes
+        .set_preview_base(&format!("http://{}", listener.local_addr().unwrap()));
+    tokio::spawn(async move { axum::serve(listener, preview).await.unwrap() });
+
+    let token = app.sign_up("hooks@example.com").await;
+    let (project_id, run_id) = app.create_project(&token, "a counter").await;
+    assert_eq!(
+        app.wait_for_run(&token, &run_id).await["status"],
+        "SUCCEEDED"
+    );
+    // The model was shown the page's error, and its fix is what was kept.
+    let fix_request = fake.requests()[2].body.to_string();
+    assert!(
+        fix_request.contains("HTTP 500") && fix_request.contains("React Server Component"),
+        "{fix_request}"
+    );
+    let data = app
+        .data(Some(&token), MESSAGES, json!({ "id": project_id }))
+        .await;
+    let reply = &data["project"]["messages"]["edges"][1]["node"];
+    assert_eq!(reply["content"], "Your counter is ready.");
+    assert!(reply["fragment"]["files"]["app/page.tsx"]
+        .as_str()
+        .unwrap()
+        .starts_with("\"use client\""));
+    assert_eq!(fake.remaining(), 0);
+}
