@@ -1,23 +1,26 @@
 //! RS256 tokens from an external identity provider (Clerk), verified with keys fetched from its
 //! JWKS endpoint.
 //!
-//! Keys are cached for a TTL and refetched when a token names an unknown `kid` (key rotation),
-//! but at most once per minimum interval, so a flood of tokens with made-up `kid`s cannot hammer
-//! the provider. Fetches are single-flight. When a fetch fails, the previous keys keep serving.
+//! Stale-while-revalidate: a known `kid` is always answered from the cache; once the key set is
+//! older than the TTL, one background refresh replaces it, so no request waits for the provider.
+//! An unknown `kid` (key rotation) or a set never fetched is fetched inline. Fetches are
+//! single-flight and at most one per minimum interval, so a flood of tokens with made-up `kid`s
+//! cannot hammer the provider. When a fetch fails, the previous keys keep serving.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use tokio::sync::Mutex;
 
 use super::{map_jwt_error, AuthError, LEEWAY_SECS};
 
-/// How long fetched keys are trusted without refetching.
+/// Age after which the key set is refreshed in the background (its keys keep serving meanwhile).
 pub const DEFAULT_TTL: Duration = Duration::from_secs(10 * 60);
 /// Minimum time between two fetch attempts (unknown `kid`, expired cache or failed fetch).
 pub const DEFAULT_MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
@@ -27,13 +30,19 @@ const MAX_JWKS_BYTES: usize = 256 * 1024;
 
 /// A cached JWKS: `kid` → RSA verification key.
 pub struct JwksCache {
-    url: String,
-    client: reqwest::Client,
+    source: Arc<KeySource>,
     ttl: Duration,
     min_refresh_interval: Duration,
+    /// Held during a fetch (single flight), by a background refresh too; holds the time of the
+    /// last fetch attempt.
+    last_attempt: Arc<Mutex<Option<Instant>>>,
+}
+
+/// The endpoint and the last key set fetched from it; shared with background refreshes.
+struct KeySource {
+    url: String,
+    client: reqwest::Client,
     keys: RwLock<KeySet>,
-    /// Held during a fetch (single flight); holds the time of the last fetch attempt.
-    last_attempt: tokio::sync::Mutex<Option<Instant>>,
 }
 
 #[derive(Default)]
@@ -46,7 +55,7 @@ struct KeySet {
 impl fmt::Debug for JwksCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JwksCache")
-            .field("url", &self.url)
+            .field("url", &self.source.url)
             .field("ttl", &self.ttl)
             .field("min_refresh_interval", &self.min_refresh_interval)
             .finish_non_exhaustive()
@@ -61,12 +70,14 @@ impl JwksCache {
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
         Self {
-            url: url.into(),
-            client,
+            source: Arc::new(KeySource {
+                url: url.into(),
+                client,
+                keys: RwLock::default(),
+            }),
             ttl: DEFAULT_TTL,
             min_refresh_interval: DEFAULT_MIN_REFRESH_INTERVAL,
-            keys: RwLock::default(),
-            last_attempt: tokio::sync::Mutex::new(None),
+            last_attempt: Arc::default(),
         }
     }
 
@@ -76,61 +87,92 @@ impl JwksCache {
         self
     }
 
-    /// The RSA key for `kid`, fetching the key set when it is missing, expired or lacks `kid`
-    /// (rate-limited). Unknown `kid` → [`AuthError::Invalid`]; no key set could ever be fetched
-    /// → [`AuthError::JwksUnavailable`].
+    /// The RSA key for `kid`. A cached key is returned at once, and a set older than the TTL is
+    /// refreshed in the background. A `kid` missing from the set, or no set yet, is fetched
+    /// inline (rate-limited). Unknown `kid` → [`AuthError::Invalid`]; no key set could ever be
+    /// fetched → [`AuthError::JwksUnavailable`].
     pub async fn key(&self, kid: &str) -> Result<DecodingKey, AuthError> {
-        if let Some(key) = self.lookup(kid, true) {
+        if let Some((key, age)) = self.source.lookup(kid) {
+            if age >= self.ttl {
+                self.refresh_in_background();
+            }
             return Ok(key);
         }
         let mut last_attempt = self.last_attempt.lock().await;
-        // Another task may have refreshed while this one waited.
-        if let Some(key) = self.lookup(kid, true) {
+        // The fetch this task waited for may have brought the key.
+        if let Some((key, _)) = self.source.lookup(kid) {
             return Ok(key);
         }
-        let may_fetch = last_attempt.is_none_or(|at| at.elapsed() >= self.min_refresh_interval);
-        if may_fetch {
+        if self.may_fetch(*last_attempt) {
             *last_attempt = Some(Instant::now());
-            match self.fetch().await {
-                Ok(keys) => {
-                    tracing::debug!(url = %self.url, keys = keys.len(), "fetched JWKS");
-                    *self.keys.write().unwrap_or_else(|e| e.into_inner()) = KeySet {
-                        keys,
-                        fetched_at: Some(Instant::now()),
-                    };
-                }
-                Err(err) => {
-                    tracing::warn!(url = %self.url, error = %err, "JWKS fetch failed");
-                    if self.never_fetched() {
-                        return Err(err);
-                    }
+            if let Err(err) = self.source.refresh().await {
+                if self.source.never_fetched() {
+                    return Err(err);
                 }
             }
         }
         drop(last_attempt);
-        // Possibly stale keys: better than refusing everyone while the provider is down or
-        // while rate-limited.
-        match self.lookup(kid, false) {
-            Some(key) => Ok(key),
-            None if self.never_fetched() => Err(AuthError::JwksUnavailable(
+        match self.source.lookup(kid) {
+            Some((key, _)) => Ok(key),
+            None if self.source.never_fetched() => Err(AuthError::JwksUnavailable(
                 "key set not loaded yet".to_owned(),
             )),
             None => Err(AuthError::Invalid("unknown key id")),
         }
     }
 
-    fn lookup(&self, kid: &str, fresh_only: bool) -> Option<DecodingKey> {
-        let set = self.keys.read().unwrap_or_else(|e| e.into_inner());
-        let fresh = set.fetched_at.is_some_and(|at| at.elapsed() < self.ttl);
-        if fresh_only && !fresh {
-            return None;
+    /// Starts refreshing the key set unless a fetch is in flight or the rate limit forbids it.
+    fn refresh_in_background(&self) {
+        let Ok(mut last_attempt) = Arc::clone(&self.last_attempt).try_lock_owned() else {
+            return;
+        };
+        if !self.may_fetch(*last_attempt) {
+            return;
         }
-        set.keys.get(kid).cloned()
+        *last_attempt = Some(Instant::now());
+        let source = Arc::clone(&self.source);
+        tokio::spawn(async move {
+            // A failure is logged by `refresh`; the old keys keep serving.
+            let _ = source.refresh().await;
+            // Held until the new keys are stored, so an inline fetch waits for this one.
+            drop(last_attempt);
+        });
+    }
+
+    fn may_fetch(&self, last_attempt: Option<Instant>) -> bool {
+        last_attempt.is_none_or(|at| at.elapsed() >= self.min_refresh_interval)
+    }
+}
+
+impl KeySource {
+    /// The cached key for `kid` and the age of its key set.
+    fn lookup(&self, kid: &str) -> Option<(DecodingKey, Duration)> {
+        let set = self.keys.read().unwrap_or_else(|e| e.into_inner());
+        let key = set.keys.get(kid)?.clone();
+        Some((key, set.fetched_at?.elapsed()))
     }
 
     fn never_fetched(&self) -> bool {
         let set = self.keys.read().unwrap_or_else(|e| e.into_inner());
         set.fetched_at.is_none()
+    }
+
+    /// Fetches the key set and replaces the cached one; on failure, keeps it and logs why.
+    async fn refresh(&self) -> Result<(), AuthError> {
+        match self.fetch().await {
+            Ok(keys) => {
+                tracing::debug!(url = %self.url, keys = keys.len(), "fetched JWKS");
+                *self.keys.write().unwrap_or_else(|e| e.into_inner()) = KeySet {
+                    keys,
+                    fetched_at: Some(Instant::now()),
+                };
+                Ok(())
+            }
+            Err(err) => {
+                tracing::warn!(url = %self.url, error = %err, "JWKS fetch failed");
+                Err(err)
+            }
+        }
     }
 
     async fn fetch(&self) -> Result<HashMap<String, DecodingKey>, AuthError> {

@@ -188,8 +188,8 @@ impl Authenticator {
         Self::build(config, JwksCache::new)
     }
 
-    /// Like [`Authenticator::new`] with explicit JWKS cache timings (defaults: keys trusted for
-    /// 10 min, at most one fetch per 30 s). Mostly for tests.
+    /// Like [`Authenticator::new`] with explicit JWKS cache timings (defaults: key set refreshed
+    /// in the background after 10 min, at most one fetch per 30 s). Mostly for tests.
     pub fn with_jwks_timings(
         config: AuthConfig,
         ttl: Duration,
@@ -380,6 +380,7 @@ mod tests {
     use base64::Engine;
     use jsonwebtoken::{EncodingKey, Header};
     use serde_json::json;
+    use tokio::sync::oneshot;
 
     use super::*;
 
@@ -390,7 +391,8 @@ mod tests {
     const ATTACKER_PEM: &[u8] = include_bytes!("../../tests/fixtures/auth/attacker-private.pem");
     const JWKS: &str = include_str!("../../tests/fixtures/auth/jwks.json");
 
-    /// A JWKS endpoint on 127.0.0.1:0 that counts requests; its document can be swapped.
+    /// A JWKS endpoint on 127.0.0.1:0 that counts requests; its document can be swapped and a
+    /// request held.
     struct FakeJwks {
         url: String,
         state: Arc<FakeState>,
@@ -399,6 +401,22 @@ mod tests {
     struct FakeState {
         hits: AtomicUsize,
         body: Mutex<Option<Value>>,
+        held: Mutex<Option<HeldHandler>>,
+    }
+
+    /// The handler's side of [`HeldRequest`].
+    struct HeldHandler {
+        entered: oneshot::Sender<()>,
+        release: oneshot::Receiver<()>,
+    }
+
+    /// A request that waits in the fake's handler until released.
+    struct HeldRequest {
+        /// Fires once the request has reached the handler.
+        entered: oneshot::Receiver<()>,
+        /// Lets the handler answer, with the document current at that moment. Sending fails if
+        /// the request was abandoned meanwhile.
+        release: oneshot::Sender<()>,
     }
 
     impl FakeJwks {
@@ -406,6 +424,7 @@ mod tests {
             let state = Arc::new(FakeState {
                 hits: AtomicUsize::new(0),
                 body: Mutex::new(Some(serde_json::from_str(JWKS).unwrap())),
+                held: Mutex::new(None),
             });
             let app = Router::new()
                 .route("/.well-known/jwks.json", get(serve_jwks))
@@ -421,6 +440,29 @@ mod tests {
 
         fn hits(&self) -> usize {
             self.state.hits.load(Ordering::SeqCst)
+        }
+
+        /// Waits, with a generous deadline, until the endpoint has been hit `hits` times.
+        async fn wait_for_hits(&self, hits: usize) {
+            let reached = async {
+                while self.hits() < hits {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(10), reached)
+                .await
+                .unwrap_or_else(|_| panic!("{} hits, expected {hits}", self.hits()));
+        }
+
+        /// Makes the next request wait in the handler until released.
+        fn hold_next_request(&self) -> HeldRequest {
+            let (entered_tx, entered) = oneshot::channel();
+            let (release, release_rx) = oneshot::channel();
+            *self.state.held.lock().unwrap() = Some(HeldHandler {
+                entered: entered_tx,
+                release: release_rx,
+            });
+            HeldRequest { entered, release }
         }
 
         /// Publishes the fixture key a second time under `kid` (a key rotation).
@@ -440,6 +482,11 @@ mod tests {
 
     async fn serve_jwks(State(state): State<Arc<FakeState>>) -> Result<Json<Value>, StatusCode> {
         state.hits.fetch_add(1, Ordering::SeqCst);
+        let held = state.held.lock().unwrap().take();
+        if let Some(held) = held {
+            let _ = held.entered.send(());
+            let _ = held.release.await;
+        }
         let body = state.body.lock().unwrap().clone();
         body.map(Json).ok_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
@@ -973,20 +1020,67 @@ mod tests {
         assert_eq!(jwks.hits(), 1);
     }
 
+    /// Rate limit of the stale-key tests: waited out once so that a refresh may start, and long
+    /// enough that no second one fits in the rest of the test.
+    const REFETCH_INTERVAL: Duration = Duration::from_secs(1);
+
+    /// A cache loaded from `jwks` whose key set is already stale and may be refetched.
+    async fn stale_cache(jwks: &FakeJwks) -> JwksCache {
+        let cache =
+            JwksCache::new(&jwks.url).with_timings(Duration::from_millis(1), REFETCH_INTERVAL);
+        cache.key("test-key-1").await.unwrap();
+        assert_eq!(jwks.hits(), 1);
+        tokio::time::sleep(REFETCH_INTERVAL + Duration::from_millis(100)).await;
+        cache
+    }
+
     #[tokio::test]
-    async fn stale_keys_serve_while_the_provider_is_down() {
+    async fn stale_keys_serve_at_once_while_one_background_refresh_replaces_them() {
         let jwks = FakeJwks::start().await;
-        let auth = Authenticator::with_jwks_timings(
-            config(SECRET, Some(&jwks.url)),
-            Duration::from_millis(50),
-            Duration::from_millis(50),
-        );
-        auth.verify(&clerk_token(&clerk_claims())).await.unwrap();
+        let cache = stale_cache(&jwks).await;
+        let held = jwks.hold_next_request();
+
+        // Served from the stale set while the refresh it started hangs at the provider.
+        cache.key("test-key-1").await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), held.entered)
+            .await
+            .expect("no refresh reached the provider")
+            .unwrap();
+        for _ in 0..10 {
+            cache.key("test-key-1").await.unwrap();
+        }
+
+        // The provider rotates in a new key and answers at last. The request is still waiting
+        // (not abandoned after a client timeout): the calls above returned without it.
+        jwks.add_key_alias("test-key-2");
+        held.release
+            .send(())
+            .expect("the held request was abandoned");
+        // A kid missing from the old set waits for the refresh in flight rather than fetching.
+        cache.key("test-key-2").await.unwrap();
+        assert_eq!(jwks.hits(), 2, "a single refresh");
+    }
+
+    #[tokio::test]
+    async fn failed_background_refresh_keeps_the_old_keys() {
+        let jwks = FakeJwks::start().await;
+        let cache = stale_cache(&jwks).await;
         jwks.set_body(None);
-        tokio::time::sleep(Duration::from_millis(120)).await;
-        // The TTL has passed and the refetch fails: the cached key still verifies.
-        auth.verify(&clerk_token(&clerk_claims())).await.unwrap();
-        assert_eq!(jwks.hits(), 2);
+
+        cache.key("test-key-1").await.unwrap();
+        jwks.wait_for_hits(2).await;
+        // An unknown kid waits for any fetch in flight, then may not fetch itself (rate limit).
+        let assert_unknown_kid = || async {
+            assert_eq!(
+                cache.key("test-key-2").await.err(),
+                Some(AuthError::Invalid("unknown key id")),
+                "the old key set is still loaded"
+            );
+        };
+        assert_unknown_kid().await;
+        cache.key("test-key-1").await.unwrap();
+        assert_unknown_kid().await;
+        assert_eq!(jwks.hits(), 2, "no retry within the interval");
     }
 
     #[tokio::test]
