@@ -197,7 +197,7 @@ type SandboxProviders = (Arc<dyn SandboxProvider>, Option<Arc<LocalSandboxProvid
 fn sandbox_provider_from_config(config: &Config) -> anyhow::Result<SandboxProviders> {
     match config.sandbox_provider_kind() {
         SandboxProviderKind::Local => {
-            let mut local = LocalSandboxConfig::new(&config.data_dir, config.public_url());
+            let mut local = LocalSandboxConfig::new(&config.data_dir, config.preview_url());
             local.template_dir = config.sandbox_template_dir.clone();
             if let Some(cache) = &config.sandbox_cache_dir {
                 local.cache_dir = cache.clone();
@@ -233,12 +233,17 @@ pub struct Server {
     pub addr: std::net::SocketAddr,
     pub state: AppState,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// The PREVIEW_BIND listener, when previews have an origin of their own.
+    previews: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 impl Server {
     pub async fn shutdown(self) -> anyhow::Result<()> {
         self.state.shutdown.cancel();
         self.task.await??;
+        if let Some(previews) = self.previews {
+            previews.await??;
+        }
         if let Some(local) = &self.state.local_sandboxes {
             // Dev servers stop with us; workspaces stay for the next start.
             local.shutdown().await;
@@ -261,11 +266,39 @@ pub async fn start(state: AppState, listener: TcpListener) -> anyhow::Result<Ser
             }
         });
     }
-    let task = tokio::spawn(async move {
+    let previews = match (state.config.preview_bind, state.local_sandboxes.clone()) {
+        (Some(bind), Some(local)) => {
+            let listener = TcpListener::bind(bind)
+                .await
+                .with_context(|| format!("binding PREVIEW_BIND {bind}"))?;
+            tracing::info!(%bind, "previews are served on their own origin");
+            Some(serve(
+                listener,
+                crate::http::preview::router(local),
+                &shutdown,
+            ))
+        }
+        _ => None,
+    };
+    let task = serve(listener, app, &shutdown);
+    tracing::info!(%addr, "CodeKraft is listening");
+    Ok(Server {
+        addr,
+        state,
+        task,
+        previews,
+    })
+}
+
+fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    shutdown: &CancellationToken,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await
-    });
-    tracing::info!(%addr, "CodeKraft is listening");
-    Ok(Server { addr, state, task })
+    })
 }

@@ -64,6 +64,14 @@ pub struct Config {
     /// URL at which browsers reach this server (preview links); defaults to http://BIND.
     #[arg(long, env = "PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Serve local previews on this address instead of under BIND: another origin, so a
+    /// generated app in the preview cannot read the web client's storage. Unset: previews at
+    /// PUBLIC_URL/preview/….
+    #[arg(long, env = "PREVIEW_BIND")]
+    pub preview_bind: Option<SocketAddr>,
+    /// URL at which browsers reach PREVIEW_BIND; defaults to http://PREVIEW_BIND.
+    #[arg(long, env = "PREVIEW_PUBLIC_URL")]
+    pub preview_public_url: Option<String>,
     /// HS256 secret for built-in accounts; unset: generated once and kept in DATA_DIR.
     #[arg(long, env = "AUTH_JWT_SECRET", hide_env_values = true)]
     pub auth_jwt_secret: Option<String>,
@@ -203,6 +211,18 @@ impl Config {
         }
     }
 
+    /// Where browsers reach local previews: PREVIEW_BIND's URL when it is set, else this server.
+    pub fn preview_url(&self) -> String {
+        let Some(bind) = self.preview_bind else {
+            return self.public_url();
+        };
+        self.preview_public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{bind}"))
+            .trim_end_matches('/')
+            .to_owned()
+    }
+
     pub fn public_url(&self) -> String {
         self.public_url
             .clone()
@@ -247,12 +267,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn previews_move_to_their_own_origin_with_preview_bind() {
+        let mut config = Config::defaults();
+        config.public_url = Some("https://codekraft.example/".into());
+        assert_eq!(config.preview_url(), "https://codekraft.example");
+        config.preview_bind = Some("127.0.0.1:8081".parse().unwrap());
+        assert_eq!(config.preview_url(), "http://127.0.0.1:8081");
+        config.preview_public_url = Some("https://previews.codekraft.example/".into());
+        assert_eq!(config.preview_url(), "https://previews.codekraft.example");
+    }
+
+    #[test]
     fn defaults_ignore_the_environment_and_pick_embedded_parts() {
         let config = Config::defaults();
         assert_eq!(config.bind.to_string(), "127.0.0.1:8080");
         assert!(config.database_url().starts_with("sqlite://"));
         assert_eq!(config.model_provider_kind(), ModelProviderKind::Offline);
         assert_eq!(config.sandbox_provider_kind(), SandboxProviderKind::Local);
+        assert_eq!(config.preview_url(), config.public_url());
         assert_eq!(config.public_url(), "http://127.0.0.1:8080");
     }
 

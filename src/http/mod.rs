@@ -19,9 +19,10 @@ pub fn router(state: AppState) -> Router {
     let web_client = &state.config.web_client_dir;
     let index = web_client.join("index.html");
     let static_files = ServeDir::new(web_client).fallback(ServeFile::new(index));
-    let previews = match &state.local_sandboxes {
-        Some(local) => preview::router(local.clone()),
-        None => Router::new(),
+    // With PREVIEW_BIND, previews have their own listener (see `app::start`).
+    let previews = match (&state.local_sandboxes, state.config.preview_bind) {
+        (Some(local), None) => preview::router(local.clone()),
+        _ => Router::new(),
     };
     Router::new()
         .merge(graphql::routes(state.clone()))

@@ -847,3 +847,59 @@ async fn warm_pool_hands_a_running_preview_to_a_new_project_and_refills() {
     assert_eq!(again.id(), spare_id);
     assert_eq!(provider.pooled(), 0);
 }
+
+#[tokio::test]
+async fn previews_can_have_an_origin_of_their_own() {
+    use codekraft::app::{self, AppBuilder};
+    use codekraft::config::{Config, SandboxProviderKind};
+
+    let env = test_env(true);
+    let preview_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut config = Config::defaults();
+    config.data_dir = env.config.data_dir.clone();
+    config.auth_jwt_secret = Some("preview-origin-test-secret-0123456789".into());
+    config.worker_concurrency = 0;
+    config.sandbox_provider = Some(SandboxProviderKind::Local);
+    config.sandbox_template_dir = env.config.template_dir.clone();
+    config.sandbox_cache_dir = Some(env.config.cache_dir.clone());
+    config.sandbox_warm_pool = 0;
+    config.preview_bind = Some(([127, 0, 0, 1], preview_port).into());
+    let state = AppBuilder::new(config).build().await.unwrap();
+    let local = state.local_sandboxes.clone().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = app::start(state, listener).await.unwrap();
+    let preview_origin = format!("http://127.0.0.1:{preview_port}");
+    assert_eq!(local.config().public_base_url, preview_origin);
+
+    let sandbox = local
+        .connect(Uuid::new_v4(), None, &FileMap::new())
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+    // The preview origin proxies previews (an unknown sandbox: the proxy's own 404) …
+    let unknown = client
+        .get(format!("{preview_origin}/preview/{}/", Uuid::new_v4()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    assert!(unknown
+        .text()
+        .await
+        .unwrap()
+        .contains("preview unavailable"));
+    // … and the API origin does not: there `/preview/…` is the web client's page.
+    let api = format!("http://{}", server.addr);
+    let web_client = client.get(&api).send().await.unwrap().text().await.unwrap();
+    let on_api = client
+        .get(format!("{api}/preview/{}/", sandbox.id()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(on_api.text().await.unwrap(), web_client);
+    server.shutdown().await.unwrap();
+}
