@@ -767,6 +767,31 @@ fn walk(dir: &Path, abs: &str, depth: u32, out: &mut Vec<Value>) {
     }
 }
 
+/// What every `filesystem.Filesystem` unary call checks: envd auth, Connect headers, a bare
+/// JSON body with an absolute `path` below the home dir. Returns the body, the path as sent,
+/// and where it lives in the fake's directory.
+fn filesystem_request(
+    state: &Shared,
+    headers: &HeaderMap,
+    body: &[u8],
+    rpc: &str,
+) -> Result<(Value, String, PathBuf), Response> {
+    let (_, home) = envd_auth(state, headers)?;
+    check_connect_headers(state, headers, "application/json")?;
+    let req: Value = serde_json::from_slice(body)
+        .map_err(|e| violation(state, format!("{rpc}: bare JSON body expected: {e}")))?;
+    let Some(path) = req.get("path").and_then(Value::as_str).map(str::to_owned) else {
+        return Err(violation(state, format!("{rpc}: path is required")));
+    };
+    let Some(local) = map_path(&home, &path) else {
+        return Err(violation(
+            state,
+            format!("{rpc}: path {path:?} is not absolute below /home/user"),
+        ));
+    };
+    Ok((req, path, local))
+}
+
 async fn list_dir(
     State(state): State<Shared>,
     method: Method,
@@ -775,25 +800,13 @@ async fn list_dir(
     body: Bytes,
 ) -> Response {
     let resp = (|| {
-        let (_, home) = envd_auth(&state, &headers)?;
-        check_connect_headers(&state, &headers, "application/json")?;
-        let req: Value = serde_json::from_slice(&body)
-            .map_err(|e| violation(&state, format!("ListDir: bare JSON body expected: {e}")))?;
-        let Some(path) = req.get("path").and_then(Value::as_str) else {
-            return Err(violation(&state, "ListDir: path is required"));
-        };
+        let (req, path, local) = filesystem_request(&state, &headers, &body, "ListDir")?;
         let depth = match req.get("depth") {
             None => 1,
             Some(d) => d
                 .as_u64()
                 .ok_or_else(|| violation(&state, "ListDir: depth must be a number"))?
                 .max(1) as u32,
-        };
-        let Some(local) = map_path(&home, path) else {
-            return Err(violation(
-                &state,
-                format!("ListDir: path {path:?} is not absolute below /home/user"),
-            ));
         };
         if !local.is_dir() {
             return Err(connect_error(
@@ -820,19 +833,7 @@ async fn remove_path(
     body: Bytes,
 ) -> Response {
     let resp = (|| {
-        let (_, home) = envd_auth(&state, &headers)?;
-        check_connect_headers(&state, &headers, "application/json")?;
-        let req: Value = serde_json::from_slice(&body)
-            .map_err(|e| violation(&state, format!("Remove: bare JSON body expected: {e}")))?;
-        let Some(path) = req.get("path").and_then(Value::as_str) else {
-            return Err(violation(&state, "Remove: path is required"));
-        };
-        let Some(local) = map_path(&home, path) else {
-            return Err(violation(
-                &state,
-                format!("Remove: path {path:?} is not absolute below /home/user"),
-            ));
-        };
+        let (_, _, local) = filesystem_request(&state, &headers, &body, "Remove")?;
         let _ = if local.is_dir() {
             std::fs::remove_dir_all(&local)
         } else {
