@@ -16,7 +16,7 @@
 //! `basePath`. Either way a project keeps its sandbox id, and so its preview URL, for good:
 //! a workspace that is gone is rebuilt under the same id.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -34,6 +34,7 @@ use uuid::Uuid;
 
 mod pool;
 
+use super::output::{CappedText, Utf8Stream};
 use super::path::{confine, relative_display};
 use super::{
     CommandOutput, CommandSpec, FileMap, OutputChunk, OutputSink, Sandbox, SandboxError,
@@ -943,96 +944,9 @@ fn list_below(root: &Path, start: &Path) -> Result<Vec<String>, SandboxError> {
     Ok(files)
 }
 
-/// Head and tail of a stream, `cap` bytes in all.
-struct Capped {
-    head_cap: usize,
-    tail_cap: usize,
-    head: Vec<u8>,
-    tail: VecDeque<u8>,
-    dropped: usize,
-}
-
-impl Capped {
-    fn new(cap: usize) -> Self {
-        Self {
-            head_cap: cap / 2,
-            tail_cap: cap - cap / 2,
-            head: Vec::new(),
-            tail: VecDeque::new(),
-            dropped: 0,
-        }
-    }
-
-    fn push(&mut self, mut bytes: &[u8]) {
-        let room = self.head_cap - self.head.len();
-        let take = room.min(bytes.len());
-        self.head.extend_from_slice(&bytes[..take]);
-        bytes = &bytes[take..];
-        self.tail.extend(bytes);
-        if self.tail.len() > self.tail_cap {
-            let excess = self.tail.len() - self.tail_cap;
-            self.tail.drain(..excess);
-            self.dropped += excess;
-        }
-    }
-
-    fn finish(self) -> (String, bool) {
-        let head = String::from_utf8_lossy(&self.head).into_owned();
-        let tail: Vec<u8> = self.tail.into_iter().collect();
-        let tail = String::from_utf8_lossy(&tail);
-        if self.dropped == 0 {
-            return (head + &tail, false);
-        }
-        (
-            format!(
-                "{head}\n… [{} bytes of output omitted] …\n{tail}",
-                self.dropped
-            ),
-            true,
-        )
-    }
-}
-
-/// Decodes a byte stream to UTF-8 chunks without splitting characters across chunks.
-#[derive(Default)]
-struct Utf8Stream {
-    pending: Vec<u8>,
-}
-
-impl Utf8Stream {
-    fn decode(&mut self, bytes: &[u8]) -> String {
-        self.pending.extend_from_slice(bytes);
-        match std::str::from_utf8(&self.pending) {
-            Ok(text) => {
-                let text = text.to_owned();
-                self.pending.clear();
-                text
-            }
-            Err(err) if err.error_len().is_none() => {
-                // An incomplete character at the end: keep it for the next chunk.
-                let valid = err.valid_up_to();
-                let text = String::from_utf8_lossy(&self.pending[..valid]).into_owned();
-                self.pending.drain(..valid);
-                text
-            }
-            Err(_) => {
-                let text = String::from_utf8_lossy(&self.pending).into_owned();
-                self.pending.clear();
-                text
-            }
-        }
-    }
-
-    fn flush(&mut self) -> String {
-        let text = String::from_utf8_lossy(&self.pending).into_owned();
-        self.pending.clear();
-        text
-    }
-}
-
 struct StreamState {
     decoder: Utf8Stream,
-    capped: Capped,
+    capped: CappedText,
     done: bool,
 }
 
@@ -1040,23 +954,25 @@ impl StreamState {
     fn new(cap: usize) -> Self {
         Self {
             decoder: Utf8Stream::default(),
-            capped: Capped::new(cap),
+            capped: CappedText::new(cap),
             done: false,
         }
     }
 
     fn feed(&mut self, bytes: &[u8], sink: OutputSink<'_>, wrap: fn(String) -> OutputChunk) {
-        self.capped.push(bytes);
-        let text = self.decoder.decode(bytes);
-        if !text.is_empty() {
-            sink(wrap(text));
-        }
+        let text = self.decoder.push(bytes);
+        self.emit(text, sink, wrap);
     }
 
     fn close(&mut self, sink: OutputSink<'_>, wrap: fn(String) -> OutputChunk) {
         self.done = true;
-        let text = self.decoder.flush();
+        let text = self.decoder.finish();
+        self.emit(text, sink, wrap);
+    }
+
+    fn emit(&mut self, text: String, sink: OutputSink<'_>, wrap: fn(String) -> OutputChunk) {
         if !text.is_empty() {
+            self.capped.push(&text);
             sink(wrap(text));
         }
     }
@@ -1400,31 +1316,6 @@ async fn ensure_dependencies(shared: &Shared) -> Result<PathBuf, SandboxError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn capped_keeps_head_and_tail() {
-        let mut capped = Capped::new(10);
-        capped.push(b"0123456789abcdefghij");
-        let (text, truncated) = capped.finish();
-        assert!(truncated);
-        assert!(text.starts_with("01234\n"));
-        assert!(text.ends_with("\nfghij"));
-        assert!(text.contains("10 bytes"));
-
-        let mut small = Capped::new(10);
-        small.push(b"abc");
-        small.push(b"def");
-        assert_eq!(small.finish(), ("abcdef".to_owned(), false));
-    }
-
-    #[test]
-    fn utf8_stream_does_not_split_characters() {
-        let mut stream = Utf8Stream::default();
-        let bytes = "héllo".as_bytes();
-        assert_eq!(stream.decode(&bytes[..2]), "h");
-        assert_eq!(stream.decode(&bytes[2..]), "éllo");
-        assert_eq!(stream.flush(), "");
-    }
 
     #[test]
     fn bwrap_args_hide_everything_but_system_dirs_and_workspace() {

@@ -3,6 +3,7 @@
 
 pub mod fake;
 pub mod local;
+mod output;
 mod path;
 
 use std::collections::BTreeMap;

@@ -3,7 +3,6 @@
 //! `shared/reference/e2b-api.md`; section numbers below refer to it.
 
 mod envelope;
-mod output;
 mod wire;
 
 use std::collections::BTreeMap;
@@ -21,8 +20,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use self::output::{CappedText, Utf8Stream};
 use self::wire::{FileType, ProcessEvent};
+use super::output::{CappedText, Utf8Stream};
 use super::path::normalize;
 use super::{
     CommandOutput, CommandSpec, FileMap, OutputChunk, OutputSink, Sandbox, SandboxError,

@@ -1,5 +1,5 @@
-//! Command output helpers: incremental UTF-8 decoding (a data chunk may end mid-character) and a
-//! head+tail capped buffer for what the model gets back.
+//! Command output helpers shared by the backends: incremental UTF-8 decoding (a data chunk may
+//! end mid-character) and a head+tail capped buffer for what the model gets back.
 
 /// Decodes a byte stream as UTF-8, carrying an incomplete trailing sequence over to the next chunk
 /// and replacing invalid bytes with U+FFFD.
