@@ -249,8 +249,20 @@ async function happyPath(page, t, wsSent, previews) {
   await page.locator('[data-testid="file-item"][data-path="app/page.tsx"]').click();
   const latestPage = await t('file-content').textContent();
   await t('tab-preview').click();
+  // A second tab on the same project sees the restore arrive live, without a reload.
+  const otherTab = await page.context().newPage();
+  await otherTab.goto(projectUrl);
+  const otherAssistant = otherTab.locator('[data-testid="message"][data-role="ASSISTANT"]');
+  await otherAssistant.nth(2).waitFor();
+  await otherTab.locator('[data-testid="live-status"][data-state="connected"]').waitFor();
   await assistant.first().getByTestId('restore-fragment').click();
   await assistant.nth(3).waitFor();
+  await otherAssistant.nth(3).waitFor();
+  check(
+    (await otherAssistant.nth(3).getByTestId('message-content').textContent()).trim().startsWith('Restored the version'),
+    'the other tab shows the restored version',
+  );
+  await otherTab.close();
   const restored = (await assistant.nth(3).getByTestId('message-content').textContent()).trim();
   check(restored === `Restored the version “${firstTitle}”.`, `the conversation says what was restored: ${restored}`);
   check((await t('fragment-card').count()) === 4, 'the restored version is a new fragment');
