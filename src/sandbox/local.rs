@@ -4,12 +4,13 @@
 //! `home/` (HOME and npm cache of the commands), `tmp/`, `dev-server.log`. A workspace is
 //! built from the template in a temporary directory and renamed into place, so it is either
 //! complete or absent. `node_modules` comes from a shared, once-installed cache
-//! (`{cache_dir}/next-js-{hash}/node_modules`) through hard links.
+//! (`{cache_dir}/next-js-{hash}/node_modules`) through hard links (see `workspace`).
 //!
-//! Commands run as `bash -c` in their own process group with a scrubbed environment, inside
-//! bubblewrap when it is available (see [`LocalSandboxConfig::use_bwrap`]). The dev server
-//! (`next dev`) starts lazily on a free port with `basePath` `/preview/{sandbox_id}` and is
-//! stopped after [`LocalSandboxConfig::idle_timeout`] without activity.
+//! Commands run as `bash -c` in their own process group (see `process`) with a scrubbed
+//! environment, inside bubblewrap when it is available (see `jail` and
+//! [`LocalSandboxConfig::use_bwrap`]). The dev server (`next dev`) starts lazily on a free
+//! port with `basePath` `/preview/{sandbox_id}` and is stopped after
+//! [`LocalSandboxConfig::idle_timeout`] without activity.
 //!
 //! A sandbox's id is its project's id, unless it came from the warm pool (see [`pool`]): then
 //! it keeps the id it was started with, because a running `next dev` cannot change its
@@ -20,36 +21,29 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
-use sha2::{Digest, Sha256};
-use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+mod jail;
 mod pool;
+mod process;
+mod workspace;
 
-use super::output::{CappedText, Utf8Stream};
+use self::jail::{bwrap_args, probe_bwrap, warn_unjailed_once};
+use self::process::{kill_group, run_capped, GroupGuard};
+use self::workspace::{
+    create_workspace, ensure_dependencies, remove_dir_if_exists, remove_stale_staging, write_files,
+};
 use super::path::{confine, relative_display};
 use super::{
-    CommandOutput, CommandSpec, FileMap, OutputChunk, OutputSink, Sandbox, SandboxError,
-    SandboxProvider,
+    CommandOutput, CommandSpec, FileMap, OutputSink, Sandbox, SandboxError, SandboxProvider,
 };
 
-/// Template files that belong to other backends and are not copied into workspaces.
-const TEMPLATE_EXCLUDES: &[&str] = &[
-    "node_modules",
-    ".next",
-    ".git",
-    "e2b.Dockerfile",
-    "e2b.toml",
-    "compile_page.sh",
-];
 /// Directories skipped by `list_files`.
 const LIST_EXCLUDES: &[&str] = &["node_modules", ".next", ".git"];
 const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -422,108 +416,6 @@ impl Shared {
     }
 }
 
-/// Read-only system directories, the workspace read-write, a private `/tmp`, `/proc`, `/dev`.
-/// Everything else (the data dir with other projects, the server's files) is absent.
-fn bwrap_args(workspace: &Path, cwd: &Path) -> Vec<String> {
-    let mut args: Vec<String> = Vec::new();
-    for dir in ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc"] {
-        let path = Path::new(dir);
-        match std::fs::symlink_metadata(path) {
-            Ok(meta) if meta.file_type().is_symlink() => {
-                if let Ok(target) = std::fs::read_link(path) {
-                    args.extend(["--symlink".into(), target.display().to_string(), dir.into()]);
-                }
-            }
-            Ok(meta) if meta.is_dir() => {
-                args.extend(["--ro-bind".into(), dir.into(), dir.into()]);
-            }
-            _ => {}
-        }
-    }
-    let workspace = workspace.display().to_string();
-    args.extend(
-        [
-            "--proc",
-            "/proc",
-            "--dev",
-            "/dev",
-            "--tmpfs",
-            "/tmp",
-            "--bind",
-            &workspace,
-            &workspace,
-            "--unshare-pid",
-            "--unshare-ipc",
-            "--unshare-uts",
-            "--die-with-parent",
-            "--cap-drop",
-            "ALL",
-            "--chdir",
-        ]
-        .map(String::from),
-    );
-    args.push(cwd.display().to_string());
-    args
-}
-
-/// Removes half-built workspaces or caches (`.{name}.tmp-…`) left by a crash, once they are an
-/// hour old (a younger one may belong to another live process).
-fn remove_stale_staging(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let stale = entry
-            .metadata()
-            .and_then(|meta| meta.modified())
-            .ok()
-            .and_then(|modified| modified.elapsed().ok())
-            .is_some_and(|age| age > Duration::from_secs(3600));
-        if name.starts_with('.') && name.contains(".tmp-") && stale {
-            tracing::info!(path = %entry.path().display(), "removing stale sandbox staging dir");
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
-}
-
-/// `Some(path)` when `bwrap` is on PATH and can create a sandbox here.
-fn probe_bwrap() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    let bwrap = std::env::split_paths(&path)
-        .map(|dir| dir.join("bwrap"))
-        .find(|candidate| candidate.is_file())?;
-    let works = std::process::Command::new(&bwrap)
-        .args([
-            "--ro-bind",
-            "/",
-            "/",
-            "--unshare-pid",
-            "--die-with-parent",
-            "true",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if !works {
-        tracing::warn!(bwrap = %bwrap.display(), "bwrap is installed but cannot create a sandbox here");
-    }
-    works.then_some(bwrap)
-}
-
-fn warn_unjailed_once(requested: bool) {
-    static WARNED: OnceLock<()> = OnceLock::new();
-    WARNED.get_or_init(|| {
-        tracing::warn!(
-            bwrap_requested = requested,
-            "local sandboxes run without bubblewrap: generated code runs as the server's user \
-             and can read its files; use them only for trusted single-user setups"
-        );
-    });
-}
-
 #[derive(Debug, Clone, Copy)]
 struct Activity {
     last: Instant,
@@ -549,22 +441,6 @@ struct DevServer {
 impl Drop for DevServer {
     fn drop(&mut self) {
         kill_group(self.pgid);
-    }
-}
-
-fn kill_group(pgid: Option<i32>) {
-    if let Some(pgid) = pgid {
-        // ESRCH (already gone) is fine.
-        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
-    }
-}
-
-/// Kills the process group when dropped, so an abandoned `run_command` future leaves nothing.
-struct GroupGuard(Option<i32>);
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        kill_group(self.0);
     }
 }
 
@@ -904,13 +780,6 @@ impl Sandbox for LocalSandbox {
     }
 }
 
-async fn remove_dir_if_exists(dir: &Path) -> Result<(), SandboxError> {
-    match tokio::fs::remove_dir_all(dir).await {
-        Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err.into()),
-        _ => Ok(()),
-    }
-}
-
 fn list_below(root: &Path, start: &Path) -> Result<Vec<String>, SandboxError> {
     let mut files = Vec::new();
     let mut stack = vec![start.to_path_buf()];
@@ -942,392 +811,4 @@ fn list_below(root: &Path, start: &Path) -> Result<Vec<String>, SandboxError> {
     }
     files.sort();
     Ok(files)
-}
-
-struct StreamState {
-    decoder: Utf8Stream,
-    capped: CappedText,
-    done: bool,
-}
-
-impl StreamState {
-    fn new(cap: usize) -> Self {
-        Self {
-            decoder: Utf8Stream::default(),
-            capped: CappedText::new(cap),
-            done: false,
-        }
-    }
-
-    fn feed(&mut self, bytes: &[u8], sink: OutputSink<'_>, wrap: fn(String) -> OutputChunk) {
-        let text = self.decoder.push(bytes);
-        self.emit(text, sink, wrap);
-    }
-
-    fn close(&mut self, sink: OutputSink<'_>, wrap: fn(String) -> OutputChunk) {
-        self.done = true;
-        let text = self.decoder.finish();
-        self.emit(text, sink, wrap);
-    }
-
-    fn emit(&mut self, text: String, sink: OutputSink<'_>, wrap: fn(String) -> OutputChunk) {
-        if !text.is_empty() {
-            self.capped.push(&text);
-            sink(wrap(text));
-        }
-    }
-}
-
-/// Runs `command` (stdout and stderr piped, own process group) to completion. On timeout or
-/// cancellation the whole group is killed. Once the shell exits, what it left running in its
-/// group is killed too, and the pipes are drained.
-async fn run_capped(
-    mut command: Command,
-    timeout: Duration,
-    cap: usize,
-    sink: OutputSink<'_>,
-    cancel: CancellationToken,
-) -> Result<CommandOutput, SandboxError> {
-    let mut child = command.spawn()?;
-    let pgid = child.id().and_then(|id| i32::try_from(id).ok());
-    let _guard = GroupGuard(pgid);
-    let mut stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| unavailable("no stdout pipe"))?;
-    let mut stderr = child
-        .stderr
-        .take()
-        .ok_or_else(|| unavailable("no stderr pipe"))?;
-    let mut out = StreamState::new(cap);
-    let mut err = StreamState::new(cap);
-    let mut out_buf = vec![0u8; 8192];
-    let mut err_buf = vec![0u8; 8192];
-    let mut status = None;
-    let deadline = tokio::time::sleep(timeout);
-    tokio::pin!(deadline);
-    // After the shell exits, pipes still held by an escaped process get this long to close.
-    let drain = tokio::time::sleep(Duration::from_secs(3600));
-    tokio::pin!(drain);
-
-    while status.is_none() || !out.done || !err.done {
-        tokio::select! {
-            read = stdout.read(&mut out_buf), if !out.done => match read {
-                Ok(0) | Err(_) => out.close(sink, OutputChunk::Stdout),
-                Ok(n) => out.feed(&out_buf[..n], sink, OutputChunk::Stdout),
-            },
-            read = stderr.read(&mut err_buf), if !err.done => match read {
-                Ok(0) | Err(_) => err.close(sink, OutputChunk::Stderr),
-                Ok(n) => err.feed(&err_buf[..n], sink, OutputChunk::Stderr),
-            },
-            exit = child.wait(), if status.is_none() => {
-                status = Some(exit?);
-                kill_group(pgid);
-                drain.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(2));
-            },
-            () = &mut deadline, if status.is_none() => {
-                kill_group(pgid);
-                let _ = child.wait().await;
-                return Err(SandboxError::Timeout(timeout));
-            },
-            () = cancel.cancelled(), if status.is_none() => {
-                kill_group(pgid);
-                let _ = child.wait().await;
-                return Err(SandboxError::Cancelled);
-            },
-            () = &mut drain, if status.is_some() => break,
-        }
-    }
-    let status = status.ok_or_else(|| unavailable("command status missing"))?;
-    let exit_code = status.code().unwrap_or_else(|| {
-        use std::os::unix::process::ExitStatusExt;
-        128 + status.signal().unwrap_or(0)
-    });
-    let (stdout, out_truncated) = out.capped.finish();
-    let (stderr, err_truncated) = err.capped.finish();
-    Ok(CommandOutput {
-        exit_code,
-        stdout,
-        stderr,
-        truncated: out_truncated || err_truncated,
-    })
-}
-
-/// Writes `files` (relative paths) below `app`, refusing escapes.
-async fn write_files(app: &Path, files: &FileMap) -> Result<(), SandboxError> {
-    for (path, content) in files {
-        let target = confine(app, path)?;
-        if let Some(parent) = target.parent() {
-            tokio::fs::create_dir_all(parent).await?;
-        }
-        tokio::fs::write(&target, content).await?;
-    }
-    Ok(())
-}
-
-/// Builds `{workspace}` from the template, the dependency cache and `restore`, atomically;
-/// `pooled` marks it as a spare of the warm pool.
-async fn create_workspace(
-    shared: &Shared,
-    workspace: &Path,
-    restore: &FileMap,
-    pooled: bool,
-) -> Result<(), SandboxError> {
-    let started = Instant::now();
-    let deps = ensure_dependencies(shared).await?;
-    let parent = workspace
-        .parent()
-        .ok_or_else(|| unavailable("workspace has no parent"))?;
-    tokio::fs::create_dir_all(parent).await?;
-    let name = workspace
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let staging = parent.join(format!(".{name}.tmp-{}", Uuid::new_v4().simple()));
-    let result = async {
-        let app = staging.join("app");
-        for dir in [&app, &staging.join("home"), &staging.join("tmp")] {
-            tokio::fs::create_dir_all(dir).await?;
-        }
-        let template = shared.config.template_dir.clone();
-        let app_copy = app.clone();
-        tokio::task::spawn_blocking(move || copy_tree(&template, &app_copy, TEMPLATE_EXCLUDES))
-            .await
-            .map_err(unavailable)??;
-        tracing::debug!(
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "template copied"
-        );
-        link_tree(&deps.join("node_modules"), &app.join("node_modules")).await?;
-        tracing::debug!(
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "node_modules linked"
-        );
-        // npm rewrites its hidden lockfile in place; give each workspace its own copy.
-        let hidden = app.join("node_modules/.package-lock.json");
-        if tokio::fs::try_exists(&hidden).await? {
-            let content = tokio::fs::read(&hidden).await?;
-            tokio::fs::remove_file(&hidden).await?;
-            tokio::fs::write(&hidden, content).await?;
-        }
-        write_files(&app, restore).await?;
-        if pooled {
-            pool::mark(&staging).await?;
-        }
-        remove_dir_if_exists(workspace).await?;
-        tokio::fs::rename(&staging, workspace).await?;
-        Ok::<_, SandboxError>(())
-    }
-    .await;
-    if result.is_err() {
-        let _ = remove_dir_if_exists(&staging).await;
-    }
-    result?;
-    tracing::info!(
-        workspace = %workspace.display(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "sandbox workspace created"
-    );
-    Ok(())
-}
-
-/// Copies a directory tree (regular files, directories and symlinks), skipping `excludes` by
-/// name at any depth.
-fn copy_tree(from: &Path, to: &Path, excludes: &[&str]) -> Result<(), SandboxError> {
-    if !from.is_dir() {
-        return Err(unavailable(format!(
-            "sandbox template {} is missing",
-            from.display()
-        )));
-    }
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        if excludes.iter().any(|ex| name == *ex) {
-            continue;
-        }
-        let file_type = entry.file_type()?;
-        let target = to.join(&name);
-        if file_type.is_dir() {
-            copy_tree(&entry.path(), &target, excludes)?;
-        } else if file_type.is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, &target)?;
-        } else if file_type.is_file() {
-            std::fs::copy(entry.path(), &target)?;
-        }
-    }
-    Ok(())
-}
-
-/// Hard-links a tree (`cp -al`), falling back to a copy across file systems.
-async fn link_tree(from: &Path, to: &Path) -> Result<(), SandboxError> {
-    let linked = Command::new("cp")
-        .arg("-al")
-        .arg(from)
-        .arg(to)
-        .stdin(Stdio::null())
-        .output()
-        .await?;
-    if linked.status.success() {
-        return Ok(());
-    }
-    tracing::warn!(
-        stderr = %String::from_utf8_lossy(&linked.stderr),
-        "hard-linking node_modules failed; copying instead"
-    );
-    remove_dir_if_exists(to).await?;
-    let copied = Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .stdin(Stdio::null())
-        .output()
-        .await?;
-    if !copied.status.success() {
-        return Err(unavailable(format!(
-            "copying node_modules failed: {}",
-            String::from_utf8_lossy(&copied.stderr)
-        )));
-    }
-    Ok(())
-}
-
-/// The cache key of the template's dependencies.
-fn dependency_hash(template_dir: &Path) -> Result<String, SandboxError> {
-    let mut hasher = Sha256::new();
-    for file in ["package.json", "package-lock.json"] {
-        let bytes = std::fs::read(template_dir.join(file)).map_err(|err| {
-            unavailable(format!(
-                "sandbox template {}: {file}: {err}",
-                template_dir.display()
-            ))
-        })?;
-        hasher.update(&bytes);
-        hasher.update([0]);
-    }
-    let digest = hasher.finalize();
-    Ok(digest[..8].iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// `{cache_dir}/next-js-{hash}` with `node_modules` installed by `npm ci`, once. In-process a
-/// lock serialises installs; across processes the install happens in a private staging
-/// directory that is renamed into place, and the loser of a race discards its copy.
-async fn ensure_dependencies(shared: &Shared) -> Result<PathBuf, SandboxError> {
-    // One install at a time in this process, whatever the provider.
-    static INSTALL_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    let config = &shared.config;
-    let hash = dependency_hash(&config.template_dir)?;
-    let target = config.cache_dir.join(format!("next-js-{hash}"));
-    if tokio::fs::try_exists(target.join("node_modules")).await? {
-        return Ok(target);
-    }
-    let _install = INSTALL_LOCK.lock().await;
-    if tokio::fs::try_exists(target.join("node_modules")).await? {
-        return Ok(target);
-    }
-    let started = Instant::now();
-    tracing::info!(cache = %target.display(), "installing sandbox template dependencies (once)");
-    tokio::fs::create_dir_all(&config.cache_dir).await?;
-    let staging = config
-        .cache_dir
-        .join(format!(".next-js-{hash}.tmp-{}", Uuid::new_v4().simple()));
-    let result = async {
-        tokio::fs::create_dir_all(staging.join("home")).await?;
-        for file in ["package.json", "package-lock.json"] {
-            tokio::fs::copy(config.template_dir.join(file), staging.join(file)).await?;
-        }
-        let mut command = Command::new("npm");
-        command
-            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-            .current_dir(&staging)
-            .env_clear()
-            .env("PATH", SYSTEM_PATH)
-            .env("HOME", staging.join("home"))
-            .env("LANG", "C.UTF-8")
-            .env("npm_config_cache", config.cache_dir.join("npm-cache"))
-            .env("npm_config_update_notifier", "false")
-            .env("NEXT_TELEMETRY_DISABLED", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        let sink = |_: OutputChunk| {};
-        let output = run_capped(
-            command,
-            config.install_timeout,
-            16 * 1024,
-            &sink,
-            CancellationToken::new(),
-        )
-        .await?;
-        if output.exit_code != 0 {
-            return Err(unavailable(format!(
-                "npm ci of the sandbox template failed ({}):\n{}",
-                output.exit_code, output.stderr
-            )));
-        }
-        // Shared files are read-only so a jailed project (no capabilities) cannot change them
-        // for everyone; workspaces get writable directories of their own.
-        let chmod = Command::new("chmod")
-            .args(["-R", "a-w"])
-            .arg(staging.join("node_modules"))
-            .status()
-            .await?;
-        if !chmod.success() {
-            tracing::warn!("could not make the dependency cache read-only");
-        }
-        // Directories must stay writable in every linked copy.
-        let dirs = Command::new("find")
-            .arg(staging.join("node_modules"))
-            .args(["-type", "d", "-exec", "chmod", "u+w", "{}", "+"])
-            .status()
-            .await?;
-        if !dirs.success() {
-            return Err(unavailable(
-                "could not fix permissions of the dependency cache",
-            ));
-        }
-        let _ = tokio::fs::remove_dir_all(staging.join("home")).await;
-        match tokio::fs::rename(&staging, &target).await {
-            Ok(()) => Ok(()),
-            Err(_) if target.join("node_modules").exists() => {
-                // Another process won the race.
-                let _ = remove_dir_if_exists(&staging).await;
-                Ok(())
-            }
-            Err(err) => Err(err.into()),
-        }
-    }
-    .await;
-    if result.is_err() {
-        let _ = remove_dir_if_exists(&staging).await;
-    }
-    result?;
-    tracing::info!(
-        cache = %target.display(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "sandbox template dependencies installed"
-    );
-    Ok(target)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bwrap_args_hide_everything_but_system_dirs_and_workspace() {
-        let args = bwrap_args(
-            Path::new("/data/sandboxes/p"),
-            Path::new("/data/sandboxes/p/app"),
-        );
-        let joined = args.join(" ");
-        assert!(joined.contains("--bind /data/sandboxes/p /data/sandboxes/p"));
-        assert!(joined.contains("--unshare-pid"));
-        assert!(joined.contains("--die-with-parent"));
-        assert!(joined.ends_with("--chdir /data/sandboxes/p/app"));
-        assert!(!joined.contains("--bind / "));
-    }
 }

@@ -17,9 +17,8 @@ use uuid::Uuid;
 
 use crate::sandbox::Sandbox;
 
-use super::{
-    create_workspace, lock, write_files, FileMap, LocalSandbox, LocalSandboxProvider, SandboxError,
-};
+use super::workspace::{create_workspace, write_files};
+use super::{lock, FileMap, LocalSandbox, LocalSandboxProvider, SandboxError};
 
 const MARKER: &str = ".pooled";
 

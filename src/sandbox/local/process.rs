@@ -1,0 +1,140 @@
+//! Running a command to completion: its output streamed to a sink and kept capped, its whole
+//! process group killed on timeout, on cancellation, once it exits, or when dropped.
+
+use std::time::Duration;
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::io::AsyncReadExt;
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+use crate::sandbox::output::{CappedText, Utf8Stream};
+use crate::sandbox::{CommandOutput, OutputChunk, OutputSink, SandboxError};
+
+use super::unavailable;
+
+pub(super) fn kill_group(pgid: Option<i32>) {
+    if let Some(pgid) = pgid {
+        // ESRCH (already gone) is fine.
+        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    }
+}
+
+/// Kills the process group when dropped, so an abandoned `run_command` future leaves nothing.
+pub(super) struct GroupGuard(pub(super) Option<i32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        kill_group(self.0);
+    }
+}
+
+struct StreamState {
+    decoder: Utf8Stream,
+    capped: CappedText,
+    done: bool,
+}
+
+impl StreamState {
+    fn new(cap: usize) -> Self {
+        Self {
+            decoder: Utf8Stream::default(),
+            capped: CappedText::new(cap),
+            done: false,
+        }
+    }
+
+    fn feed(&mut self, bytes: &[u8], sink: OutputSink<'_>, wrap: fn(String) -> OutputChunk) {
+        let text = self.decoder.push(bytes);
+        self.emit(text, sink, wrap);
+    }
+
+    fn close(&mut self, sink: OutputSink<'_>, wrap: fn(String) -> OutputChunk) {
+        self.done = true;
+        let text = self.decoder.finish();
+        self.emit(text, sink, wrap);
+    }
+
+    fn emit(&mut self, text: String, sink: OutputSink<'_>, wrap: fn(String) -> OutputChunk) {
+        if !text.is_empty() {
+            self.capped.push(&text);
+            sink(wrap(text));
+        }
+    }
+}
+
+/// Runs `command` (stdout and stderr piped, own process group) to completion. On timeout or
+/// cancellation the whole group is killed. Once the shell exits, what it left running in its
+/// group is killed too, and the pipes are drained.
+pub(super) async fn run_capped(
+    mut command: Command,
+    timeout: Duration,
+    cap: usize,
+    sink: OutputSink<'_>,
+    cancel: CancellationToken,
+) -> Result<CommandOutput, SandboxError> {
+    let mut child = command.spawn()?;
+    let pgid = child.id().and_then(|id| i32::try_from(id).ok());
+    let _guard = GroupGuard(pgid);
+    let mut stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| unavailable("no stdout pipe"))?;
+    let mut stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| unavailable("no stderr pipe"))?;
+    let mut out = StreamState::new(cap);
+    let mut err = StreamState::new(cap);
+    let mut out_buf = vec![0u8; 8192];
+    let mut err_buf = vec![0u8; 8192];
+    let mut status = None;
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    // After the shell exits, pipes still held by an escaped process get this long to close.
+    let drain = tokio::time::sleep(Duration::from_secs(3600));
+    tokio::pin!(drain);
+
+    while status.is_none() || !out.done || !err.done {
+        tokio::select! {
+            read = stdout.read(&mut out_buf), if !out.done => match read {
+                Ok(0) | Err(_) => out.close(sink, OutputChunk::Stdout),
+                Ok(n) => out.feed(&out_buf[..n], sink, OutputChunk::Stdout),
+            },
+            read = stderr.read(&mut err_buf), if !err.done => match read {
+                Ok(0) | Err(_) => err.close(sink, OutputChunk::Stderr),
+                Ok(n) => err.feed(&err_buf[..n], sink, OutputChunk::Stderr),
+            },
+            exit = child.wait(), if status.is_none() => {
+                status = Some(exit?);
+                kill_group(pgid);
+                drain.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(2));
+            },
+            () = &mut deadline, if status.is_none() => {
+                kill_group(pgid);
+                let _ = child.wait().await;
+                return Err(SandboxError::Timeout(timeout));
+            },
+            () = cancel.cancelled(), if status.is_none() => {
+                kill_group(pgid);
+                let _ = child.wait().await;
+                return Err(SandboxError::Cancelled);
+            },
+            () = &mut drain, if status.is_some() => break,
+        }
+    }
+    let status = status.ok_or_else(|| unavailable("command status missing"))?;
+    let exit_code = status.code().unwrap_or_else(|| {
+        use std::os::unix::process::ExitStatusExt;
+        128 + status.signal().unwrap_or(0)
+    });
+    let (stdout, out_truncated) = out.capped.finish();
+    let (stderr, err_truncated) = err.capped.finish();
+    Ok(CommandOutput {
+        exit_code,
+        stdout,
+        stderr,
+        truncated: out_truncated || err_truncated,
+    })
+}
