@@ -769,8 +769,14 @@ async fn warm_pool_hands_a_running_preview_to_a_new_project_and_refills() {
     // A new project gets the spare: its dev server already runs, with the restore written.
     let project = Uuid::new_v4();
     let restore = FileMap::from([("app/notes.txt".into(), "restored".into())]);
-    let sandbox = provider.connect(project, None, &restore).await.unwrap();
+    // Two requests racing on the new project (a run and an open preview) get the same one.
+    let (sandbox, racing) = tokio::join!(
+        provider.connect(project, None, &restore),
+        provider.connect(project, None, &restore)
+    );
+    let (sandbox, racing) = (sandbox.unwrap(), racing.unwrap());
     assert_eq!(sandbox.id(), spare_id);
+    assert_eq!(racing.id(), spare_id);
     let local = provider.sandbox(spare_id.parse().unwrap()).await.unwrap();
     assert!(local.has_dev_server().await, "the spare's dev server runs");
     assert_eq!(

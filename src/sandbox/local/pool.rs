@@ -127,14 +127,18 @@ impl LocalSandboxProvider {
         project_id: Uuid,
         restore: &FileMap,
     ) -> Result<Option<Arc<LocalSandbox>>, SandboxError> {
-        let claimed = {
+        let (earlier, claimed) = {
             let _guard = self.inner.create_lock.lock().await;
             // A racing connect for the same new project may have claimed one meanwhile.
-            if let Some(earlier) = self.pooled_sandbox_of(project_id) {
-                return self.sandbox(earlier).await.map(Some);
+            match self.pooled_sandbox_of(project_id) {
+                Some(earlier) => (Some(earlier), None),
+                None => (None, self.take_spare(project_id).await?),
             }
-            self.take_spare(project_id).await?
         };
+        if let Some(earlier) = earlier {
+            // Outside the lock: attaching a workspace takes it too.
+            return self.sandbox(earlier).await.map(Some);
+        }
         let Some(sandbox) = claimed else {
             return Ok(None);
         };
