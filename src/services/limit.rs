@@ -1,5 +1,5 @@
 //! Counts failed sign-ins per email in a sliding window, so guessing passwords is slow. The
-//! failures are rows, so every server on the database counts the same ones.
+//! attempts are rows, so every server on the database counts the same ones.
 
 use chrono::{TimeDelta, Utc};
 use sea_orm::{
@@ -27,34 +27,35 @@ impl Default for SignInLimiter {
 }
 
 impl SignInLimiter {
-    /// RATE_LIMITED while `email` has used up its failures in the window.
-    pub async fn check(&self, db: &impl ConnectionTrait, email: &str) -> AppResult<()> {
-        let recent = sign_in_failure::Entity::find()
-            .filter(sign_in_failure::Column::Email.eq(email))
-            .filter(sign_in_failure::Column::FailedAt.gt(Utc::now() - self.window))
-            .count(db)
-            .await?;
-        if recent >= self.max_failures {
-            return Err(AppError::RateLimited);
-        }
-        Ok(())
-    }
-
-    /// Counts a failure against `email`. Failures that have left the window are deleted here,
-    /// every email's at once: emails tried once and never again would otherwise stay forever.
-    pub async fn record_failure(&self, db: &impl ConnectionTrait, email: &str) -> AppResult<()> {
+    /// Counts an attempt against `email` before its password is checked, so attempts at the
+    /// same moment (on any server) count each other: RATE_LIMITED, and not counted, when the
+    /// window already holds the limit. The attempt stays counted unless it succeeds
+    /// ([`Self::reset`]). Attempts that have left the window are deleted here, every email's at
+    /// once: emails tried once and never again would otherwise stay forever.
+    pub async fn begin_attempt(&self, db: &impl ConnectionTrait, email: &str) -> AppResult<()> {
         let now = Utc::now();
         sign_in_failure::Entity::delete_many()
             .filter(sign_in_failure::Column::FailedAt.lte(now - self.window))
             .exec(db)
             .await?;
-        sign_in_failure::ActiveModel {
+        let attempt = sign_in_failure::ActiveModel {
             id: Set(Uuid::now_v7()),
             email: Set(email.to_owned()),
             failed_at: Set(now),
         }
         .insert(db)
         .await?;
+        let in_window = sign_in_failure::Entity::find()
+            .filter(sign_in_failure::Column::Email.eq(email))
+            .filter(sign_in_failure::Column::FailedAt.gt(now - self.window))
+            .count(db)
+            .await?;
+        if in_window > self.max_failures {
+            sign_in_failure::Entity::delete_by_id(attempt.id)
+                .exec(db)
+                .await?;
+            return Err(AppError::RateLimited);
+        }
         Ok(())
     }
 

@@ -100,7 +100,7 @@ pub async fn sign_in(
 ) -> AppResult<user::Model> {
     let refused = || AppError::BadUserInput("wrong email or password".to_owned());
     let email = normalise_email(email).map_err(|_| refused())?;
-    limiter.check(db, &email).await?;
+    limiter.begin_attempt(db, &email).await?;
     let user = user::Entity::find()
         .filter(user::Column::Email.eq(email.clone()))
         .filter(user::Column::PasswordHash.is_not_null())
@@ -116,10 +116,7 @@ pub async fn sign_in(
             limiter.reset(db, &email).await?;
             Ok(user)
         }
-        _ => {
-            limiter.record_failure(db, &email).await?;
-            Err(refused())
-        }
+        _ => Err(refused()),
     }
 }
 

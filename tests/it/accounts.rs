@@ -281,3 +281,18 @@ on_both_backends!(
         assert_eq!(error_code(&limited), "RATE_LIMITED");
     }
 );
+
+on_both_backends!(
+    guesses_at_the_same_moment_count_each_other,
+    |backend: Backend| async move {
+        let app = TestApp::spawn(backend).await;
+        app.sign_up("swarm@example.com").await;
+        let guesses = (0..20).map(|_| sign_in(&app, "swarm@example.com", "guess guess"));
+        let answers = futures_util::future::join_all(guesses).await;
+        let codes: Vec<&str> = answers.iter().map(error_code).collect();
+        let checked = codes.iter().filter(|c| **c == "BAD_USER_INPUT").count();
+        let limited = codes.iter().filter(|c| **c == "RATE_LIMITED").count();
+        assert_eq!(checked + limited, 20, "{codes:?}");
+        assert!(checked <= 10, "{checked} passwords were checked: {codes:?}");
+    }
+);
