@@ -1,6 +1,7 @@
 use sea_orm::entity::prelude::*;
 
-/// One failed sign-in, counted against its email (known account or not) by the sign-in limiter.
+/// One sign-in that failed (or is still being checked), counted against its email (known account
+/// or not) by the sign-in limiter; a successful sign-in deletes its email's rows.
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "sign_in_failure")]
 pub struct Model {
