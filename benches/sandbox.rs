@@ -50,6 +50,33 @@ async fn wait_for_200(client: &reqwest::Client, url: &str) {
     }
 }
 
+/// Resident memory of the processes working in the pool's spare workspaces (`next dev` and
+/// its server), in KiB, from `/proc`.
+fn spare_rss_kib(data_dir: &std::path::Path) -> u64 {
+    let spares: Vec<PathBuf> = std::fs::read_dir(data_dir.join("sandboxes"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|workspace| workspace.join(".pooled").exists())
+        .collect();
+    let Ok(processes) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    processes
+        .flatten()
+        .filter(|process| {
+            std::fs::read_link(process.path().join("cwd"))
+                .is_ok_and(|cwd| spares.iter().any(|spare| cwd.starts_with(spare)))
+        })
+        .filter_map(|process| std::fs::read_to_string(process.path().join("status")).ok())
+        .filter_map(|status| {
+            let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
 fn median(mut values: Vec<Duration>) -> Duration {
     values.sort();
     values[values.len() / 2]
@@ -71,6 +98,7 @@ async fn warm(root: &std::path::Path, warm_pool: usize) {
         &base,
     );
     config.warm_pool = warm_pool;
+    let data_dir = config.data_dir.clone();
     let provider = Arc::new(LocalSandboxProvider::new(config));
     let warm_up = Instant::now();
     provider.warm_up().await.expect("template dependencies");
@@ -89,7 +117,11 @@ async fn warm(root: &std::path::Path, warm_pool: usize) {
         let filled = Instant::now();
         provider.fill_pool().await.expect("warm pool");
         if warm_pool > 0 {
-            println!("    pool refilled in {:.2?}", filled.elapsed());
+            println!(
+                "    pool refilled in {:.2?}; a waiting spare holds {} MiB (RSS)",
+                filled.elapsed(),
+                spare_rss_kib(&data_dir) / 1024
+            );
         }
         let started = Instant::now();
         let sandbox = provider
