@@ -23,8 +23,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path as UrlPath, Query, State};
+use axum::extract::{Path as UrlPath, Query, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
@@ -112,6 +113,10 @@ impl FakeE2b {
             .route("/envd/process.Process/Start", post(start_process))
             .route("/envd/process.Process/SendSignal", post(send_signal))
             .fallback(unknown_route)
+            .layer(middleware::from_fn_with_state(
+                state.clone(),
+                record_requests,
+            ))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -247,12 +252,17 @@ fn violation(state: &Shared, what: impl Into<String>) -> Response {
     json_error(StatusCode::BAD_REQUEST, format!("fake e2b: {what}"))
 }
 
-fn record(state: &Shared, method: &Method, uri: &Uri, status: StatusCode) {
+/// Logs every request with its answer's status (`requests()`), whichever route answered it.
+async fn record_requests(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    let line = format!("{} {}", request.method(), request.uri().path());
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
     state
         .lock()
         .unwrap()
         .requests
-        .push(format!("{method} {} -> {}", uri.path(), status.as_u16()));
+        .push(format!("{line} -> {status}"));
+    response
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -326,16 +336,8 @@ fn map_path(home: &Path, abs: &str) -> Option<PathBuf> {
 
 // ---------- control plane ----------
 
-async fn create_sandbox(
-    State(state): State<Shared>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let resp = create_sandbox_inner(&state, &headers, &body);
-    record(&state, &method, &uri, resp.status());
-    resp
+async fn create_sandbox(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    create_sandbox_inner(&state, &headers, &body)
 }
 
 fn create_sandbox_inner(state: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
@@ -424,64 +426,48 @@ fn create_sandbox_inner(state: &Shared, headers: &HeaderMap, body: &[u8]) -> Res
 async fn connect_sandbox(
     State(state): State<Shared>,
     UrlPath(id): UrlPath<String>,
-    method: Method,
-    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    let resp = (|| {
-        check_api_key(&headers)?;
-        let body = json_body(&state, &headers, &body, "POST /sandboxes/{id}/connect")?;
-        let Some(timeout) = positive_timeout(&body) else {
-            return Err(violation(&state, "connect: timeout (int > 0) is required"));
-        };
-        let mut s = state.lock().unwrap();
-        let Some(sb) = s.sandboxes.get_mut(&id) else {
-            return Err(not_found_sandbox(&id));
-        };
-        // Connect only ever extends the TTL.
-        sb.timeout_secs = sb.timeout_secs.max(timeout);
-        Ok((StatusCode::OK, Json(sandbox_json(&id, &sb.token))).into_response())
-    })()
-    .unwrap_or_else(|e| e);
-    record(&state, &method, &uri, resp.status());
-    resp
+) -> Result<Response, Response> {
+    check_api_key(&headers)?;
+    let body = json_body(&state, &headers, &body, "POST /sandboxes/{id}/connect")?;
+    let Some(timeout) = positive_timeout(&body) else {
+        return Err(violation(&state, "connect: timeout (int > 0) is required"));
+    };
+    let mut s = state.lock().unwrap();
+    let Some(sb) = s.sandboxes.get_mut(&id) else {
+        return Err(not_found_sandbox(&id));
+    };
+    // Connect only ever extends the TTL.
+    sb.timeout_secs = sb.timeout_secs.max(timeout);
+    Ok((StatusCode::OK, Json(sandbox_json(&id, &sb.token))).into_response())
 }
 
 async fn set_timeout(
     State(state): State<Shared>,
     UrlPath(id): UrlPath<String>,
-    method: Method,
-    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    let resp = (|| {
-        check_api_key(&headers)?;
-        let body = json_body(&state, &headers, &body, "POST /sandboxes/{id}/timeout")?;
-        let Some(timeout) = positive_timeout(&body) else {
-            return Err(violation(&state, "timeout: timeout (int > 0) is required"));
-        };
-        let mut s = state.lock().unwrap();
-        let Some(sb) = s.sandboxes.get_mut(&id) else {
-            return Err(not_found_sandbox(&id));
-        };
-        sb.timeout_secs = timeout;
-        Ok(StatusCode::NO_CONTENT.into_response())
-    })()
-    .unwrap_or_else(|e| e);
-    record(&state, &method, &uri, resp.status());
-    resp
+) -> Result<Response, Response> {
+    check_api_key(&headers)?;
+    let body = json_body(&state, &headers, &body, "POST /sandboxes/{id}/timeout")?;
+    let Some(timeout) = positive_timeout(&body) else {
+        return Err(violation(&state, "timeout: timeout (int > 0) is required"));
+    };
+    let mut s = state.lock().unwrap();
+    let Some(sb) = s.sandboxes.get_mut(&id) else {
+        return Err(not_found_sandbox(&id));
+    };
+    sb.timeout_secs = timeout;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn kill_sandbox(
     State(state): State<Shared>,
     UrlPath(id): UrlPath<String>,
-    method: Method,
-    uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let resp = match check_api_key(&headers) {
+    match check_api_key(&headers) {
         Err(resp) => resp,
         Ok(()) => match state.lock().unwrap().sandboxes.remove(&id) {
             Some(sb) => {
@@ -492,13 +478,10 @@ async fn kill_sandbox(
             }
             None => not_found_sandbox(&id),
         },
-    };
-    record(&state, &method, &uri, resp.status());
-    resp
+    }
 }
 
 async fn unknown_route(State(state): State<Shared>, method: Method, uri: Uri) -> Response {
-    record(&state, &method, &uri, StatusCode::NOT_FOUND);
     violation(&state, format!("unknown route {method} {}", uri.path()));
     json_error(StatusCode::NOT_FOUND, "not found")
 }
@@ -585,44 +568,37 @@ fn check_username(state: &Shared, query: &HashMap<String, String>) -> Result<(),
 async fn download(
     State(state): State<Shared>,
     Query(query): Query<HashMap<String, String>>,
-    method: Method,
-    uri: Uri,
     headers: HeaderMap,
-) -> Response {
-    let resp = (|| {
-        let (_, home) = envd_auth(&state, &headers)?;
-        check_username(&state, &query)?;
-        let Some(path) = query.get("path") else {
-            return Err(violation(&state, "GET /files: path is required"));
-        };
-        let Some(local) = map_path(&home, path) else {
-            return Err(violation(
-                &state,
-                format!("GET /files: path {path:?} is not absolute below /home/user"),
-            ));
-        };
-        if local.is_dir() {
-            return Err(json_error(
-                StatusCode::BAD_REQUEST,
-                format!("path '{path}' is a directory"),
-            ));
-        }
-        match std::fs::read(&local) {
-            Ok(bytes) => Ok((
-                StatusCode::OK,
-                [("content-type", "application/octet-stream")],
-                bytes,
-            )
-                .into_response()),
-            Err(_) => Err(json_error(
-                StatusCode::NOT_FOUND,
-                format!("path '{path}' does not exist"),
-            )),
-        }
-    })()
-    .unwrap_or_else(|e| e);
-    record(&state, &method, &uri, resp.status());
-    resp
+) -> Result<Response, Response> {
+    let (_, home) = envd_auth(&state, &headers)?;
+    check_username(&state, &query)?;
+    let Some(path) = query.get("path") else {
+        return Err(violation(&state, "GET /files: path is required"));
+    };
+    let Some(local) = map_path(&home, path) else {
+        return Err(violation(
+            &state,
+            format!("GET /files: path {path:?} is not absolute below /home/user"),
+        ));
+    };
+    if local.is_dir() {
+        return Err(json_error(
+            StatusCode::BAD_REQUEST,
+            format!("path '{path}' is a directory"),
+        ));
+    }
+    match std::fs::read(&local) {
+        Ok(bytes) => Ok((
+            StatusCode::OK,
+            [("content-type", "application/octet-stream")],
+            bytes,
+        )
+            .into_response()),
+        Err(_) => Err(json_error(
+            StatusCode::NOT_FOUND,
+            format!("path '{path}' does not exist"),
+        )),
+    }
 }
 
 /// `(name, filename, content)` of one multipart part.
@@ -663,74 +639,67 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 async fn upload(
     State(state): State<Shared>,
     Query(query): Query<HashMap<String, String>>,
-    method: Method,
-    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    let resp = (|| {
-        let (_, home) = envd_auth(&state, &headers)?;
-        check_username(&state, &query)?;
-        let content_type = header(&headers, "content-type").unwrap_or_default();
-        let Some(boundary) = content_type
-            .strip_prefix("multipart/form-data; boundary=")
-            .map(|b| b.trim_matches('"').to_owned())
-        else {
-            return Err(json_error(
-                StatusCode::BAD_REQUEST,
-                "unsupported content type",
-            ));
-        };
-        let Some(parts) = parse_multipart(&body, &boundary) else {
-            return Err(violation(&state, "POST /files: malformed multipart body"));
-        };
-        let mut written = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for (name, filename, content) in parts {
-            if name != "file" {
-                continue; // other fields are ignored
-            }
-            let target = match (query.get("path"), filename) {
-                (Some(p), _) => p.clone(),
-                (None, Some(f)) => f,
-                (None, None) => {
-                    return Err(violation(
-                        &state,
-                        "POST /files: part without a filename and no ?path=",
-                    ))
-                }
-            };
-            if !seen.insert(target.clone()) {
-                return Err(json_error(
-                    StatusCode::BAD_REQUEST,
-                    format!("duplicate path {target}"),
-                ));
-            }
-            let Some(local) = map_path(&home, &target) else {
+) -> Result<Response, Response> {
+    let (_, home) = envd_auth(&state, &headers)?;
+    check_username(&state, &query)?;
+    let content_type = header(&headers, "content-type").unwrap_or_default();
+    let Some(boundary) = content_type
+        .strip_prefix("multipart/form-data; boundary=")
+        .map(|b| b.trim_matches('"').to_owned())
+    else {
+        return Err(json_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported content type",
+        ));
+    };
+    let Some(parts) = parse_multipart(&body, &boundary) else {
+        return Err(violation(&state, "POST /files: malformed multipart body"));
+    };
+    let mut written = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (name, filename, content) in parts {
+        if name != "file" {
+            continue; // other fields are ignored
+        }
+        let target = match (query.get("path"), filename) {
+            (Some(p), _) => p.clone(),
+            (None, Some(f)) => f,
+            (None, None) => {
                 return Err(violation(
                     &state,
-                    format!("POST /files: target {target:?} is not absolute below /home/user"),
-                ));
-            };
-            if local.is_dir() {
-                return Err(json_error(
-                    StatusCode::BAD_REQUEST,
-                    format!("path '{target}' is a directory"),
-                ));
+                    "POST /files: part without a filename and no ?path=",
+                ))
             }
-            std::fs::create_dir_all(local.parent().unwrap()).unwrap();
-            std::fs::write(&local, content).unwrap();
-            let name = target.rsplit('/').next().unwrap_or_default().to_owned();
-            written.push(json!({"path": target, "name": name, "type": "file"}));
+        };
+        if !seen.insert(target.clone()) {
+            return Err(json_error(
+                StatusCode::BAD_REQUEST,
+                format!("duplicate path {target}"),
+            ));
         }
-        if written.is_empty() {
-            return Err(violation(&state, "POST /files: no part named \"file\""));
+        let Some(local) = map_path(&home, &target) else {
+            return Err(violation(
+                &state,
+                format!("POST /files: target {target:?} is not absolute below /home/user"),
+            ));
+        };
+        if local.is_dir() {
+            return Err(json_error(
+                StatusCode::BAD_REQUEST,
+                format!("path '{target}' is a directory"),
+            ));
         }
-        Ok((StatusCode::OK, Json(Value::Array(written))).into_response())
-    })()
-    .unwrap_or_else(|e| e);
-    record(&state, &method, &uri, resp.status());
-    resp
+        std::fs::create_dir_all(local.parent().unwrap()).unwrap();
+        std::fs::write(&local, content).unwrap();
+        let name = target.rsplit('/').next().unwrap_or_default().to_owned();
+        written.push(json!({"path": target, "name": name, "type": "file"}));
+    }
+    if written.is_empty() {
+        return Err(violation(&state, "POST /files: no part named \"file\""));
+    }
+    Ok((StatusCode::OK, Json(Value::Array(written))).into_response())
 }
 
 fn entry_info(path: &Path, abs: &str) -> Value {
@@ -794,108 +763,87 @@ fn filesystem_request(
 
 async fn list_dir(
     State(state): State<Shared>,
-    method: Method,
-    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    let resp = (|| {
-        let (req, path, local) = filesystem_request(&state, &headers, &body, "ListDir")?;
-        let depth = match req.get("depth") {
-            None => 1,
-            Some(d) => d
-                .as_u64()
-                .ok_or_else(|| violation(&state, "ListDir: depth must be a number"))?
-                .max(1) as u32,
-        };
-        if !local.is_dir() {
-            return Err(connect_error(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("path '{path}' not found"),
-            ));
-        }
-        let mut entries = Vec::new();
-        walk(&local, path.trim_end_matches('/'), depth, &mut entries);
-        Ok((StatusCode::OK, Json(json!({ "entries": entries }))).into_response())
-    })()
-    .unwrap_or_else(|e| e);
-    record(&state, &method, &uri, resp.status());
-    resp
+) -> Result<Response, Response> {
+    let (req, path, local) = filesystem_request(&state, &headers, &body, "ListDir")?;
+    let depth = match req.get("depth") {
+        None => 1,
+        Some(d) => d
+            .as_u64()
+            .ok_or_else(|| violation(&state, "ListDir: depth must be a number"))?
+            .max(1) as u32,
+    };
+    if !local.is_dir() {
+        return Err(connect_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("path '{path}' not found"),
+        ));
+    }
+    let mut entries = Vec::new();
+    walk(&local, path.trim_end_matches('/'), depth, &mut entries);
+    Ok((StatusCode::OK, Json(json!({ "entries": entries }))).into_response())
 }
 
 /// `Remove {path} → {}`, recursive, rm -rf semantics (§7).
 async fn remove_path(
     State(state): State<Shared>,
-    method: Method,
-    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    let resp = (|| {
-        let (_, _, local) = filesystem_request(&state, &headers, &body, "Remove")?;
-        let _ = if local.is_dir() {
-            std::fs::remove_dir_all(&local)
-        } else {
-            std::fs::remove_file(&local)
-        };
-        Ok((StatusCode::OK, Json(json!({}))).into_response())
-    })()
-    .unwrap_or_else(|e| e);
-    record(&state, &method, &uri, resp.status());
-    resp
+) -> Result<Response, Response> {
+    let (_, _, local) = filesystem_request(&state, &headers, &body, "Remove")?;
+    let _ = if local.is_dir() {
+        std::fs::remove_dir_all(&local)
+    } else {
+        std::fs::remove_file(&local)
+    };
+    Ok((StatusCode::OK, Json(json!({}))).into_response())
 }
 
 async fn send_signal(
     State(state): State<Shared>,
-    method: Method,
-    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    let resp = (|| {
-        let (id, _) = envd_auth(&state, &headers)?;
-        check_connect_headers(&state, &headers, "application/json")?;
-        let req: Value = serde_json::from_slice(&body)
-            .map_err(|e| violation(&state, format!("SendSignal: bare JSON body expected: {e}")))?;
-        let Some(pid) = req.pointer("/process/pid").and_then(Value::as_u64) else {
-            return Err(violation(&state, "SendSignal: process.pid is required"));
-        };
-        let signal = match req.get("signal") {
-            Some(Value::String(s)) if s == "SIGNAL_SIGKILL" || s == "SIGNAL_SIGTERM" => s.clone(),
-            _ => {
-                return Err(connect_error(
-                    StatusCode::NOT_IMPLEMENTED,
-                    "unimplemented",
-                    "invalid signal",
-                ))
-            }
-        };
-        let mut s = state.lock().unwrap();
-        s.signals.push(SignalRecord {
-            sandbox_id: id.clone(),
-            pid: pid as u32,
-            signal,
-        });
-        let kill = s
-            .sandboxes
-            .get(&id)
-            .and_then(|sb| sb.processes.get(&(pid as u32)).cloned());
-        match kill {
-            Some(kill) => {
-                let _ = kill.send(());
-                Ok((StatusCode::OK, Json(json!({}))).into_response())
-            }
-            None => Err(connect_error(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("process with pid {pid} not found"),
-            )),
+) -> Result<Response, Response> {
+    let (id, _) = envd_auth(&state, &headers)?;
+    check_connect_headers(&state, &headers, "application/json")?;
+    let req: Value = serde_json::from_slice(&body)
+        .map_err(|e| violation(&state, format!("SendSignal: bare JSON body expected: {e}")))?;
+    let Some(pid) = req.pointer("/process/pid").and_then(Value::as_u64) else {
+        return Err(violation(&state, "SendSignal: process.pid is required"));
+    };
+    let signal = match req.get("signal") {
+        Some(Value::String(s)) if s == "SIGNAL_SIGKILL" || s == "SIGNAL_SIGTERM" => s.clone(),
+        _ => {
+            return Err(connect_error(
+                StatusCode::NOT_IMPLEMENTED,
+                "unimplemented",
+                "invalid signal",
+            ))
         }
-    })()
-    .unwrap_or_else(|e| e);
-    record(&state, &method, &uri, resp.status());
-    resp
+    };
+    let mut s = state.lock().unwrap();
+    s.signals.push(SignalRecord {
+        sandbox_id: id.clone(),
+        pid: pid as u32,
+        signal,
+    });
+    let kill = s
+        .sandboxes
+        .get(&id)
+        .and_then(|sb| sb.processes.get(&(pid as u32)).cloned());
+    match kill {
+        Some(kill) => {
+            let _ = kill.send(());
+            Ok((StatusCode::OK, Json(json!({}))).into_response())
+        }
+        None => Err(connect_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("process with pid {pid} not found"),
+        )),
+    }
 }
 
 // ---------- process.Process/Start (server streaming) ----------
@@ -959,17 +907,11 @@ struct StartCall {
     timeout: Option<Duration>,
 }
 
-async fn start_process(
-    State(state): State<Shared>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn start_process(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     let call = parse_start(&state, &headers, &body);
     let (tx, rx) = mpsc::channel(64);
     let stream = Stream(tx);
-    let resp = match call {
+    match call {
         Err(resp) => resp,
         Ok(Err((code, message))) => {
             tokio::spawn(async move { stream.end_error(code, &message).await });
@@ -980,9 +922,7 @@ async fn start_process(
             tokio::spawn(run_process(state, call, stream));
             stream_response(rx)
         }
-    };
-    record(&state, &method, &uri, resp.status());
-    resp
+    }
 }
 
 /// Checks a Start request. `Err` is an HTTP-level answer; `Ok(Err)` an in-stream Connect error.
