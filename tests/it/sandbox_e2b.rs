@@ -31,11 +31,15 @@ impl Harness {
         Self { fake, provider }
     }
 
-    async fn sandbox(&self) -> Arc<dyn Sandbox> {
+    /// A new project's sandbox, reconnecting to `existing` when given.
+    async fn connect(&self, existing: Option<&str>) -> Result<Arc<dyn Sandbox>, SandboxError> {
         self.provider
-            .connect(Uuid::new_v4(), None, &FileMap::new())
+            .connect(Uuid::new_v4(), existing, &FileMap::new())
             .await
-            .unwrap()
+    }
+
+    async fn sandbox(&self) -> Arc<dyn Sandbox> {
+        self.connect(None).await.unwrap()
     }
 
     fn assert_no_violations(&self) {
@@ -198,11 +202,7 @@ async fn expired_sandbox_is_replaced_and_files_restored() {
 #[tokio::test]
 async fn malformed_existing_id_creates_new_sandbox() {
     let h = Harness::new().await;
-    let sandbox = h
-        .provider
-        .connect(Uuid::new_v4(), Some("../../etc"), &FileMap::new())
-        .await
-        .unwrap();
+    let sandbox = h.connect(Some("../../etc")).await.unwrap();
     assert!(h.fake.is_alive(sandbox.id()));
     assert!(!h.fake.requests().iter().any(|r| r.contains("etc")));
     h.assert_no_violations();
@@ -519,12 +519,7 @@ async fn output_is_capped_for_the_model_but_streamed_in_full() {
 #[tokio::test]
 async fn wrong_api_key_is_unavailable_with_a_clear_message() {
     let h = Harness::with_config(|c| c.api_key = "e2b_deadbeef".into()).await;
-    let err = h
-        .provider
-        .connect(Uuid::new_v4(), None, &FileMap::new())
-        .await
-        .err()
-        .unwrap();
+    let err = h.connect(None).await.err().unwrap();
     match err {
         SandboxError::Unavailable(m) => {
             assert!(m.contains("401") && m.contains("E2B_API_KEY"), "{m}")
@@ -533,12 +528,7 @@ async fn wrong_api_key_is_unavailable_with_a_clear_message() {
     }
     assert_eq!(h.fake.creates(), 0);
     // Also on reconnect: a 401 must not be mistaken for "gone, create a new one".
-    let err = h
-        .provider
-        .connect(Uuid::new_v4(), Some("iabc"), &FileMap::new())
-        .await
-        .err()
-        .unwrap();
+    let err = h.connect(Some("iabc")).await.err().unwrap();
     assert!(matches!(err, SandboxError::Unavailable(_)), "{err:?}");
     assert!(E2bSandboxProvider::new(E2bConfig::new("")).is_err());
 }
@@ -546,12 +536,7 @@ async fn wrong_api_key_is_unavailable_with_a_clear_message() {
 #[tokio::test]
 async fn unknown_template_is_unavailable() {
     let h = Harness::with_config(|c| c.template = "nope".into()).await;
-    let err = h
-        .provider
-        .connect(Uuid::new_v4(), None, &FileMap::new())
-        .await
-        .err()
-        .unwrap();
+    let err = h.connect(None).await.err().unwrap();
     assert!(
         matches!(&err, SandboxError::Unavailable(m) if m.contains("nope")),
         "{err:?}"
@@ -567,12 +552,7 @@ async fn create_is_retried_on_503() {
     assert_eq!(h.fake.creates(), 1);
 
     h.fake.fail_next_creates(10);
-    let err = h
-        .provider
-        .connect(Uuid::new_v4(), None, &FileMap::new())
-        .await
-        .err()
-        .unwrap();
+    let err = h.connect(None).await.err().unwrap();
     assert!(
         matches!(&err, SandboxError::Unavailable(m) if m.contains("503")),
         "{err:?}"
