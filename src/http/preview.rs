@@ -101,26 +101,20 @@ async fn proxy(
         .get::<OriginalUri>()
         .map(|original| original.0.clone())
         .unwrap_or_else(|| request.uri().clone());
-    if let Some(pooled) = state.sandboxes.pooled_sandbox_of(sandbox_id) {
+    let sandbox = match state.sandboxes.sandbox(sandbox_id).await {
+        Ok(sandbox) => sandbox,
         // `/preview/{project_id}/…` of a project whose sandbox came from the warm pool.
-        let location = uri.to_string().replacen(
-            &format!("/preview/{sandbox_id}"),
-            &format!("/preview/{pooled}"),
-            1,
-        );
-        return (
-            StatusCode::TEMPORARY_REDIRECT,
-            [(header::LOCATION, location)],
-        )
-            .into_response();
-    }
-    // Held until the response body is sent (or the tunnel closes): the idle timer never stops
-    // a dev server that is answering.
-    let busy = match state.sandboxes.sandbox(sandbox_id).await {
-        Ok(sandbox) => sandbox.hold(),
+        Err(SandboxError::NotFound(_))
+            if let Some(pooled) = state.sandboxes.pooled_sandbox_of(sandbox_id) =>
+        {
+            return redirect_to_sandbox(&uri, sandbox_id, pooled);
+        }
         Err(err) => return error_response(&err),
     };
-    let port = match state.sandboxes.ensure_dev_server(sandbox_id).await {
+    // Held until the response body is sent (or the tunnel closes): the idle timer never stops
+    // a dev server that is answering.
+    let busy = sandbox.hold();
+    let port = match sandbox.ensure_dev_server().await {
         Ok(port) => port,
         Err(err) => return error_response(&err),
     };
@@ -165,6 +159,18 @@ async fn proxy(
     *proxied.status_mut() = status;
     *proxied.headers_mut() = headers;
     proxied
+}
+
+/// The same request under `/preview/{to}` instead of `/preview/{from}`.
+fn redirect_to_sandbox(uri: &axum::http::Uri, from: Uuid, to: Uuid) -> Response {
+    let location =
+        uri.to_string()
+            .replacen(&format!("/preview/{from}"), &format!("/preview/{to}"), 1);
+    (
+        StatusCode::TEMPORARY_REDIRECT,
+        [(header::LOCATION, location)],
+    )
+        .into_response()
 }
 
 fn is_upgrade(headers: &HeaderMap) -> bool {

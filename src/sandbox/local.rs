@@ -204,15 +204,6 @@ impl LocalSandboxProvider {
         self.attach(sandbox_id, &FileMap::new()).await
     }
 
-    /// Starts the sandbox's dev server when it is not running and returns its local port.
-    /// Used by the preview proxy; counts as activity.
-    pub async fn ensure_dev_server(&self, sandbox_id: Uuid) -> Result<u16, SandboxError> {
-        let sandbox = self.sandbox(sandbox_id).await?;
-        let port = sandbox.ensure_dev_server().await?;
-        self.start_reaper();
-        Ok(port)
-    }
-
     /// Stops every dev server, and removes the pool's spare workspaces (the claimed ones stay).
     /// Call on server shutdown.
     pub async fn shutdown(&self) {
@@ -543,6 +534,7 @@ impl LocalSandbox {
     }
 
     /// Starts `next dev` if it is not running, waits until it answers HTTP, returns its port.
+    /// Counts as activity; the provider's idle reaper runs from the first dev server on.
     pub async fn ensure_dev_server(&self) -> Result<u16, SandboxError> {
         self.check_alive()?;
         let mut dev = self.dev.lock().await;
@@ -559,6 +551,9 @@ impl LocalSandbox {
         *dev = Some(server);
         self.touch();
         drop(dev);
+        if let Some(inner) = self.provider.upgrade() {
+            LocalSandboxProvider { inner }.start_reaper();
+        }
         Ok(port)
     }
 
@@ -741,9 +736,6 @@ impl Sandbox for LocalSandbox {
 
     async fn preview_url(&self) -> Result<String, SandboxError> {
         self.ensure_dev_server().await?;
-        if let Some(inner) = self.provider.upgrade() {
-            LocalSandboxProvider { inner }.start_reaper();
-        }
         let base = self.shared.config.public_base_url.trim_end_matches('/');
         Ok(format!("{base}{}/", self.base_path()))
     }

@@ -143,7 +143,6 @@ impl LocalSandboxProvider {
             return Ok(None);
         };
         self.refill_pool_in_background();
-        self.start_reaper();
         write_files(&sandbox.app, restore).await?;
         Ok(Some(sandbox))
     }
