@@ -59,6 +59,19 @@ impl EventBus for InProcessBus {
     }
 }
 
+/// Waits until a run may have been queued: run events of other projects do not wake an idle
+/// worker (they come by the dozen while a run streams). `false` when the bus is gone.
+pub async fn wait_for_work(wakeups: &mut broadcast::Receiver<BusMessage>) -> bool {
+    loop {
+        match wakeups.recv().await {
+            Ok(BusMessage::RunQueued | BusMessage::Resync) => return true,
+            Ok(_) => continue,
+            Err(broadcast::error::RecvError::Lagged(_)) => return true,
+            Err(broadcast::error::RecvError::Closed) => return false,
+        }
+    }
+}
+
 /// Waits until `project_id` may have new events. `false` when the bus is gone.
 pub(super) async fn wait_for_project(
     wakeups: &mut broadcast::Receiver<BusMessage>,

@@ -20,7 +20,7 @@ use serde_json::Value;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-pub use bus::{BusMessage, EventBus, InProcessBus};
+pub use bus::{wait_for_work, BusMessage, EventBus, InProcessBus};
 pub use postgres::PostgresBus;
 
 use crate::entity::run_event;

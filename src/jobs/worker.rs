@@ -75,7 +75,12 @@ async fn worker_loop(state: AppState, worker_id: String, running: Running) {
             Ok(None) => {
                 tokio::select! {
                     _ = state.shutdown.cancelled() => return,
-                    _ = wakeups.recv() => {}
+                    woke = crate::events::wait_for_work(&mut wakeups) => {
+                        if !woke {
+                            // No bus: polling alone finds queued runs.
+                            tokio::time::sleep(POLL_INTERVAL).await;
+                        }
+                    }
                     _ = tokio::time::sleep(POLL_INTERVAL) => {}
                 }
             }
