@@ -1,16 +1,13 @@
 //! Messages: a USER message starts a generation (a queued run); an ASSISTANT message ends it.
 
 use chrono::Utc;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, TransactionTrait,
-};
+use sea_orm::{ActiveModelTrait, ConnectionTrait, Set, TransactionTrait};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::page::{Page, PageRequest};
 use super::Viewer;
 use crate::entity::message::{self, MessageType, Role};
+use crate::entity::project;
 use crate::entity::run::{self, RunStatus};
 use crate::error::{AppError, AppResult};
 use crate::events::{record_event, BusMessage, EventBus, EventKind};
@@ -109,7 +106,7 @@ pub async fn send_message<C: TransactionTrait>(
     viewer: Viewer,
     project_id: Uuid,
     content: &str,
-) -> AppResult<Generation> {
+) -> AppResult<(project::Model, Generation)> {
     let content = validate_content(content)?;
     let txn = db.begin().await?;
     super::credits::consume_credit(&txn, viewer.user_id, viewer.plan).await?;
@@ -125,23 +122,5 @@ pub async fn send_message<C: TransactionTrait>(
     let generation = queue_generation(&txn, project.id, content).await?;
     txn.commit().await?;
     generation.announce(bus).await;
-    Ok(generation)
-}
-
-/// Messages of a project the viewer owns, oldest first.
-pub async fn list_messages(
-    db: &impl ConnectionTrait,
-    viewer: Viewer,
-    project_id: Uuid,
-    page: PageRequest,
-) -> AppResult<Page<message::Model>> {
-    super::project::find_project(db, viewer, project_id).await?;
-    let mut query = message::Entity::find()
-        .filter(message::Column::ProjectId.eq(project_id))
-        .order_by_asc(message::Column::Id)
-        .limit(page.first + 1);
-    if let Some(after) = page.after {
-        query = query.filter(message::Column::Id.gt(after));
-    }
-    Ok(Page::from_overfetch(query.all(db).await?, page.first))
+    Ok((project, generation))
 }

@@ -104,13 +104,10 @@ impl Mutation {
         let viewer = ctx.viewer()?;
         let state = ctx.state();
         let project_id = parse_id(&project_id, "project").gql()?;
-        let generation =
+        let (project, generation) =
             message::send_message(&state.db, state.bus.as_ref(), viewer, project_id, &content)
                 .await
                 .gql()?;
-        let project = project::find_project(&state.db, viewer, project_id)
-            .await
-            .gql()?;
         Ok(GenerationPayload {
             project: project.into(),
             message: generation.message.into(),
