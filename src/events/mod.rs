@@ -78,7 +78,10 @@ impl EventKind {
     }
 
     pub fn parse(kind: &str) -> Option<Self> {
-        serde_json::from_value(Value::String(kind.to_owned())).ok()
+        use serde::de::IntoDeserializer;
+        let name: serde::de::value::StrDeserializer<'_, serde::de::value::Error> =
+            kind.into_deserializer();
+        Self::deserialize(name).ok()
     }
 }
 
@@ -249,6 +252,7 @@ mod tests {
             EventKind::FileWritten,
             EventKind::ToolCallFinished,
             EventKind::MessageCreated,
+            EventKind::MessageDeleted,
             EventKind::FragmentCreated,
             EventKind::RunFinished,
         ];
