@@ -1,5 +1,59 @@
 //! Command output helpers shared by the backends: incremental UTF-8 decoding (a data chunk may
-//! end mid-character) and a head+tail capped buffer for what the model gets back.
+//! end mid-character), a head+tail capped buffer for what the model gets back, and a stream
+//! that does both while passing everything on to the caller's sink.
+
+use super::{CommandOutput, OutputChunk, OutputSink};
+
+/// One output stream of a command (stdout or stderr): decoded, streamed in full to the sink,
+/// capped for the model.
+pub struct OutputStream {
+    decoder: Utf8Stream,
+    capped: CappedText,
+    wrap: fn(String) -> OutputChunk,
+    /// The stream has ended (`close`).
+    pub done: bool,
+}
+
+impl OutputStream {
+    pub fn new(cap: usize, wrap: fn(String) -> OutputChunk) -> Self {
+        Self {
+            decoder: Utf8Stream::default(),
+            capped: CappedText::new(cap),
+            wrap,
+            done: false,
+        }
+    }
+
+    pub fn feed(&mut self, bytes: &[u8], sink: OutputSink<'_>) {
+        let text = self.decoder.push(bytes);
+        self.emit(text, sink);
+    }
+
+    pub fn close(&mut self, sink: OutputSink<'_>) {
+        self.done = true;
+        let text = self.decoder.finish();
+        self.emit(text, sink);
+    }
+
+    fn emit(&mut self, text: String, sink: OutputSink<'_>) {
+        if !text.is_empty() {
+            self.capped.push(&text);
+            sink((self.wrap)(text));
+        }
+    }
+}
+
+/// A finished command: its exit code and the capped text of both streams.
+pub fn command_output(exit_code: i32, stdout: OutputStream, stderr: OutputStream) -> CommandOutput {
+    let (stdout, out_truncated) = stdout.capped.finish();
+    let (stderr, err_truncated) = stderr.capped.finish();
+    CommandOutput {
+        exit_code,
+        stdout,
+        stderr,
+        truncated: out_truncated || err_truncated,
+    }
+}
 
 /// Decodes a byte stream as UTF-8, carrying an incomplete trailing sequence over to the next chunk
 /// and replacing invalid bytes with U+FFFD.

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use self::wire::{FileType, ProcessEvent};
-use super::output::{CappedText, Utf8Stream};
+use super::output::{command_output, OutputStream};
 use super::path::normalize;
 use super::{
     CommandOutput, CommandSpec, FileMap, OutputChunk, OutputSink, Sandbox, SandboxError,
@@ -899,19 +899,8 @@ impl Sandbox for E2bSandbox {
         let resp = Self::check_stream_response(resp, what).await?;
 
         let cap = self.client.config.output_cap_bytes;
-        let (mut stdout, mut stderr) = (CappedText::new(cap), CappedText::new(cap));
-        let (mut out_utf8, mut err_utf8) = (Utf8Stream::default(), Utf8Stream::default());
-        let mut emit = |chunk: OutputChunk| match &chunk {
-            OutputChunk::Stdout(s) if !s.is_empty() => {
-                stdout.push(s);
-                sink(chunk);
-            }
-            OutputChunk::Stderr(s) if !s.is_empty() => {
-                stderr.push(s);
-                sink(chunk);
-            }
-            _ => {}
-        };
+        let mut stdout = OutputStream::new(cap, OutputChunk::Stdout);
+        let mut stderr = OutputStream::new(cap, OutputChunk::Stderr);
         let b64 = base64::engine::general_purpose::STANDARD;
         let mut pid = None;
         let mut end: Option<wire::EndEvent> = None;
@@ -974,10 +963,10 @@ impl Sandbox for E2bSandbox {
                     Some(ProcessEvent::Start(start)) => pid = Some(start.pid),
                     Some(ProcessEvent::Data(data)) => {
                         if let Some(bytes) = data.stdout.and_then(|s| decode_b64(&b64, &s)) {
-                            emit(OutputChunk::Stdout(out_utf8.push(&bytes)));
+                            stdout.feed(&bytes, sink);
                         }
                         if let Some(bytes) = data.stderr.and_then(|s| decode_b64(&b64, &s)) {
-                            emit(OutputChunk::Stderr(err_utf8.push(&bytes)));
+                            stderr.feed(&bytes, sink);
                         }
                     }
                     Some(ProcessEvent::End(e)) => end = Some(e),
@@ -985,8 +974,8 @@ impl Sandbox for E2bSandbox {
                 }
             }
         };
-        emit(OutputChunk::Stdout(out_utf8.finish()));
-        emit(OutputChunk::Stderr(err_utf8.finish()));
+        stdout.close(sink);
+        stderr.close(sink);
 
         match (stream_end, end) {
             (Some(StreamEnd::Failed(error)), _) => Err(match error.code.as_str() {
@@ -1000,16 +989,7 @@ impl Sandbox for E2bSandbox {
                 }
             }),
             // A clean EndStream, or (tolerated) a body cut right after the end event.
-            (_, Some(end)) => {
-                let (stdout, out_truncated) = stdout.finish();
-                let (stderr, err_truncated) = stderr.finish();
-                Ok(CommandOutput {
-                    exit_code: end.exit_code,
-                    stdout,
-                    stderr,
-                    truncated: out_truncated || err_truncated,
-                })
-            }
+            (_, Some(end)) => Ok(command_output(end.exit_code, stdout, stderr)),
             (_, None) => Err(SandboxError::Unavailable(format!(
                 "{what}: stream ended without an end event (is the sandbox still running?)"
             ))),

@@ -9,7 +9,7 @@ use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
-use crate::sandbox::output::{CappedText, Utf8Stream};
+use crate::sandbox::output::{command_output, OutputStream};
 use crate::sandbox::{CommandOutput, OutputChunk, OutputSink, SandboxError};
 
 use super::unavailable;
@@ -27,40 +27,6 @@ pub(super) struct GroupGuard(pub(super) Option<i32>);
 impl Drop for GroupGuard {
     fn drop(&mut self) {
         kill_group(self.0);
-    }
-}
-
-struct StreamState {
-    decoder: Utf8Stream,
-    capped: CappedText,
-    done: bool,
-}
-
-impl StreamState {
-    fn new(cap: usize) -> Self {
-        Self {
-            decoder: Utf8Stream::default(),
-            capped: CappedText::new(cap),
-            done: false,
-        }
-    }
-
-    fn feed(&mut self, bytes: &[u8], sink: OutputSink<'_>, wrap: fn(String) -> OutputChunk) {
-        let text = self.decoder.push(bytes);
-        self.emit(text, sink, wrap);
-    }
-
-    fn close(&mut self, sink: OutputSink<'_>, wrap: fn(String) -> OutputChunk) {
-        self.done = true;
-        let text = self.decoder.finish();
-        self.emit(text, sink, wrap);
-    }
-
-    fn emit(&mut self, text: String, sink: OutputSink<'_>, wrap: fn(String) -> OutputChunk) {
-        if !text.is_empty() {
-            self.capped.push(&text);
-            sink(wrap(text));
-        }
     }
 }
 
@@ -85,8 +51,8 @@ pub(super) async fn run_capped(
         .stderr
         .take()
         .ok_or_else(|| unavailable("no stderr pipe"))?;
-    let mut out = StreamState::new(cap);
-    let mut err = StreamState::new(cap);
+    let mut out = OutputStream::new(cap, OutputChunk::Stdout);
+    let mut err = OutputStream::new(cap, OutputChunk::Stderr);
     let mut out_buf = vec![0u8; 8192];
     let mut err_buf = vec![0u8; 8192];
     let mut status = None;
@@ -99,12 +65,12 @@ pub(super) async fn run_capped(
     while status.is_none() || !out.done || !err.done {
         tokio::select! {
             read = stdout.read(&mut out_buf), if !out.done => match read {
-                Ok(0) | Err(_) => out.close(sink, OutputChunk::Stdout),
-                Ok(n) => out.feed(&out_buf[..n], sink, OutputChunk::Stdout),
+                Ok(0) | Err(_) => out.close(sink),
+                Ok(n) => out.feed(&out_buf[..n], sink),
             },
             read = stderr.read(&mut err_buf), if !err.done => match read {
-                Ok(0) | Err(_) => err.close(sink, OutputChunk::Stderr),
-                Ok(n) => err.feed(&err_buf[..n], sink, OutputChunk::Stderr),
+                Ok(0) | Err(_) => err.close(sink),
+                Ok(n) => err.feed(&err_buf[..n], sink),
             },
             exit = child.wait(), if status.is_none() => {
                 status = Some(exit?);
@@ -129,12 +95,5 @@ pub(super) async fn run_capped(
         use std::os::unix::process::ExitStatusExt;
         128 + status.signal().unwrap_or(0)
     });
-    let (stdout, out_truncated) = out.capped.finish();
-    let (stderr, err_truncated) = err.capped.finish();
-    Ok(CommandOutput {
-        exit_code,
-        stdout,
-        stderr,
-        truncated: out_truncated || err_truncated,
-    })
+    Ok(command_output(exit_code, out, err))
 }
