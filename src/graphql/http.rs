@@ -30,7 +30,7 @@ use async_graphql::{
 use axum::{
     body::{to_bytes, Body},
     extract::Request as HttpRequest,
-    http::{header, request::Parts, HeaderMap, HeaderValue, Method, StatusCode},
+    http::{header, request::Parts, HeaderMap, HeaderValue, Method, StatusCode, Uri},
     response::Response as HttpResponse,
     routing::{on, MethodFilter},
     Router,
@@ -161,7 +161,7 @@ pub async fn execute_http<E: Executor>(
     };
     let is_get = request.method() == Method::GET;
     let params = if is_get {
-        params_from_query_string(request.uri().query().unwrap_or(""))
+        params_from_query_string(request.uri())
     } else if request.method() == Method::POST {
         params_from_body(request).await
     } else {
@@ -278,9 +278,9 @@ async fn params_from_body(request: HttpRequest) -> ParamsResult {
     request_from_params(map)
 }
 
-fn params_from_query_string(query: &str) -> ParamsResult {
+fn params_from_query_string(uri: &Uri) -> ParamsResult {
     let mut map = Map::new();
-    for (key, value) in form_urlencoded_pairs(query) {
+    for (key, value) in query_pairs(uri) {
         let value = match key.as_str() {
             "variables" | "extensions" => serde_json::from_str(&value)
                 .map_err(|e| bad_request(format!("{key} must be URL-encoded JSON: {e}")))?,
@@ -340,36 +340,11 @@ fn is_mutation(request: &Request) -> bool {
     ty == Some(OperationType::Mutation)
 }
 
-fn form_urlencoded_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
-    query.split('&').filter(|p| !p.is_empty()).map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (percent_decode(k), percent_decode(v))
-    })
-}
-
-fn percent_decode(input: &str) -> String {
-    fn hex(b: u8) -> Option<u8> {
-        (b as char).to_digit(16).map(|d| d as u8)
-    }
-    let bytes = input.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(hi), Some(lo)) => {
-                    out.push(hi << 4 | lo);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// The decoded `key=value` pairs of the query string (undecodable escapes stay as they are).
+fn query_pairs(uri: &Uri) -> Vec<(String, String)> {
+    axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri)
+        .map(|query| query.0)
+        .unwrap_or_default()
 }
 
 fn json_response(media: MediaType, status: StatusCode, body: String) -> HttpResponse {
@@ -428,8 +403,10 @@ mod tests {
 
     #[test]
     fn decodes_query_strings() {
-        let pairs: Vec<_> =
-            form_urlencoded_pairs("query=%7B%20a%20%7D&variables=%7B%7D&x=1+2&bad=%zz").collect();
+        let uri: Uri = "/graphql?query=%7B%20a%20%7D&variables=%7B%7D&x=1+2&bad=%zz"
+            .parse()
+            .unwrap();
+        let pairs = query_pairs(&uri);
         assert_eq!(
             pairs,
             vec![
