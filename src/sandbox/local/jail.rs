@@ -103,4 +103,33 @@ mod tests {
         assert!(joined.ends_with("--chdir /data/sandboxes/p/app"));
         assert!(!joined.contains("--bind / "));
     }
+
+    #[test]
+    fn running_unjailed_is_announced_as_for_trusted_use_only() {
+        use std::sync::{Arc, Mutex};
+
+        #[derive(Clone, Default)]
+        struct Captured(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Captured {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        // The only call in this test binary: the warning is given once per process.
+        tracing::subscriber::with_default(subscriber, || warn_unjailed_once(false));
+        let logged = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert!(logged.contains("WARN"), "{logged}");
+        assert!(logged.contains("trusted single-user"), "{logged}");
+    }
 }
