@@ -17,7 +17,8 @@ use crate::auth::{AuthConfig, Authenticator};
 use crate::config::{Config, ModelProviderKind, SandboxProviderKind};
 use crate::events::{EventBus, InProcessBus, PostgresBus};
 use crate::sandbox::e2b::{E2bConfig, E2bSandboxProvider};
-use crate::sandbox::local::{LocalSandboxConfig, LocalSandboxProvider};
+use crate::sandbox::egress;
+use crate::sandbox::local::{JailLimits, LocalSandboxConfig, LocalSandboxProvider};
 use crate::sandbox::SandboxProvider;
 use crate::services::limit::SignInLimiter;
 
@@ -205,6 +206,15 @@ fn sandbox_provider_from_config(config: &Config) -> anyhow::Result<SandboxProvid
             local.command_timeout = config.command_timeout();
             local.idle_timeout = Duration::from_secs(config.sandbox_idle_secs);
             local.warm_pool = config.sandbox_warm_pool;
+            local.use_jail = config.sandbox_jail;
+            local.uid_base = config.sandbox_uid_base;
+            local.limits = JailLimits {
+                max_processes: config.sandbox_max_processes,
+                max_memory_bytes: config.sandbox_max_memory_mb << 20,
+                max_file_bytes: config.sandbox_max_file_mb << 20,
+            };
+            local.egress_allow = egress::parse_rules(&config.sandbox_egress_allow)
+                .map_err(|err| anyhow::anyhow!("SANDBOX_EGRESS_ALLOW: {err}"))?;
             let provider = Arc::new(LocalSandboxProvider::new(local));
             Ok((provider.clone(), Some(provider)))
         }

@@ -189,6 +189,26 @@ pub struct Config {
     /// Each holds a `next dev` process (about 540 MiB resident); 0 turns the pool off.
     #[arg(long, env = "SANDBOX_WARM_POOL", default_value_t = 1)]
     pub sandbox_warm_pool: usize,
+    /// Jail local sandbox commands (needs root, bubblewrap and passt). Off, or without a
+    /// working jail, the server serves one account only.
+    #[arg(long, env = "SANDBOX_JAIL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub sandbox_jail: bool,
+    /// Jailed sandboxes run as host users SANDBOX_UID_BASE + 0..65535.
+    #[arg(long, env = "SANDBOX_UID_BASE", default_value_t = crate::sandbox::local::DEFAULT_UID_BASE)]
+    pub sandbox_uid_base: u32,
+    /// Processes and threads one jailed sandbox may have at once.
+    #[arg(long, env = "SANDBOX_MAX_PROCESSES", default_value_t = 1024)]
+    pub sandbox_max_processes: u64,
+    /// Address space of one jailed process, in MiB.
+    #[arg(long, env = "SANDBOX_MAX_MEMORY_MB", default_value_t = 4096)]
+    pub sandbox_max_memory_mb: u64,
+    /// Largest file a jailed process may write, in MiB.
+    #[arg(long, env = "SANDBOX_MAX_FILE_MB", default_value_t = 1024)]
+    pub sandbox_max_file_mb: u64,
+    /// Hosts jailed sandboxes may reach (comma-separated `host`, `host:port` or `*.domain`;
+    /// port 443 unless given), through the egress proxy. Nothing else is reachable.
+    #[arg(long, env = "SANDBOX_EGRESS_ALLOW", default_value = "registry.npmjs.org")]
+    pub sandbox_egress_allow: String,
 }
 
 impl Config {

@@ -7,8 +7,8 @@
 //! (`{cache_dir}/next-js-{hash}/node_modules`) through hard links (see `workspace`).
 //!
 //! Commands run as `bash -c` in their own process group (see `process`) with a scrubbed
-//! environment, inside bubblewrap when it is available (see `jail` and
-//! [`LocalSandboxConfig::use_bwrap`]). The dev server (`next dev`) starts lazily on a free
+//! environment, inside the jail when this machine can build one (see `jail` and
+//! [`LocalSandboxConfig::use_jail`]). The dev server (`next dev`) starts lazily on a free
 //! port with `basePath` `/preview/{sandbox_id}` and is stopped after
 //! [`LocalSandboxConfig::idle_timeout`] without activity.
 //!
@@ -34,19 +34,25 @@ mod pool;
 mod process;
 mod workspace;
 
-use self::jail::{bwrap_args, probe_bwrap, warn_unjailed_once};
+pub use self::jail::JailLimits;
+use self::jail::{warn_unjailed, Jail, Netns};
 use self::process::{kill_group, run_capped, GroupGuard};
 use self::workspace::{
-    create_workspace, ensure_dependencies, remove_dir_if_exists, remove_stale_staging, write_files,
+    create_workspace, ensure_dependencies, give_to_owner, hand_over, remove_dir_if_exists, remove_stale_staging,
+    write_files,
 };
+use super::egress::{EgressProxy, EgressRule};
 use super::path::{confine, relative_display};
 use super::{
-    CommandOutput, CommandSpec, FileMap, OutputSink, Sandbox, SandboxError, SandboxProvider,
+    CommandOutput, CommandSpec, FileMap, OutputSink, Sandbox, SandboxError, SandboxIsolation,
+    SandboxProvider,
 };
 
 /// Directories skipped by `list_files`.
 const LIST_EXCLUDES: &[&str] = &["node_modules", ".next", ".git"];
 const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// Far above the ids of real users and of the usual subordinate id ranges.
+pub const DEFAULT_UID_BASE: u32 = 1_800_000_000;
 
 #[derive(Debug, Clone)]
 pub struct LocalSandboxConfig {
@@ -68,9 +74,15 @@ pub struct LocalSandboxConfig {
     pub install_timeout: Duration,
     /// Per stream, what a `CommandOutput` keeps (head and tail); the sink gets everything.
     pub output_cap_bytes: usize,
-    /// Run commands and the dev server inside bubblewrap when `bwrap` works on this machine.
-    /// `false` forces it off (trusted single-user setups, or hosts without user namespaces).
-    pub use_bwrap: bool,
+    /// Run commands and the dev server inside the jail when this machine can build one.
+    /// `false` forces it off (the server then serves one account only).
+    pub use_jail: bool,
+    /// Sandbox users are `uid_base` plus up to 65,535 (see `jail`).
+    pub uid_base: u32,
+    /// Per-process limits of jailed commands.
+    pub limits: JailLimits,
+    /// Where jailed commands may connect through the egress proxy (port 443 unless given).
+    pub egress_allow: Vec<EgressRule>,
     /// Spare workspaces kept with their dev server running and first page compiled, handed to
     /// new projects so their first preview answers at once (0: none).
     pub warm_pool: usize,
@@ -78,8 +90,8 @@ pub struct LocalSandboxConfig {
 
 impl LocalSandboxConfig {
     /// Defaults: template `./sandbox-templates/next-js` (relative to the working directory),
-    /// cache `{data_dir}/cache`, 10 min command timeout, 15 min idle, 16 KiB output cap, bwrap on,
-    /// no warm pool.
+    /// cache `{data_dir}/cache`, 10 min command timeout, 15 min idle, 16 KiB output cap, jail on,
+    /// egress to the npm registry only, no warm pool.
     pub fn new(data_dir: impl Into<PathBuf>, public_base_url: impl Into<String>) -> Self {
         let data_dir = data_dir.into();
         Self {
@@ -92,7 +104,10 @@ impl LocalSandboxConfig {
             dev_server_start_timeout: Duration::from_secs(90),
             install_timeout: Duration::from_secs(900),
             output_cap_bytes: 16 * 1024,
-            use_bwrap: true,
+            use_jail: true,
+            uid_base: DEFAULT_UID_BASE,
+            limits: JailLimits::default(),
+            egress_allow: vec![EgressRule::parse("registry.npmjs.org").expect("a valid rule")],
             warm_pool: 0,
         }
     }
@@ -101,8 +116,10 @@ impl LocalSandboxConfig {
 /// State shared by the provider and its sandboxes.
 struct Shared {
     config: LocalSandboxConfig,
-    /// `Some(path to bwrap)` when commands are jailed.
-    bwrap: Option<PathBuf>,
+    /// `Ok` when commands are jailed, else why not.
+    jail: Result<Jail, String>,
+    /// Started with the first network namespace.
+    egress: tokio::sync::OnceCell<EgressProxy>,
     http: reqwest::Client,
 }
 
@@ -131,14 +148,23 @@ fn unavailable(what: impl std::fmt::Display) -> SandboxError {
 }
 
 impl LocalSandboxProvider {
+    /// Probes the jail (blocking for a moment) unless `config.use_jail` is off.
     pub fn new(config: LocalSandboxConfig) -> Self {
-        let bwrap = if config.use_bwrap {
-            probe_bwrap()
+        let jail = if config.use_jail {
+            Jail::probe(config.uid_base, config.limits.clone()).and_then(|jail| {
+                let probe_dir = config
+                    .data_dir
+                    .join("sandboxes")
+                    .join(format!(".jail-probe.tmp-{}", Uuid::new_v4().simple()));
+                let tested = jail.self_test(&probe_dir);
+                let _ = std::fs::remove_dir_all(&probe_dir);
+                tested.map(|()| jail)
+            })
         } else {
-            None
+            Err("the jail is turned off".to_owned())
         };
-        if bwrap.is_none() {
-            warn_unjailed_once(config.use_bwrap);
+        if let Err(reason) = &jail {
+            warn_unjailed(reason);
         }
         let http = reqwest::Client::builder()
             .no_proxy()
@@ -152,7 +178,8 @@ impl LocalSandboxProvider {
             inner: Arc::new(Inner {
                 shared: Arc::new(Shared {
                     config,
-                    bwrap,
+                    jail,
+                    egress: tokio::sync::OnceCell::new(),
                     http,
                 }),
                 sandboxes: Mutex::new(HashMap::new()),
@@ -167,9 +194,14 @@ impl LocalSandboxProvider {
         &self.inner.shared.config
     }
 
-    /// Whether commands run inside bubblewrap.
+    /// Whether commands run inside the jail.
     pub fn is_jailed(&self) -> bool {
-        self.inner.shared.bwrap.is_some()
+        self.inner.shared.jail.is_ok()
+    }
+
+    /// The host user a sandbox's processes run as, when jailed.
+    pub fn sandbox_uid(&self, sandbox_id: Uuid) -> Option<u32> {
+        self.inner.shared.sandbox_uid(sandbox_id)
     }
 
     /// The workspace directory of a sandbox (it may not exist).
@@ -236,11 +268,16 @@ impl LocalSandboxProvider {
         }
         let shared = &self.inner.shared;
         let workspace = self.workspace_dir(sandbox_id);
+        let owner = shared.sandbox_uid(sandbox_id);
         if tokio::fs::try_exists(workspace.join("app")).await? {
             tracing::debug!(%sandbox_id, "reusing sandbox workspace");
-            write_files(&workspace.join("app"), restore).await?;
+            if let Some(uid) = owner {
+                // A workspace of an earlier, unjailed server, or from before users of its own.
+                hand_over(&workspace, uid).await?;
+            }
+            write_files(&workspace.join("app"), restore, owner).await?;
         } else {
-            create_workspace(shared, &workspace, restore, false).await?;
+            create_workspace(shared, &workspace, restore, sandbox_id, false).await?;
         }
         let sandbox = self.handle(sandbox_id);
         lock(&self.inner.sandboxes).insert(sandbox_id, sandbox.clone());
@@ -257,6 +294,8 @@ impl LocalSandboxProvider {
             workspace,
             shared: self.inner.shared.clone(),
             provider: Arc::downgrade(&self.inner),
+            uid: self.inner.shared.sandbox_uid(sandbox_id),
+            netns: tokio::sync::Mutex::new(None),
             dev: tokio::sync::Mutex::new(None),
             activity: Mutex::new(Activity::now()),
             busy: AtomicUsize::new(0),
@@ -336,6 +375,15 @@ impl SandboxProvider for LocalSandboxProvider {
     fn kind(&self) -> &'static str {
         "local"
     }
+
+    fn isolation(&self) -> SandboxIsolation {
+        match &self.inner.shared.jail {
+            Ok(_) => SandboxIsolation::Isolated,
+            Err(reason) => SandboxIsolation::SingleAccount {
+                reason: reason.clone(),
+            },
+        }
+    }
 }
 
 impl Shared {
@@ -344,11 +392,11 @@ impl Shared {
     }
 
     /// The scrubbed environment of every sandbox process. Nothing of the server's own
-    /// environment is passed on.
-    fn base_env(&self, workspace: &Path) -> Vec<(String, String)> {
+    /// environment is passed on. Jailed processes reach the internet through the egress proxy.
+    fn base_env(&self, workspace: &Path, netns: Option<&Netns>) -> Vec<(String, String)> {
         let app = workspace.join("app");
         let home = workspace.join("home");
-        vec![
+        let mut env = vec![
             (
                 "PATH".into(),
                 format!("{}:{SYSTEM_PATH}", app.join("node_modules/.bin").display()),
@@ -365,40 +413,61 @@ impl Shared {
             ("npm_config_fund".into(), "false".into()),
             ("npm_config_audit".into(), "false".into()),
             ("NEXT_TELEMETRY_DISABLED".into(), "1".into()),
-        ]
+        ];
+        if let Some(proxy) = netns.and_then(|netns| netns.egress_port) {
+            let url = format!("http://127.0.0.1:{proxy}");
+            for key in ["npm_config_proxy", "npm_config_https_proxy", "HTTP_PROXY", "HTTPS_PROXY"] {
+                env.push((key.into(), url.clone()));
+                env.push((key.to_ascii_lowercase(), url.clone()));
+            }
+            env.push(("NO_PROXY".into(), "localhost,127.0.0.1,::1".into()));
+            env.push(("no_proxy".into(), "localhost,127.0.0.1,::1".into()));
+        }
+        env
     }
 
-    /// `bash -c script` (or `sh -c`), jailed when bubblewrap is in use, in its own process group.
+    fn sandbox_uid(&self, sandbox_id: Uuid) -> Option<u32> {
+        self.jail.as_ref().ok().map(|jail| jail.sandbox_uid(sandbox_id))
+    }
+
+    /// The egress proxy's port, starting the proxy on first use.
+    async fn egress_port(&self) -> Result<u16, SandboxError> {
+        let proxy = self
+            .egress
+            .get_or_try_init(|| EgressProxy::start(self.config.egress_allow.clone()))
+            .await?;
+        Ok(proxy.port())
+    }
+
+    /// `bash -c script` (or `sh -c`) in its own process group: jailed in `netns` as the
+    /// sandbox's user when the jail is in use, else as the server's own user.
     fn command(
         &self,
+        jailed: Option<(&Netns, u32)>,
         workspace: &Path,
         cwd: &Path,
         script: &str,
         env: &[(String, String)],
+        cpu_secs: Option<u64>,
     ) -> Command {
         let shell = if Path::new("/bin/bash").exists() {
             "/bin/bash"
         } else {
             "/bin/sh"
         };
-        let mut command = match &self.bwrap {
-            Some(bwrap) => {
-                let mut command = Command::new(bwrap);
-                command.args(bwrap_args(workspace, cwd));
-                command.arg("--").arg(shell);
-                command
+        let mut command = match (&self.jail, jailed) {
+            (Ok(jail), Some((netns, uid))) => {
+                Command::from(jail.command(netns, uid, workspace, cwd, shell, script, cpu_secs))
             }
-            None => {
+            _ => {
                 let mut command = Command::new(shell);
-                command.current_dir(cwd);
+                command.current_dir(cwd).arg("-c").arg(script);
                 command
             }
         };
         command
-            .arg("-c")
-            .arg(script)
             .env_clear()
-            .envs(self.base_env(workspace))
+            .envs(self.base_env(workspace, jailed.map(|(netns, _)| netns)))
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .process_group(0)
@@ -427,6 +496,8 @@ struct DevServer {
     child: Child,
     port: u16,
     pgid: Option<i32>,
+    /// Keeps the namespace the dev server listens in.
+    _netns: Option<Arc<Netns>>,
 }
 
 impl Drop for DevServer {
@@ -442,6 +513,10 @@ pub struct LocalSandbox {
     app: PathBuf,
     shared: Arc<Shared>,
     provider: Weak<Inner>,
+    /// The host user of the sandbox's processes and files, when jailed.
+    uid: Option<u32>,
+    /// The network namespace of jailed processes, while any runs (commands hold it too).
+    netns: tokio::sync::Mutex<Option<Arc<Netns>>>,
     dev: tokio::sync::Mutex<Option<DevServer>>,
     activity: Mutex<Activity>,
     /// Proxied requests and tunnels in flight; a busy sandbox is never idle.
@@ -512,12 +587,45 @@ impl LocalSandbox {
         self.dev.lock().await.is_some()
     }
 
-    /// Stops the dev server if it runs (it starts again on demand).
+    /// Stops the dev server if it runs (it starts again on demand), and lets go of the
+    /// network namespace (commands still running keep theirs).
     pub async fn stop_dev_server(&self) {
         if let Some(mut server) = self.dev.lock().await.take() {
             kill_group(server.pgid);
             let _ = server.child.wait().await;
         }
+        self.netns.lock().await.take();
+    }
+
+    /// The jail's network namespace and user for a process, starting the namespace if none
+    /// runs; `None` when unjailed.
+    async fn jail_netns(&self) -> Result<Option<(Arc<Netns>, u32)>, SandboxError> {
+        let Some(uid) = self.uid else {
+            return Ok(None);
+        };
+        let mut slot = self.netns.lock().await;
+        if let Some(netns) = slot.as_ref() {
+            return Ok(Some((netns.clone(), uid)));
+        }
+        let egress = self.shared.egress_port().await?;
+        let shared = self.shared.clone();
+        let netns = tokio::task::spawn_blocking(move || {
+            let jail = shared.jail.as_ref().map_err(|why| unavailable(why))?;
+            // The dev server's port is bound by pasta on the host; retry if another took it.
+            let mut last = None;
+            for _ in 0..3 {
+                match jail.start_netns(uid, Some(egress), free_port()?) {
+                    Ok(netns) => return Ok(netns),
+                    Err(err) => last = Some(err),
+                }
+            }
+            Err(last.unwrap_or_else(|| unavailable("no network namespace")))
+        })
+        .await
+        .map_err(unavailable)??;
+        let netns = Arc::new(netns);
+        *slot = Some(netns.clone());
+        Ok(Some((netns, uid)))
     }
 
     /// Stops the dev server when nothing touched the sandbox for `idle`. Decided under the
@@ -530,6 +638,7 @@ impl LocalSandbox {
                 kill_group(server.pgid);
                 let _ = server.child.wait().await;
             }
+            self.netns.lock().await.take();
         }
     }
 
@@ -563,7 +672,11 @@ impl LocalSandbox {
 
     async fn start_dev_server(&self) -> Result<DevServer, SandboxError> {
         let started = Instant::now();
-        let port = free_port()?;
+        let jailed = self.jail_netns().await?;
+        let port = match &jailed {
+            Some((netns, _)) => netns.dev_port,
+            None => free_port()?,
+        };
         // A dev server killed earlier may leave its lock behind (next 16 refuses to start).
         let _ = tokio::fs::remove_file(self.app.join(".next/dev/lock")).await;
         let log_path = self.dev_server_log_path();
@@ -583,9 +696,14 @@ impl LocalSandbox {
         let script = format!(
             "exec node node_modules/next/dist/bin/next dev --hostname 127.0.0.1 --port {port}"
         );
-        let mut command = self
-            .shared
-            .command(&self.workspace, &self.app, &script, &env);
+        let mut command = self.shared.command(
+            jailed.as_ref().map(|(netns, uid)| (netns.as_ref(), *uid)),
+            &self.workspace,
+            &self.app,
+            &script,
+            &env,
+            None,
+        );
         command.stdout(log.try_clone()?).stderr(log);
         let mut child = command.spawn()?;
         let pgid = child.id().and_then(|id| i32::try_from(id).ok());
@@ -626,7 +744,12 @@ impl LocalSandbox {
             "dev server ready"
         );
         guard.0 = None;
-        Ok(DevServer { child, port, pgid })
+        Ok(DevServer {
+            child,
+            port,
+            pgid,
+            _netns: jailed.map(|(netns, _)| netns),
+        })
     }
 }
 
@@ -667,6 +790,7 @@ impl Sandbox for LocalSandbox {
             confine(&self.app, path)?;
         }
         tokio::fs::write(&target, content).await?;
+        give_to_owner(&self.app, &target, self.uid).await?;
         Ok(())
     }
 
@@ -718,9 +842,15 @@ impl Sandbox for LocalSandbox {
             )));
         }
         let timeout = spec.timeout.min(self.shared.config.command_timeout);
-        let mut command = self
-            .shared
-            .command(&self.workspace, &cwd, &spec.command, &spec.env);
+        let jailed = self.jail_netns().await?;
+        let mut command = self.shared.command(
+            jailed.as_ref().map(|(netns, uid)| (netns.as_ref(), *uid)),
+            &self.workspace,
+            &cwd,
+            &spec.command,
+            &spec.env,
+            Some(timeout.as_secs().max(1)),
+        );
         command.stdout(Stdio::piped()).stderr(Stdio::piped());
         let result = run_capped(
             command,

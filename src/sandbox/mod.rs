@@ -1,6 +1,7 @@
 //! Where generated apps live and run. One trait, several backends: `local` (embedded default),
 //! `e2b` (hosted), `fake` (in memory, for tests and benchmarks).
 
+pub mod egress;
 pub mod fake;
 pub mod local;
 mod output;
@@ -94,6 +95,20 @@ pub trait SandboxProvider: Send + Sync {
 
     /// Short backend name for logs and the UI (`local`, `e2b`, `fake`).
     fn kind(&self) -> &'static str;
+
+    /// Whether sandboxes are isolated from the server and from each other.
+    fn isolation(&self) -> SandboxIsolation {
+        SandboxIsolation::Isolated
+    }
+}
+
+/// How far sandboxes of one account are kept from the server and from other accounts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SandboxIsolation {
+    /// Every sandbox is isolated: any number of accounts may use them.
+    Isolated,
+    /// Generated code runs as the server's user (no working jail): one account only.
+    SingleAccount { reason: String },
 }
 
 #[async_trait]

@@ -32,7 +32,7 @@ fn test_env(use_bwrap: bool) -> TestEnv {
     config.template_dir = manifest_dir().join("sandbox-templates/next-js");
     config.cache_dir = manifest_dir().join("target/sandbox-cache");
     // `SANDBOX_TEST_NO_BWRAP=1` runs everything unjailed (as on a machine without bubblewrap).
-    config.use_bwrap = use_bwrap && std::env::var_os("SANDBOX_TEST_NO_BWRAP").is_none();
+    config.use_jail = use_bwrap && std::env::var_os("SANDBOX_TEST_NO_BWRAP").is_none();
     TestEnv { _dir: dir, config }
 }
 

@@ -1,12 +1,287 @@
-//! Bubblewrap, the jail of local sandbox commands: what a jailed process sees, and whether
-//! `bwrap` works on this machine at all.
+//! The jail of local sandbox commands, and whether this machine can build one.
+//!
+//! A jailed command is, from the outside in:
+//! - a user id of its sandbox's own ([`Jail::sandbox_uid`]) that owns nothing the server owns,
+//!   so the shared dependency cache (owned by the server, read-only) cannot be changed;
+//! - the sandbox's network namespace ([`Netns`]), held by a long-lived `pasta` process: only
+//!   loopback, plus two forwarded ports — the dev server's (host → sandbox) and the egress
+//!   proxy's (sandbox → host, see `sandbox::egress`). No interface leads anywhere else, so the
+//!   host's loopback, link-local and private ranges are out of reach;
+//! - resource limits (`prlimit`): processes, address space, file size, CPU time;
+//! - bubblewrap: its own user, PID, IPC and UTS namespaces, a new session, no capabilities,
+//!   read-only system directories, the workspace's `app/`, `home/` and `tmp/` read-write, and
+//!   nothing else of the host's file system.
+//!
+//! Switching to another user id needs root, so a server that is not root cannot jail; it then
+//! runs commands unjailed and serves one account only (see `services::sandbox_access`).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
-/// Read-only system directories, the workspace read-write, a private `/tmp`, `/proc`, `/dev`.
-/// Everything else (the data dir with other projects, the server's files) is absent.
+
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command};
+
+use uuid::Uuid;
+
+use super::process::kill_group;
+use crate::sandbox::SandboxError;
+
+/// Per-command limits of jailed processes (rlimits; each process of the command gets them).
+#[derive(Debug, Clone)]
+pub struct JailLimits {
+    /// Processes and threads of one sandbox user at once (`RLIMIT_NPROC`).
+    pub max_processes: u64,
+    /// Address space of one process (`RLIMIT_AS`).
+    pub max_memory_bytes: u64,
+    /// Largest file a process may write (`RLIMIT_FSIZE`).
+    pub max_file_bytes: u64,
+}
+
+impl Default for JailLimits {
+    fn default() -> Self {
+        Self {
+            max_processes: 1024,
+            max_memory_bytes: 4 << 30,
+            max_file_bytes: 1 << 30,
+        }
+    }
+}
+
+/// The jail's tools, found on PATH, and the settings every jailed process gets.
+#[derive(Debug)]
+pub(super) struct Jail {
+    bwrap: PathBuf,
+    pasta: PathBuf,
+    nsenter: PathBuf,
+    prlimit: PathBuf,
+    setpriv: PathBuf,
+    sleep: PathBuf,
+    uid_base: u32,
+    limits: JailLimits,
+}
+
+/// Sandbox user ids are `uid_base + (a hash of the sandbox id) % UID_SPAN`.
+const UID_SPAN: u32 = 1 << 16;
+/// Inside the jail every sandbox sees itself as this user.
+const INNER_UID: &str = "1000";
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+impl Jail {
+    /// A jail when every tool is here, the server may switch user ids, and a jailed `true`
+    /// runs; otherwise why not.
+    pub(super) fn probe(uid_base: u32, limits: JailLimits) -> Result<Self, String> {
+        let tool = |name: &str| find_on_path(name).ok_or_else(|| format!("`{name}` is not installed"));
+        let jail = Self {
+            bwrap: tool("bwrap")?,
+            pasta: tool("pasta")?,
+            nsenter: tool("nsenter")?,
+            prlimit: tool("prlimit")?,
+            setpriv: tool("setpriv")?,
+            sleep: tool("sleep")?,
+            uid_base,
+            limits,
+        };
+        if !nix::unistd::geteuid().is_root() {
+            return Err("the server is not root, so it cannot run commands as a user of their own".into());
+        }
+        if uid_base == 0 || uid_base.checked_add(UID_SPAN).is_none() {
+            return Err(format!("SANDBOX_UID_BASE {uid_base} leaves no room for sandbox users"));
+        }
+        Ok(jail)
+    }
+
+    /// Runs a jailed `true` in a fresh network namespace: the whole chain works here.
+    /// Blocks for a moment (start-up only).
+    pub(super) fn self_test(&self, workspace: &Path) -> Result<(), String> {
+        let uid = self.uid_base;
+        let netns = self
+            .start_netns(uid, None, 0)
+            .map_err(|err| format!("pasta cannot create a network namespace: {err}"))?;
+        for dir in ["app", "home", "tmp"] {
+            let dir = workspace.join(dir);
+            std::fs::create_dir_all(&dir).map_err(|err| err.to_string())?;
+            std::os::unix::fs::chown(&dir, Some(uid), Some(uid)).map_err(|err| err.to_string())?;
+        }
+        let mut command = self.command(&netns, uid, workspace, &workspace.join("app"), "/bin/sh", "true", None);
+        command.env_clear().stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        let output = command.output().map_err(|err| err.to_string())?;
+        if !output.status.success() {
+            return Err(format!(
+                "a jailed command failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        Ok(())
+    }
+
+    /// The host user id of a sandbox's processes and files.
+    pub(super) fn sandbox_uid(&self, sandbox_id: Uuid) -> u32 {
+        let folded = sandbox_id
+            .as_u128()
+            .to_le_bytes()
+            .chunks(4)
+            .fold(0u32, |acc, chunk| {
+                acc ^ u32::from_le_bytes(chunk.try_into().unwrap_or_default())
+            });
+        self.uid_base + folded % UID_SPAN
+    }
+
+    /// Starts the network namespace of a sandbox: `pasta` (as the sandbox's user, so the
+    /// namespaces belong to that user) holding a sleeping process inside. `dev_port` is
+    /// forwarded from the host's loopback into the namespace, and `egress_port` from the
+    /// namespace's loopback to the host's (the egress proxy).
+    /// Blocks while `pasta` starts (tens of milliseconds): call it from blocking code.
+    pub(super) fn start_netns(
+        &self,
+        uid: u32,
+        egress_port: Option<u16>,
+        dev_port: u16,
+    ) -> Result<Netns, SandboxError> {
+        let ids = format!("{uid}");
+        let dev = if dev_port == 0 {
+            "none".to_owned()
+        } else {
+            format!("127.0.0.1/{dev_port}")
+        };
+        let egress = egress_port.map_or_else(|| "none".to_owned(), |port| port.to_string());
+        let mut command = Command::new(&self.setpriv);
+        command
+            .args(["--reuid", &ids, "--regid", &ids, "--clear-groups"])
+            // Dies with the server, and its holder dies with it.
+            .args(["--pdeathsig", "KILL", "--"])
+            .arg(&self.pasta)
+            .args(["--quiet", "--foreground", "--no-map-gw"])
+            .args(["--tcp-ports", &dev, "--udp-ports", "none"])
+            .args(["--tcp-ns", &egress, "--udp-ns", "none", "--"])
+            .arg(&self.setpriv)
+            .args(["--pdeathsig", "KILL", "--"])
+            .arg(&self.sleep)
+            .arg("infinity")
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let mut child = command.spawn()?;
+        let pasta_pid = child.id();
+        let pgid = i32::try_from(pasta_pid).ok();
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait()? {
+                let mut stderr = String::new();
+                if let Some(mut pipe) = child.stderr.take() {
+                    use std::io::Read;
+                    let _ = pipe.read_to_string(&mut stderr);
+                }
+                return Err(SandboxError::Unavailable(format!(
+                    "pasta exited with {status}: {}",
+                    stderr.trim()
+                )));
+            }
+            let children = format!("/proc/{pasta_pid}/task/{pasta_pid}/children");
+            if let Some(holder) = std::fs::read_to_string(children)
+                .ok()
+                .and_then(|list| list.split_whitespace().next()?.parse::<i32>().ok())
+            {
+                // The holder first runs setpriv; it is ready once it is `sleep`.
+                let comm = std::fs::read_to_string(format!("/proc/{holder}/comm")).unwrap_or_default();
+                if comm.trim() == "sleep" {
+                    child.stderr.take();
+                    return Ok(Netns {
+                        pasta: child,
+                        pgid,
+                        holder,
+                        dev_port,
+                        egress_port,
+                    });
+                }
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                kill_group(pgid);
+                let _ = child.wait();
+                return Err(SandboxError::Unavailable(
+                    "pasta did not start its namespace within 10 s".into(),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// `shell -c script` inside the jail, in `netns`, as `uid`. The caller sets the
+    /// environment, stdio and process group.
+    /// `cpu_secs` bounds the CPU time of each process (none for the long-lived dev server).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn command(
+        &self,
+        netns: &Netns,
+        uid: u32,
+        workspace: &Path,
+        cwd: &Path,
+        shell: &str,
+        script: &str,
+        cpu_secs: Option<u64>,
+    ) -> Command {
+        let ids = uid.to_string();
+        let limits = &self.limits;
+        let mut command = Command::new(&self.setpriv);
+        command
+            .args(["--reuid", &ids, "--regid", &ids, "--clear-groups", "--"])
+            .arg(&self.nsenter)
+            .args(["--target", &netns.holder.to_string()])
+            .args(["--user", "--net", "--preserve-credentials", "--"])
+            .arg(&self.prlimit)
+            .arg(format!("--nproc={0}:{0}", limits.max_processes))
+            .arg(format!("--as={0}:{0}", limits.max_memory_bytes))
+            .arg(format!("--fsize={0}:{0}", limits.max_file_bytes))
+            .arg("--core=0:0");
+        if let Some(secs) = cpu_secs {
+            command.arg(format!("--cpu={secs}:{secs}"));
+        }
+        command
+            .arg("--")
+            .arg(&self.bwrap)
+            .args(bwrap_args(workspace, cwd))
+            .arg("--")
+            .arg(shell)
+            .arg("-c")
+            .arg(script);
+        command
+    }
+}
+
+/// A sandbox's network namespace; dropping it stops `pasta` and the namespace's holder.
+#[derive(Debug)]
+pub(super) struct Netns {
+    pasta: Child,
+    pgid: Option<i32>,
+    /// A process inside the namespaces, for `nsenter`.
+    holder: i32,
+    /// The dev server's port, the same on the host's loopback and the namespace's.
+    pub(super) dev_port: u16,
+    /// The egress proxy's port, the same inside and on the host.
+    pub(super) egress_port: Option<u16>,
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        kill_group(self.pgid);
+        // Reaped at once: SIGKILL cannot be ignored.
+        let _ = self.pasta.wait();
+    }
+}
+
+/// Read-only system directories, the workspace's `app/`, `home/` and `tmp/` read-write, a
+/// private `/tmp`, `/proc`, `/dev`. Everything else (the data dir with other projects, the
+/// workspace's own bookkeeping, the server's files) is absent.
 pub(super) fn bwrap_args(workspace: &Path, cwd: &Path) -> Vec<String> {
     let mut args: Vec<String> = Vec::new();
     for dir in ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc"] {
@@ -23,21 +298,25 @@ pub(super) fn bwrap_args(workspace: &Path, cwd: &Path) -> Vec<String> {
             _ => {}
         }
     }
-    let workspace = workspace.display().to_string();
+    args.extend(["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"].map(String::from));
+    for dir in ["app", "home", "tmp"] {
+        let path = workspace.join(dir).display().to_string();
+        args.extend(["--bind".into(), path.clone(), path]);
+    }
     args.extend(
         [
-            "--proc",
-            "/proc",
-            "--dev",
-            "/dev",
-            "--tmpfs",
-            "/tmp",
-            "--bind",
-            &workspace,
-            &workspace,
+            "--unshare-user",
+            "--uid",
+            INNER_UID,
+            "--gid",
+            INNER_UID,
             "--unshare-pid",
             "--unshare-ipc",
             "--unshare-uts",
+            "--unshare-cgroup-try",
+            "--hostname",
+            "sandbox",
+            "--new-session",
             "--die-with-parent",
             "--cap-drop",
             "ALL",
@@ -49,41 +328,13 @@ pub(super) fn bwrap_args(workspace: &Path, cwd: &Path) -> Vec<String> {
     args
 }
 
-/// `Some(path)` when `bwrap` is on PATH and can create a sandbox here.
-pub(super) fn probe_bwrap() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    let bwrap = std::env::split_paths(&path)
-        .map(|dir| dir.join("bwrap"))
-        .find(|candidate| candidate.is_file())?;
-    let works = std::process::Command::new(&bwrap)
-        .args([
-            "--ro-bind",
-            "/",
-            "/",
-            "--unshare-pid",
-            "--die-with-parent",
-            "true",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if !works {
-        tracing::warn!(bwrap = %bwrap.display(), "bwrap is installed but cannot create a sandbox here");
-    }
-    works.then_some(bwrap)
-}
-
-pub(super) fn warn_unjailed_once(requested: bool) {
-    static WARNED: OnceLock<()> = OnceLock::new();
-    WARNED.get_or_init(|| {
-        tracing::warn!(
-            bwrap_requested = requested,
-            "local sandboxes run without bubblewrap: generated code runs as the server's user \
-             and can read its files; use them only for trusted single-user setups"
-        );
-    });
+pub(super) fn warn_unjailed(reason: &str) {
+    tracing::warn!(
+        %reason,
+        "local sandboxes run WITHOUT a jail: generated code runs as the server's user and can \
+         read its files; this server serves one account only (install bubblewrap and passt and \
+         run as root to jail, or use E2B)"
+    );
 }
 
 #[cfg(test)]
@@ -91,21 +342,46 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bwrap_args_hide_everything_but_system_dirs_and_workspace() {
+    fn bwrap_args_hide_everything_but_system_dirs_and_the_workspace_dirs() {
         let args = bwrap_args(
             Path::new("/data/sandboxes/p"),
             Path::new("/data/sandboxes/p/app"),
         );
         let joined = args.join(" ");
-        assert!(joined.contains("--bind /data/sandboxes/p /data/sandboxes/p"));
-        assert!(joined.contains("--unshare-pid"));
-        assert!(joined.contains("--die-with-parent"));
+        assert!(joined.contains("--bind /data/sandboxes/p/app /data/sandboxes/p/app"));
+        assert!(joined.contains("--bind /data/sandboxes/p/home /data/sandboxes/p/home"));
+        assert!(!joined.contains("--bind /data/sandboxes/p /data/sandboxes/p "));
+        for flag in ["--unshare-user", "--unshare-pid", "--new-session", "--die-with-parent"] {
+            assert!(joined.contains(flag), "{flag} missing: {joined}");
+        }
+        assert!(joined.contains("--cap-drop ALL"));
         assert!(joined.ends_with("--chdir /data/sandboxes/p/app"));
         assert!(!joined.contains("--bind / "));
     }
 
     #[test]
-    fn running_unjailed_is_announced_as_for_trusted_use_only() {
+    fn sandbox_users_are_above_the_base_and_stable() {
+        let jail = Jail {
+            bwrap: PathBuf::new(),
+            pasta: PathBuf::new(),
+            nsenter: PathBuf::new(),
+            prlimit: PathBuf::new(),
+            setpriv: PathBuf::new(),
+            sleep: PathBuf::new(),
+            uid_base: 1_800_000_000,
+            limits: JailLimits::default(),
+        };
+        let id = Uuid::new_v4();
+        let uid = jail.sandbox_uid(id);
+        assert!((1_800_000_000..1_800_000_000 + UID_SPAN).contains(&uid));
+        assert_eq!(uid, jail.sandbox_uid(id));
+        let distinct: std::collections::HashSet<u32> =
+            (0..100).map(|_| jail.sandbox_uid(Uuid::new_v4())).collect();
+        assert!(distinct.len() > 90, "ids spread over users");
+    }
+
+    #[test]
+    fn running_unjailed_is_announced_as_single_account() {
         use std::sync::{Arc, Mutex};
 
         #[derive(Clone, Default)]
@@ -126,10 +402,10 @@ mod tests {
             .with_writer(move || writer.clone())
             .with_ansi(false)
             .finish();
-        // The only call in this test binary: the warning is given once per process.
-        tracing::subscriber::with_default(subscriber, || warn_unjailed_once(false));
+        tracing::subscriber::with_default(subscriber, || warn_unjailed("bwrap is missing"));
         let logged = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
         assert!(logged.contains("WARN"), "{logged}");
-        assert!(logged.contains("trusted single-user"), "{logged}");
+        assert!(logged.contains("one account only"), "{logged}");
+        assert!(logged.contains("bwrap is missing"), "{logged}");
     }
 }

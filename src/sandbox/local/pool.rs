@@ -108,7 +108,7 @@ impl LocalSandboxProvider {
         {
             let _guard = self.inner.create_lock.lock().await;
             let workspace = self.workspace_dir(id);
-            create_workspace(&self.inner.shared, &workspace, &FileMap::new(), true).await?;
+            create_workspace(&self.inner.shared, &workspace, &FileMap::new(), id, true).await?;
         }
         let spare = self.handle(id);
         // Answers only once the first page is compiled.
@@ -143,7 +143,7 @@ impl LocalSandboxProvider {
             return Ok(None);
         };
         self.refill_pool_in_background();
-        write_files(&sandbox.app, restore).await?;
+        write_files(&sandbox.app, restore, sandbox.uid).await?;
         Ok(Some(sandbox))
     }
 

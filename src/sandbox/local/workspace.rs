@@ -27,24 +27,92 @@ const TEMPLATE_EXCLUDES: &[&str] = &[
     "compile_page.sh",
 ];
 
-/// Writes `files` (relative paths) below `app`, refusing escapes.
-pub(super) async fn write_files(app: &Path, files: &FileMap) -> Result<(), SandboxError> {
+/// Writes `files` (relative paths) below `app`, refusing escapes; what it creates belongs to
+/// `owner` (the sandbox's user) when given.
+pub(super) async fn write_files(
+    app: &Path,
+    files: &FileMap,
+    owner: Option<u32>,
+) -> Result<(), SandboxError> {
     for (path, content) in files {
         let target = confine(app, path)?;
         if let Some(parent) = target.parent() {
             tokio::fs::create_dir_all(parent).await?;
         }
         tokio::fs::write(&target, content).await?;
+        give_to_owner(app, &target, owner).await?;
     }
     Ok(())
 }
 
-/// Builds `{workspace}` from the template, the dependency cache and `restore`, atomically;
-/// `pooled` marks it as a spare of the warm pool.
+/// Gives a file the server wrote below `app`, and its directories, to `owner` when given.
+pub(super) async fn give_to_owner(
+    app: &Path,
+    target: &Path,
+    owner: Option<u32>,
+) -> Result<(), SandboxError> {
+    if let Some(uid) = owner {
+        let (app, target) = (app.to_path_buf(), target.to_path_buf());
+        tokio::task::spawn_blocking(move || chown_up_to(&app, &target, uid))
+            .await
+            .map_err(unavailable)??;
+    }
+    Ok(())
+}
+
+/// Gives `target` and its directories up to (not including) `app` to `uid`.
+fn chown_up_to(app: &Path, target: &Path, uid: u32) -> std::io::Result<()> {
+    let app = app.canonicalize()?;
+    let mut current = Some(target);
+    while let Some(path) = current.filter(|path| path.starts_with(&app) && *path != app) {
+        std::os::unix::fs::lchown(path, Some(uid), Some(uid))?;
+        current = path.parent();
+    }
+    Ok(())
+}
+
+/// Gives a workspace's `app/`, `home/` and `tmp/` to the sandbox user `uid`: every directory,
+/// symlink and file, except the files of `node_modules` shared (hard-linked) with the
+/// dependency cache, which stay the server's and read-only, so no sandbox can change them.
+pub(super) async fn hand_over(workspace: &Path, uid: u32) -> Result<(), SandboxError> {
+    let workspace = workspace.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        for dir in ["app", "home", "tmp"] {
+            chown_tree(&workspace.join(dir), uid)?;
+        }
+        Ok::<_, std::io::Error>(())
+    })
+    .await
+    .map_err(unavailable)??;
+    Ok(())
+}
+
+fn chown_tree(root: &Path, uid: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&path)?;
+        let shared_with_cache = meta.is_file() && meta.nlink() > 1;
+        if !shared_with_cache && meta.uid() != uid {
+            std::os::unix::fs::lchown(&path, Some(uid), Some(uid))?;
+        }
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path)? {
+                stack.push(entry?.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Builds `{workspace}` of sandbox `sandbox_id` from the template, the dependency cache and
+/// `restore`, atomically, and hands it to the sandbox's user when jailed; `pooled` marks it
+/// as a spare of the warm pool.
 pub(super) async fn create_workspace(
     shared: &Shared,
     workspace: &Path,
     restore: &FileMap,
+    sandbox_id: Uuid,
     pooled: bool,
 ) -> Result<(), SandboxError> {
     let started = Instant::now();
@@ -84,7 +152,10 @@ pub(super) async fn create_workspace(
             tokio::fs::remove_file(&hidden).await?;
             tokio::fs::write(&hidden, content).await?;
         }
-        write_files(&app, restore).await?;
+        write_files(&app, restore, None).await?;
+        if let Some(uid) = shared.sandbox_uid(sandbox_id) {
+            hand_over(&staging, uid).await?;
+        }
         if pooled {
             pool::mark(&staging).await?;
         }
