@@ -207,7 +207,11 @@ pub struct Config {
     pub sandbox_max_file_mb: u64,
     /// Hosts jailed sandboxes may reach (comma-separated `host`, `host:port` or `*.domain`;
     /// port 443 unless given), through the egress proxy. Nothing else is reachable.
-    #[arg(long, env = "SANDBOX_EGRESS_ALLOW", default_value = "registry.npmjs.org")]
+    #[arg(
+        long,
+        env = "SANDBOX_EGRESS_ALLOW",
+        default_value = "registry.npmjs.org"
+    )]
     pub sandbox_egress_allow: String,
 }
 

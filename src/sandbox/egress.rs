@@ -39,9 +39,9 @@ impl EgressRule {
         };
         let name = host.strip_prefix("*.").unwrap_or(&host);
         let valid = !name.is_empty()
-            && name
-                .split('.')
-                .all(|label| !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+            && name.split('.').all(|label| {
+                !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            });
         if !valid {
             return Err(format!("egress rule {entry:?}: not a host name"));
         }
@@ -226,21 +226,52 @@ mod tests {
     #[test]
     fn only_public_addresses_are_allowed() {
         let refused = [
-            "127.0.0.1", "127.9.9.9", "0.0.0.0", "10.1.2.3", "172.16.0.1", "172.31.255.255",
-            "192.168.1.1", "169.254.169.254", "100.64.0.1", "192.0.0.8", "224.0.0.1",
-            "255.255.255.255", "240.0.0.1", "::1", "::", "fe80::1", "fd00::2", "fc00::1",
-            "::ffff:127.0.0.1", "::ffff:10.0.0.1", "::ffff:169.254.169.254", "64:ff9b::a00:1",
-            "2002:a00:1::", "::127.0.0.1", "fec0::1", "ff02::1",
+            "127.0.0.1",
+            "127.9.9.9",
+            "0.0.0.0",
+            "10.1.2.3",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "192.0.0.8",
+            "224.0.0.1",
+            "255.255.255.255",
+            "240.0.0.1",
+            "::1",
+            "::",
+            "fe80::1",
+            "fd00::2",
+            "fc00::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "::ffff:169.254.169.254",
+            "64:ff9b::a00:1",
+            "2002:a00:1::",
+            "::127.0.0.1",
+            "fec0::1",
+            "ff02::1",
         ];
         for ip in refused {
-            assert!(!is_public_address(ip.parse().unwrap()), "{ip} must be refused");
+            assert!(
+                !is_public_address(ip.parse().unwrap()),
+                "{ip} must be refused"
+            );
         }
         let allowed = [
-            "104.16.1.34", "8.8.8.8", "172.32.0.1", "100.128.0.1", "203.0.113.80",
+            "104.16.1.34",
+            "8.8.8.8",
+            "172.32.0.1",
+            "100.128.0.1",
+            "203.0.113.80",
             "2606:4700::6810:1",
         ];
         for ip in allowed {
-            assert!(is_public_address(ip.parse().unwrap()), "{ip} must be allowed");
+            assert!(
+                is_public_address(ip.parse().unwrap()),
+                "{ip} must be allowed"
+            );
         }
     }
 

@@ -38,8 +38,8 @@ pub use self::jail::JailLimits;
 use self::jail::{warn_unjailed, Jail, Netns};
 use self::process::{kill_group, run_capped, GroupGuard};
 use self::workspace::{
-    create_workspace, ensure_dependencies, give_to_owner, hand_over, remove_dir_if_exists, remove_stale_staging,
-    write_files,
+    create_workspace, ensure_dependencies, give_to_owner, hand_over, remove_dir_if_exists,
+    remove_stale_staging, write_files,
 };
 use super::egress::{EgressProxy, EgressRule};
 use super::path::{confine, relative_display};
@@ -416,7 +416,12 @@ impl Shared {
         ];
         if let Some(proxy) = netns.and_then(|netns| netns.egress_port) {
             let url = format!("http://127.0.0.1:{proxy}");
-            for key in ["npm_config_proxy", "npm_config_https_proxy", "HTTP_PROXY", "HTTPS_PROXY"] {
+            for key in [
+                "npm_config_proxy",
+                "npm_config_https_proxy",
+                "HTTP_PROXY",
+                "HTTPS_PROXY",
+            ] {
                 env.push((key.into(), url.clone()));
                 env.push((key.to_ascii_lowercase(), url.clone()));
             }
@@ -427,7 +432,10 @@ impl Shared {
     }
 
     fn sandbox_uid(&self, sandbox_id: Uuid) -> Option<u32> {
-        self.jail.as_ref().ok().map(|jail| jail.sandbox_uid(sandbox_id))
+        self.jail
+            .as_ref()
+            .ok()
+            .map(|jail| jail.sandbox_uid(sandbox_id))
     }
 
     /// The egress proxy's port, starting the proxy on first use.
@@ -608,21 +616,17 @@ impl LocalSandbox {
             return Ok(Some((netns.clone(), uid)));
         }
         let egress = self.shared.egress_port().await?;
-        let shared = self.shared.clone();
-        let netns = tokio::task::spawn_blocking(move || {
-            let jail = shared.jail.as_ref().map_err(|why| unavailable(why))?;
-            // The dev server's port is bound by pasta on the host; retry if another took it.
-            let mut last = None;
-            for _ in 0..3 {
-                match jail.start_netns(uid, Some(egress), free_port()?) {
-                    Ok(netns) => return Ok(netns),
-                    Err(err) => last = Some(err),
-                }
+        let jail = self.shared.jail.as_ref().map_err(unavailable)?;
+        // The dev server's port is bound by pasta on the host; retry if another took it.
+        let mut attempt = 0;
+        let netns = loop {
+            attempt += 1;
+            match jail.start_netns(uid, Some(egress), free_port()?).await {
+                Ok(netns) => break netns,
+                Err(err) if attempt < 3 => tracing::debug!(%err, "retrying the network namespace"),
+                Err(err) => return Err(err),
             }
-            Err(last.unwrap_or_else(|| unavailable("no network namespace")))
-        })
-        .await
-        .map_err(unavailable)??;
+        };
         let netns = Arc::new(netns);
         *slot = Some(netns.clone());
         Ok(Some((netns, uid)))

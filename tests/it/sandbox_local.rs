@@ -338,7 +338,9 @@ async fn jailed_commands_reach_the_registry_only_never_the_hosts_loopback() {
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let _ = stream.write_all(b"HTTP/1.0 200 OK\r\n\r\nHOST-SECRET").await;
+            let _ = stream
+                .write_all(b"HTTP/1.0 200 OK\r\n\r\nHOST-SECRET")
+                .await;
         }
     });
     let env = test_env(true);

@@ -19,7 +19,6 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
 
@@ -79,7 +78,8 @@ impl Jail {
     /// A jail when every tool is here, the server may switch user ids, and a jailed `true`
     /// runs; otherwise why not.
     pub(super) fn probe(uid_base: u32, limits: JailLimits) -> Result<Self, String> {
-        let tool = |name: &str| find_on_path(name).ok_or_else(|| format!("`{name}` is not installed"));
+        let tool =
+            |name: &str| find_on_path(name).ok_or_else(|| format!("`{name}` is not installed"));
         let jail = Self {
             bwrap: tool("bwrap")?,
             pasta: tool("pasta")?,
@@ -91,28 +91,61 @@ impl Jail {
             limits,
         };
         if !nix::unistd::geteuid().is_root() {
-            return Err("the server is not root, so it cannot run commands as a user of their own".into());
+            return Err(
+                "the server is not root, so it cannot run commands as a user of their own".into(),
+            );
         }
         if uid_base == 0 || uid_base.checked_add(UID_SPAN).is_none() {
-            return Err(format!("SANDBOX_UID_BASE {uid_base} leaves no room for sandbox users"));
+            return Err(format!(
+                "SANDBOX_UID_BASE {uid_base} leaves no room for sandbox users"
+            ));
         }
         Ok(jail)
     }
 
     /// Runs a jailed `true` in a fresh network namespace: the whole chain works here.
-    /// Blocks for a moment (start-up only).
+    /// Blocks for a moment (start-up only), on a thread and runtime of its own, so it may be
+    /// called from async code.
     pub(super) fn self_test(&self, workspace: &Path) -> Result<(), String> {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(|err| err.to_string())?
+                        .block_on(self.run_true(workspace))
+                })
+                .join()
+                .unwrap_or_else(|_| Err("the jail self-test panicked".into()))
+        })
+    }
+
+    async fn run_true(&self, workspace: &Path) -> Result<(), String> {
         let uid = self.uid_base;
         let netns = self
             .start_netns(uid, None, 0)
+            .await
             .map_err(|err| format!("pasta cannot create a network namespace: {err}"))?;
         for dir in ["app", "home", "tmp"] {
             let dir = workspace.join(dir);
             std::fs::create_dir_all(&dir).map_err(|err| err.to_string())?;
             std::os::unix::fs::chown(&dir, Some(uid), Some(uid)).map_err(|err| err.to_string())?;
         }
-        let mut command = self.command(&netns, uid, workspace, &workspace.join("app"), "/bin/sh", "true", None);
-        command.env_clear().stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut command = self.command(
+            &netns,
+            uid,
+            workspace,
+            &workspace.join("app"),
+            "/bin/sh",
+            "true",
+            None,
+        );
+        command
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         let output = command.output().map_err(|err| err.to_string())?;
         if !output.status.success() {
             return Err(format!(
@@ -140,8 +173,10 @@ impl Jail {
     /// namespaces belong to that user) holding a sleeping process inside. `dev_port` is
     /// forwarded from the host's loopback into the namespace, and `egress_port` from the
     /// namespace's loopback to the host's (the egress proxy).
-    /// Blocks while `pasta` starts (tens of milliseconds): call it from blocking code.
-    pub(super) fn start_netns(
+    ///
+    /// No parent-death signal for `pasta`: it would be sent when the spawning thread ends,
+    /// not the server.
+    pub(super) async fn start_netns(
         &self,
         uid: u32,
         egress_port: Option<u16>,
@@ -156,13 +191,12 @@ impl Jail {
         let egress = egress_port.map_or_else(|| "none".to_owned(), |port| port.to_string());
         let mut command = Command::new(&self.setpriv);
         command
-            .args(["--reuid", &ids, "--regid", &ids, "--clear-groups"])
-            // Dies with the server, and its holder dies with it.
-            .args(["--pdeathsig", "KILL", "--"])
+            .args(["--reuid", &ids, "--regid", &ids, "--clear-groups", "--"])
             .arg(&self.pasta)
             .args(["--quiet", "--foreground", "--no-map-gw"])
             .args(["--tcp-ports", &dev, "--udp-ports", "none"])
             .args(["--tcp-ns", &egress, "--udp-ns", "none", "--"])
+            // The holder dies with pasta.
             .arg(&self.setpriv)
             .args(["--pdeathsig", "KILL", "--"])
             .arg(&self.sleep)
@@ -194,7 +228,8 @@ impl Jail {
                 .and_then(|list| list.split_whitespace().next()?.parse::<i32>().ok())
             {
                 // The holder first runs setpriv; it is ready once it is `sleep`.
-                let comm = std::fs::read_to_string(format!("/proc/{holder}/comm")).unwrap_or_default();
+                let comm =
+                    std::fs::read_to_string(format!("/proc/{holder}/comm")).unwrap_or_default();
                 if comm.trim() == "sleep" {
                     child.stderr.take();
                     return Ok(Netns {
@@ -213,7 +248,7 @@ impl Jail {
                     "pasta did not start its namespace within 10 s".into(),
                 ));
             }
-            std::thread::sleep(Duration::from_millis(5));
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
@@ -352,7 +387,12 @@ mod tests {
         assert!(joined.contains("--bind /data/sandboxes/p/app /data/sandboxes/p/app"));
         assert!(joined.contains("--bind /data/sandboxes/p/home /data/sandboxes/p/home"));
         assert!(!joined.contains("--bind /data/sandboxes/p /data/sandboxes/p "));
-        for flag in ["--unshare-user", "--unshare-pid", "--new-session", "--die-with-parent"] {
+        for flag in [
+            "--unshare-user",
+            "--unshare-pid",
+            "--new-session",
+            "--die-with-parent",
+        ] {
             assert!(joined.contains(flag), "{flag} missing: {joined}");
         }
         assert!(joined.contains("--cap-drop ALL"));
