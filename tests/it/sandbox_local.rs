@@ -502,13 +502,6 @@ async fn node_modules_are_shared_by_hard_links_but_changes_stay_local() {
     assert_eq!(output.exit_code, 0, "{output:?}");
     assert!(dir_b.join(file).exists());
     assert!(!dir_b.join("node_modules/left-pad-local").exists());
-    if provider.is_jailed() {
-        // Shared files are read-only for jailed commands.
-        let output = run(&*b, "echo x >> node_modules/clsx/package.json")
-            .await
-            .unwrap();
-        assert_ne!(output.exit_code, 0);
-    }
     let untouched = std::fs::read_to_string(dir_b.join(file)).unwrap();
     assert!(untouched.contains("\"name\": \"clsx\""));
 
@@ -549,6 +542,123 @@ async fn node_modules_are_shared_by_hard_links_but_changes_stay_local() {
     .await
     .unwrap();
     assert_eq!(node.stdout, "true a\n", "{node:?}");
+}
+
+#[tokio::test]
+async fn a_jailed_project_cannot_change_the_shared_dependencies() {
+    use std::os::unix::fs::MetadataExt;
+    if !jail_works() {
+        return;
+    }
+    let env = test_env(true);
+    let provider = LocalSandboxProvider::new(env.config.clone());
+    let attacker = provider
+        .connect(Uuid::new_v4(), None, &FileMap::new())
+        .await
+        .unwrap();
+    let victim = provider
+        .connect(Uuid::new_v4(), None, &FileMap::new())
+        .await
+        .unwrap();
+    let tsc = "node_modules/typescript/lib/tsc.js";
+    let victim_tsc = provider
+        .workspace_dir(victim.id().parse().unwrap())
+        .join("app")
+        .join(tsc);
+    let before = std::fs::read(&victim_tsc).unwrap();
+    let attempts = [
+        format!("chmod u+w {tsc}; echo 'process.exit(0)' >> {tsc}"),
+        format!("chmod 777 {tsc}; printf hacked > {tsc}"),
+        format!("chown 1000 {tsc}; truncate -s 0 {tsc}"),
+        format!("python3 -c \"open('{tsc}', 'r+b').write(b'hacked')\""),
+    ];
+    for attempt in &attempts {
+        let output = run(&*attacker, attempt).await.unwrap();
+        assert_ne!(output.exit_code, 0, "{attempt}: {output:?}");
+    }
+    // The attacker may replace its own copy (a new inode), which changes nothing elsewhere.
+    let own = run(
+        &*attacker,
+        &format!("rm -f {tsc} && echo mine > {tsc} && cat {tsc}"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(own.stdout, "mine\n", "{own:?}");
+
+    assert_eq!(
+        std::fs::read(&victim_tsc).unwrap(),
+        before,
+        "the victim's tsc changed"
+    );
+    for entry in std::fs::read_dir(&env.config.cache_dir).unwrap().flatten() {
+        let cached = entry.path().join(tsc);
+        if cached.exists() {
+            assert_eq!(std::fs::read(&cached).unwrap(), before, "the cache changed");
+            let meta = std::fs::metadata(&cached).unwrap();
+            assert_eq!(
+                meta.uid(),
+                nix::unistd::geteuid().as_raw(),
+                "cache owned by the server"
+            );
+            assert_eq!(meta.mode() & 0o222, 0, "cache files are read-only");
+        }
+    }
+    // No file the sandbox user owns is shared with another workspace or the cache.
+    let victim_uid = provider.sandbox_uid(victim.id().parse().unwrap()).unwrap();
+    let shared = std::fs::metadata(&victim_tsc).unwrap();
+    assert!(shared.nlink() > 1 && shared.uid() != victim_uid);
+    let check = run(&*victim, &format!("node {tsc} --version"))
+        .await
+        .unwrap();
+    assert!(check.stdout.starts_with("Version "), "{check:?}");
+}
+
+#[tokio::test]
+async fn a_fork_bomb_and_a_memory_hog_end_as_tool_errors_and_others_keep_working() {
+    if !jail_works() {
+        return;
+    }
+    let mut env = test_env(true);
+    env.config.limits.max_processes = 64;
+    env.config.limits.max_memory_bytes = 256 << 20;
+    let provider = LocalSandboxProvider::new(env.config.clone());
+    let bomber = provider
+        .connect(Uuid::new_v4(), None, &FileMap::new())
+        .await
+        .unwrap();
+    let neighbour = provider
+        .connect(Uuid::new_v4(), None, &FileMap::new())
+        .await
+        .unwrap();
+
+    let hog = run(
+        &*bomber,
+        "python3 -c 'x = bytearray(1 << 30); print(len(x))'",
+    )
+    .await
+    .unwrap();
+    assert_ne!(hog.exit_code, 0, "{hog:?}");
+    assert!(hog.stderr.contains("MemoryError"), "{hog:?}");
+
+    let bomb = bomber.run_command(
+        CommandSpec::new(
+            "bomb() { bomb | bomb & }; bomb; sleep 30",
+            Duration::from_secs(4),
+        ),
+        &|_| {},
+        CancellationToken::new(),
+    );
+    let during = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        run(&*neighbour, "echo alive; (true & true & wait); echo forked").await
+    };
+    let (bomb, during) = tokio::join!(bomb, during);
+    assert!(matches!(bomb, Err(SandboxError::Timeout(_))), "{bomb:?}");
+    let during = during.unwrap();
+    assert_eq!(during.stdout, "alive\nforked\n", "{during:?}");
+    // The bomb's sandbox works again once its command is gone.
+    let after = run(&*bomber, "echo recovered").await.unwrap();
+    assert_eq!(after.stdout, "recovered\n", "{after:?}");
 }
 
 #[tokio::test]
