@@ -657,7 +657,10 @@ mod tests {
                 );
                 assert_eq!(declared::<String>(&source, DECLARATIONS[0]), page.title);
                 assert_eq!(declared::<String>(&source, DECLARATIONS[1]), page.prompt);
-                assert_eq!(declared::<Vec<String>>(&source, DECLARATIONS[2]), page.changes);
+                assert_eq!(
+                    declared::<Vec<String>>(&source, DECLARATIONS[2]),
+                    page.changes
+                );
             }
         }
     }
