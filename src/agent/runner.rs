@@ -1,6 +1,7 @@
 //! One run of the agent: the model's tool loop against the project's sandbox, a build check
 //! with bounded fix rounds, then a title and a reply. Storing the result is the caller's job.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
@@ -77,7 +78,7 @@ pub struct RunOutput {
 pub struct AgentContext<'a> {
     pub db: &'a sea_orm::DatabaseConnection,
     pub models: &'a dyn ModelProvider,
-    pub sandboxes: &'a dyn SandboxProvider,
+    pub sandboxes: &'a Arc<dyn SandboxProvider>,
     pub emitter: &'a Emitter,
     pub settings: &'a AgentSettings,
     pub cancel: &'a CancellationToken,
@@ -105,6 +106,8 @@ impl AgentContext<'_> {
             .ok_or(crate::error::AppError::NotFound("project"))?;
         let previous_files = services::fragment::latest_files(self.db, project.id).await?;
 
+        // Cancelling only stops the waiting: a sandbox connected meanwhile is still recorded,
+        // or destroyed if the project was deleted.
         let sandbox = self
             .cancellable(services::sandbox::connect_project_sandbox(
                 self.db,

@@ -135,7 +135,7 @@ async fn process_run(
     let context = AgentContext {
         db: &state.db,
         models: state.models.as_ref(),
-        sandboxes: state.sandboxes.as_ref(),
+        sandboxes: &state.sandboxes,
         emitter: &emitter,
         settings: &settings,
         cancel: &cancel,

@@ -218,7 +218,7 @@ impl LocalSandboxProvider {
 
     /// The live handle of a sandbox, attaching to a workspace left on disk by an earlier
     /// server process. `NotFound` when there is no such workspace (or it is still in the pool,
-    /// or `sandbox_id` names a project's link to a pooled one).
+    /// or `sandbox_id` names a project's link to a pooled one); never creates one.
     pub async fn sandbox(&self, sandbox_id: Uuid) -> Result<Arc<LocalSandbox>, SandboxError> {
         if let Some(sandbox) = lock(&self.inner.sandboxes).get(&sandbox_id).cloned() {
             return Ok(sandbox);
@@ -233,7 +233,7 @@ impl LocalSandboxProvider {
         {
             return Err(SandboxError::NotFound(format!("no sandbox {sandbox_id}")));
         }
-        self.attach(sandbox_id, &FileMap::new()).await
+        self.attach(sandbox_id, None).await
     }
 
     /// Stops every dev server, and removes the pool's spare workspaces (the claimed ones stay).
@@ -257,10 +257,14 @@ impl LocalSandboxProvider {
         Ok(deps)
     }
 
+    /// Registers a handle on the workspace of `sandbox_id`, writing `rebuild_from` into it. A
+    /// missing workspace is built from the template and `rebuild_from`, or without it
+    /// `NotFound`: decided under the create lock, so a workspace that `kill` just removed is
+    /// only rebuilt by a `connect`.
     async fn attach(
         &self,
         sandbox_id: Uuid,
-        restore: &FileMap,
+        rebuild_from: Option<&FileMap>,
     ) -> Result<Arc<LocalSandbox>, SandboxError> {
         let _guard = self.inner.create_lock.lock().await;
         if let Some(sandbox) = lock(&self.inner.sandboxes).get(&sandbox_id).cloned() {
@@ -269,15 +273,25 @@ impl LocalSandboxProvider {
         let shared = &self.inner.shared;
         let workspace = self.workspace_dir(sandbox_id);
         let owner = shared.sandbox_uid(sandbox_id);
-        if tokio::fs::try_exists(workspace.join("app")).await? {
-            tracing::debug!(%sandbox_id, "reusing sandbox workspace");
-            if let Some(uid) = owner {
-                // A workspace of an earlier, unjailed server, or from before users of its own.
-                hand_over(&workspace, uid).await?;
+        let exists = tokio::fs::try_exists(workspace.join("app")).await?;
+        match (exists, rebuild_from) {
+            (true, restore) => {
+                tracing::debug!(%sandbox_id, "reusing sandbox workspace");
+                if let Some(uid) = owner {
+                    // A workspace of an earlier, unjailed server, or from before users of
+                    // its own.
+                    hand_over(&workspace, uid).await?;
+                }
+                if let Some(restore) = restore {
+                    write_files(&workspace.join("app"), restore, owner).await?;
+                }
             }
-            write_files(&workspace.join("app"), restore, owner).await?;
-        } else {
-            create_workspace(shared, &workspace, restore, sandbox_id, false).await?;
+            (false, Some(restore)) => {
+                create_workspace(shared, &workspace, restore, sandbox_id, false).await?;
+            }
+            (false, None) => {
+                return Err(SandboxError::NotFound(format!("no sandbox {sandbox_id}")));
+            }
         }
         let sandbox = self.handle(sandbox_id);
         lock(&self.inner.sandboxes).insert(sandbox_id, sandbox.clone());
@@ -299,7 +313,8 @@ impl LocalSandboxProvider {
             dev: tokio::sync::Mutex::new(None),
             activity: Mutex::new(Activity::now()),
             busy: AtomicUsize::new(0),
-            killed: AtomicBool::new(false),
+            killed: CancellationToken::new(),
+            operations: tokio::sync::RwLock::new(()),
         })
     }
 
@@ -355,7 +370,7 @@ impl SandboxProvider for LocalSandboxProvider {
                 return Ok(sandbox);
             }
         }
-        let sandbox = self.attach(sandbox_id, restore).await?;
+        let sandbox = self.attach(sandbox_id, Some(restore)).await?;
         Ok(sandbox)
     }
 
@@ -529,7 +544,11 @@ pub struct LocalSandbox {
     activity: Mutex<Activity>,
     /// Proxied requests and tunnels in flight; a busy sandbox is never idle.
     busy: AtomicUsize,
-    killed: AtomicBool,
+    /// Cancelled by `kill`: commands still running are stopped, nothing new starts.
+    killed: CancellationToken,
+    /// Held (shared) by every file operation and command; `kill` takes it exclusively, so once
+    /// it has, nothing touches the workspace again.
+    operations: tokio::sync::RwLock<()>,
 }
 
 /// Keeps a sandbox from being considered idle while it lives (a proxied request or websocket).
@@ -581,13 +600,20 @@ impl LocalSandbox {
     }
 
     fn check_alive(&self) -> Result<(), SandboxError> {
-        if self.killed.load(Ordering::SeqCst) {
+        if self.killed.is_cancelled() {
             return Err(SandboxError::NotFound(format!(
                 "sandbox {} was killed",
                 self.id_text
             )));
         }
         Ok(())
+    }
+
+    /// Permission to touch the workspace until the guard is dropped; refused once killed.
+    async fn operation(&self) -> Result<tokio::sync::RwLockReadGuard<'_, ()>, SandboxError> {
+        let guard = self.operations.read().await;
+        self.check_alive()?;
+        Ok(guard)
     }
 
     /// Whether a dev server process is currently held for this sandbox.
@@ -649,8 +675,10 @@ impl LocalSandbox {
     /// Starts `next dev` if it is not running, waits until it answers HTTP, returns its port.
     /// Counts as activity; the provider's idle reaper runs from the first dev server on.
     pub async fn ensure_dev_server(&self) -> Result<u16, SandboxError> {
-        self.check_alive()?;
         let mut dev = self.dev.lock().await;
+        // Under the dev server lock, which `kill` takes after marking the sandbox killed: a
+        // server is never started after `kill` stopped the last one.
+        self.check_alive()?;
         self.touch();
         if let Some(server) = dev.as_mut() {
             if server.child.try_wait()?.is_none() {
@@ -716,6 +744,7 @@ impl LocalSandbox {
         let deadline = started + self.shared.config.dev_server_start_timeout;
         let url = format!("http://127.0.0.1:{port}{}", self.base_path());
         loop {
+            self.check_alive()?;
             if let Some(status) = child.try_wait()? {
                 let tail = read_tail(&log_path, 4096).await;
                 return Err(unavailable(format!(
@@ -779,7 +808,7 @@ impl Sandbox for LocalSandbox {
     }
 
     async fn write_file(&self, path: &str, content: &str) -> Result<(), SandboxError> {
-        self.check_alive()?;
+        let _operation = self.operation().await?;
         self.touch();
         let target = confine(&self.app, path)?;
         if target == self.app.canonicalize()? {
@@ -799,7 +828,7 @@ impl Sandbox for LocalSandbox {
     }
 
     async fn remove_file(&self, path: &str) -> Result<(), SandboxError> {
-        self.check_alive()?;
+        let _operation = self.operation().await?;
         self.touch();
         let target = confine(&self.app, path)?;
         match tokio::fs::remove_file(&target).await {
@@ -809,7 +838,7 @@ impl Sandbox for LocalSandbox {
     }
 
     async fn read_file(&self, path: &str) -> Result<String, SandboxError> {
-        self.check_alive()?;
+        let _operation = self.operation().await?;
         let target = confine(&self.app, path)?;
         match tokio::fs::read(&target).await {
             Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
@@ -821,7 +850,7 @@ impl Sandbox for LocalSandbox {
     }
 
     async fn list_files(&self, dir: &str) -> Result<Vec<String>, SandboxError> {
-        self.check_alive()?;
+        let _operation = self.operation().await?;
         let start = confine(&self.app, dir)?;
         let root = self.app.canonicalize()?;
         let files = tokio::task::spawn_blocking(move || list_below(&root, &start))
@@ -836,7 +865,7 @@ impl Sandbox for LocalSandbox {
         sink: OutputSink<'_>,
         cancel: CancellationToken,
     ) -> Result<CommandOutput, SandboxError> {
-        self.check_alive()?;
+        let _operation = self.operation().await?;
         self.touch();
         let cwd = confine(&self.app, spec.cwd.as_deref().unwrap_or(""))?;
         if !tokio::fs::metadata(&cwd).await.is_ok_and(|m| m.is_dir()) {
@@ -856,14 +885,18 @@ impl Sandbox for LocalSandbox {
             Some(timeout.as_secs().max(1)),
         );
         command.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let result = run_capped(
+        let run = run_capped(
             command,
             timeout,
             self.shared.config.output_cap_bytes,
             sink,
             cancel,
-        )
-        .await;
+        );
+        // Dropping `run` kills the command's process group.
+        let result = tokio::select! {
+            result = run => result,
+            () = self.killed.cancelled() => Err(SandboxError::Cancelled),
+        };
         self.touch();
         result
     }
@@ -882,10 +915,12 @@ impl Sandbox for LocalSandbox {
         Ok(())
     }
 
-    /// Stops the dev server and deletes the workspace; a later `connect` rebuilds it from the
-    /// template and `restore`.
+    /// Stops running commands and the dev server and deletes the workspace; the handle is
+    /// dead from then on. A later `connect` rebuilds the workspace from the template and
+    /// `restore`.
     async fn kill(&self) -> Result<(), SandboxError> {
-        self.killed.store(true, Ordering::SeqCst);
+        self.killed.cancel();
+        let _no_more_operations = self.operations.write().await;
         self.stop_dev_server().await;
         if let Some(inner) = self.provider.upgrade() {
             let _guard = inner.create_lock.lock().await;

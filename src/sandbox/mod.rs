@@ -129,5 +129,7 @@ pub trait Sandbox: Send + Sync {
     /// Ensures the app's dev server runs and returns its preview URL.
     async fn preview_url(&self) -> Result<String, SandboxError>;
     async fn extend_lifetime(&self, by: Duration) -> Result<(), SandboxError>;
+    /// Stops the sandbox's commands and dev server and removes it; the handle is dead from
+    /// then on (operations fail, no dev server starts again).
     async fn kill(&self) -> Result<(), SandboxError>;
 }

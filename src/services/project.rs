@@ -2,8 +2,8 @@
 
 use chrono::Utc;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, ModelTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set, Statement, TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -112,6 +112,11 @@ pub async fn rename_project(
 
 /// Deletes the project and (by cascade) its messages, fragments, runs and events. Runs still
 /// executing are told to stop, and its sandbox is removed.
+///
+/// Deletion wins over a run or a restore that is connecting the sandbox at the same time: the
+/// row goes in one `DELETE … RETURNING`, so its sandbox id is the last one recorded, and a
+/// sandbox connected later finds no row to record itself in and is destroyed by its connector
+/// (see [`record_sandbox_id`]).
 pub async fn delete_project(
     db: &impl ConnectionTrait,
     bus: &dyn EventBus,
@@ -119,9 +124,20 @@ pub async fn delete_project(
     viewer: Viewer,
     project_id: Uuid,
 ) -> AppResult<project::Model> {
-    let project = find_project(db, viewer, project_id).await?;
+    find_project(db, viewer, project_id).await?;
     let active_runs = super::run::active_run_ids(db, project_id).await?;
-    project.clone().delete(db).await?;
+    let backend = db.get_database_backend();
+    let statement = Statement::from_sql_and_values(
+        backend,
+        "DELETE FROM project WHERE id = $1 AND owner_id = $2 RETURNING *",
+        [project_id.into(), viewer.user_id.into()],
+    );
+    let project = project::Entity::find()
+        .from_raw_sql(statement)
+        .one(db)
+        .await?
+        // Deleted meanwhile by another request, which also removes the sandbox.
+        .ok_or(AppError::NotFound("project"))?;
     for run_id in active_runs {
         bus.publish(BusMessage::CancelRun(run_id)).await;
     }
@@ -134,12 +150,15 @@ pub async fn delete_project(
     Ok(project)
 }
 
-pub async fn set_sandbox_id(
+/// Records the project's sandbox id; `false` when the project no longer exists. One statement,
+/// ordered with [`delete_project`]'s `DELETE`: either the deletion sees this id, or this sees
+/// no row.
+pub async fn record_sandbox_id(
     db: &impl ConnectionTrait,
     project_id: Uuid,
     sandbox_id: &str,
-) -> AppResult<()> {
-    project::Entity::update_many()
+) -> AppResult<bool> {
+    let updated = project::Entity::update_many()
         .col_expr(
             project::Column::SandboxId,
             sea_orm::sea_query::Expr::value(sandbox_id),
@@ -147,7 +166,7 @@ pub async fn set_sandbox_id(
         .filter(project::Column::Id.eq(project_id))
         .exec(db)
         .await?;
-    Ok(())
+    Ok(updated.rows_affected > 0)
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, Set, TransactionTrait};
+use sea_orm::{ActiveModelTrait, DatabaseConnection, EntityTrait, Set, TransactionTrait};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -13,31 +13,48 @@ use crate::entity::message::{self, MessageType, Role};
 use crate::entity::{fragment, project};
 use crate::error::{AppError, AppResult};
 use crate::events::{record_event, BusMessage, EventBus, EventKind};
-use crate::sandbox::{FileMap, Sandbox, SandboxError, SandboxProvider};
+use crate::sandbox::{FileMap, Sandbox, SandboxProvider};
 
 /// Connects the project's sandbox — the stored one if it is alive, else a new one holding
-/// `restore` — and remembers its id.
+/// `restore` — and records its id.
+///
+/// Deletion wins: when the project was deleted meanwhile, the sandbox just connected is
+/// destroyed and the project is `NotFound`. Connecting, recording and that clean-up run as
+/// one task of their own, so a caller that gives up (a cancelled run, a closed request)
+/// cannot leave a sandbox that neither the project nor its deletion knows about.
 pub async fn connect_project_sandbox(
-    db: &impl ConnectionTrait,
-    sandboxes: &dyn SandboxProvider,
+    db: &DatabaseConnection,
+    sandboxes: &Arc<dyn SandboxProvider>,
     project: &project::Model,
     restore: &FileMap,
-) -> Result<Arc<dyn Sandbox>, SandboxError> {
-    let sandbox = sandboxes
-        .connect(project.id, project.sandbox_id.as_deref(), restore)
-        .await?;
-    if project.sandbox_id.as_deref() != Some(sandbox.id()) {
-        super::project::set_sandbox_id(db, project.id, sandbox.id())
-            .await
-            .map_err(|err| SandboxError::Unavailable(err.to_string()))?;
-    }
-    Ok(sandbox)
+) -> AppResult<Arc<dyn Sandbox>> {
+    let (db, sandboxes, project, restore) = (
+        db.clone(),
+        sandboxes.clone(),
+        project.clone(),
+        restore.clone(),
+    );
+    tokio::spawn(async move {
+        let sandbox = sandboxes
+            .connect(project.id, project.sandbox_id.as_deref(), &restore)
+            .await?;
+        match super::project::record_sandbox_id(&db, project.id, sandbox.id()).await {
+            Ok(true) => Ok(sandbox),
+            Ok(false) => {
+                sandboxes.destroy(project.id, sandbox.id()).await?;
+                Err(AppError::NotFound("project"))
+            }
+            Err(err) => Err(err),
+        }
+    })
+    .await
+    .map_err(|err| AppError::Internal(format!("connecting the sandbox: {err}")))?
 }
 
 /// A live preview URL for the project, bringing its sandbox back if it timed out.
 pub async fn open_preview(
-    db: &impl ConnectionTrait,
-    sandboxes: &dyn SandboxProvider,
+    db: &DatabaseConnection,
+    sandboxes: &Arc<dyn SandboxProvider>,
     viewer: Viewer,
     project_id: Uuid,
 ) -> AppResult<(String, String)> {
@@ -51,10 +68,10 @@ pub async fn open_preview(
 /// Undo: puts an earlier version's files back into the sandbox (removing the files only later
 /// versions had) and records it as the newest
 /// version (an ASSISTANT message with a copy of the fragment), without a run or a credit.
-pub async fn restore_fragment<C: ConnectionTrait + TransactionTrait>(
-    db: &C,
+pub async fn restore_fragment(
+    db: &DatabaseConnection,
     bus: &dyn EventBus,
-    sandboxes: &dyn SandboxProvider,
+    sandboxes: &Arc<dyn SandboxProvider>,
     viewer: Viewer,
     fragment_id: Uuid,
 ) -> AppResult<message::Model> {

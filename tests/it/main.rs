@@ -5,6 +5,7 @@ mod accounts;
 mod conformance;
 mod credits;
 mod http_protocol;
+mod local_app;
 mod processes;
 mod projects;
 mod providers;

@@ -244,6 +244,45 @@ async fn cancellation_kills_the_command() {
 }
 
 #[tokio::test]
+async fn a_killed_sandbox_stops_its_commands_and_starts_nothing_again() {
+    let env = test_env(true);
+    let (provider, sandbox) = connect(&env.config).await;
+    let workspace = provider.workspace_dir(sandbox.id().parse().unwrap());
+    let marker = format!("1000.{}", rand_digits());
+    let running = {
+        let sandbox = sandbox.clone();
+        let command = format!("sleep {marker}");
+        tokio::spawn(async move { run(&*sandbox, &command).await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while processes_with(&marker).is_empty() {
+        assert!(Instant::now() < deadline, "the command never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sandbox.kill().await.unwrap();
+    let result = running.await.unwrap();
+    assert!(matches!(result, Err(SandboxError::Cancelled)), "{result:?}");
+    assert_gone(&marker).await;
+    assert!(!workspace.exists());
+    // The dead handle neither starts a dev server nor writes the workspace back.
+    let preview = sandbox.preview_url().await;
+    assert!(
+        matches!(preview, Err(SandboxError::NotFound(_))),
+        "{preview:?}"
+    );
+    let written = sandbox.write_file("app/late.txt", "late").await;
+    assert!(
+        matches!(written, Err(SandboxError::NotFound(_))),
+        "{written:?}"
+    );
+    assert!(!workspace.exists());
+    assert!(matches!(
+        provider.sandbox(sandbox.id().parse().unwrap()).await,
+        Err(SandboxError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
 async fn output_is_capped_for_the_model_but_streamed_in_full() {
     let mut env = test_env(true);
     env.config.output_cap_bytes = 1000;

@@ -10,7 +10,7 @@
 //! to choose explicitly; otherwise a system prompt mentioning "title" asks for a title.
 
 use async_trait::async_trait;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::{
     ChatMessage, ChatRequest, DeltaSink, ModelError, ModelProvider, ModelResponse, TokenUsage,
@@ -288,21 +288,75 @@ impl Page {
         )
     }
 
-    /// The page source. User text only appears inside JSON-escaped string literals, rendered
-    /// through JSX expressions (which React escapes).
+    /// The page source. User text only appears inside encoded TypeScript literals, rendered
+    /// through JSX expressions (which React escapes as text).
     fn source(&self) -> String {
         let template = match self.kind {
             PageKind::Todo => TODO_PAGE,
             PageKind::Landing => LANDING_PAGE,
         };
-        template
-            .replace("__TITLE__", &js_string(&self.title))
-            .replace("__PROMPT__", &js_string(&self.prompt))
-            .replace(
-                "__CHANGES__",
-                &serde_json::to_string(&self.changes).unwrap_or_default(),
-            )
+        fill_template(
+            template,
+            &[
+                ("TITLE", TsLiteral::of(&self.title)),
+                ("PROMPT", TsLiteral::of(&self.prompt)),
+                ("CHANGES", TsLiteral::of(&self.changes)),
+            ],
+        )
     }
+}
+
+/// A value encoded as a TypeScript literal: JSON (whose strings are valid TS string literals),
+/// with `<`, `>` and `&` escaped so no `</script>` or `-->` appears in the source, and U+2028/
+/// U+2029 escaped because older parsers end a line there. The only way user text enters a page.
+struct TsLiteral(String);
+
+impl TsLiteral {
+    fn of(value: &impl serde::Serialize) -> Self {
+        // Serialising a string or a list of strings cannot fail.
+        let json = serde_json::to_string(value).unwrap_or_default();
+        let mut literal = String::with_capacity(json.len());
+        for c in json.chars() {
+            // These characters only occur inside the JSON's strings, so escaping them there
+            // keeps the same value.
+            match c {
+                '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => {
+                    literal.push_str(&format!("\\u{:04x}", u32::from(c)));
+                }
+                _ => literal.push(c),
+            }
+        }
+        Self(literal)
+    }
+}
+
+/// Replaces each `__NAME__` placeholder of `template` by its value in one pass: values are
+/// never scanned again, so a value that contains a placeholder name stays literal text.
+fn fill_template(template: &str, values: &[(&str, TsLiteral)]) -> String {
+    let mut filled = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find("__") {
+        let after = &rest[start + 2..];
+        let found = values.iter().find_map(|(name, value)| {
+            after
+                .strip_prefix(name)
+                .and_then(|tail| tail.strip_prefix("__"))
+                .map(|tail| (value, tail))
+        });
+        match found {
+            Some((value, tail)) => {
+                filled.push_str(&rest[..start]);
+                filled.push_str(&value.0);
+                rest = tail;
+            }
+            None => {
+                filled.push_str(&rest[..start + 1]);
+                rest = &rest[start + 1..];
+            }
+        }
+    }
+    filled.push_str(rest);
+    filled
 }
 
 fn asks_for_todos(prompt: &str) -> bool {
@@ -310,11 +364,6 @@ fn asks_for_todos(prompt: &str) -> bool {
     ["todo", "to-do", "to do list", "task list", "checklist"]
         .iter()
         .any(|k| lower.contains(k))
-}
-
-/// A JavaScript string literal (JSON strings are valid JS string literals).
-fn js_string(s: &str) -> String {
-    Value::String(s.to_owned()).to_string()
 }
 
 /// A short title from the first line of the prompt, without a leading "build me a".
@@ -543,15 +592,96 @@ mod tests {
         assert!(title_from_prompt(&"word ".repeat(40)).ends_with('…'));
     }
 
-    #[test]
-    fn user_text_is_escaped_in_string_literals() {
-        let page = Page::for_prompt("make a page \"}; alert(1); //\n<script>`${x}`");
-        let source = page.source();
+    /// Prompts that would break out of a string literal, a template literal, JSX or a script
+    /// tag, or into another placeholder.
+    const HOSTILE_PROMPTS: &[&str] = &[
+        "make a page \"}; alert(1); //\n<script>`${x}`",
+        "a todo list __PROMPT__ __TITLE__ __CHANGES__",
+        "__TITLE__",
+        "___PROMPT___",
+        "\\\"; throw 1; \"\\",
+        "'; process.exit(1); '",
+        "`${process.env.SECRET}`",
+        "</script><script>alert(document.cookie)</script><!-- -->",
+        "{alert(1)} <b onclick={x}>bold</b> &amp; &lt;",
+        "*/ /* // line\r\nnext line",
+        "line\u{2028}separator\u{2029}paragraph",
+        "nul \u{0} bell \u{7} del \u{7f} é 漢字 🎉",
+        "   ",
+    ];
+
+    /// The value of the one-line `const {name}… = …;` declaration, decoded as JSON.
+    fn declared<T: serde::de::DeserializeOwned>(source: &str, prefix: &str) -> T {
+        let line = source
+            .lines()
+            .find(|line| line.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} in {source}"));
+        let literal = line[prefix.len()..]
+            .strip_suffix(';')
+            .unwrap_or_else(|| panic!("{line:?} does not end the declaration"));
         assert!(
-            source.contains(r#"const PROMPT = "make a page \"}; alert(1); //\n<script>`${x}`";"#),
-            "{source}"
+            !literal.contains(['<', '>', '&', '\u{2028}', '\u{2029}']),
+            "unescaped in {literal:?}"
         );
-        assert!(!source.contains("__TITLE__") && !source.contains("__PROMPT__"));
+        serde_json::from_str(literal).unwrap_or_else(|err| panic!("{literal:?}: {err}"))
+    }
+
+    /// The source without its user-text declarations: what must equal the template's.
+    fn without_declarations(source: &str) -> Vec<&str> {
+        source
+            .lines()
+            .filter(|line| !DECLARATIONS.iter().any(|p| line.starts_with(p)))
+            .collect()
+    }
+
+    const DECLARATIONS: [&str; 3] = [
+        "const TITLE = ",
+        "const PROMPT = ",
+        "const CHANGES: string[] = ",
+    ];
+
+    #[test]
+    fn user_text_lands_only_as_encoded_literals() {
+        for prompt in HOSTILE_PROMPTS {
+            for prompts in [vec![*prompt], vec!["a bakery website", prompt, prompt]] {
+                let page = Page::for_conversation(&prompts);
+                let source = page.source();
+                let template = match page.kind {
+                    PageKind::Todo => TODO_PAGE,
+                    PageKind::Landing => LANDING_PAGE,
+                };
+                assert_eq!(
+                    without_declarations(&source),
+                    without_declarations(template),
+                    "{prompt:?} changed the page outside its literals"
+                );
+                assert_eq!(declared::<String>(&source, DECLARATIONS[0]), page.title);
+                assert_eq!(declared::<String>(&source, DECLARATIONS[1]), page.prompt);
+                assert_eq!(
+                    declared::<Vec<String>>(&source, DECLARATIONS[2]),
+                    page.changes
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn placeholders_are_filled_once_and_values_are_never_rescanned() {
+        let literal = |text: &str| TsLiteral::of(&text);
+        let filled = fill_template(
+            "a=__A__; b=__B__; ___A__ __C__ __",
+            &[("A", literal("__B__")), ("B", literal("__A__"))],
+        );
+        assert_eq!(filled, r#"a="__B__"; b="__A__"; _"__B__" __C__ __"#);
+        assert_eq!(
+            literal("</script>\u{2028}&").0,
+            r#""\u003c/script\u003e\u2028\u0026""#
+        );
+        for (prompt, template) in [("a todo list", TODO_PAGE), ("a bakery", LANDING_PAGE)] {
+            let source = Page::for_prompt(prompt).source();
+            assert!(!source.contains("__"), "a placeholder was left: {source}");
+            assert!(DECLARATIONS.iter().all(|p| template.contains(p)));
+        }
     }
 
     #[test]

@@ -163,7 +163,7 @@ impl Mutation {
         let state = ctx.state();
         let project_id = parse_id(&project_id, "project").gql()?;
         let (sandbox_id, url) =
-            sandbox::open_preview(&state.db, state.sandboxes.as_ref(), viewer, project_id)
+            sandbox::open_preview(&state.db, &state.sandboxes, viewer, project_id)
                 .await
                 .gql()?;
         Ok(Preview { sandbox_id, url })
@@ -181,7 +181,7 @@ impl Mutation {
         Ok(sandbox::restore_fragment(
             &state.db,
             state.bus.as_ref(),
-            state.sandboxes.as_ref(),
+            &state.sandboxes,
             viewer,
             fragment_id,
         )

@@ -83,9 +83,10 @@ impl GqlClient {
         )
     }
 
-    /// Polls (tests only) until the run has ended; returns `{ status attempts }`.
+    /// Polls (tests only) until the run has ended; returns `{ status attempts }`. The deadline
+    /// only catches a hang: on the local sandbox a run starts `next dev` and type-checks.
     pub async fn wait_for_run(&self, token: &str, run_id: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(300);
         loop {
             let data = self
                 .data(
