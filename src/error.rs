@@ -18,6 +18,9 @@ pub enum AppError {
     RateLimited,
     #[error("{0}")]
     Conflict(String),
+    /// This account may not use the server's sandboxes (see `services::sandbox_access`).
+    #[error("{0}")]
+    SandboxUnavailable(String),
     /// Logged with its context where it is converted; clients only see "internal error".
     #[error("internal error: {0}")]
     Internal(String),
@@ -32,6 +35,7 @@ impl AppError {
             Self::CreditsExhausted { .. } => "CREDITS_EXHAUSTED",
             Self::RateLimited => "RATE_LIMITED",
             Self::Conflict(_) => "CONFLICT",
+            Self::SandboxUnavailable(_) => "SANDBOX_UNAVAILABLE",
             Self::Internal(_) => "INTERNAL",
         }
     }

@@ -16,6 +16,7 @@ impl IntoResponse for AppError {
             AppError::CreditsExhausted { .. } => StatusCode::PAYMENT_REQUIRED,
             AppError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             AppError::Conflict(_) => StatusCode::CONFLICT,
+            AppError::SandboxUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let body = json!({ "error": { "code": self.code(), "message": self.public_message() } });

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::path::normalize;
 use super::{
     CommandOutput, CommandSpec, FileMap, OutputChunk, OutputSink, Sandbox, SandboxError,
-    SandboxProvider,
+    SandboxIsolation, SandboxProvider,
 };
 
 #[derive(Debug, Clone)]
@@ -43,6 +43,8 @@ struct Shared {
     connects: usize,
     /// Where previews point (a test's HTTP server); unset: `http://fake-sandbox`.
     preview_base: Option<String>,
+    /// Unset: isolated.
+    isolation: Option<SandboxIsolation>,
 }
 
 /// See the module docs. Cheap to clone; clones share state.
@@ -64,6 +66,11 @@ impl FakeSandboxProvider {
     pub fn with_template(self, template: FileMap) -> Self {
         lock(&self.shared).template = template;
         self
+    }
+
+    /// Reports `isolation`, as a local backend without a working jail would.
+    pub fn set_isolation(&self, isolation: SandboxIsolation) {
+        lock(&self.shared).isolation = Some(isolation);
     }
 
     /// Previews at `{base}/{sandbox_id}/` from now on.
@@ -157,6 +164,13 @@ impl SandboxProvider for FakeSandboxProvider {
 
     fn kind(&self) -> &'static str {
         "fake"
+    }
+
+    fn isolation(&self) -> SandboxIsolation {
+        lock(&self.shared)
+            .isolation
+            .clone()
+            .unwrap_or(SandboxIsolation::Isolated)
     }
 }
 

@@ -9,6 +9,7 @@ pub mod page;
 pub mod project;
 pub mod run;
 pub mod sandbox;
+pub mod sandbox_access;
 pub mod user;
 
 use uuid::Uuid;

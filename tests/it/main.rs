@@ -10,6 +10,7 @@ mod processes;
 mod projects;
 mod providers;
 mod runs;
+mod sandbox_access;
 mod sandbox_e2b;
 mod sandbox_local;
 mod schema;

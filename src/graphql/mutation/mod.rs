@@ -4,6 +4,7 @@ use super::context::ContextExt;
 use super::error::GqlResult;
 use super::types::{parse_id, to_id, AuthPayload, Message, Project, Run};
 use crate::error::AppError;
+use crate::services::sandbox_access::ensure_sandbox_access;
 use crate::services::{message, project, run, sandbox, user};
 
 #[derive(Default)]
@@ -83,6 +84,9 @@ impl Mutation {
     ) -> async_graphql::Result<GenerationPayload> {
         let viewer = ctx.viewer()?;
         let state = ctx.state();
+        ensure_sandbox_access(&state.db, &state.sandboxes.isolation(), viewer)
+            .await
+            .gql()?;
         let (project, generation) =
             project::create_project(&state.db, state.bus.as_ref(), viewer, &prompt)
                 .await
@@ -103,6 +107,9 @@ impl Mutation {
     ) -> async_graphql::Result<GenerationPayload> {
         let viewer = ctx.viewer()?;
         let state = ctx.state();
+        ensure_sandbox_access(&state.db, &state.sandboxes.isolation(), viewer)
+            .await
+            .gql()?;
         let project_id = parse_id(&project_id, "project").gql()?;
         let (project, generation) =
             message::send_message(&state.db, state.bus.as_ref(), viewer, project_id, &content)
@@ -161,6 +168,9 @@ impl Mutation {
     ) -> async_graphql::Result<Preview> {
         let viewer = ctx.viewer()?;
         let state = ctx.state();
+        ensure_sandbox_access(&state.db, &state.sandboxes.isolation(), viewer)
+            .await
+            .gql()?;
         let project_id = parse_id(&project_id, "project").gql()?;
         let (sandbox_id, url) =
             sandbox::open_preview(&state.db, &state.sandboxes, viewer, project_id)
@@ -177,6 +187,9 @@ impl Mutation {
     ) -> async_graphql::Result<Message> {
         let viewer = ctx.viewer()?;
         let state = ctx.state();
+        ensure_sandbox_access(&state.db, &state.sandboxes.isolation(), viewer)
+            .await
+            .gql()?;
         let fragment_id = parse_id(&fragment_id, "fragment").gql()?;
         Ok(sandbox::restore_fragment(
             &state.db,
@@ -207,6 +220,9 @@ impl Mutation {
     async fn retry_run(&self, ctx: &Context<'_>, run_id: ID) -> async_graphql::Result<Run> {
         let viewer = ctx.viewer()?;
         let state = ctx.state();
+        ensure_sandbox_access(&state.db, &state.sandboxes.isolation(), viewer)
+            .await
+            .gql()?;
         let run_id = parse_id(&run_id, "run").gql()?;
         Ok(
             run::retry_run(&state.db, state.bus.as_ref(), viewer, run_id)

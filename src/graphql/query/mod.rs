@@ -5,6 +5,7 @@ use super::context::ContextExt;
 use super::error::GqlResult;
 use super::types::project::project_page;
 use super::types::{parse_id, Fragment, Project, Run, Usage, User};
+use crate::sandbox::SandboxIsolation;
 use crate::services::page::PageRequest;
 use crate::services::{credits, fragment, project, run, user};
 
@@ -19,6 +20,18 @@ pub struct ServerInfo {
     /// No model is configured: generations come from the deterministic offline provider.
     pub model_offline: bool,
     pub sandbox_provider: String,
+    /// Whether sandboxes are isolated; without isolation only the first account may use them.
+    pub sandbox_isolation: SandboxIsolationKind,
+    /// Why sandboxes are not isolated, when they are not.
+    pub sandbox_isolation_problem: Option<String>,
+}
+
+#[derive(async_graphql::Enum, Clone, Copy, PartialEq, Eq)]
+pub enum SandboxIsolationKind {
+    /// Any number of accounts.
+    Isolated,
+    /// Generated code runs as the server's user: the first account only.
+    SingleAccount,
 }
 
 #[Object]
@@ -87,11 +100,19 @@ impl Query {
 
     async fn server_info(&self, ctx: &Context<'_>) -> ServerInfo {
         let state = ctx.state();
+        let (sandbox_isolation, sandbox_isolation_problem) = match state.sandboxes.isolation() {
+            SandboxIsolation::Isolated => (SandboxIsolationKind::Isolated, None),
+            SandboxIsolation::SingleAccount { reason } => {
+                (SandboxIsolationKind::SingleAccount, Some(reason))
+            }
+        };
         ServerInfo {
             model_provider: state.models.name().to_owned(),
             model: state.models.model().to_owned(),
             model_offline: state.models.is_offline(),
             sandbox_provider: state.sandboxes.kind().to_owned(),
+            sandbox_isolation,
+            sandbox_isolation_problem,
         }
     }
 }
