@@ -5,6 +5,7 @@ mod accounts;
 mod conformance;
 mod credits;
 mod http_protocol;
+mod previews;
 mod processes;
 mod projects;
 mod providers;
