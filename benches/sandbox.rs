@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use codekraft::sandbox::fake::FakeSandboxProvider;
-use codekraft::sandbox::local::{LocalSandboxConfig, LocalSandboxProvider};
+use codekraft::sandbox::local::{LocalSandboxConfig, LocalSandboxProvider, PreviewOrigin};
 use codekraft::sandbox::{CommandSpec, FileMap, SandboxProvider};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -29,14 +29,26 @@ fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn config(data_dir: PathBuf, cache_dir: PathBuf, base: &str) -> LocalSandboxConfig {
-    let mut config = LocalSandboxConfig::new(data_dir, base);
+fn config(data_dir: PathBuf, cache_dir: PathBuf, origin: PreviewOrigin) -> LocalSandboxConfig {
+    let mut config = LocalSandboxConfig::new(data_dir, origin);
     config.template_dir = manifest_dir().join("sandbox-templates/next-js");
     config.cache_dir = cache_dir;
     config
 }
 
-async fn wait_for_200(client: &reqwest::Client, url: &str) {
+/// Waits for a preview (`http://{id}.localhost:PORT/…`), reached on loopback as browsers do
+/// (glibc does not resolve such names).
+async fn wait_for_200(url: &str) {
+    let host = reqwest::Url::parse(url)
+        .unwrap()
+        .host_str()
+        .unwrap()
+        .to_owned();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .resolve(&host, ([127, 0, 0, 1], 0).into())
+        .build()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         if let Ok(response) = client.get(url).send().await {
@@ -91,11 +103,10 @@ async fn warm(root: &std::path::Path, warm_pool: usize) {
         "warm, pool"
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
     let mut config = config(
         root.join(format!("warm-data-{warm_pool}")),
         manifest_dir().join("target/sandbox-cache"),
-        &base,
+        PreviewOrigin::localhost(listener.local_addr().unwrap().port()),
     );
     config.warm_pool = warm_pool;
     let data_dir = config.data_dir.clone();
@@ -109,7 +120,6 @@ async fn warm(root: &std::path::Path, warm_pool: usize) {
     );
     let router = codekraft::http::preview::router(provider.clone());
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    let client = reqwest::Client::new();
 
     let mut totals = Vec::new();
     let mut sandbox_ids = Vec::new();
@@ -131,7 +141,7 @@ async fn warm(root: &std::path::Path, warm_pool: usize) {
         let connected = started.elapsed();
         let url = sandbox.preview_url().await.unwrap();
         let preview = started.elapsed();
-        wait_for_200(&client, &url).await;
+        wait_for_200(&url).await;
         let total = started.elapsed();
         println!(
             "sandbox/{label} run {run}: connect {connected:.2?}, preview_url {preview:.2?}, \
@@ -167,7 +177,7 @@ async fn warm(root: &std::path::Path, warm_pool: usize) {
                 .await
                 .unwrap();
             let url = sandbox.preview_url().await.unwrap();
-            wait_for_200(&client, &url).await;
+            wait_for_200(&url).await;
             restarts.push(started.elapsed());
             provider.shutdown().await;
         }
@@ -184,7 +194,7 @@ async fn cold(root: &std::path::Path) {
     let provider = LocalSandboxProvider::new(config(
         root.join("cold-data"),
         cache.clone(),
-        "http://127.0.0.1:9",
+        PreviewOrigin::localhost(9),
     ));
     let started = Instant::now();
     match provider.warm_up().await {

@@ -193,12 +193,17 @@ fn model_provider_from_config(config: &Config) -> anyhow::Result<Arc<dyn ModelPr
     })
 }
 
+/// Why the preview listener of local sandboxes has no address.
+const NO_PREVIEW_PORT: &str =
+    "local previews need PREVIEW_BIND with a fixed port (BIND's port + 1 is not one)";
+
 type SandboxProviders = (Arc<dyn SandboxProvider>, Option<Arc<LocalSandboxProvider>>);
 
 fn sandbox_provider_from_config(config: &Config) -> anyhow::Result<SandboxProviders> {
     match config.sandbox_provider_kind() {
         SandboxProviderKind::Local => {
-            let mut local = LocalSandboxConfig::new(&config.data_dir, config.preview_url());
+            let origin = config.preview_origin().context(NO_PREVIEW_PORT)?;
+            let mut local = LocalSandboxConfig::new(&config.data_dir, origin);
             local.template_dir = config.sandbox_template_dir.clone();
             if let Some(cache) = &config.sandbox_cache_dir {
                 local.cache_dir = cache.clone();
@@ -243,7 +248,7 @@ pub struct Server {
     pub addr: std::net::SocketAddr,
     pub state: AppState,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
-    /// The PREVIEW_BIND listener, when previews have an origin of their own.
+    /// The PREVIEW_BIND listener of local sandboxes.
     previews: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
@@ -262,11 +267,24 @@ impl Server {
     }
 }
 
-/// Binds `listener` and serves the API, the web client and the workers until `state.shutdown`.
+/// Binds `listener` (and the preview listener of local sandboxes) and serves the API, the web
+/// client, previews and the workers until `state.shutdown`.
 pub async fn start(state: AppState, listener: TcpListener) -> anyhow::Result<Server> {
     let addr = listener.local_addr()?;
-    let app = crate::http::router(state.clone());
+    let preview_listener = match &state.local_sandboxes {
+        Some(local) => {
+            let bind = state.config.preview_bind().context(NO_PREVIEW_PORT)?;
+            let listener = TcpListener::bind(bind)
+                .await
+                .with_context(|| format!("binding PREVIEW_BIND {bind}"))?;
+            tracing::info!(%bind, origin = %local.config().preview_origin, "previews are listening");
+            Some((listener, local.clone()))
+        }
+        None => None,
+    };
     let shutdown = state.shutdown.clone();
+    let previews = preview_listener
+        .map(|(listener, local)| serve(listener, crate::http::preview::router(local), &shutdown));
     crate::jobs::start_workers(state.clone());
     if let Some(local) = state.local_sandboxes.clone() {
         // The template's one-time npm install, before the first generation needs it.
@@ -276,21 +294,7 @@ pub async fn start(state: AppState, listener: TcpListener) -> anyhow::Result<Ser
             }
         });
     }
-    let previews = match (state.config.preview_bind, state.local_sandboxes.clone()) {
-        (Some(bind), Some(local)) => {
-            let listener = TcpListener::bind(bind)
-                .await
-                .with_context(|| format!("binding PREVIEW_BIND {bind}"))?;
-            tracing::info!(%bind, "previews are served on their own origin");
-            Some(serve(
-                listener,
-                crate::http::preview::router(local),
-                &shutdown,
-            ))
-        }
-        _ => None,
-    };
-    let task = serve(listener, app, &shutdown);
+    let task = serve(listener, crate::http::router(state.clone()), &shutdown);
     tracing::info!(%addr, "CodeKraft is listening");
     Ok(Server {
         addr,

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
+use crate::sandbox::local::PreviewOrigin;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "codekraft",
@@ -61,17 +63,15 @@ pub struct Config {
     /// Unset: a SQLite file in DATA_DIR. A postgres:// URL: PostgreSQL.
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,
-    /// URL at which browsers reach this server (preview links); defaults to http://BIND.
-    #[arg(long, env = "PUBLIC_URL")]
-    pub public_url: Option<String>,
-    /// Serve local previews on this address instead of under BIND: another origin, so a
-    /// generated app in the preview cannot read the web client's storage. Unset: previews at
-    /// PUBLIC_URL/preview/….
+    /// Address of the preview listener of local sandboxes: a port apart from BIND, so that a
+    /// generated app cannot read the web client's storage. Unset: BIND's host, port + 1.
     #[arg(long, env = "PREVIEW_BIND")]
     pub preview_bind: Option<SocketAddr>,
-    /// URL at which browsers reach PREVIEW_BIND; defaults to http://PREVIEW_BIND.
+    /// Origin of a local preview, `{id}` (the sandbox id) being the host's first label: a
+    /// wildcard domain reaching PREVIEW_BIND, e.g. https://{id}.preview.example.com.
+    /// Unset: http://{id}.localhost:PORT, PORT being PREVIEW_BIND's.
     #[arg(long, env = "PREVIEW_PUBLIC_URL")]
-    pub preview_public_url: Option<String>,
+    pub preview_public_url: Option<PreviewOrigin>,
     /// HS256 secret for built-in accounts; unset: generated once and kept in DATA_DIR.
     #[arg(long, env = "AUTH_JWT_SECRET", hide_env_values = true)]
     pub auth_jwt_secret: Option<String>,
@@ -235,24 +235,24 @@ impl Config {
         }
     }
 
-    /// Where browsers reach local previews: PREVIEW_BIND's URL when it is set, else this server.
-    pub fn preview_url(&self) -> String {
-        let Some(bind) = self.preview_bind else {
-            return self.public_url();
+    /// PREVIEW_BIND, else BIND's host with the next port. `None` when that is no fixed port
+    /// (BIND's port is 0 or 65535, or PREVIEW_BIND's is 0): preview links need one.
+    pub fn preview_bind(&self) -> Option<SocketAddr> {
+        let bind = match self.preview_bind {
+            Some(bind) => bind,
+            None if self.bind.port() == 0 => return None,
+            None => SocketAddr::new(self.bind.ip(), self.bind.port().checked_add(1)?),
         };
-        self.preview_public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{bind}"))
-            .trim_end_matches('/')
-            .to_owned()
+        (bind.port() != 0).then_some(bind)
     }
 
-    pub fn public_url(&self) -> String {
-        self.public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", self.bind))
-            .trim_end_matches('/')
-            .to_owned()
+    /// Where browsers reach local previews: PREVIEW_PUBLIC_URL, else `*.localhost` on
+    /// PREVIEW_BIND's port. `None` like [`Config::preview_bind`].
+    pub fn preview_origin(&self) -> Option<PreviewOrigin> {
+        match &self.preview_public_url {
+            Some(origin) => Some(origin.clone()),
+            None => Some(PreviewOrigin::localhost(self.preview_bind()?.port())),
+        }
     }
 
     pub fn gemini_key(&self) -> Option<&str> {
@@ -291,14 +291,62 @@ mod tests {
     use super::*;
 
     #[test]
-    fn previews_move_to_their_own_origin_with_preview_bind() {
+    fn previews_are_on_the_next_port_of_their_own_origin_by_default() {
         let mut config = Config::defaults();
-        config.public_url = Some("https://codekraft.example/".into());
-        assert_eq!(config.preview_url(), "https://codekraft.example");
+        assert_eq!(
+            config.preview_bind(),
+            Some("127.0.0.1:8081".parse().unwrap())
+        );
+        assert_eq!(
+            config.preview_origin(),
+            Some(PreviewOrigin::localhost(8081))
+        );
+        config.bind = "0.0.0.0:3000".parse().unwrap();
+        assert_eq!(config.preview_bind(), Some("0.0.0.0:3001".parse().unwrap()));
+        assert_eq!(
+            config.preview_origin(),
+            Some(PreviewOrigin::localhost(3001))
+        );
+        config.preview_bind = Some("127.0.0.1:9000".parse().unwrap());
+        assert_eq!(
+            config.preview_origin(),
+            Some(PreviewOrigin::localhost(9000))
+        );
+
+        let wildcard: PreviewOrigin = "https://{id}.preview.example.com".parse().unwrap();
+        config.preview_public_url = Some(wildcard.clone());
+        assert_eq!(config.preview_origin(), Some(wildcard));
+    }
+
+    #[test]
+    fn previews_need_a_fixed_port() {
+        let mut config = Config::defaults();
+        for bind in ["127.0.0.1:0", "127.0.0.1:65535"] {
+            config.bind = bind.parse().unwrap();
+            assert_eq!(config.preview_bind(), None, "BIND {bind}");
+            assert_eq!(config.preview_origin(), None, "BIND {bind}");
+        }
+        config.preview_bind = Some("127.0.0.1:0".parse().unwrap());
+        assert_eq!(config.preview_bind(), None);
         config.preview_bind = Some("127.0.0.1:8081".parse().unwrap());
-        assert_eq!(config.preview_url(), "http://127.0.0.1:8081");
-        config.preview_public_url = Some("https://previews.codekraft.example/".into());
-        assert_eq!(config.preview_url(), "https://previews.codekraft.example");
+        assert_eq!(
+            config.preview_bind(),
+            Some("127.0.0.1:8081".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn preview_public_url_must_give_each_sandbox_its_own_origin() {
+        let parse = |url: &str| Cli::try_parse_from(["codekraft", "--preview-public-url", url]);
+        let cli = parse("https://{id}.preview.example.com").unwrap();
+        assert_eq!(
+            cli.config.preview_public_url.unwrap().to_string(),
+            "https://{id}.preview.example.com"
+        );
+        let shared = parse("https://previews.example.com")
+            .unwrap_err()
+            .to_string();
+        assert!(shared.contains("first label"), "{shared}");
     }
 
     #[test]
@@ -308,8 +356,6 @@ mod tests {
         assert!(config.database_url().starts_with("sqlite://"));
         assert_eq!(config.model_provider_kind(), ModelProviderKind::Offline);
         assert_eq!(config.sandbox_provider_kind(), SandboxProviderKind::Local);
-        assert_eq!(config.preview_url(), config.public_url());
-        assert_eq!(config.public_url(), "http://127.0.0.1:8080");
     }
 
     #[test]

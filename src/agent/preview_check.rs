@@ -3,6 +3,8 @@
 //! answers 500 and puts the error in the page's `__NEXT_DATA__`. That error goes back to the
 //! model like a failed build check.
 
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What a model gets to read of a failing page at most.
@@ -19,6 +21,7 @@ impl PreviewCheck {
     pub fn new(timeout: Duration) -> Self {
         let http = reqwest::Client::builder()
             .no_proxy()
+            .dns_resolver(Arc::new(LocalhostIsLoopback))
             .build()
             .expect("a reqwest client without proxies always builds");
         Self { http, timeout }
@@ -41,6 +44,28 @@ impl PreviewCheck {
         }
         let body = response.text().await.unwrap_or_default();
         Some(describe_failure(status.as_u16(), &body))
+    }
+}
+
+/// Resolves `localhost` and `*.localhost` to loopback without asking anyone, as browsers do
+/// (RFC 6761): local previews are at `http://{id}.localhost:PORT`, names glibc does not know.
+/// Other names go to the system resolver.
+struct LocalhostIsLoopback;
+
+impl reqwest::dns::Resolve for LocalhostIsLoopback {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().trim_end_matches('.').to_ascii_lowercase();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> = if host == "localhost" || host.ends_with(".localhost") {
+                vec![
+                    (Ipv4Addr::LOCALHOST, 0).into(),
+                    (Ipv6Addr::LOCALHOST, 0).into(),
+                ]
+            } else {
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect()
+            };
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
     }
 }
 
@@ -73,6 +98,45 @@ mod tests {
         assert!(described.starts_with("The preview page answers HTTP 500:\n./app/page.tsx:1:10"));
         assert!(described.contains("`useState`"));
         assert!(!described.contains("<script"));
+    }
+
+    /// Answers one request with a 500 and hands back the request head it read.
+    async fn failing_server() -> (u16, tokio::task::JoinHandle<String>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let served = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buffer = [0u8; 1024];
+            while !head.ends_with(b"\r\n\r\n") {
+                let read = stream.read(&mut buffer).await.unwrap();
+                assert!(read > 0, "the request ended early");
+                head.extend_from_slice(&buffer[..read]);
+            }
+            let body = "Internal Server Error: boom";
+            let response = format!(
+                "HTTP/1.1 500 Internal Server Error\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            stream.write_all(response.as_bytes()).await.unwrap();
+            String::from_utf8(head).unwrap()
+        });
+        (port, served)
+    }
+
+    #[tokio::test]
+    async fn a_preview_on_a_localhost_subdomain_is_reached_on_loopback() {
+        let (port, served) = failing_server().await;
+        let host = format!("{}.localhost:{port}", uuid::Uuid::new_v4());
+        let check = PreviewCheck::new(Duration::from_secs(10));
+        let errors = check.errors(&format!("http://{host}/preview/x/")).await;
+        assert_eq!(
+            errors.as_deref(),
+            Some("The preview page answers HTTP 500:\nInternal Server Error: boom")
+        );
+        let head = served.await.unwrap().to_ascii_lowercase();
+        assert!(head.contains(&format!("host: {host}")), "{head}");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The HTTP adapter: GraphQL (HTTP + WS), GraphiQL, health, metrics, previews, web client.
+//! The HTTP adapter: GraphQL (HTTP + WS), GraphiQL, health, metrics, web client; and the
+//! preview listener's proxy.
 
 mod error;
 mod graphql;
@@ -19,10 +20,10 @@ pub fn router(state: AppState) -> Router {
     let web_client = &state.config.web_client_dir;
     let index = web_client.join("index.html");
     let static_files = ServeDir::new(web_client).fallback(ServeFile::new(index));
-    // With PREVIEW_BIND, previews have their own listener (see `app::start`).
-    let previews = match (&state.local_sandboxes, state.config.preview_bind) {
-        (Some(local), None) => preview::router(local.clone()),
-        _ => Router::new(),
+    // Previews have a listener of their own (see `app::start`); old links are sent there.
+    let previews = match &state.local_sandboxes {
+        Some(local) => preview::redirects_to_origin(local.config().preview_origin.clone()),
+        None => Router::new(),
     };
     Router::new()
         .merge(graphql::routes(state.clone()))

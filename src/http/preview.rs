@@ -1,13 +1,17 @@
-//! `/preview/{sandbox_id}/…`: reverse proxy to a local sandbox's dev server (`next dev` runs
-//! with `basePath` `/preview/{sandbox_id}`, so paths are forwarded unchanged). A project's
-//! sandbox id is its project id unless the sandbox came from the warm pool. Starts the dev
-//! server on demand and counts every request as activity for the idle timer.
+//! The preview listener: a reverse proxy to local sandboxes' dev servers, each sandbox on an
+//! origin of its own (see [`PreviewOrigin`]), found by the first label of the request's Host.
+//! `next dev` runs with `basePath` `/preview/{sandbox_id}` (a running dev server cannot change
+//! it, and the warm pool starts them before they are claimed), so paths are forwarded
+//! unchanged: `http://{id}.localhost:8081/preview/{id}/`. A project's sandbox id is its project
+//! id unless the sandbox came from the warm pool. Starts the dev server on demand and counts
+//! every request as activity for the idle timer.
 //!
 //! WebSocket upgrades (Next's HMR socket) are tunnelled as raw bytes to the dev server. A
 //! request in flight or an open tunnel keeps the sandbox busy, so the idle timer never stops
 //! a dev server that is answering, and a preview tab that is open keeps it alive.
 //!
-//! Authentication and ownership checks are layered on by the caller.
+//! The main listener only redirects the `/preview/{id}/…` links of earlier versions here
+//! ([`redirects_to_origin`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,7 +19,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{OriginalUri, Path, Request, State};
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
@@ -25,7 +29,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use uuid::Uuid;
 
-use crate::sandbox::local::{ActivityGuard, LocalSandboxProvider};
+use crate::sandbox::local::{ActivityGuard, LocalSandboxProvider, PreviewOrigin};
 use crate::sandbox::SandboxError;
 
 #[derive(Clone)]
@@ -34,6 +38,7 @@ struct PreviewState {
     http: reqwest::Client,
 }
 
+/// The preview listener's router: every request goes to the dev server of its Host's sandbox.
 pub fn router(sandboxes: Arc<LocalSandboxProvider>) -> Router {
     let http = reqwest::Client::builder()
         .no_proxy()
@@ -41,10 +46,51 @@ pub fn router(sandboxes: Arc<LocalSandboxProvider>) -> Router {
         .build()
         .expect("a reqwest client without TLS roots or proxies always builds");
     Router::new()
-        .route("/preview/{sandbox_id}", any(proxy))
-        .route("/preview/{sandbox_id}/", any(proxy))
-        .route("/preview/{sandbox_id}/{*rest}", any(proxy))
+        .fallback(proxy)
         .with_state(PreviewState { sandboxes, http })
+}
+
+/// For the main listener: `/preview/{id}/…` (the preview links of earlier versions, still in
+/// stored fragments) redirects to the same path on the sandbox's preview origin. Previews are
+/// never served on the web client's origin.
+pub fn redirects_to_origin(origin: PreviewOrigin) -> Router {
+    Router::new()
+        .route("/preview/{sandbox_id}", any(redirect_to_origin))
+        .route("/preview/{sandbox_id}/", any(redirect_to_origin))
+        .route("/preview/{sandbox_id}/{*rest}", any(redirect_to_origin))
+        .with_state(Arc::new(origin))
+}
+
+async fn redirect_to_origin(
+    State(origin): State<Arc<PreviewOrigin>>,
+    Path(params): Path<HashMap<String, String>>,
+    OriginalUri(uri): OriginalUri,
+) -> Response {
+    let Some(sandbox_id) = params
+        .get("sandbox_id")
+        .and_then(|id| Uuid::parse_str(id).ok())
+    else {
+        return (StatusCode::NOT_FOUND, "unknown sandbox\n").into_response();
+    };
+    temporary_redirect(format!(
+        "{}{}",
+        origin.url_of(sandbox_id),
+        path_and_query(&uri)
+    ))
+}
+
+/// 307: the method and body are kept, and nothing is cached for good (the preview origin is
+/// configuration).
+fn temporary_redirect(location: String) -> Response {
+    (
+        StatusCode::TEMPORARY_REDIRECT,
+        [(header::LOCATION, location)],
+    )
+        .into_response()
+}
+
+fn path_and_query(uri: &Uri) -> &str {
+    uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/")
 }
 
 /// Connection-level headers that a proxy must not forward.
@@ -73,6 +119,19 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove("keep-alive");
 }
 
+/// Response headers a preview may not send, whatever the generated app does: cookies (with
+/// `Domain=` they would reach every preview, and the web client when it shares the registrable
+/// domain), a service worker scope wider than its script's folder, and `Clear-Site-Data` (its
+/// `cookies` directive clears the whole registrable domain).
+const UNSAFE_RESPONSE_HEADERS: &[&str] =
+    &["set-cookie", "service-worker-allowed", "clear-site-data"];
+
+fn strip_unsafe_response_headers(headers: &mut HeaderMap) {
+    for name in UNSAFE_RESPONSE_HEADERS {
+        headers.remove(*name);
+    }
+}
+
 fn error_response(err: &SandboxError) -> Response {
     let status = match err {
         SandboxError::NotFound(_) | SandboxError::PathRefused(_) => StatusCode::NOT_FOUND,
@@ -85,29 +144,39 @@ fn error_response(err: &SandboxError) -> Response {
     (status, format!("preview unavailable: {err}\n")).into_response()
 }
 
-async fn proxy(
-    State(state): State<PreviewState>,
-    Path(params): Path<HashMap<String, String>>,
-    request: Request,
-) -> Response {
-    let Some(sandbox_id) = params
-        .get("sandbox_id")
-        .and_then(|id| Uuid::parse_str(id).ok())
-    else {
-        return (StatusCode::NOT_FOUND, "unknown sandbox\n").into_response();
+/// The Host a request was sent to (the URI's authority for HTTP/2).
+fn request_host(request: &Request) -> Option<&str> {
+    request
+        .uri()
+        .host()
+        .or_else(|| request.headers().get(header::HOST)?.to_str().ok())
+}
+
+async fn proxy(State(state): State<PreviewState>, request: Request) -> Response {
+    let Some(sandbox_id) = request_host(&request).and_then(PreviewOrigin::sandbox_in_host) else {
+        return (
+            StatusCode::NOT_FOUND,
+            format!(
+                "no preview at this host: previews are at {}\n",
+                state.sandboxes.config().preview_origin
+            ),
+        )
+            .into_response();
     };
-    let uri = request
-        .extensions()
-        .get::<OriginalUri>()
-        .map(|original| original.0.clone())
-        .unwrap_or_else(|| request.uri().clone());
+    let uri = request.uri().clone();
     let sandbox = match state.sandboxes.sandbox(sandbox_id).await {
         Ok(sandbox) => sandbox,
-        // `/preview/{project_id}/…` of a project whose sandbox came from the warm pool.
+        // The preview of a project whose sandbox came from the warm pool.
         Err(SandboxError::NotFound(_))
             if let Some(pooled) = state.sandboxes.pooled_sandbox_of(sandbox_id) =>
         {
-            return redirect_to_sandbox(&uri, sandbox_id, pooled);
+            let path = path_and_query(&uri).replacen(
+                &format!("/preview/{sandbox_id}"),
+                &format!("/preview/{pooled}"),
+                1,
+            );
+            let origin = &state.sandboxes.config().preview_origin;
+            return temporary_redirect(format!("{}{path}", origin.url_of(pooled)));
         }
         Err(err) => return error_response(&err),
     };
@@ -119,9 +188,8 @@ async fn proxy(
         Err(err) => return error_response(&err),
     };
 
-    // The dev server serves the same paths (its basePath is `/preview/{sandbox_id}`), so the
-    // original path is forwarded even when this router is nested.
-    let path_and_query = uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
+    // The dev server serves the same paths (its basePath is `/preview/{sandbox_id}`).
+    let path_and_query = path_and_query(&uri);
     let url = format!("http://127.0.0.1:{port}{path_and_query}");
 
     if is_upgrade(request.headers()) {
@@ -151,6 +219,7 @@ async fn proxy(
     let status = response.status();
     let mut headers = response.headers().clone();
     strip_hop_by_hop(&mut headers);
+    strip_unsafe_response_headers(&mut headers);
     let body = response.bytes_stream().map(move |chunk| {
         let _busy = &busy;
         chunk
@@ -159,18 +228,6 @@ async fn proxy(
     *proxied.status_mut() = status;
     *proxied.headers_mut() = headers;
     proxied
-}
-
-/// The same request under `/preview/{to}` instead of `/preview/{from}`.
-fn redirect_to_sandbox(uri: &axum::http::Uri, from: Uuid, to: Uuid) -> Response {
-    let location =
-        uri.to_string()
-            .replacen(&format!("/preview/{from}"), &format!("/preview/{to}"), 1);
-    (
-        StatusCode::TEMPORARY_REDIRECT,
-        [(header::LOCATION, location)],
-    )
-        .into_response()
 }
 
 fn is_upgrade(headers: &HeaderMap) -> bool {
@@ -212,10 +269,12 @@ async fn tunnel_upgrade(
     if let Err(err) = upstream.write_all(head.as_bytes()).await {
         return bad_gateway(err.to_string());
     }
-    let (status, headers, leftover) = match read_response_head(&mut upstream).await {
+    let (status, mut headers, leftover) = match read_response_head(&mut upstream).await {
         Ok(parsed) => parsed,
         Err(err) => return bad_gateway(err),
     };
+    // `Connection: upgrade` and `Upgrade` stay: the client needs them in the 101.
+    strip_unsafe_response_headers(&mut headers);
     let mut response = Response::new(Body::from(if status == StatusCode::SWITCHING_PROTOCOLS {
         Vec::new()
     } else {

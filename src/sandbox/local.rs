@@ -10,7 +10,8 @@
 //! environment, inside the jail when this machine can build one (see `jail` and
 //! [`LocalSandboxConfig::use_jail`]). The dev server (`next dev`) starts lazily on a free
 //! port with `basePath` `/preview/{sandbox_id}` and is stopped after
-//! [`LocalSandboxConfig::idle_timeout`] without activity.
+//! [`LocalSandboxConfig::idle_timeout`] without activity. Browsers reach it through the preview
+//! listener, on an origin of the sandbox's own (see [`PreviewOrigin`]).
 //!
 //! A sandbox's id is its project's id, unless it came from the warm pool (see [`pool`]): then
 //! it keeps the id it was started with, because a running `next dev` cannot change its
@@ -31,10 +32,13 @@ use uuid::Uuid;
 
 mod jail;
 mod pool;
+mod preview_origin;
 mod process;
 mod workspace;
 
 pub use self::jail::JailLimits;
+pub use self::preview_origin::{InvalidPreviewOrigin, PreviewOrigin};
+
 use self::jail::{warn_unjailed, Jail, Netns};
 use self::process::{kill_group, run_capped, GroupGuard};
 use self::workspace::{
@@ -62,8 +66,8 @@ pub struct LocalSandboxConfig {
     pub template_dir: PathBuf,
     /// Shared dependency installs, `{cache_dir}/next-js-{hash}/node_modules`.
     pub cache_dir: PathBuf,
-    /// Where the API server (and its `/preview` proxy) is reached, e.g. `http://127.0.0.1:8080`.
-    pub public_base_url: String,
+    /// Where browsers reach each sandbox's preview (the preview listener).
+    pub preview_origin: PreviewOrigin,
     /// Upper bound for any command's timeout (a `CommandSpec` asking for more gets this).
     pub command_timeout: Duration,
     /// A dev server without activity for this long is stopped (it restarts on demand).
@@ -92,13 +96,13 @@ impl LocalSandboxConfig {
     /// Defaults: template `./sandbox-templates/next-js` (relative to the working directory),
     /// cache `{data_dir}/cache`, 10 min command timeout, 15 min idle, 16 KiB output cap, jail on,
     /// egress to the npm registry only, no warm pool.
-    pub fn new(data_dir: impl Into<PathBuf>, public_base_url: impl Into<String>) -> Self {
+    pub fn new(data_dir: impl Into<PathBuf>, preview_origin: PreviewOrigin) -> Self {
         let data_dir = data_dir.into();
         Self {
             cache_dir: data_dir.join("cache"),
             data_dir,
             template_dir: PathBuf::from("./sandbox-templates/next-js"),
-            public_base_url: public_base_url.into(),
+            preview_origin,
             command_timeout: Duration::from_secs(600),
             idle_timeout: Duration::from_secs(900),
             dev_server_start_timeout: Duration::from_secs(90),
@@ -210,7 +214,7 @@ impl LocalSandboxProvider {
     }
 
     /// The sandbox a project was given from the warm pool: `{data_dir}/sandboxes/{project_id}`
-    /// is then a symlink to its workspace, so `/preview/{project_id}/` finds it too.
+    /// is then a symlink to its workspace, so a preview link by project id finds it too.
     pub fn pooled_sandbox_of(&self, project_id: Uuid) -> Option<Uuid> {
         let target = std::fs::read_link(self.workspace_dir(project_id)).ok()?;
         Uuid::parse_str(target.file_name()?.to_str()?).ok()
@@ -713,12 +717,12 @@ impl LocalSandbox {
         let _ = tokio::fs::remove_file(self.app.join(".next/dev/lock")).await;
         let log_path = self.dev_server_log_path();
         let log = std::fs::File::create(&log_path)?;
-        let mut allowed = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
-        if let Ok(url) = reqwest::Url::parse(&self.shared.config.public_base_url) {
-            if let Some(host) = url.host_str() {
-                allowed.push(host.to_owned());
-            }
-        }
+        // `next dev` refuses its dev resources (the HMR socket) to pages of other origins.
+        let allowed = [
+            "127.0.0.1".to_owned(),
+            "localhost".to_owned(),
+            self.shared.config.preview_origin.host_of(self.id),
+        ];
         let env = vec![
             ("NEXT_BASE_PATH".to_owned(), self.base_path()),
             ("NEXT_ALLOWED_DEV_ORIGINS".to_owned(), allowed.join(",")),
@@ -903,8 +907,8 @@ impl Sandbox for LocalSandbox {
 
     async fn preview_url(&self) -> Result<String, SandboxError> {
         self.ensure_dev_server().await?;
-        let base = self.shared.config.public_base_url.trim_end_matches('/');
-        Ok(format!("{base}{}/", self.base_path()))
+        let origin = self.shared.config.preview_origin.url_of(self.id);
+        Ok(format!("{origin}{}/", self.base_path()))
     }
 
     async fn extend_lifetime(&self, by: Duration) -> Result<(), SandboxError> {

@@ -1,13 +1,15 @@
 // End-to-end check of the web client in a real browser (Debian's Chromium via playwright-core).
 //
 //   node e2e.mjs <base-url> [--screenshot <png>] [--chromium /usr/bin/chromium] [--headed]
+//                [--scenario main|runs|previews] [--other-preview <url>]
 //
 // Signs up, sees the offline banner, builds "a todo app with dark mode", waits for the reply and
 // its fragment (title, preview URL, files tab with app/page.tsx), sends follow-ups, restores the
 // first version (restoreFragment), renames the project, reloads and checks the conversation is
 // still there and the latest version is shown at the live URL of openPreview (also from the
 // reload button, with its "waking" state), signs out and in again, and saves screenshots.
-// Exits 0 when every step passed.
+// `runs`: cancel and retry. `previews`: a preview reads nothing of the web client's storage nor of
+// another preview's (`--other-preview`). Exits 0 when every step passed.
 
 import { chromium } from 'playwright-core';
 import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
@@ -49,6 +51,10 @@ async function main() {
       '--no-first-run',
       '--disable-sync',
       '--disable-dev-shm-usage',
+      // Chrome's default: a third-party frame (a preview in the web client) gets storage of its
+      // own, partitioned. This Chromium blocks it by default, as browsers do that block
+      // third-party cookies (see the README on previews).
+      ...(scenario === 'previews' ? ['--disable-features=TrackingProtection3pcd'] : []),
     ],
     viewport: { width: 1440, height: 900 },
     colorScheme: opt('color-scheme', 'light'),
@@ -66,6 +72,8 @@ async function main() {
   // What the web client sends over graphql-transport-ws (to check it resumes with `after`).
   const wsSent = [];
   page.on('websocket', (socket) => {
+    // A preview in the iframe opens sockets of its own (Next's HMR), on its own origin.
+    if (new URL(socket.url()).host !== new URL(base).host) return;
     check(socket.url().endsWith('/graphql/ws'), `the socket URL is /graphql/ws: ${socket.url()}`);
     socket.on('framesent', (frame) => {
       try {
@@ -90,6 +98,7 @@ async function main() {
 
   try {
     if (scenario === 'runs') await runsScenario(page, t);
+    else if (scenario === 'previews') await previewsScenario(page, t);
     else await happyPath(page, t, wsSent, previews);
 
     check(pageErrors.length === 0, `no page errors: ${pageErrors.join(' | ')}`);
@@ -437,6 +446,114 @@ async function runsScenario(page, t) {
   check((await t('retry-run').count()) === 0, 'no Retry button once the run is queued again');
   mkdirSync(dirname(screenshot), { recursive: true });
   await page.screenshot({ path: screenshot });
+}
+
+/**
+ * Previews are origins of their own, against a server with local sandboxes whose dev server is a
+ * stand-in (see tests/it/web_client.rs): the app built here, in the web client's iframe and
+ * opened on its own like a shared link, cannot read the web client's storage (the session
+ * token) nor that of another preview (`--other-preview`), which keeps secrets of its own.
+ */
+async function previewsScenario(page, t) {
+  const other = opt('other-preview');
+  check(other, '--other-preview <url> is given');
+
+  step = 'sign up: the session lives in the web client\'s storage';
+  await page.goto(`${base}/`);
+  await t('auth-mode-signup').click();
+  await t('auth-email').fill(`previews-${Date.now()}@example.com`);
+  await t('auth-password').fill('correct horse battery staple');
+  await t('auth-submit').click();
+  await t('home-prompt').waitFor();
+  const token = await page.evaluate(() => localStorage.getItem('codekraft.token'));
+  check(token, 'the token is in localStorage');
+  await page.evaluate(() => {
+    sessionStorage.setItem('web-client-secret', 'web-client-session-secret');
+    document.cookie = 'web_client_secret=web-client-cookie-secret; path=/';
+  });
+  check(/web-client-cookie-secret/.test(await page.evaluate(() => document.cookie)), 'the web client keeps a cookie');
+
+  step = 'another preview keeps secrets of its own';
+  const otherTab = await page.context().newPage();
+  await otherTab.goto(other);
+  await otherTab.evaluate(() => {
+    localStorage.setItem('other-preview-secret', 'other-preview-local-secret');
+    sessionStorage.setItem('other-preview-secret', 'other-preview-session-secret');
+    document.cookie = 'other_preview_secret=other-preview-cookie-secret; path=/';
+  });
+  await otherTab.reload();
+  const kept = await otherTab.evaluate(() => `${localStorage.getItem('other-preview-secret')} ${document.cookie}`);
+  check(/other-preview-local-secret/.test(kept) && /other-preview-cookie-secret/.test(kept), `the other preview reads its secrets back: ${kept}`);
+  const secrets = [
+    token,
+    'web-client-session-secret',
+    'web-client-cookie-secret',
+    'other-preview-local-secret',
+    'other-preview-session-secret',
+    'other-preview-cookie-secret',
+  ];
+
+  step = 'build an app: its preview is on an origin of its own';
+  await t('home-prompt').fill('a counter');
+  await t('home-submit').click();
+  await page.waitForURL(/\/projects\/[^/]+$/);
+  await t('fragment-card').first().waitFor();
+  const previewUrl = (await t('preview-url').textContent()).trim();
+  check(new URL(previewUrl).hostname.endsWith('.localhost'), `the preview is on a *.localhost origin: ${previewUrl}`);
+  await page.waitForFunction(
+    (url) => document.querySelector('[data-testid="preview-frame"]').getAttribute('src') === url,
+    previewUrl,
+  );
+
+  step = 'the preview renders in the iframe, its HMR socket connected';
+  const frame = await (await t('preview-frame').elementHandle()).contentFrame();
+  await frame.locator('#hmr', { hasText: '{"action":"built"}' }).waitFor();
+  check(frame.url() === previewUrl, `the iframe shows the preview: ${frame.url()}`);
+
+  step = 'in the iframe, the preview reads nothing of the web client nor of the other preview';
+  const framed = await frame.evaluate(probeStorage, other);
+  check(framed.origin === new URL(previewUrl).origin, `the iframe keeps the preview's origin: ${framed.origin}`);
+  checkIsolated(framed, secrets, 'in the iframe');
+  check(framed.top.startsWith('blocked'), `the web client's storage is out of reach: ${framed.top}`);
+  mkdirSync(dirname(screenshot), { recursive: true });
+  await page.screenshot({ path: screenshot });
+
+  step = 'opened like a shared link, the preview reads nothing either';
+  const shared = await page.context().newPage();
+  await shared.goto(previewUrl);
+  await shared.locator('#hmr', { hasText: '{"action":"built"}' }).waitFor();
+  checkIsolated(await shared.evaluate(probeStorage, other), secrets, 'opened on its own');
+}
+
+/** Runs in a preview: what it can read of its own storage, of the top window's and of another preview's. */
+async function probeStorage(otherUrl) {
+  const attempt = (read) => {
+    try {
+      return read();
+    } catch (err) {
+      return `blocked: ${err.name}`;
+    }
+  };
+  const dump = (w) => JSON.stringify({ local: { ...w.localStorage }, session: { ...w.sessionStorage }, cookie: w.document.cookie });
+  localStorage.setItem('own', 'works');
+  const frame = document.createElement('iframe');
+  const loaded = new Promise((resolve) => frame.addEventListener('load', resolve, { once: true }));
+  frame.src = otherUrl;
+  document.body.append(frame);
+  await loaded;
+  return {
+    origin: self.origin,
+    own: attempt(() => dump(window)),
+    top: attempt(() => dump(window.top)),
+    other: attempt(() => dump(frame.contentWindow)),
+  };
+}
+
+function checkIsolated(seen, secrets, where) {
+  const everything = JSON.stringify(seen);
+  for (const secret of secrets) check(!everything.includes(secret), `${where}: the preview read a secret: ${everything}`);
+  check(seen.own.includes('"own":"works"'), `${where}: the preview has storage of its own: ${seen.own}`);
+  check(seen.other.startsWith('blocked'), `${where}: the other preview's storage is out of reach: ${seen.other}`);
 }
 
 main()

@@ -18,7 +18,7 @@ use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::support::app::{error_code, test_config, Backend};
+use crate::support::app::{error_code, free_loopback_port, test_config, Backend};
 use crate::support::client::GqlClient;
 use crate::support::fake_llm::{gemini_call_part, gemini_chunk, gemini_text_chunk, FakeLlm, Reply};
 
@@ -52,9 +52,8 @@ impl LocalApp {
         std::fs::create_dir_all(&root).unwrap();
         let data_dir = tempfile::tempdir_in(root).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
         let mut config = test_config(Backend::Sqlite, data_dir.path(), None).await;
-        config.public_url = Some(base.clone());
+        config.preview_bind = Some(free_loopback_port());
         config.sandbox_provider = Some(SandboxProviderKind::Local);
         config.sandbox_template_dir = manifest_dir().join("sandbox-templates/next-js");
         config.sandbox_cache_dir = Some(manifest_dir().join("target/sandbox-cache"));
@@ -65,7 +64,8 @@ impl LocalApp {
         config.agent_preview_check = !gated;
         let mut builder = AppBuilder::new(config.clone()).models(models);
         let gate = gated.then(|| {
-            let mut local = LocalSandboxConfig::new(&config.data_dir, base.clone());
+            let origin = config.preview_origin().expect("a preview origin");
+            let mut local = LocalSandboxConfig::new(&config.data_dir, origin);
             local.template_dir = config.sandbox_template_dir.clone();
             local.cache_dir = manifest_dir().join("target/sandbox-cache");
             Arc::new(Gated {
@@ -193,9 +193,22 @@ fn html_text(prompt: &str) -> String {
         .replace('\'', "&#x27;")
 }
 
-/// The preview's HTML, and its `<main>` (the generated page) for messages.
+/// The preview's HTML, and its `<main>` (the generated page) for messages. The preview's
+/// `*.localhost` host is reached on loopback (glibc may not resolve it) with its Host header.
 async fn fetch_preview(url: &str) -> (String, String) {
-    let response = reqwest::get(url).await.unwrap();
+    let parsed = reqwest::Url::parse(url).unwrap();
+    let host = format!("{}:{}", parsed.host_str().unwrap(), parsed.port().unwrap());
+    let mut loopback = parsed.clone();
+    loopback.set_host(Some("127.0.0.1")).unwrap();
+    let response = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(loopback)
+        .header(reqwest::header::HOST, host)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200, "{url}");
     let html = response.text().await.unwrap();
     let main = html

@@ -6,6 +6,7 @@ mod conformance;
 mod credits;
 mod http_protocol;
 mod local_app;
+mod previews;
 mod processes;
 mod projects;
 mod providers;

@@ -2,7 +2,7 @@
 //! serves its first account only, says so in `serverInfo`, and refuses everyone else's
 //! generations, previews and restores with `SANDBOX_UNAVAILABLE`.
 
-use codekraft::sandbox::local::{LocalSandboxConfig, LocalSandboxProvider};
+use codekraft::sandbox::local::{LocalSandboxConfig, LocalSandboxProvider, PreviewOrigin};
 use codekraft::sandbox::{SandboxIsolation, SandboxProvider};
 use serde_json::json;
 
@@ -14,7 +14,7 @@ const SERVER_INFO: &str = "{ serverInfo { sandboxIsolation sandboxIsolationProbl
 #[test]
 fn local_sandboxes_without_a_jail_serve_one_account() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = LocalSandboxConfig::new(dir.path(), "http://127.0.0.1:9");
+    let mut config = LocalSandboxConfig::new(dir.path(), PreviewOrigin::localhost(9));
     config.use_jail = false;
     let provider = LocalSandboxProvider::new(config);
     assert!(!provider.is_jailed());

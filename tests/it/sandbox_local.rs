@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use codekraft::sandbox::local::{LocalSandboxConfig, LocalSandboxProvider};
+use codekraft::sandbox::local::{LocalSandboxConfig, LocalSandboxProvider, PreviewOrigin};
 use codekraft::sandbox::{
     CommandOutput, CommandSpec, FileMap, OutputChunk, Sandbox, SandboxError, SandboxProvider,
 };
@@ -28,7 +28,7 @@ fn test_env(use_bwrap: bool) -> TestEnv {
     let root = manifest_dir().join("target/sandbox-tests");
     std::fs::create_dir_all(&root).unwrap();
     let dir = tempfile::tempdir_in(root).unwrap();
-    let mut config = LocalSandboxConfig::new(dir.path().join("data"), "http://127.0.0.1:9");
+    let mut config = LocalSandboxConfig::new(dir.path().join("data"), PreviewOrigin::localhost(9));
     config.template_dir = manifest_dir().join("sandbox-templates/next-js");
     config.cache_dir = manifest_dir().join("target/sandbox-cache");
     // `SANDBOX_TEST_NO_BWRAP=1` runs everything unjailed (as on a machine without bubblewrap).
@@ -767,12 +767,25 @@ async fn wait_for_text(client: &reqwest::Client, url: &str, needle: &str) -> Str
     }
 }
 
+/// A client that reaches the `{id}.localhost` hosts of these sandboxes on loopback, as browsers
+/// do (glibc does not resolve such names).
+fn localhost_client(sandbox_ids: &[&str], follow_redirects: bool) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder().no_proxy();
+    for id in sandbox_ids {
+        builder = builder.resolve(&format!("{id}.localhost"), ([127, 0, 0, 1], 0).into());
+    }
+    if !follow_redirects {
+        builder = builder.redirect(reqwest::redirect::Policy::none());
+    }
+    builder.build().unwrap()
+}
+
 #[tokio::test]
 async fn preview_serves_the_app_through_the_proxy_and_hot_reloads() {
     let mut env = test_env(true);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    env.config.public_base_url = base.clone();
+    let preview_addr = listener.local_addr().unwrap();
+    env.config.preview_origin = PreviewOrigin::localhost(preview_addr.port());
     env.config.idle_timeout = Duration::from_secs(4);
     let provider = Arc::new(LocalSandboxProvider::new(env.config.clone()));
     let app = codekraft::http::preview::router(provider.clone());
@@ -791,9 +804,11 @@ async fn preview_serves_the_app_through_the_proxy_and_hot_reloads() {
         .await
         .unwrap();
     let url = sandbox.preview_url().await.unwrap();
+    let base = format!("http://{project}.localhost:{}", preview_addr.port());
     assert_eq!(url, format!("{base}/preview/{project}/"));
 
-    let client = reqwest::Client::new();
+    let missing = Uuid::new_v4().to_string();
+    let client = localhost_client(&[&project.to_string(), &missing], true);
     let html = wait_for_text(&client, &url, "Hello from CodeKraft v1").await;
     assert!(
         html.contains(&format!("/preview/{project}/_next/")),
@@ -843,13 +858,16 @@ async fn preview_serves_the_app_through_the_proxy_and_hot_reloads() {
         serde_json::json!({ "body": "posted body", "q": "42", "h": "header-value" })
     );
     let missing = client
-        .get(format!("{base}/preview/{}/", Uuid::new_v4()))
+        .get(format!(
+            "http://{missing}.localhost:{}/preview/{missing}/",
+            preview_addr.port()
+        ))
         .send()
         .await
         .unwrap();
     assert_eq!(missing.status(), 404);
 
-    // The HMR websocket is tunnelled through the proxy.
+    // The HMR websocket is tunnelled through the proxy, on the preview's origin.
     let ws_url = format!(
         "{}/preview/{project}/_next/hmr",
         base.replace("http://", "ws://")
@@ -862,7 +880,8 @@ async fn preview_serves_the_app_through_the_proxy_and_hot_reloads() {
     ws_request
         .headers_mut()
         .insert("origin", base.parse().unwrap());
-    let (mut socket, response) = tokio_tungstenite::connect_async(ws_request)
+    let stream = tokio::net::TcpStream::connect(preview_addr).await.unwrap();
+    let (mut socket, response) = tokio_tungstenite::client_async(ws_request, stream)
         .await
         .expect("HMR websocket through the proxy");
     assert_eq!(response.status(), 101);
@@ -934,8 +953,8 @@ fn pooled_workspaces(config: &LocalSandboxConfig) -> Vec<String> {
 async fn warm_pool_hands_a_running_preview_to_a_new_project_and_refills() {
     let mut env = test_env(true);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    env.config.public_base_url = base.clone();
+    let port = listener.local_addr().unwrap().port();
+    env.config.preview_origin = PreviewOrigin::localhost(port);
     env.config.warm_pool = 1;
     // A spare left by an earlier process is nobody's: a new provider removes it.
     let leftover = env
@@ -956,16 +975,14 @@ async fn warm_pool_hands_a_running_preview_to_a_new_project_and_refills() {
     let spares = pooled_workspaces(&env.config);
     assert_eq!(spares.len(), 1, "{spares:?}");
     let spare_id = spares[0].clone();
-    let client = reqwest::Client::new();
-    let unclaimed = client
-        .get(format!("{base}/preview/{spare_id}/"))
-        .send()
-        .await
-        .unwrap();
+    let project = Uuid::new_v4();
+    let preview_of = |id: &str| format!("http://{id}.localhost:{port}/preview/{id}/");
+    let ids = [spare_id.as_str(), &project.to_string()];
+    let client = localhost_client(&ids, true);
+    let unclaimed = client.get(preview_of(&spare_id)).send().await.unwrap();
     assert_eq!(unclaimed.status(), 404, "a spare is nobody's preview yet");
 
     // A new project gets the spare: its dev server already runs, with the restore written.
-    let project = Uuid::new_v4();
     let restore = FileMap::from([("app/notes.txt".into(), "restored".into())]);
     // Two requests racing on the new project (a run and an open preview) get the same one.
     let (sandbox, racing) = tokio::join!(
@@ -982,27 +999,23 @@ async fn warm_pool_hands_a_running_preview_to_a_new_project_and_refills() {
         "restored"
     );
     let url = sandbox.preview_url().await.unwrap();
-    assert_eq!(url, format!("{base}/preview/{spare_id}/"));
+    assert_eq!(url, preview_of(&spare_id));
     let first = client.get(&url).send().await.unwrap();
     assert_eq!(first.status(), 200);
 
-    // `/preview/{project_id}/` leads there too.
-    let no_redirects = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let by_project = no_redirects
-        .get(format!("{base}/preview/{project}/_next/x?q=1"))
+    // The project's own preview origin leads there too.
+    let by_project = localhost_client(&ids, false)
+        .get(format!("{}_next/x?q=1", preview_of(&project.to_string())))
         .send()
         .await
         .unwrap();
     assert_eq!(by_project.status(), 307);
     assert_eq!(
         by_project.headers()["location"],
-        format!("/preview/{spare_id}/_next/x?q=1").as_str()
+        format!("{}_next/x?q=1", preview_of(&spare_id)).as_str()
     );
     let followed = client
-        .get(format!("{base}/preview/{project}/"))
+        .get(preview_of(&project.to_string()))
         .send()
         .await
         .unwrap();
@@ -1050,60 +1063,4 @@ async fn warm_pool_hands_a_running_preview_to_a_new_project_and_refills() {
         .unwrap();
     assert_eq!(again.id(), spare_id);
     assert_eq!(provider.pooled(), 0);
-}
-
-#[tokio::test]
-async fn previews_can_have_an_origin_of_their_own() {
-    use codekraft::app::{self, AppBuilder};
-    use codekraft::config::{Config, SandboxProviderKind};
-
-    let env = test_env(true);
-    let preview_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut config = Config::defaults();
-    config.data_dir = env.config.data_dir.clone();
-    config.auth_jwt_secret = Some("preview-origin-test-secret-0123456789".into());
-    config.worker_concurrency = 0;
-    config.sandbox_provider = Some(SandboxProviderKind::Local);
-    config.sandbox_template_dir = env.config.template_dir.clone();
-    config.sandbox_cache_dir = Some(env.config.cache_dir.clone());
-    config.sandbox_warm_pool = 0;
-    config.preview_bind = Some(([127, 0, 0, 1], preview_port).into());
-    let state = AppBuilder::new(config).build().await.unwrap();
-    let local = state.local_sandboxes.clone().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = app::start(state, listener).await.unwrap();
-    let preview_origin = format!("http://127.0.0.1:{preview_port}");
-    assert_eq!(local.config().public_base_url, preview_origin);
-
-    let sandbox = local
-        .connect(Uuid::new_v4(), None, &FileMap::new())
-        .await
-        .unwrap();
-    let client = reqwest::Client::new();
-    // The preview origin proxies previews (an unknown sandbox: the proxy's own 404) …
-    let unknown = client
-        .get(format!("{preview_origin}/preview/{}/", Uuid::new_v4()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(unknown.status(), 404);
-    assert!(unknown
-        .text()
-        .await
-        .unwrap()
-        .contains("preview unavailable"));
-    // … and the API origin does not: there `/preview/…` is the web client's page.
-    let api = format!("http://{}", server.addr);
-    let web_client = client.get(&api).send().await.unwrap().text().await.unwrap();
-    let on_api = client
-        .get(format!("{api}/preview/{}/", sandbox.id()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(on_api.text().await.unwrap(), web_client);
-    server.shutdown().await.unwrap();
 }

@@ -1,11 +1,13 @@
 //! The web client (`web-client/`) in a real browser: `tests/browser/e2e.mjs` drives Debian's
-//! Chromium through playwright-core against the real app (offline model, fake sandbox) and
-//! must pass every step. It saves `target/web-client.png` (and `-code.png`, `-failure.png`).
+//! Chromium through playwright-core against the real app (offline model, fake sandbox; the local
+//! backend for previews) and must pass every step. It saves `target/web-client.png` (and
+//! `-code.png`, `-failure.png`).
 //!
 //! `npm ci` runs once in `tests/browser`, only when its node_modules is missing or older than
 //! `package-lock.json`. Without `node` or Chromium (`/usr/bin/chromium`, or `$CHROMIUM`) the test
-//! is skipped with a message, unless `CODEKRAFT_REQUIRE_BROWSER=1` or `CODEKRAFT_REQUIRE_NODE=1`
-//! (`scripts/test.sh` sets the latter and installs Debian's `chromium`).
+//! is skipped with a message, unless `CI=true`, `CODEKRAFT_REQUIRE_BROWSER=1` or
+//! `CODEKRAFT_REQUIRE_NODE=1` (`scripts/test.sh` sets the latter and installs Debian's
+//! `chromium`).
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -17,9 +19,12 @@ use async_trait::async_trait;
 use codekraft::agent::provider::{
     ChatRequest, DeltaSink, ModelError, ModelProvider, ModelResponse, OfflineProvider, TokenUsage,
 };
+use codekraft::sandbox::{FileMap, SandboxProvider};
 use tokio::process::Command;
+use uuid::Uuid;
 
 use crate::support::app::{Backend, TestApp};
+use crate::support::stand_in_next::StandInTemplate;
 
 fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
@@ -43,7 +48,8 @@ fn report(what: &str, out: &Output) {
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// Whether the browser test can run here; panics when it must (`CODEKRAFT_REQUIRE_BROWSER=1`).
+/// Whether the browser test can run here; panics when it must (`CODEKRAFT_REQUIRE_BROWSER=1`,
+/// or `CI=true`).
 async fn browser_available() -> bool {
     let has_node = Command::new("node")
         .arg("--version")
@@ -56,8 +62,11 @@ async fn browser_available() -> bool {
         (true, false) => format!("{} does not exist", chromium().display()),
     };
     let required = |var: &str| std::env::var(var).as_deref() == Ok("1");
-    if required("CODEKRAFT_REQUIRE_BROWSER") || required("CODEKRAFT_REQUIRE_NODE") {
-        panic!("the browser test is required (CODEKRAFT_REQUIRE_BROWSER / _NODE=1) but {missing}");
+    let in_ci = std::env::var("CI").as_deref() == Ok("true");
+    if in_ci || required("CODEKRAFT_REQUIRE_BROWSER") || required("CODEKRAFT_REQUIRE_NODE") {
+        panic!(
+            "the browser test is required (CI, CODEKRAFT_REQUIRE_BROWSER / _NODE=1) but {missing}"
+        );
     }
     eprintln!("SKIPPED web client browser test: {missing}");
     false
@@ -88,8 +97,9 @@ async fn npm_ci(dir: &Path) {
     assert!(out.status.success(), "npm ci failed in {}", dir.display());
 }
 
-/// Runs `e2e.mjs` against `app`; returns the screenshot path after asserting success.
-async fn run_e2e(app: &TestApp, scenario: &str, screenshot: &str) -> PathBuf {
+/// Runs `e2e.mjs` against `app` (with the scenario's own `args`); returns the screenshot path
+/// after asserting success.
+async fn run_e2e(app: &TestApp, scenario: &str, screenshot: &str, args: &[&str]) -> PathBuf {
     let dir = browser_dir();
     npm_ci(&dir).await;
     let screenshot = target_dir().join(screenshot);
@@ -101,6 +111,7 @@ async fn run_e2e(app: &TestApp, scenario: &str, screenshot: &str) -> PathBuf {
         .arg(&screenshot)
         .arg("--chromium")
         .arg(chromium())
+        .args(args)
         .current_dir(&dir)
         .kill_on_drop(true)
         .output()
@@ -125,7 +136,7 @@ async fn the_web_client_builds_an_app_in_a_browser() {
         return;
     }
     let app = TestApp::spawn(Backend::Sqlite).await;
-    let screenshot = run_e2e(&app, "main", "web-client.png").await;
+    let screenshot = run_e2e(&app, "main", "web-client.png", &[]).await;
     assert!(screenshot.with_file_name("web-client-code.png").exists());
 }
 
@@ -193,5 +204,34 @@ async fn runs_can_be_cancelled_and_retried_in_a_browser() {
         .models(Arc::new(model))
         .start()
         .await;
-    run_e2e(&app, "runs", "web-client-runs.png").await;
+    run_e2e(&app, "runs", "web-client-runs.png", &[]).await;
+}
+
+/// A preview, in the web client's iframe and opened on its own like a shared link, reads
+/// nothing of the web client's storage (the session token) nor of another preview's: each is an
+/// origin of its own. The local backend runs with a stand-in for `next dev` (see
+/// `support::stand_in_next`); the preview page is the stand-in's, the probing is `e2e.mjs`'s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn previews_cannot_read_the_web_client_or_each_other_in_a_browser() {
+    if !browser_available().await {
+        return;
+    }
+    let template = StandInTemplate::build();
+    let app = TestApp::builder(Backend::Sqlite)
+        .local_sandboxes(&template.path())
+        .start()
+        .await;
+    let other = app
+        .local_sandboxes()
+        .connect(Uuid::new_v4(), None, &FileMap::new())
+        .await
+        .unwrap();
+    let other_url = other.preview_url().await.unwrap();
+    run_e2e(
+        &app,
+        "previews",
+        "web-client-previews.png",
+        &["--other-preview", &other_url],
+    )
+    .await;
 }

@@ -1307,6 +1307,10 @@ function renderPreview() {
           h('div', { class: 'spinner-ring', 'aria-hidden': 'true' }),
           h('p', { class: 'muted' }, 'Waking the preview…'),
         ),
+        // The generated app runs its own scripts on an origin of its own (`{id}.localhost`, a
+        // wildcard domain in production), so `allow-same-origin` gives it its own storage, API
+        // routes and HMR socket, never ours: only a frame on our origin could lift its sandbox.
+        // No `allow-top-navigation`: a preview cannot navigate the web client away.
         h('iframe', {
           title: 'App preview',
           testid: 'preview-frame',

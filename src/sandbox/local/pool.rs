@@ -7,7 +7,7 @@
 //! proxy never attaches to it, and a new provider removes the spares an earlier process left.
 //! Claiming removes the marker first (a spare that another process removed is skipped), then
 //! links `{data_dir}/sandboxes/{project_id}` to the spare's workspace: the lasting record of
-//! whose it is, across restarts and for `/preview/{project_id}/`.
+//! whose it is, across restarts and for preview links by project id.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};

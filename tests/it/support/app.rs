@@ -1,12 +1,15 @@
 //! The app under test: the real server on 127.0.0.1:0 with a fresh SQLite file or a fresh
 //! PostgreSQL database, fakes only at the network edge (model, sandbox), and GraphQL clients.
 
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use codekraft::agent::provider::{ModelProvider, OfflineProvider};
 use codekraft::app::{self, AppBuilder, Server};
-use codekraft::config::Config;
+use codekraft::config::{Config, SandboxProviderKind};
 use codekraft::sandbox::fake::FakeSandboxProvider;
+use codekraft::sandbox::local::LocalSandboxProvider;
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
@@ -37,6 +40,8 @@ pub struct TestAppBuilder {
     sandboxes: Arc<FakeSandboxProvider>,
     configure: Vec<ConfigChange>,
     database_url: Option<String>,
+    /// The local backend from this template instead of the fake sandboxes.
+    local_template: Option<PathBuf>,
 }
 
 impl TestAppBuilder {
@@ -57,21 +62,33 @@ impl TestAppBuilder {
         self
     }
 
+    /// The real local sandbox backend from `template` (see `stand_in_next`) instead of the fake
+    /// one, with its preview listener on a free port of 127.0.0.1.
+    pub fn local_sandboxes(mut self, template: &Path) -> Self {
+        self.local_template = Some(template.to_path_buf());
+        self
+    }
+
     pub async fn start(self) -> TestApp {
         if std::env::var_os("TEST_LOG").is_some() {
             codekraft::telemetry::init(codekraft::config::LogFormat::Pretty);
         }
         let data_dir = tempfile::tempdir().unwrap();
         let mut config = test_config(self.backend, data_dir.path(), self.database_url).await;
+        if let Some(template) = self.local_template.clone() {
+            config.sandbox_provider = Some(SandboxProviderKind::Local);
+            config.sandbox_template_dir = template;
+            config.sandbox_warm_pool = 0;
+            config.preview_bind = Some(free_loopback_port());
+        }
         for change in self.configure {
             change(&mut config);
         }
-        let state = AppBuilder::new(config)
-            .models(self.models)
-            .sandboxes(self.sandboxes.clone())
-            .build()
-            .await
-            .expect("building the app");
+        let mut builder = AppBuilder::new(config).models(self.models);
+        if self.local_template.is_none() {
+            builder = builder.sandboxes(self.sandboxes.clone());
+        }
+        let state = builder.build().await.expect("building the app");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let server = app::start(state, listener).await.expect("starting the app");
         TestApp {
@@ -120,6 +137,7 @@ impl TestApp {
             sandboxes: Arc::new(FakeSandboxProvider::new()),
             configure: Vec::new(),
             database_url: None,
+            local_template: None,
         }
     }
 
@@ -148,6 +166,31 @@ impl TestApp {
     pub fn db_statements(&self) -> u64 {
         self.server.state.metrics.db_statements()
     }
+
+    /// The local backend of an app started with `local_sandboxes`.
+    pub fn local_sandboxes(&self) -> &Arc<LocalSandboxProvider> {
+        self.server
+            .state
+            .local_sandboxes
+            .as_ref()
+            .expect("the app was started with local_sandboxes")
+    }
+
+    /// The preview listener's address, of an app started with `local_sandboxes`.
+    pub fn preview_addr(&self) -> SocketAddr {
+        self.server
+            .state
+            .config
+            .preview_bind()
+            .expect("the app was started with local_sandboxes")
+    }
+}
+
+/// A port of 127.0.0.1 that was free a moment ago, for a listener the app binds itself.
+pub fn free_loopback_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port on 127.0.0.1")
 }
 
 /// The error code of the first error.

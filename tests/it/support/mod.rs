@@ -6,5 +6,6 @@ pub mod conformance;
 pub mod fake_e2b;
 pub mod fake_llm;
 pub mod postgres;
+pub mod stand_in_next;
 pub mod toy;
 pub mod ws_client;
