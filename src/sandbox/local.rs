@@ -66,7 +66,7 @@ pub struct LocalSandboxConfig {
     pub dev_server_start_timeout: Duration,
     /// Bound on the one-time `npm ci` of the template's dependencies.
     pub install_timeout: Duration,
-    /// Per stream, what a `CommandOutput` keeps (head and tail); the sink gets everything.
+    /// Per stream, what a `CommandOutput` keeps (head and tail); the sink has a limit of its own.
     pub output_cap_bytes: usize,
     /// Run commands and the dev server inside bubblewrap when `bwrap` works on this machine.
     /// `false` forces it off (trusted single-user setups, or hosts without user namespaces).
@@ -705,7 +705,7 @@ impl Sandbox for LocalSandbox {
     async fn run_command(
         &self,
         spec: CommandSpec,
-        sink: OutputSink<'_>,
+        sink: &mut OutputSink,
         cancel: CancellationToken,
     ) -> Result<CommandOutput, SandboxError> {
         self.check_alive()?;

@@ -1,5 +1,6 @@
 //! Running a command to completion: its output streamed to a sink and kept capped, its whole
-//! process group killed on timeout, on cancellation, once it exits, or when dropped.
+//! process group killed on timeout, on cancellation, once it exits, or when dropped. While the
+//! sink holds output that waits for room, the pipes are not read: the command blocks on them.
 
 use std::time::Duration;
 
@@ -37,7 +38,7 @@ pub(super) async fn run_capped(
     mut command: Command,
     timeout: Duration,
     cap: usize,
-    sink: OutputSink<'_>,
+    sink: &mut OutputSink,
     cancel: CancellationToken,
 ) -> Result<CommandOutput, SandboxError> {
     let mut child = command.spawn()?;
@@ -62,16 +63,18 @@ pub(super) async fn run_capped(
     let drain = tokio::time::sleep(Duration::from_secs(3600));
     tokio::pin!(drain);
 
-    while status.is_none() || !out.done || !err.done {
+    while status.is_none() || !out.done || !err.done || sink.is_backlogged() {
+        let reading = !sink.is_backlogged();
         tokio::select! {
-            read = stdout.read(&mut out_buf), if !out.done => match read {
+            read = stdout.read(&mut out_buf), if reading && !out.done => match read {
                 Ok(0) | Err(_) => out.close(sink),
                 Ok(n) => out.feed(&out_buf[..n], sink),
             },
-            read = stderr.read(&mut err_buf), if !err.done => match read {
+            read = stderr.read(&mut err_buf), if reading && !err.done => match read {
                 Ok(0) | Err(_) => err.close(sink),
                 Ok(n) => err.feed(&err_buf[..n], sink),
             },
+            () = sink.deliver(), if !reading => {},
             exit = child.wait(), if status.is_none() => {
                 status = Some(exit?);
                 kill_group(pgid);
@@ -87,7 +90,7 @@ pub(super) async fn run_capped(
                 let _ = child.wait().await;
                 return Err(SandboxError::Cancelled);
             },
-            () = &mut drain, if status.is_some() => break,
+            () = &mut drain, if status.is_some() && reading => break,
         }
     }
     let status = status.ok_or_else(|| unavailable("command status missing"))?;
