@@ -95,9 +95,14 @@ impl OutputSink {
         }
         let text = chunk.text_mut();
         let keep = floor_char_boundary(text, self.room.min(text.len()));
-        self.omitted += (text.len() - keep) as u64;
-        text.truncate(keep);
-        self.room -= keep;
+        if keep < text.len() {
+            // What streams stays a prefix of the output.
+            self.omitted += (text.len() - keep) as u64;
+            text.truncate(keep);
+            self.room = 0;
+        } else {
+            self.room -= keep;
+        }
         if keep > 0 {
             self.waiting.push_back(chunk);
         }
@@ -277,7 +282,55 @@ fn ceil_char_boundary(s: &str, mut i: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use futures_util::FutureExt;
+
     use super::*;
+    use OutputChunk::{Stderr, Stdout};
+
+    #[test]
+    fn the_limit_cuts_at_a_char_boundary_and_counts_the_rest() {
+        let (sender, mut receiver) = mpsc::channel(8);
+        let mut sink = OutputSink::new(sender, 5);
+        sink.push(Stdout("abé".into()));
+        sink.push(Stderr("éx".into()));
+        sink.push(Stdout("yz".into()));
+        assert_eq!(sink.deliver_all().now_or_never(), Some(()));
+        assert_eq!(receiver.try_recv(), Ok(Stdout("abé".into())));
+        assert!(receiver.try_recv().is_err(), "nothing after the cut");
+        assert_eq!(sink.omitted_bytes(), 3 + 2);
+    }
+
+    #[test]
+    fn output_waits_in_the_sink_until_the_channel_has_room() {
+        let (sender, mut receiver) = mpsc::channel(1);
+        let mut sink = OutputSink::new(sender, usize::MAX);
+        sink.push(Stdout("1".into()));
+        sink.push(Stderr("2".into()));
+        assert_eq!(sink.deliver().now_or_never(), Some(()));
+        assert!(sink.is_backlogged());
+        // The channel is full: delivering waits, and giving up on it keeps the chunk.
+        assert_eq!(sink.deliver().now_or_never(), None);
+        assert!(sink.is_backlogged());
+        assert_eq!(receiver.try_recv(), Ok(Stdout("1".into())));
+        assert_eq!(sink.deliver().now_or_never(), Some(()));
+        assert!(!sink.is_backlogged());
+        assert_eq!(receiver.try_recv(), Ok(Stderr("2".into())));
+    }
+
+    #[test]
+    fn a_sink_without_a_receiver_keeps_nothing() {
+        let (sender, receiver) = mpsc::channel(1);
+        let mut sink = OutputSink::new(sender, usize::MAX);
+        sink.push(Stdout("1".into()));
+        drop(receiver);
+        assert_eq!(sink.deliver_all().now_or_never(), Some(()));
+        sink.push(Stdout("2".into()));
+        assert!(!sink.is_backlogged());
+
+        let mut discard = OutputSink::discard();
+        discard.push(Stdout("3".into()));
+        assert!(!discard.is_backlogged());
+    }
 
     #[test]
     fn utf8_split_across_chunks() {

@@ -100,3 +100,54 @@ pub(super) async fn run_capped(
     });
     Ok(command_output(exit_code, out, err))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::process::Stdio;
+
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    /// Exactly the sink's limit streams, the rest is only counted; the model keeps head and tail.
+    #[tokio::test]
+    async fn output_past_the_limit_is_only_counted() {
+        const LIMIT: usize = 64 * 1024;
+        let mut command = Command::new("sh");
+        command
+            .args(["-c", "yes | head -c 20000000; echo done >&2"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let (sender, mut receiver) = mpsc::channel(1);
+        let mut sink = OutputSink::new(sender, LIMIT);
+        // The sink is dropped with the command, which ends the stream.
+        let command = async move {
+            let timeout = Duration::from_secs(120);
+            let output = run_capped(command, timeout, 1000, &mut sink, CancellationToken::new());
+            (output.await, sink.omitted_bytes())
+        };
+        let stream = async {
+            let mut streamed = Vec::new();
+            while let Some(chunk) = receiver.recv().await {
+                streamed.push(chunk);
+            }
+            streamed
+        };
+        let ((output, omitted), streamed) = tokio::join!(command, stream);
+        let output = output.unwrap();
+        let stdout: String = streamed
+            .iter()
+            .map(|chunk| match chunk {
+                OutputChunk::Stdout(text) => text.as_str(),
+                OutputChunk::Stderr(text) => panic!("stderr came after the limit: {text}"),
+            })
+            .collect();
+        assert_eq!(stdout, "y\n".repeat(LIMIT / 2));
+        assert_eq!(omitted, (20_000_000 + "done\n".len() - LIMIT) as u64);
+        assert_eq!(output.exit_code, 0);
+        assert!(output.truncated);
+        assert!(output.stdout.starts_with("y\ny\n") && output.stdout.ends_with("y\ny\n"));
+        assert_eq!(output.stderr, "done\n");
+    }
+}
