@@ -85,7 +85,13 @@ impl GqlClient {
 
     /// Polls (tests only) until the run has ended; returns `{ status attempts }`.
     pub async fn wait_for_run(&self, token: &str, run_id: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        self.wait_for_run_within(token, run_id, Duration::from_secs(60))
+            .await
+    }
+
+    /// `wait_for_run` for runs that do more than usual: the test fails after `limit`.
+    pub async fn wait_for_run_within(&self, token: &str, run_id: &str, limit: Duration) -> Value {
+        let deadline = Instant::now() + limit;
         loop {
             let data = self
                 .data(
