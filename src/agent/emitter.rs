@@ -243,9 +243,9 @@ impl Emitter {
 
 /// Model text on its way from the provider's callback, which cannot wait, to the emitter, which
 /// may make its caller wait: the callback appends here, and `forward` hands over all that has
-/// gathered whenever the emitter takes more. A slow database so merges deltas instead of queueing
-/// them; the relay holds at most the text of the response being streamed, which the provider
-/// keeps whole anyway.
+/// gathered whenever the emitter takes more. While the database is slow, deltas merge here
+/// instead of queueing; the relay holds at most the text of the response being streamed, which
+/// the provider keeps whole anyway.
 #[derive(Default)]
 pub struct DeltaRelay {
     state: Mutex<RelayState>,

@@ -112,6 +112,8 @@ pub trait Sandbox: Send + Sync {
     async fn remove_file(&self, path: &str) -> Result<(), SandboxError>;
     /// Files below `dir` (relative paths, recursive, without `node_modules`, `.next`, `.git`).
     async fn list_files(&self, dir: &str) -> Result<Vec<String>, SandboxError>;
+    /// Runs a command to completion, streaming its output into `sink` (see [`OutputSink`]:
+    /// while output waits there for room, the command's output is not read).
     async fn run_command(
         &self,
         spec: CommandSpec,
