@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use codekraft::sandbox::fake::FakeSandboxProvider;
 use codekraft::sandbox::local::{LocalSandboxConfig, LocalSandboxProvider, PreviewOrigin};
-use codekraft::sandbox::{CommandSpec, FileMap, SandboxProvider};
+use codekraft::sandbox::{CommandSpec, FileMap, OutputSink, SandboxProvider};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -233,7 +233,7 @@ async fn fake() {
         sandbox
             .run_command(
                 CommandSpec::new("echo ok", Duration::from_secs(1)),
-                &|_| {},
+                &mut OutputSink::discard(),
                 CancellationToken::new(),
             )
             .await

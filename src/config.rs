@@ -147,6 +147,10 @@ pub struct Config {
     /// is fed back for a fix round too.
     #[arg(long, env = "AGENT_PREVIEW_CHECK", default_value_t = true, action = clap::ArgAction::Set)]
     pub agent_preview_check: bool,
+    /// Bytes of one agent command's output (stdout and stderr together) that stream as events;
+    /// the rest is counted in one `truncated` event. The model gets head and tail either way.
+    #[arg(long, env = "AGENT_OUTPUT_STREAM_BYTES", default_value_t = 1024 * 1024)]
+    pub agent_output_stream_bytes: usize,
     /// A running run's lease; a worker that stops heartbeating loses the run after this long.
     #[arg(long, env = "RUN_LEASE_SECS", default_value_t = 30)]
     pub run_lease_secs: u64,

@@ -8,7 +8,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::emitter::Emitter;
+use super::emitter::{DeltaRelay, Emitter};
 use super::preview_check::PreviewCheck;
 use super::prompt::{reply_prompt, task_summary, title_prompt, SYSTEM_PROMPT};
 use super::provider::{
@@ -18,7 +18,7 @@ use super::tools::{tool_specs, ToolRunner};
 use crate::entity::message::{self, MessageType, Role};
 use crate::entity::{project, run};
 use crate::events::EventKind;
-use crate::sandbox::{CommandSpec, FileMap, Sandbox, SandboxError, SandboxProvider};
+use crate::sandbox::{CommandSpec, FileMap, OutputSink, Sandbox, SandboxError, SandboxProvider};
 use crate::services;
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +57,8 @@ pub struct AgentSettings {
     pub max_steps: u32,
     pub max_fix_rounds: u32,
     pub command_timeout: Duration,
+    /// Bytes of one command's output that stream as events; the rest is only counted.
+    pub output_stream_limit: usize,
     /// Run after the model is done; a non-zero exit is fed back for a fix round.
     pub check_command: Option<String>,
     /// Then the preview is fetched; a server error is fed back the same way.
@@ -99,7 +101,8 @@ impl AgentContext<'_> {
         usage: &mut RunUsage,
     ) -> Result<RunOutput, AgentError> {
         self.emitter
-            .emit(EventKind::RunStarted, json!({ "attempt": run.attempts }));
+            .emit(EventKind::RunStarted, json!({ "attempt": run.attempts }))
+            .await;
         let project = project::Entity::find_by_id(run.project_id)
             .one(self.db)
             .await?
@@ -117,10 +120,12 @@ impl AgentContext<'_> {
             ))
             .await??;
         let sandbox_url = self.cancellable(sandbox.preview_url()).await??;
-        self.emitter.emit(
-            EventKind::SandboxReady,
-            json!({ "sandboxId": sandbox.id(), "previewUrl": sandbox_url }),
-        );
+        self.emitter
+            .emit(
+                EventKind::SandboxReady,
+                json!({ "sandboxId": sandbox.id(), "previewUrl": sandbox_url }),
+            )
+            .await;
 
         let mut conversation = history(self.db, project.id, run.user_message_id).await?;
         let mut written = FileMap::new();
@@ -241,20 +246,25 @@ impl AgentContext<'_> {
                 emitter: self.emitter,
                 cancel: self.cancel,
                 command_timeout: self.settings.command_timeout,
+                output_stream_limit: self.settings.output_stream_limit,
                 written: &mut *written,
             };
             for call in &response.tool_calls {
-                self.emitter.emit(
-                    EventKind::ToolCallStarted,
-                    json!({ "callId": call.id, "name": call.name, "arguments": call.arguments }),
-                );
+                self.emitter
+                    .emit(
+                        EventKind::ToolCallStarted,
+                        json!({ "callId": call.id, "name": call.name, "arguments": call.arguments }),
+                    )
+                    .await;
                 let outcome = self.cancellable(runner.execute(call)).await??;
                 let mut finished =
                     json!({ "callId": call.id, "name": call.name, "ok": !outcome.is_error });
                 if outcome.is_error {
                     finished["error"] = outcome.content.clone();
                 }
-                self.emitter.emit(EventKind::ToolCallFinished, finished);
+                self.emitter
+                    .emit(EventKind::ToolCallFinished, finished)
+                    .await;
                 conversation.push(ChatMessage::ToolResult {
                     call_id: call.id.clone(),
                     name: call.name.clone(),
@@ -273,22 +283,30 @@ impl AgentContext<'_> {
         publish_deltas: bool,
         usage: &mut RunUsage,
     ) -> Result<ModelResponse, AgentError> {
-        let emitter = self.emitter.clone();
-        let on_delta = move |text: &str| {
+        let deltas = DeltaRelay::default();
+        let on_delta = |text: &str| {
             if publish_deltas {
-                emitter.emit(EventKind::ModelTextDelta, json!({ "text": text }));
+                deltas.push(text);
             }
         };
-        let response = self
-            .cancellable(self.models.complete(request, &on_delta))
-            .await??;
+        let model = async {
+            let response = self.models.complete(request, &on_delta).await;
+            deltas.close();
+            response
+        };
+        let (response, ()) = self
+            .cancellable(async { tokio::join!(model, deltas.forward(self.emitter)) })
+            .await?;
+        let response = response?;
         usage.tokens.input_tokens += response.usage.input_tokens;
         usage.tokens.output_tokens += response.usage.output_tokens;
         usage.cost_usd += self.models.estimate_cost_usd(response.usage);
-        self.emitter.emit(
-            EventKind::ModelResponse,
-            serde_json::to_value(&response).unwrap_or(Value::Null),
-        );
+        self.emitter
+            .emit(
+                EventKind::ModelResponse,
+                serde_json::to_value(&response).unwrap_or(Value::Null),
+            )
+            .await;
         Ok(response)
     }
 
@@ -311,11 +329,10 @@ impl AgentContext<'_> {
         let Some(command) = &self.settings.check_command else {
             return Ok(None);
         };
-        let ignore = |_| {};
         let output = sandbox
             .run_command(
                 CommandSpec::new(command.clone(), self.settings.command_timeout),
-                &ignore,
+                &mut OutputSink::discard(),
                 self.cancel.clone(),
             )
             .await;
@@ -405,6 +422,7 @@ pub fn settings_from_config(config: &crate::config::Config) -> AgentSettings {
         max_steps: config.agent_max_steps,
         max_fix_rounds: config.agent_max_fix_rounds,
         command_timeout: config.command_timeout(),
+        output_stream_limit: config.agent_output_stream_bytes,
         check_command: Some(config.agent_check_command.clone()).filter(|c| !c.trim().is_empty()),
         preview_check: config
             .agent_preview_check

@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::emitter::Emitter;
 use super::provider::{ToolCall, ToolSpec};
 use crate::events::EventKind;
-use crate::sandbox::{CommandSpec, FileMap, OutputChunk, Sandbox, SandboxError};
+use crate::sandbox::{CommandSpec, FileMap, OutputSink, Sandbox, SandboxError};
 
 pub const TERMINAL: &str = "terminal";
 pub const CREATE_OR_UPDATE_FILES: &str = "createOrUpdateFiles";
@@ -21,6 +22,9 @@ pub const EDIT_FILE: &str = "editFile";
 
 const MAX_FILES_PER_CALL: usize = 50;
 const MAX_FILE_BYTES: usize = 512 * 1024;
+/// Output chunks on their way from a command to the emitter; when they pile up, the command
+/// waits.
+const OUTPUT_CHANNEL_CHUNKS: usize = 4;
 
 pub fn tool_specs() -> Vec<ToolSpec> {
     vec![
@@ -152,6 +156,8 @@ pub struct ToolRunner<'a> {
     pub emitter: &'a Emitter,
     pub cancel: &'a CancellationToken,
     pub command_timeout: Duration,
+    /// Bytes of one command's output that stream as events; the rest is only counted.
+    pub output_stream_limit: usize,
     /// Every file written in this run, for the fragment.
     pub written: &'a mut FileMap,
 }
@@ -212,26 +218,26 @@ impl ToolRunner<'_> {
         call: &ToolCall,
         args: TerminalArgs,
     ) -> Result<ToolOutcome, SandboxError> {
-        let emitter = self.emitter.clone();
-        let call_id = call.id.clone();
-        let sink = move |chunk: OutputChunk| {
-            let (stream, text) = match chunk {
-                OutputChunk::Stdout(text) => ("stdout", text),
-                OutputChunk::Stderr(text) => ("stderr", text),
-            };
-            emitter.emit(
-                EventKind::ToolOutput,
-                json!({ "callId": call_id, "stream": stream, "chunk": text }),
-            );
+        let (sender, mut chunks) = mpsc::channel(OUTPUT_CHANNEL_CHUNKS);
+        let mut sink = OutputSink::new(sender, self.output_stream_limit);
+        let (sandbox, emitter) = (self.sandbox, self.emitter);
+        let spec = CommandSpec::new(args.command, self.command_timeout);
+        let cancel = self.cancel.clone();
+        // The sink moves in and is dropped with the command, which ends the stream.
+        let command = async move {
+            let output = sandbox.run_command(spec, &mut sink, cancel).await;
+            (output, sink.omitted_bytes())
         };
-        let output = self
-            .sandbox
-            .run_command(
-                CommandSpec::new(args.command, self.command_timeout),
-                &sink,
-                self.cancel.clone(),
-            )
-            .await?;
+        let stream = async {
+            while let Some(chunk) = chunks.recv().await {
+                emitter.emit_output(&call.id, chunk).await;
+            }
+        };
+        let ((output, omitted_bytes), ()) = tokio::join!(command, stream);
+        if omitted_bytes > 0 {
+            emitter.emit_output_omitted(&call.id, omitted_bytes).await;
+        }
+        let output = output?;
         Ok(ToolOutcome {
             is_error: output.exit_code != 0,
             content: json!({
@@ -259,7 +265,8 @@ impl ToolRunner<'_> {
         for file in args.files {
             self.sandbox.write_file(&file.path, &file.content).await?;
             self.emitter
-                .emit(EventKind::FileWritten, json!({ "path": file.path }));
+                .emit(EventKind::FileWritten, json!({ "path": file.path }))
+                .await;
             paths.push(file.path.clone());
             self.written.insert(file.path, file.content);
         }
@@ -307,7 +314,8 @@ impl ToolRunner<'_> {
         };
         self.sandbox.write_file(&args.path, &edited).await?;
         self.emitter
-            .emit(EventKind::FileWritten, json!({ "path": args.path }));
+            .emit(EventKind::FileWritten, json!({ "path": args.path }))
+            .await;
         self.written.insert(args.path.clone(), edited);
         Ok(ToolOutcome::ok(json!({ "edited": args.path })))
     }

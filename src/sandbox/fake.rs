@@ -312,7 +312,7 @@ impl Sandbox for FakeSandbox {
     async fn run_command(
         &self,
         spec: CommandSpec,
-        sink: OutputSink<'_>,
+        sink: &mut OutputSink,
         cancel: CancellationToken,
     ) -> Result<CommandOutput, SandboxError> {
         if let Some(cwd) = &spec.cwd {
@@ -334,10 +334,10 @@ impl Sandbox for FakeSandbox {
                 stderr,
             } => {
                 if !stdout.is_empty() {
-                    sink(OutputChunk::Stdout(stdout.clone()));
+                    sink.send(OutputChunk::Stdout(stdout.clone())).await;
                 }
                 if !stderr.is_empty() {
-                    sink(OutputChunk::Stderr(stderr.clone()));
+                    sink.send(OutputChunk::Stderr(stderr.clone())).await;
                 }
                 Ok(CommandOutput {
                     exit_code,
@@ -371,8 +371,14 @@ impl Sandbox for FakeSandbox {
 mod tests {
     use super::*;
 
-    fn no_sink() -> impl Fn(OutputChunk) + Send + Sync {
-        |_| {}
+    async fn run(sandbox: &dyn Sandbox, command: &str) -> Result<CommandOutput, SandboxError> {
+        sandbox
+            .run_command(
+                CommandSpec::new(command, Duration::from_secs(1)),
+                &mut OutputSink::discard(),
+                CancellationToken::new(),
+            )
+            .await
     }
 
     #[tokio::test]
@@ -399,22 +405,17 @@ mod tests {
             Err(SandboxError::PathRefused(_))
         ));
 
-        let sink = no_sink();
-        let run = |cmd: &str| {
-            sandbox.run_command(
-                CommandSpec::new(cmd, Duration::from_secs(1)),
-                &sink,
-                CancellationToken::new(),
-            )
-        };
-        assert_eq!(run("echo 'hi there'").await.unwrap().stdout, "hi there\n");
-        assert_eq!(run("cat lib/a.ts").await.unwrap().stdout, "a");
-        let failed = run("npm run build -- --x").await.unwrap();
+        assert_eq!(
+            run(&*sandbox, "echo 'hi there'").await.unwrap().stdout,
+            "hi there\n"
+        );
+        assert_eq!(run(&*sandbox, "cat lib/a.ts").await.unwrap().stdout, "a");
+        let failed = run(&*sandbox, "npm run build -- --x").await.unwrap();
         assert_eq!(
             (failed.exit_code, failed.stderr.as_str()),
             (1, "Type error")
         );
-        assert_eq!(run("npm install").await.unwrap().exit_code, 0);
+        assert_eq!(run(&*sandbox, "npm install").await.unwrap().exit_code, 0);
         assert_eq!(
             sandbox.preview_url().await.unwrap(),
             format!("http://fake-sandbox/{project}/")

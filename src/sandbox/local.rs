@@ -76,7 +76,7 @@ pub struct LocalSandboxConfig {
     pub dev_server_start_timeout: Duration,
     /// Bound on the one-time `npm ci` of the template's dependencies.
     pub install_timeout: Duration,
-    /// Per stream, what a `CommandOutput` keeps (head and tail); the sink gets everything.
+    /// Per stream, what a `CommandOutput` keeps (head and tail); the sink has a limit of its own.
     pub output_cap_bytes: usize,
     /// Run commands and the dev server inside the jail when this machine can build one.
     /// `false` forces it off (the server then serves one account only).
@@ -866,7 +866,7 @@ impl Sandbox for LocalSandbox {
     async fn run_command(
         &self,
         spec: CommandSpec,
-        sink: OutputSink<'_>,
+        sink: &mut OutputSink,
         cancel: CancellationToken,
     ) -> Result<CommandOutput, SandboxError> {
         let _operation = self.operation().await?;

@@ -7,6 +7,8 @@ pub mod local;
 mod output;
 mod path;
 
+pub use output::OutputSink;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,8 +67,16 @@ pub enum OutputChunk {
     Stderr(String),
 }
 
-/// A finished command. `stdout`/`stderr` are capped (for the model); the full output was
-/// streamed to the caller's sink as it came.
+impl OutputChunk {
+    fn text_mut(&mut self) -> &mut String {
+        match self {
+            Self::Stdout(text) | Self::Stderr(text) => text,
+        }
+    }
+}
+
+/// A finished command. `stdout`/`stderr` are capped (for the model); the output was streamed
+/// to the caller's sink as it came, up to the sink's limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandOutput {
     pub exit_code: i32,
@@ -74,9 +84,6 @@ pub struct CommandOutput {
     pub stderr: String,
     pub truncated: bool,
 }
-
-/// Receives output as it streams.
-pub type OutputSink<'a> = &'a (dyn Fn(OutputChunk) + Send + Sync);
 
 #[async_trait]
 pub trait SandboxProvider: Send + Sync {
@@ -120,10 +127,12 @@ pub trait Sandbox: Send + Sync {
     async fn remove_file(&self, path: &str) -> Result<(), SandboxError>;
     /// Files below `dir` (relative paths, recursive, without `node_modules`, `.next`, `.git`).
     async fn list_files(&self, dir: &str) -> Result<Vec<String>, SandboxError>;
+    /// Runs a command to completion, streaming its output into `sink` (see [`OutputSink`]:
+    /// while output waits there for room, the command's output is not read).
     async fn run_command(
         &self,
         spec: CommandSpec,
-        sink: OutputSink<'_>,
+        sink: &mut OutputSink,
         cancel: CancellationToken,
     ) -> Result<CommandOutput, SandboxError>;
     /// Ensures the app's dev server runs and returns its preview URL.

@@ -1,11 +1,15 @@
 //! Command output helpers shared by the backends: incremental UTF-8 decoding (a data chunk may
-//! end mid-character), a head+tail capped buffer for what the model gets back, and a stream
-//! that does both while passing everything on to the caller's sink.
+//! end mid-character), a head+tail capped buffer for what the model gets back, a stream that
+//! does both, and the sink that streams output to the caller, bounded in bytes and in what waits.
 
-use super::{CommandOutput, OutputChunk, OutputSink};
+use std::collections::VecDeque;
 
-/// One output stream of a command (stdout or stderr): decoded, streamed in full to the sink,
-/// capped for the model.
+use tokio::sync::mpsc;
+
+use super::{CommandOutput, OutputChunk};
+
+/// One output stream of a command (stdout or stderr): decoded, passed to the sink, capped for
+/// the model.
 pub struct OutputStream {
     decoder: Utf8Stream,
     capped: CappedText,
@@ -24,22 +28,124 @@ impl OutputStream {
         }
     }
 
-    pub fn feed(&mut self, bytes: &[u8], sink: OutputSink<'_>) {
+    pub fn feed(&mut self, bytes: &[u8], sink: &mut OutputSink) {
         let text = self.decoder.push(bytes);
         self.emit(text, sink);
     }
 
-    pub fn close(&mut self, sink: OutputSink<'_>) {
+    pub fn close(&mut self, sink: &mut OutputSink) {
         self.done = true;
         let text = self.decoder.finish();
         self.emit(text, sink);
     }
 
-    fn emit(&mut self, text: String, sink: OutputSink<'_>) {
+    fn emit(&mut self, text: String, sink: &mut OutputSink) {
         if !text.is_empty() {
             self.capped.push(&text);
-            sink((self.wrap)(text));
+            sink.push((self.wrap)(text));
         }
+    }
+}
+
+/// Where a command's output streams while it runs: at most `limit` bytes of it (stdout and
+/// stderr together), the rest only counted. A chunk waits in the sink until the channel has
+/// room, and the backends read no more output while one waits: a command that prints faster
+/// than its output is consumed blocks on its own pipe instead of growing the server's memory.
+pub struct OutputSink {
+    /// `None`: nothing streams (the caller only wants the capped `CommandOutput`), or the
+    /// receiver is gone.
+    sender: Option<mpsc::Sender<OutputChunk>>,
+    /// Bytes that may still stream.
+    room: usize,
+    omitted: u64,
+    /// Taken but not yet in the channel. The backends push only while this is empty, and one
+    /// read yields at most one chunk per stream, so it never holds more than two.
+    waiting: VecDeque<OutputChunk>,
+}
+
+impl OutputSink {
+    pub fn new(sender: mpsc::Sender<OutputChunk>, limit: usize) -> Self {
+        Self {
+            sender: Some(sender),
+            room: limit,
+            omitted: 0,
+            waiting: VecDeque::new(),
+        }
+    }
+
+    /// A sink that streams nothing.
+    pub fn discard() -> Self {
+        Self {
+            sender: None,
+            room: 0,
+            omitted: 0,
+            waiting: VecDeque::new(),
+        }
+    }
+
+    /// Bytes of output (as UTF-8 text) that did not stream because the limit was reached.
+    pub fn omitted_bytes(&self) -> u64 {
+        self.omitted
+    }
+
+    /// Takes a chunk: what fits in the limit waits for `deliver`, the rest is counted.
+    pub(in crate::sandbox) fn push(&mut self, mut chunk: OutputChunk) {
+        if self.sender.is_none() {
+            return;
+        }
+        let text = chunk.text_mut();
+        let keep = floor_char_boundary(text, self.room.min(text.len()));
+        if keep < text.len() {
+            // What streams stays a prefix of the output.
+            self.omitted += (text.len() - keep) as u64;
+            text.truncate(keep);
+            self.room = 0;
+        } else {
+            self.room -= keep;
+        }
+        if keep > 0 {
+            self.waiting.push_back(chunk);
+        }
+    }
+
+    /// Output waits for room in the channel: read no more until `deliver` has passed it on.
+    pub(in crate::sandbox) fn is_backlogged(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+
+    /// Waits for room in the channel and passes the oldest waiting chunk on. Cancel-safe: a
+    /// chunk leaves the sink only once the channel took it.
+    pub(in crate::sandbox) async fn deliver(&mut self) {
+        let delivered = match &self.sender {
+            Some(sender) => match sender.reserve().await {
+                Ok(permit) => {
+                    if let Some(chunk) = self.waiting.pop_front() {
+                        permit.send(chunk);
+                    }
+                    true
+                }
+                Err(_) => false,
+            },
+            None => false,
+        };
+        if !delivered {
+            // Nobody listens (any more): stream nothing from now on.
+            self.sender = None;
+            self.waiting.clear();
+        }
+    }
+
+    /// Passes everything waiting on.
+    pub(in crate::sandbox) async fn deliver_all(&mut self) {
+        while self.is_backlogged() {
+            self.deliver().await;
+        }
+    }
+
+    /// Takes a chunk and waits until it is passed on (for backends that produce output whole).
+    pub(in crate::sandbox) async fn send(&mut self, chunk: OutputChunk) {
+        self.push(chunk);
+        self.deliver_all().await;
     }
 }
 
@@ -176,7 +282,55 @@ fn ceil_char_boundary(s: &str, mut i: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use futures_util::FutureExt;
+
     use super::*;
+    use OutputChunk::{Stderr, Stdout};
+
+    #[test]
+    fn the_limit_cuts_at_a_char_boundary_and_counts_the_rest() {
+        let (sender, mut receiver) = mpsc::channel(8);
+        let mut sink = OutputSink::new(sender, 5);
+        sink.push(Stdout("abé".into()));
+        sink.push(Stderr("éx".into()));
+        sink.push(Stdout("yz".into()));
+        assert_eq!(sink.deliver_all().now_or_never(), Some(()));
+        assert_eq!(receiver.try_recv(), Ok(Stdout("abé".into())));
+        assert!(receiver.try_recv().is_err(), "nothing after the cut");
+        assert_eq!(sink.omitted_bytes(), 3 + 2);
+    }
+
+    #[test]
+    fn output_waits_in_the_sink_until_the_channel_has_room() {
+        let (sender, mut receiver) = mpsc::channel(1);
+        let mut sink = OutputSink::new(sender, usize::MAX);
+        sink.push(Stdout("1".into()));
+        sink.push(Stderr("2".into()));
+        assert_eq!(sink.deliver().now_or_never(), Some(()));
+        assert!(sink.is_backlogged());
+        // The channel is full: delivering waits, and giving up on it keeps the chunk.
+        assert_eq!(sink.deliver().now_or_never(), None);
+        assert!(sink.is_backlogged());
+        assert_eq!(receiver.try_recv(), Ok(Stdout("1".into())));
+        assert_eq!(sink.deliver().now_or_never(), Some(()));
+        assert!(!sink.is_backlogged());
+        assert_eq!(receiver.try_recv(), Ok(Stderr("2".into())));
+    }
+
+    #[test]
+    fn a_sink_without_a_receiver_keeps_nothing() {
+        let (sender, receiver) = mpsc::channel(1);
+        let mut sink = OutputSink::new(sender, usize::MAX);
+        sink.push(Stdout("1".into()));
+        drop(receiver);
+        assert_eq!(sink.deliver_all().now_or_never(), Some(()));
+        sink.push(Stdout("2".into()));
+        assert!(!sink.is_backlogged());
+
+        let mut discard = OutputSink::discard();
+        discard.push(Stdout("3".into()));
+        assert!(!discard.is_backlogged());
+    }
 
     #[test]
     fn utf8_split_across_chunks() {

@@ -12,7 +12,9 @@ use codekraft::agent::provider::{ModelProvider, OfflineProvider};
 use codekraft::app::{self, AppBuilder, Server};
 use codekraft::config::{Config, SandboxProviderKind};
 use codekraft::sandbox::local::{LocalSandboxConfig, LocalSandboxProvider};
-use codekraft::sandbox::{CommandSpec, FileMap, Sandbox, SandboxError, SandboxProvider};
+use codekraft::sandbox::{
+    CommandSpec, FileMap, OutputSink, Sandbox, SandboxError, SandboxProvider,
+};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
@@ -108,7 +110,7 @@ impl LocalApp {
                     "npx --no-install tsc --noEmit --pretty false",
                     Duration::from_secs(300),
                 ),
-                &|_| {},
+                &mut OutputSink::discard(),
                 CancellationToken::new(),
             )
             .await

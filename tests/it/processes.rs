@@ -1,6 +1,8 @@
 //! The `codekraft` binary as separate processes on one database: a server killed mid-run hands
-//! the run over to the next one, and several servers share the queue and the event stream.
-//! The sandbox is the real E2B client against the fake E2B server (the binary has no fakes).
+//! the run over to the next one, several servers share the queue and the event stream, and a
+//! command printing hundreds of megabytes leaves the server's memory flat.
+//! The sandbox is the real E2B client against the fake E2B server (the binary has no fakes):
+//! its commands run for real.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -11,7 +13,9 @@ use tokio::process::{Child, Command};
 use crate::support::app::{error_code, TEST_SECRET};
 use crate::support::client::GqlClient;
 use crate::support::fake_e2b::FakeE2b;
-use crate::support::fake_llm::{gemini_text_chunk, gemini_text_reply, FakeLlm, Reply};
+use crate::support::fake_llm::{
+    gemini_call_part, gemini_chunk, gemini_text_chunk, gemini_text_reply, FakeLlm, Reply,
+};
 use crate::support::ws_client::{self, TRANSPORT_WS};
 
 struct ServerProcess {
@@ -202,4 +206,113 @@ async fn servers_on_one_postgres_share_runs_and_events() {
     // The API-only server refuses nothing it should serve.
     let stranger = watcher.gql(Some("bad"), "{ me { id } }", json!({})).await;
     assert_eq!(error_code(&stranger), "UNAUTHENTICATED");
+}
+
+/// A kibibyte figure of `/proc/{pid}/status` (`VmRSS`, `VmHWM` for the peak).
+fn memory_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|value| value.trim().strip_suffix("kB")?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// A run that calls `terminal` with `command` once, then finishes.
+fn terminal_run(command: &str) -> [Reply; 4] {
+    [
+        Reply::gemini_stream([gemini_chunk(
+            vec![gemini_call_part(
+                "terminal",
+                json!({ "command": command }),
+                None,
+            )],
+            Some("STOP"),
+            None,
+        )]),
+        gemini_text_reply("<task_summary>Printed a lot.</task_summary>"),
+        gemini_text_reply("Printer"),
+        gemini_text_reply("Done printing."),
+    ]
+}
+
+/// Every stored event of a run, paged through GraphQL.
+async fn run_events(server: &ServerProcess, token: &str, run_id: &str) -> Vec<serde_json::Value> {
+    let mut events = Vec::new();
+    loop {
+        let after = events
+            .last()
+            .map_or(0, |e: &serde_json::Value| e["seq"].as_i64().unwrap());
+        let data = server
+            .data(
+                Some(token),
+                "query($id: ID!, $after: Int) { run(id: $id) { events(after: $after, first: 1000) { seq kind payload } } }",
+                json!({ "id": run_id, "after": after }),
+            )
+            .await;
+        let page = data["run"]["events"].as_array().unwrap().clone();
+        if page.is_empty() {
+            return events;
+        }
+        events.extend(page);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_printing_300_mb_stores_little_and_leaves_memory_flat() {
+    const PRINTED: u64 = 300_000_000;
+    const STREAM_LIMIT: u64 = 1024 * 1024;
+    let data_dir = tempfile::tempdir().unwrap();
+    let url = database("sqlite", data_dir.path()).await;
+    let e2b = FakeE2b::start().await;
+    // A small run first, so what the server allocates once (pools, caches) is in the baseline.
+    let warm_up = format!("yes | head -c {}", 3 * STREAM_LIMIT);
+    let fake = FakeLlm::start(terminal_run(&warm_up)).await;
+    let model = [
+        ("GEMINI_API_KEY", "test-key".to_owned()),
+        ("GEMINI_BASE_URL", fake.base_url()),
+    ];
+    let server = ServerProcess::spawn(&url, data_dir.path(), &e2b, &model).await;
+    let pid = server.child.id().unwrap();
+    let token = server.sign_up("printer@example.com").await;
+    let (_, run_id) = server.create_project(&token, "print a little").await;
+    assert_eq!(
+        server.wait_for_run(&token, &run_id).await["status"],
+        "SUCCEEDED"
+    );
+    let baseline_kib = memory_kib(pid, "VmHWM");
+
+    fake.push(terminal_run(&format!("yes | head -c {PRINTED}")));
+    let (_, run_id) = server.create_project(&token, "print a lot").await;
+    let run = server
+        .wait_for_run_within(&token, &run_id, Duration::from_secs(600))
+        .await;
+    assert_eq!(run["status"], "SUCCEEDED", "{run}");
+    let peak_kib = memory_kib(pid, "VmHWM");
+
+    let events = run_events(&server, &token, &run_id).await;
+    let stored_bytes: usize = events.iter().map(|e| e["payload"].to_string().len()).sum();
+    assert!(stored_bytes < 2_000_000, "{stored_bytes} bytes of events");
+    let output: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "TOOL_OUTPUT")
+        .map(|e| &e["payload"])
+        .collect();
+    let streamed: u64 = output
+        .iter()
+        .filter_map(|p| p["chunk"].as_str())
+        .map(|chunk| chunk.len() as u64)
+        .sum();
+    assert_eq!(streamed, STREAM_LIMIT);
+    let markers = output.iter().filter(|p| p["truncated"] == true).count();
+    assert_eq!(markers, 1, "one truncated marker");
+    let last = output.last().unwrap();
+    assert_eq!(last["truncated"], true, "the marker comes last");
+    assert_eq!(last["omittedBytes"], PRINTED - STREAM_LIMIT);
+
+    let growth_mib = peak_kib.saturating_sub(baseline_kib) / 1024;
+    assert!(
+        growth_mib < 64,
+        "peak memory grew by {growth_mib} MiB ({baseline_kib} → {peak_kib} KiB)"
+    );
 }

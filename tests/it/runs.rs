@@ -271,6 +271,91 @@ async fn a_failing_command_is_reported_to_the_model_which_fixes_it() {
     assert!(stderr_chunk.is_some(), "stderr streamed as it came");
 }
 
+fn payloads<'a>(run: &'a Value, kind: &str) -> Vec<&'a Value> {
+    run["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == kind)
+        .map(|e| &e["payload"])
+        .collect()
+}
+
+#[tokio::test]
+async fn output_past_the_stream_limit_ends_in_one_truncated_marker() {
+    let replay = ReplayProvider::from_responses(vec![
+        call("terminal", json!({ "command": "npm run noisy" })),
+        text("<task_summary>Ran it.</task_summary>"),
+        text("Noisy"),
+        text("Done."),
+    ]);
+    let app = TestApp::builder(Backend::Sqlite)
+        .models(Arc::new(replay))
+        .config(|c| c.agent_output_stream_bytes = 1000)
+        .start()
+        .await;
+    let noisy = "line\n".repeat(1000);
+    app.sandboxes
+        .script_command("noisy", 0, &noisy, "warning\n");
+    let token = app.sign_up("noisy@example.com").await;
+    let (_, run_id) = app.create_project(&token, "anything").await;
+    assert_eq!(
+        app.wait_for_run(&token, &run_id).await["status"],
+        "SUCCEEDED"
+    );
+    let run = run_of(&app, &token, &run_id).await;
+    let output = payloads(&run, "TOOL_OUTPUT");
+    let streamed: String = output.iter().filter_map(|p| p["chunk"].as_str()).collect();
+    assert_eq!(streamed, noisy[..1000]);
+    assert_eq!(output.iter().filter(|p| p["truncated"] == true).count(), 1);
+    assert_eq!(
+        output.last().unwrap(),
+        &&json!({ "callId": "call-terminal", "truncated": true, "omittedBytes": 4000 + 8 })
+    );
+}
+
+#[tokio::test]
+async fn streamed_model_text_is_stored_whole_and_in_order() {
+    let words: Vec<String> = (0..200).map(|i| format!("w{i} ")).collect();
+    let summary = "<task_summary>Said it.</task_summary>";
+    let mut chunks: Vec<Value> = words.iter().map(|w| gemini_text_chunk(&[w])).collect();
+    chunks.push(gemini_chunk(
+        vec![json!({ "text": summary })],
+        Some("STOP"),
+        Some(usage(5, 5)),
+    ));
+    let fake = FakeLlm::start([
+        Reply::gemini_stream(chunks),
+        gemini_text_reply("Words"),
+        gemini_text_reply("Said."),
+    ])
+    .await;
+    let app = TestApp::builder(Backend::Sqlite)
+        .models(gemini(&fake))
+        .start()
+        .await;
+    let token = app.sign_up("talker@example.com").await;
+    let (_, run_id) = app.create_project(&token, "anything").await;
+    assert_eq!(
+        app.wait_for_run(&token, &run_id).await["status"],
+        "SUCCEEDED"
+    );
+    let run = run_of(&app, &token, &run_id).await;
+    let kinds = kinds(&run);
+    let first_response = kinds.iter().position(|k| k == "MODEL_RESPONSE").unwrap();
+    assert!(
+        kinds[first_response..]
+            .iter()
+            .all(|k| k != "MODEL_TEXT_DELTA"),
+        "deltas of the coding step only, before its response: {kinds:?}"
+    );
+    let text: String = payloads(&run, "MODEL_TEXT_DELTA")
+        .iter()
+        .map(|p| p["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(text, words.concat() + summary);
+}
+
 #[tokio::test]
 async fn malformed_tool_arguments_go_back_to_the_model() {
     let replay = ReplayProvider::from_responses(vec![

@@ -1,17 +1,18 @@
 //! The real E2B client against the local fake (support/fake_e2b.rs), which checks the documented
 //! wire format and records anything that drifts from it.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use codekraft::sandbox::e2b::{E2bConfig, E2bSandboxProvider, DEV_SERVER_TAG, METADATA_PROJECT_ID};
 use codekraft::sandbox::{
-    CommandSpec, FileMap, OutputChunk, Sandbox, SandboxError, SandboxProvider,
+    CommandSpec, FileMap, OutputSink, Sandbox, SandboxError, SandboxProvider,
 };
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::support::fake_e2b::FakeE2b;
+use crate::support::output::{joined, recorder};
 
 struct Harness {
     fake: FakeE2b,
@@ -48,32 +49,14 @@ impl Harness {
     }
 }
 
-/// A sink that records chunks.
-fn recorder() -> (
-    Arc<Mutex<Vec<OutputChunk>>>,
-    impl Fn(OutputChunk) + Send + Sync,
-) {
-    let chunks = Arc::new(Mutex::new(Vec::new()));
-    let c = chunks.clone();
-    (chunks, move |chunk| c.lock().unwrap().push(chunk))
-}
-
-fn joined(chunks: &[OutputChunk], stdout: bool) -> String {
-    chunks
-        .iter()
-        .filter_map(|c| match (c, stdout) {
-            (OutputChunk::Stdout(s), true) | (OutputChunk::Stderr(s), false) => Some(s.as_str()),
-            _ => None,
-        })
-        .collect()
-}
-
 async fn run_with(
     sandbox: &dyn Sandbox,
     spec: CommandSpec,
     cancel: CancellationToken,
 ) -> Result<codekraft::sandbox::CommandOutput, SandboxError> {
-    sandbox.run_command(spec, &|_| {}, cancel).await
+    sandbox
+        .run_command(spec, &mut OutputSink::discard(), cancel)
+        .await
 }
 
 async fn run(
@@ -81,7 +64,7 @@ async fn run(
     spec: CommandSpec,
 ) -> Result<codekraft::sandbox::CommandOutput, SandboxError> {
     sandbox
-        .run_command(spec, &|_| {}, CancellationToken::new())
+        .run_command(spec, &mut OutputSink::discard(), CancellationToken::new())
         .await
 }
 
@@ -298,7 +281,7 @@ async fn command_streams_stdout_and_stderr_with_cwd_and_env() {
     let h = Harness::new().await;
     let sb = h.sandbox().await;
     sb.write_file("sub/marker.txt", "m").await.unwrap();
-    let (chunks, sink) = recorder();
+    let (mut sink, recorder) = recorder(usize::MAX);
     let mut spec = CommandSpec::new(
         "echo \"$GREETING\"; echo oops >&2; ls; printf 'é→'",
         Duration::from_secs(20),
@@ -306,14 +289,14 @@ async fn command_streams_stdout_and_stderr_with_cwd_and_env() {
     spec.cwd = Some("sub".into());
     spec.env = vec![("GREETING".into(), "hi there".into())];
     let out = sb
-        .run_command(spec, &sink, CancellationToken::new())
+        .run_command(spec, &mut sink, CancellationToken::new())
         .await
         .unwrap();
     assert_eq!(out.exit_code, 0);
     assert_eq!(out.stdout, "hi there\nmarker.txt\né→");
     assert_eq!(out.stderr, "oops\n");
     assert!(!out.truncated);
-    let chunks = chunks.lock().unwrap();
+    let chunks = recorder.finish(sink).await;
     assert_eq!(joined(&chunks, true), out.stdout);
     assert_eq!(joined(&chunks, false), out.stderr);
 
@@ -419,13 +402,13 @@ async fn cancellation_sends_sigkill_and_returns_promptly() {
     let h = Harness::new().await;
     let sb = h.sandbox().await;
     let cancel = CancellationToken::new();
-    let (chunks, sink) = recorder();
+    let (mut sink, recorder) = recorder(usize::MAX);
     let c = cancel.clone();
     let waiter = async {
         // Cancel once the command has produced output (so it surely started); give up after
         // 10 s so a failing command cannot hang the test.
         for _ in 0..500 {
-            if !chunks.lock().unwrap().is_empty() {
+            if !recorder.is_empty() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -436,7 +419,7 @@ async fn cancellation_sends_sigkill_and_returns_promptly() {
     let (result, ()) = tokio::join!(
         sb.run_command(
             CommandSpec::new("echo up; sleep 30", Duration::from_secs(60)),
-            &sink,
+            &mut sink,
             cancel.clone()
         ),
         waiter
@@ -497,22 +480,52 @@ async fn a_stream_cut_before_the_end_is_unavailable() {
 async fn output_is_capped_for_the_model_but_streamed_in_full() {
     let h = Harness::with_config(|c| c.output_cap_bytes = 200).await;
     let sb = h.sandbox().await;
-    let (chunks, sink) = recorder();
+    let (mut sink, recorder) = recorder(usize::MAX);
     let out = sb
         .run_command(
             CommandSpec::new("seq 1 5000", Duration::from_secs(20)),
-            &sink,
+            &mut sink,
             CancellationToken::new(),
         )
         .await
         .unwrap();
     let full: String = (1..=5000).map(|i| format!("{i}\n")).collect();
-    assert_eq!(joined(&chunks.lock().unwrap(), true), full);
+    assert_eq!(joined(&recorder.finish(sink).await, true), full);
     assert!(out.truncated);
     assert!(out.stdout.len() < 300, "{}", out.stdout.len());
     assert!(out.stdout.starts_with("1\n2\n3\n"));
     assert!(out.stdout.ends_with("4999\n5000\n"));
     assert!(out.stdout.contains("bytes omitted"));
+    h.assert_no_violations();
+}
+
+#[tokio::test]
+async fn streaming_stops_at_the_sink_limit_and_counts_the_rest() {
+    let h = Harness::new().await;
+    let sb = h.sandbox().await;
+    let (mut sink, recorder) = recorder(100_000);
+    let out = sb
+        .run_command(
+            CommandSpec::new(
+                "yes | head -c 3000000; echo oops >&2",
+                Duration::from_secs(60),
+            ),
+            &mut sink,
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    let omitted = sink.omitted_bytes();
+    let chunks = recorder.finish(sink).await;
+    let streamed = joined(&chunks, true);
+    assert_eq!(streamed.len(), 100_000);
+    assert_eq!(streamed, "y\n".repeat(50_000));
+    assert_eq!(joined(&chunks, false), "", "stderr came after the limit");
+    assert_eq!(omitted, 3_000_000 + 5 - 100_000);
+    // The model still gets the head and tail of both streams.
+    assert!(out.truncated);
+    assert!(out.stdout.starts_with("y\ny\n") && out.stdout.ends_with("y\ny\n"));
+    assert_eq!(out.stderr, "oops\n");
     h.assert_no_violations();
 }
 

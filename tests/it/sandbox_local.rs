@@ -10,10 +10,12 @@ use std::time::{Duration, Instant};
 
 use codekraft::sandbox::local::{LocalSandboxConfig, LocalSandboxProvider, PreviewOrigin};
 use codekraft::sandbox::{
-    CommandOutput, CommandSpec, FileMap, OutputChunk, Sandbox, SandboxError, SandboxProvider,
+    CommandOutput, CommandSpec, FileMap, OutputSink, Sandbox, SandboxError, SandboxProvider,
 };
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+use crate::support::output::{joined, recorder};
 
 fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -64,30 +66,11 @@ fn modes() -> Vec<bool> {
     }
 }
 
-#[derive(Default)]
-struct Collected(Mutex<(String, String)>);
-
-impl Collected {
-    fn sink(&self) -> impl Fn(OutputChunk) + Send + Sync + '_ {
-        move |chunk| {
-            let mut out = self.0.lock().unwrap();
-            match chunk {
-                OutputChunk::Stdout(s) => out.0.push_str(&s),
-                OutputChunk::Stderr(s) => out.1.push_str(&s),
-            }
-        }
-    }
-
-    fn get(&self) -> (String, String) {
-        self.0.lock().unwrap().clone()
-    }
-}
-
 async fn run(sandbox: &dyn Sandbox, command: &str) -> Result<CommandOutput, SandboxError> {
     sandbox
         .run_command(
             CommandSpec::new(command, Duration::from_secs(30)),
-            &|_| {},
+            &mut OutputSink::discard(),
             CancellationToken::new(),
         )
         .await
@@ -98,12 +81,11 @@ async fn echo_exit_codes_cwd_and_env() {
     for jail in modes() {
         let env = test_env(jail);
         let (_provider, sandbox) = connect(&env.config).await;
-        let collected = Collected::default();
-        let sink = collected.sink();
+        let (mut sink, recorder) = recorder(usize::MAX);
         let output = sandbox
             .run_command(
                 CommandSpec::new("echo hello; echo oops >&2; exit 3", Duration::from_secs(10)),
-                &sink,
+                &mut sink,
                 CancellationToken::new(),
             )
             .await
@@ -112,14 +94,18 @@ async fn echo_exit_codes_cwd_and_env() {
         assert_eq!(output.stdout, "hello\n");
         assert_eq!(output.stderr, "oops\n");
         assert!(!output.truncated);
-        assert_eq!(collected.get(), ("hello\n".into(), "oops\n".into()));
+        let chunks = recorder.finish(sink).await;
+        assert_eq!(
+            (joined(&chunks, true), joined(&chunks, false)),
+            ("hello\n".into(), "oops\n".into())
+        );
 
         let mut spec = CommandSpec::new("pwd; echo \"$GREETING\"", Duration::from_secs(10));
         spec.cwd = Some("app".into());
         spec.env.push(("GREETING".into(), "hi there".into()));
         sandbox.write_file("app/.keep", "").await.unwrap();
         let output = sandbox
-            .run_command(spec, &|_| {}, CancellationToken::new())
+            .run_command(spec, &mut OutputSink::discard(), CancellationToken::new())
             .await
             .unwrap();
         assert_eq!(output.exit_code, 0);
@@ -148,7 +134,7 @@ async fn failing_command_reports_exit_code_and_stderr() {
     spec.cwd = Some("no/such/dir".into());
     assert!(matches!(
         sandbox
-            .run_command(spec, &|_| {}, CancellationToken::new())
+            .run_command(spec, &mut OutputSink::discard(), CancellationToken::new())
             .await,
         Err(SandboxError::NotFound(_))
     ));
@@ -194,7 +180,7 @@ async fn timeout_kills_the_whole_process_tree() {
         let result = sandbox
             .run_command(
                 CommandSpec::new(command, Duration::from_millis(800)),
-                &|_| {},
+                &mut OutputSink::discard(),
                 CancellationToken::new(),
             )
             .await;
@@ -234,7 +220,7 @@ async fn cancellation_kills_the_command() {
     let result = sandbox
         .run_command(
             CommandSpec::new(format!("sleep {marker}"), Duration::from_secs(60)),
-            &|_| {},
+            &mut OutputSink::discard(),
             cancel,
         )
         .await;
@@ -287,15 +273,14 @@ async fn output_is_capped_for_the_model_but_streamed_in_full() {
     let mut env = test_env(true);
     env.config.output_cap_bytes = 1000;
     let (_provider, sandbox) = connect(&env.config).await;
-    let collected = Collected::default();
-    let sink = collected.sink();
+    let (mut sink, recorder) = recorder(usize::MAX);
     let output = sandbox
         .run_command(
             CommandSpec::new(
                 "echo START; head -c 100000 /dev/zero | tr '\\0' a; echo; echo END",
                 Duration::from_secs(10),
             ),
-            &sink,
+            &mut sink,
             CancellationToken::new(),
         )
         .await
@@ -305,7 +290,8 @@ async fn output_is_capped_for_the_model_but_streamed_in_full() {
     assert!(output.stdout.starts_with("START\naaa"));
     assert!(output.stdout.ends_with("aaa\nEND\n"));
     assert!(output.stdout.contains("bytes omitted"));
-    assert_eq!(collected.get().0.len(), 6 + 100_000 + 1 + 4);
+    let chunks = recorder.finish(sink).await;
+    assert_eq!(joined(&chunks, true).len(), 6 + 100_000 + 1 + 4);
 }
 
 #[tokio::test]
@@ -433,7 +419,7 @@ async fn paths_outside_the_app_are_refused() {
     spec.cwd = Some("up".into());
     assert!(refused(
         &sandbox
-            .run_command(spec, &|_| {}, CancellationToken::new())
+            .run_command(spec, &mut OutputSink::discard(), CancellationToken::new())
             .await
             .map(|_| ())
     ));
@@ -548,7 +534,7 @@ async fn node_modules_are_shared_by_hard_links_but_changes_stay_local() {
     let output = b
         .run_command(
             CommandSpec::new("npm install is-number@7.0.0", Duration::from_secs(180)),
-            &|_| {},
+            &mut OutputSink::discard(),
             CancellationToken::new(),
         )
         .await
@@ -679,12 +665,13 @@ async fn a_fork_bomb_and_a_memory_hog_end_as_tool_errors_and_others_keep_working
     assert_ne!(hog.exit_code, 0, "{hog:?}");
     assert!(hog.stderr.contains("MemoryError"), "{hog:?}");
 
+    let mut discard = OutputSink::discard();
     let bomb = bomber.run_command(
         CommandSpec::new(
             "bomb() { bomb | bomb & }; bomb; sleep 30",
             Duration::from_secs(4),
         ),
-        &|_| {},
+        &mut discard,
         CancellationToken::new(),
     );
     let during = async {

@@ -850,9 +850,10 @@ function onEvent(event) {
       break;
     }
     case 'TOOL_OUTPUT': {
+      const text = p.truncated ? `\n… ${fmtInt(p.omittedBytes)} more bytes not shown …\n` : p.chunk || '';
       const call = [...state.activity].reverse().find((a) => a.kind === 'TOOL_CALL_STARTED' && a.payload.callId === p.callId);
-      if (call) call.output = ((call.output || '') + (p.chunk || '')).slice(-4000);
-      else pushActivity({ ...event, text: p.chunk || '' });
+      if (call) call.output = ((call.output || '') + text).slice(-4000);
+      else pushActivity({ ...event, text });
       break;
     }
     case 'TOOL_CALL_FINISHED': {

@@ -704,7 +704,7 @@ impl E2bSandbox {
             Duration::from_secs(wait_secs + 30),
         );
         let out = self
-            .run_command(spec, &|_| {}, CancellationToken::new())
+            .run_command(spec, &mut OutputSink::discard(), CancellationToken::new())
             .await?;
         Ok(out.exit_code == 0)
     }
@@ -857,7 +857,7 @@ impl Sandbox for E2bSandbox {
     async fn run_command(
         &self,
         spec: CommandSpec,
-        sink: OutputSink<'_>,
+        sink: &mut OutputSink,
         cancel: CancellationToken,
     ) -> Result<CommandOutput, SandboxError> {
         let what = "envd run command";
@@ -908,37 +908,9 @@ impl Sandbox for E2bSandbox {
         let mut stream = resp.bytes_stream();
 
         let stream_end = 'read: loop {
-            let chunk = tokio::select! {
-                biased;
-                _ = cancel.cancelled() => {
-                    let pid = match pid {
-                        Some(pid) => Some(pid),
-                        None => late_pid(stream, decoder).await,
-                    };
-                    self.send_sigkill(pid).await;
-                    return Err(SandboxError::Cancelled);
-                }
-                _ = tokio::time::sleep_until(deadline) => {
-                    let pid = match pid {
-                        Some(pid) => Some(pid),
-                        None => late_pid(stream, decoder).await,
-                    };
-                    self.send_sigkill(pid).await;
-                    return Err(SandboxError::Timeout(timeout));
-                }
-                chunk = stream.next() => chunk,
-            };
-            let chunk = match chunk {
-                None => break 'read None,
-                Some(Ok(chunk)) => chunk,
-                Some(Err(e)) => {
-                    return Err(SandboxError::Unavailable(format!(
-                        "{what}: stream broke (is the sandbox still running?): {e}"
-                    )))
-                }
-            };
-            decoder.push(&chunk);
-            loop {
+            // Envelopes already received first. While output waits for room none is taken and the
+            // body is not read: HTTP flow control slows the process down.
+            while !sink.is_backlogged() {
                 let env = match decoder.next_envelope() {
                     Ok(Some(env)) => env,
                     Ok(None) => break,
@@ -973,9 +945,41 @@ impl Sandbox for E2bSandbox {
                     Some(ProcessEvent::Keepalive(_)) | None => {}
                 }
             }
+            let chunk = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => {
+                    let pid = match pid {
+                        Some(pid) => Some(pid),
+                        None => late_pid(stream, decoder).await,
+                    };
+                    self.send_sigkill(pid).await;
+                    return Err(SandboxError::Cancelled);
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    let pid = match pid {
+                        Some(pid) => Some(pid),
+                        None => late_pid(stream, decoder).await,
+                    };
+                    self.send_sigkill(pid).await;
+                    return Err(SandboxError::Timeout(timeout));
+                }
+                () = sink.deliver(), if sink.is_backlogged() => continue,
+                chunk = stream.next(), if !sink.is_backlogged() => chunk,
+            };
+            let chunk = match chunk {
+                None => break 'read None,
+                Some(Ok(chunk)) => chunk,
+                Some(Err(e)) => {
+                    return Err(SandboxError::Unavailable(format!(
+                        "{what}: stream broke (is the sandbox still running?): {e}"
+                    )))
+                }
+            };
+            decoder.push(&chunk);
         };
         stdout.close(sink);
         stderr.close(sink);
+        sink.deliver_all().await;
 
         match (stream_end, end) {
             (Some(StreamEnd::Failed(error)), _) => Err(match error.code.as_str() {

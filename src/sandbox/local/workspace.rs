@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::sandbox::path::confine;
-use crate::sandbox::{FileMap, OutputChunk, SandboxError};
+use crate::sandbox::{FileMap, OutputSink, SandboxError};
 
 use super::process::run_capped;
 use super::{pool, unavailable, Shared, SYSTEM_PATH};
@@ -298,12 +298,11 @@ pub(super) async fn ensure_dependencies(shared: &Shared) -> Result<PathBuf, Sand
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        let sink = |_: OutputChunk| {};
         let output = run_capped(
             command,
             config.install_timeout,
             16 * 1024,
-            &sink,
+            &mut OutputSink::discard(),
             CancellationToken::new(),
         )
         .await?;

@@ -86,7 +86,13 @@ impl GqlClient {
     /// Polls (tests only) until the run has ended; returns `{ status attempts }`. The deadline
     /// only catches a hang: on the local sandbox a run starts `next dev` and type-checks.
     pub async fn wait_for_run(&self, token: &str, run_id: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(300);
+        self.wait_for_run_within(token, run_id, Duration::from_secs(300))
+            .await
+    }
+
+    /// `wait_for_run` for runs that do more than usual: the test fails after `limit`.
+    pub async fn wait_for_run_within(&self, token: &str, run_id: &str, limit: Duration) -> Value {
+        let deadline = Instant::now() + limit;
         loop {
             let data = self
                 .data(

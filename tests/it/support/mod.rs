@@ -5,6 +5,7 @@ pub mod client;
 pub mod conformance;
 pub mod fake_e2b;
 pub mod fake_llm;
+pub mod output;
 pub mod postgres;
 pub mod stand_in_next;
 pub mod toy;
