@@ -11,7 +11,9 @@ use tokio_util::sync::CancellationToken;
 use super::emitter::Emitter;
 use super::provider::{ToolCall, ToolSpec};
 use crate::events::EventKind;
-use crate::sandbox::{CommandSpec, FileMap, OutputChunk, Sandbox, SandboxError};
+use crate::sandbox::{
+    CommandSpec, FileMap, OutputChunk, Sandbox, SandboxError, MAX_FILE_BYTES,
+};
 
 pub const TERMINAL: &str = "terminal";
 pub const CREATE_OR_UPDATE_FILES: &str = "createOrUpdateFiles";
@@ -20,7 +22,6 @@ pub const LIST_FILES: &str = "listFiles";
 pub const EDIT_FILE: &str = "editFile";
 
 const MAX_FILES_PER_CALL: usize = 50;
-const MAX_FILE_BYTES: usize = 512 * 1024;
 
 pub fn tool_specs() -> Vec<ToolSpec> {
     vec![
@@ -161,9 +162,12 @@ fn tool_error_or_system(err: SandboxError) -> Result<ToolOutcome, SandboxError> 
     match err {
         SandboxError::NotFound(what) => Ok(ToolOutcome::error(format!("not found: {what}"))),
         SandboxError::PathRefused(why) => Ok(ToolOutcome::error(format!("path refused: {why}"))),
+        refused @ (SandboxError::NotRegularFile(_) | SandboxError::TooLarge(_)) => {
+            Ok(ToolOutcome::error(refused.to_string()))
+        }
         SandboxError::Timeout(after) => Ok(ToolOutcome::error(format!(
-            "the command timed out after {}s and was killed",
-            after.as_secs()
+            "timed out after {}s",
+            after.as_secs_f64()
         ))),
         SandboxError::Io(err) => Ok(ToolOutcome::error(format!("I/O error: {err}"))),
         system @ (SandboxError::Cancelled | SandboxError::Unavailable(_)) => Err(system),
@@ -224,14 +228,23 @@ impl ToolRunner<'_> {
                 json!({ "callId": call_id, "stream": stream, "chunk": text }),
             );
         };
-        let output = self
+        let output = match self
             .sandbox
             .run_command(
                 CommandSpec::new(args.command, self.command_timeout),
                 &sink,
                 self.cancel.clone(),
             )
-            .await?;
+            .await
+        {
+            Err(SandboxError::Timeout(after)) => {
+                return Ok(ToolOutcome::error(format!(
+                    "the command timed out after {}s and was killed",
+                    after.as_secs()
+                )))
+            }
+            output => output?,
+        };
         Ok(ToolOutcome {
             is_error: output.exit_code != 0,
             content: json!({
@@ -305,6 +318,12 @@ impl ToolRunner<'_> {
                 )))
             }
         };
+        if edited.len() > MAX_FILE_BYTES {
+            return Ok(ToolOutcome::error(format!(
+                "{} would be larger than {MAX_FILE_BYTES} bytes after this edit",
+                args.path
+            )));
+        }
         self.sandbox.write_file(&args.path, &edited).await?;
         self.emitter
             .emit(EventKind::FileWritten, json!({ "path": args.path }));

@@ -143,7 +143,7 @@ impl LocalSandboxProvider {
             return Ok(None);
         };
         self.refill_pool_in_background();
-        write_files(&sandbox.app, restore).await?;
+        write_files(&self.inner.shared, &sandbox.workspace, restore, None).await?;
         Ok(Some(sandbox))
     }
 

@@ -11,9 +11,9 @@ use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::sandbox::path::confine;
 use crate::sandbox::{FileMap, OutputChunk, SandboxError};
 
+use super::files::{run_blocking, AppDir, FileOwner};
 use super::process::run_capped;
 use super::{pool, unavailable, Shared, SYSTEM_PATH};
 
@@ -27,14 +27,20 @@ const TEMPLATE_EXCLUDES: &[&str] = &[
     "compile_page.sh",
 ];
 
-/// Writes `files` (relative paths) below `app`, refusing escapes.
-pub(super) async fn write_files(app: &Path, files: &FileMap) -> Result<(), SandboxError> {
+/// Writes `files` (paths relative to the app root) into `workspace`'s app, refusing escapes;
+/// what is created is given to `owner`. Each file within the file timeout.
+pub(super) async fn write_files(
+    shared: &Shared,
+    workspace: &Path,
+    files: &FileMap,
+    owner: Option<FileOwner>,
+) -> Result<(), SandboxError> {
     for (path, content) in files {
-        let target = confine(app, path)?;
-        if let Some(parent) = target.parent() {
-            tokio::fs::create_dir_all(parent).await?;
-        }
-        tokio::fs::write(&target, content).await?;
+        let (workspace, path, content) = (workspace.to_owned(), path.clone(), content.clone());
+        run_blocking(shared.config.file_timeout, move || {
+            AppDir::open(&workspace)?.write(&path, content.as_bytes(), owner)
+        })
+        .await?;
     }
     Ok(())
 }
@@ -84,7 +90,7 @@ pub(super) async fn create_workspace(
             tokio::fs::remove_file(&hidden).await?;
             tokio::fs::write(&hidden, content).await?;
         }
-        write_files(&app, restore).await?;
+        write_files(shared, &staging, restore, None).await?;
         if pooled {
             pool::mark(&staging).await?;
         }
