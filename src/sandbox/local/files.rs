@@ -20,7 +20,9 @@ use std::os::unix::fs::fchown;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cap_fs_ext::{DirExt, OpenOptionsSyncExt};
+use cap_fs_ext::{
+    DirExt, FollowSymlinks, OpenOptionsFollowExt, OpenOptionsMaybeDirExt, OpenOptionsSyncExt,
+};
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, File, FileType, FileTypeExt, OpenOptions, Permissions, PermissionsExt};
 use nix::errno::Errno;
@@ -77,7 +79,13 @@ impl WorkspaceDir {
         self.0
             .open_dir_nofollow("app")
             .map(AppDir)
-            .map_err(|err| refusal("app", err))
+            .map_err(|err| match err.kind() {
+                ErrorKind::NotFound => refusal("app", err),
+                _ if is_gone_or_symlink(&err) => SandboxError::PathRefused(
+                    "the app root is no longer a directory (a symlink?)".into(),
+                ),
+                _ => err.into(),
+            })
     }
 
     /// A new, empty `name` for a process to write to. Whatever was there is removed first and
@@ -154,7 +162,10 @@ impl AppDir {
             match self.0.create_dir(&path) {
                 Ok(()) => {
                     if let Some(owner) = owner {
-                        owner.apply(self.0.open_dir_nofollow(&path)?)?;
+                        // A handle that can be changed (`open_dir` gives an `O_PATH` one).
+                        let mut options = OpenOptions::new();
+                        options.read(true).maybe_dir(true).follow(FollowSymlinks::No);
+                        owner.apply(self.0.open_with(&path, &options)?)?;
                     }
                 }
                 Err(err) if err.kind() == ErrorKind::AlreadyExists => {}
@@ -336,5 +347,290 @@ fn refusal(rel: &str, err: io::Error) -> SandboxError {
             format!("{rel:?}: a symlink where it may not be followed"),
         ),
         _ => SandboxError::Io(err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    use super::*;
+
+    /// `{root}/ws/app` with `app/a/b.txt`, and `{root}/outside/secret` beside the workspace.
+    struct Fixture {
+        root: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let root = tempfile::tempdir().unwrap();
+            std::fs::create_dir_all(root.path().join("ws/app/a")).unwrap();
+            std::fs::write(root.path().join("ws/app/a/b.txt"), "b").unwrap();
+            std::fs::create_dir_all(root.path().join("outside")).unwrap();
+            std::fs::write(root.path().join("outside/secret"), "secret").unwrap();
+            Self { root }
+        }
+
+        fn workspace(&self) -> PathBuf {
+            self.root.path().join("ws")
+        }
+
+        fn app_path(&self) -> PathBuf {
+            self.workspace().join("app")
+        }
+
+        fn outside(&self) -> PathBuf {
+            self.root.path().join("outside")
+        }
+
+        fn app(&self) -> AppDir {
+            AppDir::open(&self.workspace()).unwrap()
+        }
+
+        fn link(&self, target: impl AsRef<Path>, at: &str) {
+            std::os::unix::fs::symlink(target, self.app_path().join(at)).unwrap();
+        }
+
+        fn outside_untouched(&self) {
+            let names: Vec<_> = std::fs::read_dir(self.outside())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(names, ["secret"]);
+            assert_eq!(
+                std::fs::read_to_string(self.outside().join("secret")).unwrap(),
+                "secret"
+            );
+        }
+    }
+
+    fn refused<T: std::fmt::Debug>(result: Result<T, SandboxError>) -> bool {
+        matches!(result, Err(SandboxError::PathRefused(_)))
+    }
+
+    #[test]
+    fn writes_create_directories_and_replace_files_without_writing_through_them() {
+        let fx = Fixture::new();
+        let app = fx.app();
+        app.write("new/dir/page.tsx", b"page", None).unwrap();
+        assert_eq!(app.read("new/dir/page.tsx", 100).unwrap(), b"page");
+        assert!(refused(app.write("", b"x", None)));
+        assert!(refused(app.write("../escape", b"x", None)));
+
+        // A replaced file keeps its permission bits (not more).
+        let script = fx.app_path().join("run.sh");
+        std::fs::write(&script, "old").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o4755)).unwrap();
+        app.write("run.sh", b"new", None).unwrap();
+        let meta = std::fs::metadata(&script).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o755);
+
+        // A hard link (like node_modules into the shared cache) is replaced, not written
+        // through; so is a symlink, whose target stays as it was.
+        std::fs::hard_link(fx.outside().join("secret"), fx.app_path().join("hard")).unwrap();
+        app.write("hard", b"mine", None).unwrap();
+        fx.link(fx.outside().join("secret"), "soft");
+        app.write("soft", b"mine", None).unwrap();
+        assert!(!std::fs::symlink_metadata(fx.app_path().join("soft"))
+            .unwrap()
+            .is_symlink());
+        fx.outside_untouched();
+        // No temporary file is left behind.
+        let names: Vec<_> = std::fs::read_dir(fx.app_path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(!names.iter().any(|n| n.contains(".tmp")), "{names:?}");
+    }
+
+    #[test]
+    fn symlinks_are_followed_only_while_they_stay_below_the_app_root() {
+        let fx = Fixture::new();
+        let app = fx.app();
+        fx.link("a", "inside");
+        fx.link(fx.outside(), "out");
+        fx.link("..", "up");
+        fx.link("../..", "a/way-up");
+        fx.link(fx.outside().join("secret"), "secret-link");
+
+        // Inside: followed.
+        assert_eq!(app.read("inside/b.txt", 100).unwrap(), b"b");
+        app.write("inside/c.txt", b"c", None).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(fx.app_path().join("a/c.txt")).unwrap(),
+            "c"
+        );
+        assert_eq!(app.list("inside", 100).unwrap(), ["inside/b.txt", "inside/c.txt"]);
+        assert_eq!(app.require_dir("inside").unwrap(), Path::new("inside"));
+
+        // Outside, or out of the app root into the workspace: refused.
+        for path in ["out/secret", "secret-link", "up/app/a/b.txt", "a/way-up/outside/secret"] {
+            assert!(refused(app.read(path, 100)), "{path}");
+        }
+        assert!(refused(app.write("out/new", b"x", None)));
+        assert!(refused(app.write("out/deeper/new", b"x", None)));
+        assert!(refused(app.write("up/escape", b"x", None)));
+        assert!(refused(app.remove("out/secret")));
+        assert!(refused(app.list("out", 100)));
+        assert!(refused(app.require_dir("up")));
+        fx.outside_untouched();
+
+        // Removing a symlink removes the link, never its target.
+        app.remove("secret-link").unwrap();
+        app.remove("secret-link").unwrap();
+        fx.outside_untouched();
+    }
+
+    #[test]
+    fn an_app_root_replaced_by_a_symlink_is_refused() {
+        let fx = Fixture::new();
+        std::fs::remove_dir_all(fx.app_path()).unwrap();
+        std::os::unix::fs::symlink(fx.outside(), fx.app_path()).unwrap();
+        assert!(refused(AppDir::open(&fx.workspace()).map(|_| ())));
+        assert!(matches!(
+            AppDir::open(&fx.root.path().join("gone")).map(|_| ()),
+            Err(SandboxError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn reads_refuse_anything_but_regular_files_within_the_cap() {
+        let fx = Fixture::new();
+        let app = fx.app();
+        let not_regular = |result: Result<Vec<u8>, SandboxError>| match result {
+            Err(SandboxError::NotRegularFile(why)) => why,
+            other => panic!("expected NotRegularFile, got {other:?}"),
+        };
+        let status = std::process::Command::new("mkfifo")
+            .arg(fx.app_path().join("fifo"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert!(not_regular(app.read("fifo", 100)).contains("FIFO"));
+        let _listener =
+            std::os::unix::net::UnixListener::bind(fx.app_path().join("socket")).unwrap();
+        assert!(not_regular(app.read("socket", 100)).contains("socket"));
+        assert!(not_regular(app.read("a", 100)).contains("directory"));
+        assert!(not_regular(app.read("", 100)).contains("directory"));
+        // A FIFO reached through a symlink is the same FIFO.
+        fx.link("fifo", "fifo-link");
+        not_regular(app.read("fifo-link", 100));
+
+        let sparse = std::fs::File::create(fx.app_path().join("sparse")).unwrap();
+        sparse.set_len(5 << 30).unwrap();
+        assert!(matches!(
+            app.read("sparse", 100),
+            Err(SandboxError::TooLarge(_))
+        ));
+        std::fs::write(fx.app_path().join("ten"), "0123456789").unwrap();
+        assert_eq!(app.read("ten", 10).unwrap(), b"0123456789");
+        assert!(matches!(app.read("ten", 9), Err(SandboxError::TooLarge(_))));
+        assert!(matches!(
+            app.read("missing", 100),
+            Err(SandboxError::NotFound(_))
+        ));
+        // The listing shows regular files only.
+        assert_eq!(app.list("", 100).unwrap(), ["a/b.txt", "sparse", "ten"]);
+    }
+
+    #[test]
+    fn listings_follow_no_symlink_skip_build_dirs_and_are_bounded() {
+        let fx = Fixture::new();
+        let app = fx.app();
+        for dir in ["node_modules/x", ".next", ".git", "src/deep/er"] {
+            std::fs::create_dir_all(fx.app_path().join(dir)).unwrap();
+            std::fs::write(fx.app_path().join(dir).join("f"), "").unwrap();
+        }
+        fx.link(fx.outside(), "out");
+        fx.link("src", "src-link");
+        fx.link("src/deep/er/f", "file-link");
+        assert_eq!(
+            app.list(".", 100).unwrap(),
+            ["a/b.txt", "src/deep/er/f"]
+        );
+        assert_eq!(app.list("src/deep", 100).unwrap(), ["src/deep/er/f"]);
+        assert!(matches!(
+            app.list("missing", 100),
+            Err(SandboxError::NotFound(_))
+        ));
+        // 8 entries at the top (a, node_modules, .next, .git, src, out, src-link, file-link),
+        // more below: a cap that is passed is an error, not a silent cut.
+        assert!(matches!(app.list("", 8), Err(SandboxError::TooLarge(_))));
+        for i in 0..50 {
+            std::fs::write(fx.app_path().join(format!("a/{i}")), "").unwrap();
+        }
+        match app.list("a", 50) {
+            Err(SandboxError::TooLarge(why)) => assert!(why.contains("50"), "{why}"),
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+        assert_eq!(app.list("a", 51).unwrap().len(), 51);
+    }
+
+    #[test]
+    fn created_files_and_directories_are_given_to_the_owner() {
+        let fx = Fixture::new();
+        let app = fx.app();
+        // Root can give them away; anyone else can still give them to themselves.
+        let owner = if nix::unistd::geteuid().is_root() {
+            FileOwner {
+                uid: 4242,
+                gid: 4343,
+            }
+        } else {
+            FileOwner {
+                uid: nix::unistd::geteuid().as_raw(),
+                gid: nix::unistd::getegid().as_raw(),
+            }
+        };
+        let before = std::fs::metadata(fx.app_path().join("a")).unwrap();
+        app.write("a/new/deeper/file.ts", b"x", Some(owner)).unwrap();
+        for created in ["a/new", "a/new/deeper", "a/new/deeper/file.ts"] {
+            let meta = std::fs::metadata(fx.app_path().join(created)).unwrap();
+            assert_eq!((meta.uid(), meta.gid()), (owner.uid, owner.gid), "{created}");
+        }
+        let after = std::fs::metadata(fx.app_path().join("a")).unwrap();
+        assert_eq!((after.uid(), after.gid()), (before.uid(), before.gid()));
+    }
+
+    #[test]
+    fn the_log_is_created_afresh_and_its_tail_read_safely() {
+        let fx = Fixture::new();
+        let workspace = WorkspaceDir::open(&fx.workspace()).unwrap();
+        std::os::unix::fs::symlink(
+            fx.outside().join("secret"),
+            fx.workspace().join("dev-server.log"),
+        )
+        .unwrap();
+        let mut log = workspace.create_log("dev-server.log").unwrap();
+        log.write_all(b"line 1\nline 2\n").unwrap();
+        fx.outside_untouched();
+        assert_eq!(workspace.read_tail("dev-server.log", 7).unwrap(), "line 2\n");
+        assert_eq!(
+            workspace.read_tail("dev-server.log", 100).unwrap(),
+            "line 1\nline 2\n"
+        );
+        std::fs::remove_file(fx.workspace().join("dev-server.log")).unwrap();
+        std::os::unix::fs::symlink(
+            fx.outside().join("secret"),
+            fx.workspace().join("dev-server.log"),
+        )
+        .unwrap();
+        assert!(refused(workspace.read_tail("dev-server.log", 100)));
+    }
+
+    #[tokio::test]
+    async fn blocking_work_that_does_not_finish_in_time_is_a_timeout() {
+        let (release, blocked) = std::sync::mpsc::channel::<()>();
+        let result = run_blocking(Duration::from_millis(50), move || {
+            let _ = blocked.recv();
+            Ok(())
+        })
+        .await;
+        assert!(matches!(result, Err(SandboxError::Timeout(_))), "{result:?}");
+        release.send(()).unwrap();
+        assert_eq!(
+            run_blocking(Duration::from_secs(60), || Ok(7)).await.unwrap(),
+            7
+        );
     }
 }
