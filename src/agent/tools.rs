@@ -11,9 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::emitter::Emitter;
 use super::provider::{ToolCall, ToolSpec};
 use crate::events::EventKind;
-use crate::sandbox::{
-    CommandSpec, FileMap, OutputChunk, Sandbox, SandboxError, MAX_FILE_BYTES,
-};
+use crate::sandbox::{CommandSpec, FileMap, OutputChunk, Sandbox, SandboxError, MAX_FILE_BYTES};
 
 pub const TERMINAL: &str = "terminal";
 pub const CREATE_OR_UPDATE_FILES: &str = "createOrUpdateFiles";
@@ -329,5 +327,29 @@ impl ToolRunner<'_> {
             .emit(EventKind::FileWritten, json!({ "path": args.path }));
         self.written.insert(args.path.clone(), edited);
         Ok(ToolOutcome::ok(json!({ "edited": args.path })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_files_and_timeouts_are_the_models_to_handle_but_outages_end_the_run() {
+        for (err, says) in [
+            (
+                SandboxError::NotRegularFile("\"p\" (a FIFO)".into()),
+                "FIFO",
+            ),
+            (SandboxError::TooLarge("\"big\" is larger".into()), "larger"),
+            (SandboxError::PathRefused("\"../x\"".into()), "path refused"),
+            (SandboxError::Timeout(Duration::from_millis(1500)), "1.5s"),
+        ] {
+            let outcome = tool_error_or_system(err).expect("a tool error");
+            assert!(outcome.is_error);
+            assert!(outcome.content["error"].as_str().unwrap().contains(says));
+        }
+        assert!(tool_error_or_system(SandboxError::Unavailable("down".into())).is_err());
+        assert!(tool_error_or_system(SandboxError::Cancelled).is_err());
     }
 }

@@ -715,7 +715,9 @@ impl Sandbox for LocalSandbox {
         // Checked below the app root, then handed to the jail as a path: inside the jail it
         // resolves among what the jail sees, whatever a command does to it meanwhile.
         let cwd = spec.cwd.clone().unwrap_or_default();
-        let cwd = self.app.join(self.with_app(move |app| app.require_dir(&cwd)).await?);
+        let cwd = self
+            .app
+            .join(self.with_app(move |app| app.require_dir(&cwd)).await?);
         let timeout = spec.timeout.min(self.shared.config.command_timeout);
         let mut command = self
             .shared

@@ -414,7 +414,10 @@ async fn a_symlink_swapped_in_by_a_command_never_steers_file_operations() {
         let _ = sandbox.write_file("d/sub/new", "x").await;
         for dir in ["d", ""] {
             if let Ok(files) = sandbox.list_files(dir).await {
-                assert!(!files.iter().any(|f| f.contains("host-marker")), "{files:?}");
+                assert!(
+                    !files.iter().any(|f| f.contains("host-marker")),
+                    "{files:?}"
+                );
             }
         }
         let _ = sandbox.remove_file("d/secret").await;
@@ -466,7 +469,11 @@ async fn fifos_sockets_and_oversized_files_are_refused_at_once() {
     assert_eq!(output.exit_code, 0, "{output:?}");
     // The guard only keeps a hanging read from hanging the suite.
     tokio::time::timeout(Duration::from_secs(60), async {
-        for (path, what) in [("fifo", "FIFO"), ("socket", "socket"), ("many", "directory")] {
+        for (path, what) in [
+            ("fifo", "FIFO"),
+            ("socket", "socket"),
+            ("many", "directory"),
+        ] {
             match sandbox.read_file(path).await {
                 Err(SandboxError::NotRegularFile(why)) => assert!(why.contains(what), "{why}"),
                 other => panic!("{path}: expected NotRegularFile, got {other:?}"),
@@ -488,7 +495,9 @@ async fn fifos_sockets_and_oversized_files_are_refused_at_once() {
     .await
     .expect("every refusal comes at once");
     // The same files are fine for commands.
-    let output = run(&*sandbox, "rm many/1 && ls many | wc -l").await.unwrap();
+    let output = run(&*sandbox, "rm many/1 && ls many | wc -l")
+        .await
+        .unwrap();
     assert_eq!(output.stdout, "10000\n");
     assert_eq!(sandbox.list_files("many").await.unwrap().len(), 10_000);
 }

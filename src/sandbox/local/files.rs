@@ -164,7 +164,10 @@ impl AppDir {
                     if let Some(owner) = owner {
                         // A handle that can be changed (`open_dir` gives an `O_PATH` one).
                         let mut options = OpenOptions::new();
-                        options.read(true).maybe_dir(true).follow(FollowSymlinks::No);
+                        options
+                            .read(true)
+                            .maybe_dir(true)
+                            .follow(FollowSymlinks::No);
                         owner.apply(self.0.open_with(&path, &options)?)?;
                     }
                 }
@@ -343,9 +346,9 @@ fn refusal(rel: &str, err: io::Error) -> SandboxError {
         ErrorKind::NotFound => SandboxError::NotFound(rel.to_owned()),
         // cap-std's answer to a path that leads out of its handle (a symlink, `..` in one).
         ErrorKind::PermissionDenied => SandboxError::PathRefused(format!("{rel:?}: {err}")),
-        _ if err.raw_os_error() == Some(Errno::ELOOP as i32) => SandboxError::PathRefused(
-            format!("{rel:?}: a symlink where it may not be followed"),
-        ),
+        _ if err.raw_os_error() == Some(Errno::ELOOP as i32) => {
+            SandboxError::PathRefused(format!("{rel:?}: a symlink where it may not be followed"))
+        }
         _ => SandboxError::Io(err),
     }
 }
@@ -460,11 +463,19 @@ mod tests {
             std::fs::read_to_string(fx.app_path().join("a/c.txt")).unwrap(),
             "c"
         );
-        assert_eq!(app.list("inside", 100).unwrap(), ["inside/b.txt", "inside/c.txt"]);
+        assert_eq!(
+            app.list("inside", 100).unwrap(),
+            ["inside/b.txt", "inside/c.txt"]
+        );
         assert_eq!(app.require_dir("inside").unwrap(), Path::new("inside"));
 
         // Outside, or out of the app root into the workspace: refused.
-        for path in ["out/secret", "secret-link", "up/app/a/b.txt", "a/way-up/outside/secret"] {
+        for path in [
+            "out/secret",
+            "secret-link",
+            "up/app/a/b.txt",
+            "a/way-up/outside/secret",
+        ] {
             assert!(refused(app.read(path, 100)), "{path}");
         }
         assert!(refused(app.write("out/new", b"x", None)));
@@ -544,10 +555,7 @@ mod tests {
         fx.link(fx.outside(), "out");
         fx.link("src", "src-link");
         fx.link("src/deep/er/f", "file-link");
-        assert_eq!(
-            app.list(".", 100).unwrap(),
-            ["a/b.txt", "src/deep/er/f"]
-        );
+        assert_eq!(app.list(".", 100).unwrap(), ["a/b.txt", "src/deep/er/f"]);
         assert_eq!(app.list("src/deep", 100).unwrap(), ["src/deep/er/f"]);
         assert!(matches!(
             app.list("missing", 100),
@@ -583,10 +591,15 @@ mod tests {
             }
         };
         let before = std::fs::metadata(fx.app_path().join("a")).unwrap();
-        app.write("a/new/deeper/file.ts", b"x", Some(owner)).unwrap();
+        app.write("a/new/deeper/file.ts", b"x", Some(owner))
+            .unwrap();
         for created in ["a/new", "a/new/deeper", "a/new/deeper/file.ts"] {
             let meta = std::fs::metadata(fx.app_path().join(created)).unwrap();
-            assert_eq!((meta.uid(), meta.gid()), (owner.uid, owner.gid), "{created}");
+            assert_eq!(
+                (meta.uid(), meta.gid()),
+                (owner.uid, owner.gid),
+                "{created}"
+            );
         }
         let after = std::fs::metadata(fx.app_path().join("a")).unwrap();
         assert_eq!((after.uid(), after.gid()), (before.uid(), before.gid()));
@@ -604,7 +617,10 @@ mod tests {
         let mut log = workspace.create_log("dev-server.log").unwrap();
         log.write_all(b"line 1\nline 2\n").unwrap();
         fx.outside_untouched();
-        assert_eq!(workspace.read_tail("dev-server.log", 7).unwrap(), "line 2\n");
+        assert_eq!(
+            workspace.read_tail("dev-server.log", 7).unwrap(),
+            "line 2\n"
+        );
         assert_eq!(
             workspace.read_tail("dev-server.log", 100).unwrap(),
             "line 1\nline 2\n"
@@ -626,10 +642,15 @@ mod tests {
             Ok(())
         })
         .await;
-        assert!(matches!(result, Err(SandboxError::Timeout(_))), "{result:?}");
+        assert!(
+            matches!(result, Err(SandboxError::Timeout(_))),
+            "{result:?}"
+        );
         release.send(()).unwrap();
         assert_eq!(
-            run_blocking(Duration::from_secs(60), || Ok(7)).await.unwrap(),
+            run_blocking(Duration::from_secs(60), || Ok(7))
+                .await
+                .unwrap(),
             7
         );
     }
