@@ -209,6 +209,7 @@ fn sandbox_provider_from_config(config: &Config) -> anyhow::Result<SandboxProvid
                 local.cache_dir = cache.clone();
             }
             local.command_timeout = config.command_timeout();
+            local.file_timeout = config.file_timeout();
             local.idle_timeout = Duration::from_secs(config.sandbox_idle_secs);
             local.warm_pool = config.sandbox_warm_pool;
             local.use_jail = config.sandbox_jail;
@@ -231,6 +232,7 @@ fn sandbox_provider_from_config(config: &Config) -> anyhow::Result<SandboxProvid
             e2b.envd_url = config.e2b_envd_url.clone();
             e2b.sandbox_timeout = Duration::from_secs(config.sandbox_timeout_secs);
             e2b.command_timeout = config.command_timeout();
+            e2b.file_timeout = config.file_timeout();
             Ok((Arc::new(E2bSandboxProvider::new(e2b)?), None))
         }
     }

@@ -179,6 +179,9 @@ pub struct Config {
     /// Time limit of one command the agent runs.
     #[arg(long, env = "SANDBOX_COMMAND_TIMEOUT_SECS", default_value_t = 300)]
     pub sandbox_command_timeout_secs: u64,
+    /// Time limit of one sandbox file operation (read, write, list, remove, restore).
+    #[arg(long, env = "SANDBOX_FILE_TIMEOUT_SECS", default_value_t = 10)]
+    pub sandbox_file_timeout_secs: u64,
     /// Template of local sandboxes.
     #[arg(
         long,
@@ -287,6 +290,10 @@ impl Config {
 
     pub fn command_timeout(&self) -> Duration {
         Duration::from_secs(self.sandbox_command_timeout_secs)
+    }
+
+    pub fn file_timeout(&self) -> Duration {
+        Duration::from_secs(self.sandbox_file_timeout_secs)
     }
 }
 

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::emitter::Emitter;
 use super::provider::{ToolCall, ToolSpec};
 use crate::events::EventKind;
-use crate::sandbox::{CommandSpec, FileMap, OutputSink, Sandbox, SandboxError};
+use crate::sandbox::{CommandSpec, FileMap, OutputSink, Sandbox, SandboxError, MAX_FILE_BYTES};
 
 pub const TERMINAL: &str = "terminal";
 pub const CREATE_OR_UPDATE_FILES: &str = "createOrUpdateFiles";
@@ -21,7 +21,6 @@ pub const LIST_FILES: &str = "listFiles";
 pub const EDIT_FILE: &str = "editFile";
 
 const MAX_FILES_PER_CALL: usize = 50;
-const MAX_FILE_BYTES: usize = 512 * 1024;
 /// Output chunks on their way from a command to the emitter; when they pile up, the command
 /// waits.
 const OUTPUT_CHANNEL_CHUNKS: usize = 4;
@@ -167,9 +166,12 @@ fn tool_error_or_system(err: SandboxError) -> Result<ToolOutcome, SandboxError> 
     match err {
         SandboxError::NotFound(what) => Ok(ToolOutcome::error(format!("not found: {what}"))),
         SandboxError::PathRefused(why) => Ok(ToolOutcome::error(format!("path refused: {why}"))),
+        refused @ (SandboxError::NotRegularFile(_) | SandboxError::TooLarge(_)) => {
+            Ok(ToolOutcome::error(refused.to_string()))
+        }
         SandboxError::Timeout(after) => Ok(ToolOutcome::error(format!(
-            "the command timed out after {}s and was killed",
-            after.as_secs()
+            "timed out after {}s",
+            after.as_secs_f64()
         ))),
         SandboxError::Io(err) => Ok(ToolOutcome::error(format!("I/O error: {err}"))),
         system @ (SandboxError::Cancelled | SandboxError::Unavailable(_)) => Err(system),
@@ -237,7 +239,15 @@ impl ToolRunner<'_> {
         if omitted_bytes > 0 {
             emitter.emit_output_omitted(&call.id, omitted_bytes).await;
         }
-        let output = output?;
+        let output = match output {
+            Err(SandboxError::Timeout(after)) => {
+                return Ok(ToolOutcome::error(format!(
+                    "the command timed out after {}s and was killed",
+                    after.as_secs()
+                )))
+            }
+            output => output?,
+        };
         Ok(ToolOutcome {
             is_error: output.exit_code != 0,
             content: json!({
@@ -312,11 +322,41 @@ impl ToolRunner<'_> {
                 )))
             }
         };
+        if edited.len() > MAX_FILE_BYTES {
+            return Ok(ToolOutcome::error(format!(
+                "{} would be larger than {MAX_FILE_BYTES} bytes after this edit",
+                args.path
+            )));
+        }
         self.sandbox.write_file(&args.path, &edited).await?;
         self.emitter
             .emit(EventKind::FileWritten, json!({ "path": args.path }))
             .await;
         self.written.insert(args.path.clone(), edited);
         Ok(ToolOutcome::ok(json!({ "edited": args.path })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_files_and_timeouts_are_the_models_to_handle_but_outages_end_the_run() {
+        for (err, says) in [
+            (
+                SandboxError::NotRegularFile("\"p\" (a FIFO)".into()),
+                "FIFO",
+            ),
+            (SandboxError::TooLarge("\"big\" is larger".into()), "larger"),
+            (SandboxError::PathRefused("\"../x\"".into()), "path refused"),
+            (SandboxError::Timeout(Duration::from_millis(1500)), "1.5s"),
+        ] {
+            let outcome = tool_error_or_system(err).expect("a tool error");
+            assert!(outcome.is_error);
+            assert!(outcome.content["error"].as_str().unwrap().contains(says));
+        }
+        assert!(tool_error_or_system(SandboxError::Unavailable("down".into())).is_err());
+        assert!(tool_error_or_system(SandboxError::Cancelled).is_err());
     }
 }

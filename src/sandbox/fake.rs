@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::path::normalize;
 use super::{
     CommandOutput, CommandSpec, FileMap, OutputChunk, OutputSink, Sandbox, SandboxError,
-    SandboxIsolation, SandboxProvider,
+    SandboxIsolation, SandboxProvider, MAX_FILE_BYTES, UNLISTED_DIRS,
 };
 
 #[derive(Debug, Clone)]
@@ -256,8 +256,7 @@ impl FakeSandbox {
 }
 
 fn is_hidden(path: &str) -> bool {
-    path.split('/')
-        .any(|part| matches!(part, "node_modules" | ".next" | ".git"))
+    path.split('/').any(|part| UNLISTED_DIRS.contains(&part))
 }
 
 #[async_trait]
@@ -285,11 +284,13 @@ impl Sandbox for FakeSandbox {
 
     async fn read_file(&self, path: &str) -> Result<String, SandboxError> {
         let key = normalize(path)?.join("/");
-        self.alive()?
-            .files
-            .get(&key)
-            .cloned()
-            .ok_or(SandboxError::NotFound(key))
+        match self.alive()?.files.get(&key) {
+            Some(content) if content.len() > MAX_FILE_BYTES => {
+                Err(SandboxError::file_too_large(path))
+            }
+            Some(content) => Ok(content.clone()),
+            None => Err(SandboxError::NotFound(key)),
+        }
     }
 
     async fn list_files(&self, dir: &str) -> Result<Vec<String>, SandboxError> {

@@ -30,6 +30,7 @@ use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+mod files;
 mod jail;
 mod pool;
 mod preview_origin;
@@ -39,21 +40,20 @@ mod workspace;
 pub use self::jail::JailLimits;
 pub use self::preview_origin::{InvalidPreviewOrigin, PreviewOrigin};
 
+use self::files::{run_blocking, AppDir, FileOwner, WorkspaceDir};
 use self::jail::{warn_unjailed, Jail, Netns};
 use self::process::{kill_group, run_capped, GroupGuard};
 use self::workspace::{
-    create_workspace, ensure_dependencies, give_to_owner, hand_over, remove_dir_if_exists,
-    remove_stale_staging, write_files,
+    create_workspace, ensure_dependencies, remove_dir_if_exists, remove_stale_staging, write_files,
 };
 use super::egress::{EgressProxy, EgressRule};
-use super::path::{confine, relative_display};
 use super::{
     CommandOutput, CommandSpec, FileMap, OutputSink, Sandbox, SandboxError, SandboxIsolation,
-    SandboxProvider,
+    SandboxProvider, MAX_FILE_BYTES, MAX_LISTED_ENTRIES,
 };
 
-/// Directories skipped by `list_files`.
-const LIST_EXCLUDES: &[&str] = &["node_modules", ".next", ".git"];
+/// The dev server's output, in the workspace (beside `app/`).
+const DEV_SERVER_LOG: &str = "dev-server.log";
 const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Far above the ids of real users and of the usual subordinate id ranges.
 pub const DEFAULT_UID_BASE: u32 = 1_800_000_000;
@@ -76,6 +76,8 @@ pub struct LocalSandboxConfig {
     pub dev_server_start_timeout: Duration,
     /// Bound on the one-time `npm ci` of the template's dependencies.
     pub install_timeout: Duration,
+    /// Bound on each file operation in a workspace (read, write, list, remove, restore).
+    pub file_timeout: Duration,
     /// Per stream, what a `CommandOutput` keeps (head and tail); the sink has a limit of its own.
     pub output_cap_bytes: usize,
     /// Run commands and the dev server inside the jail when this machine can build one.
@@ -94,8 +96,8 @@ pub struct LocalSandboxConfig {
 
 impl LocalSandboxConfig {
     /// Defaults: template `./sandbox-templates/next-js` (relative to the working directory),
-    /// cache `{data_dir}/cache`, 10 min command timeout, 15 min idle, 16 KiB output cap, jail on,
-    /// egress to the npm registry only, no warm pool.
+    /// cache `{data_dir}/cache`, 10 min command timeout, 15 min idle, 10 s per file operation,
+    /// 16 KiB output cap, jail on, egress to the npm registry only, no warm pool.
     pub fn new(data_dir: impl Into<PathBuf>, preview_origin: PreviewOrigin) -> Self {
         let data_dir = data_dir.into();
         Self {
@@ -107,6 +109,7 @@ impl LocalSandboxConfig {
             idle_timeout: Duration::from_secs(900),
             dev_server_start_timeout: Duration::from_secs(90),
             install_timeout: Duration::from_secs(900),
+            file_timeout: Duration::from_secs(10),
             output_cap_bytes: 16 * 1024,
             use_jail: true,
             uid_base: DEFAULT_UID_BASE,
@@ -276,18 +279,20 @@ impl LocalSandboxProvider {
         }
         let shared = &self.inner.shared;
         let workspace = self.workspace_dir(sandbox_id);
-        let owner = shared.sandbox_uid(sandbox_id);
-        let exists = tokio::fs::try_exists(workspace.join("app")).await?;
+        let owner = shared.sandbox_owner(sandbox_id);
+        let mut exists = tokio::fs::try_exists(workspace.join("app")).await?;
+        if exists && !owned_by(&workspace, owner).await? {
+            // Built by an earlier, unjailed server: its files are the server's, and handing a
+            // live tree over by path could be raced. It is rebuilt from the project's files.
+            tracing::info!(%sandbox_id, "rebuilding a workspace of an unjailed server");
+            remove_dir_if_exists(&workspace).await?;
+            exists = false;
+        }
         match (exists, rebuild_from) {
             (true, restore) => {
                 tracing::debug!(%sandbox_id, "reusing sandbox workspace");
-                if let Some(uid) = owner {
-                    // A workspace of an earlier, unjailed server, or from before users of
-                    // its own.
-                    hand_over(&workspace, uid).await?;
-                }
                 if let Some(restore) = restore {
-                    write_files(&workspace.join("app"), restore, owner).await?;
+                    write_files(shared, &workspace, restore, owner).await?;
                 }
             }
             (false, Some(restore)) => {
@@ -450,6 +455,12 @@ impl Shared {
         env
     }
 
+    /// Who files the server creates in a sandbox belong to: its user, when jailed.
+    fn sandbox_owner(&self, sandbox_id: Uuid) -> Option<FileOwner> {
+        self.sandbox_uid(sandbox_id)
+            .map(|uid| FileOwner { uid, gid: uid })
+    }
+
     fn sandbox_uid(&self, sandbox_id: Uuid) -> Option<u32> {
         self.jail
             .as_ref()
@@ -582,11 +593,6 @@ impl LocalSandbox {
         &self.app
     }
 
-    /// Output of the current (or last) dev server, for diagnostics.
-    pub fn dev_server_log_path(&self) -> PathBuf {
-        self.workspace.join("dev-server.log")
-    }
-
     pub fn touch(&self) {
         lock(&self.activity).last = Instant::now();
     }
@@ -601,6 +607,41 @@ impl LocalSandbox {
             return Duration::ZERO;
         }
         now.saturating_duration_since(activity.last)
+    }
+
+    /// Runs `op` on the app root, off the async threads and within the file timeout.
+    async fn with_app<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&AppDir) -> Result<T, SandboxError> + Send + 'static,
+    ) -> Result<T, SandboxError> {
+        let workspace = self.workspace.clone();
+        run_blocking(self.shared.config.file_timeout, move || {
+            op(&AppDir::open(&workspace)?)
+        })
+        .await
+    }
+
+    /// Runs `op` on the workspace directory, like [`Self::with_app`].
+    async fn with_workspace<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&WorkspaceDir) -> Result<T, SandboxError> + Send + 'static,
+    ) -> Result<T, SandboxError> {
+        let workspace = self.workspace.clone();
+        run_blocking(self.shared.config.file_timeout, move || {
+            op(&WorkspaceDir::open(&workspace)?)
+        })
+        .await
+    }
+
+    /// The last bytes of the dev server's output, for an error message.
+    async fn dev_server_log_tail(&self) -> String {
+        self.with_workspace(|workspace| workspace.read_tail(DEV_SERVER_LOG, 4096))
+            .await
+            .unwrap_or_else(|err| format!("(no log: {err})"))
+    }
+
+    fn owner(&self) -> Option<FileOwner> {
+        self.uid.map(|uid| FileOwner { uid, gid: uid })
     }
 
     fn check_alive(&self) -> Result<(), SandboxError> {
@@ -714,9 +755,10 @@ impl LocalSandbox {
             None => free_port()?,
         };
         // A dev server killed earlier may leave its lock behind (next 16 refuses to start).
-        let _ = tokio::fs::remove_file(self.app.join(".next/dev/lock")).await;
-        let log_path = self.dev_server_log_path();
-        let log = std::fs::File::create(&log_path)?;
+        let _ = self.with_app(|app| app.remove(".next/dev/lock")).await;
+        let log = self
+            .with_workspace(|workspace| workspace.create_log(DEV_SERVER_LOG))
+            .await?;
         // `next dev` refuses its dev resources (the HMR socket) to pages of other origins.
         let allowed = [
             "127.0.0.1".to_owned(),
@@ -750,13 +792,13 @@ impl LocalSandbox {
         loop {
             self.check_alive()?;
             if let Some(status) = child.try_wait()? {
-                let tail = read_tail(&log_path, 4096).await;
+                let tail = self.dev_server_log_tail().await;
                 return Err(unavailable(format!(
                     "dev server exited with {status} before answering:\n{tail}"
                 )));
             }
             if Instant::now() >= deadline {
-                let tail = read_tail(&log_path, 4096).await;
+                let tail = self.dev_server_log_tail().await;
                 return Err(unavailable(format!(
                     "dev server did not answer within {:?}:\n{tail}",
                     self.shared.config.dev_server_start_timeout
@@ -790,19 +832,19 @@ impl LocalSandbox {
     }
 }
 
+/// Whether a workspace's app root belongs to `owner` (always, when there is none).
+async fn owned_by(workspace: &Path, owner: Option<FileOwner>) -> Result<bool, SandboxError> {
+    use std::os::unix::fs::MetadataExt;
+    let Some(owner) = owner else {
+        return Ok(true);
+    };
+    let meta = tokio::fs::symlink_metadata(workspace.join("app")).await?;
+    Ok(meta.uid() == owner.uid)
+}
+
 fn free_port() -> Result<u16, SandboxError> {
     let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
     Ok(listener.local_addr()?.port())
-}
-
-async fn read_tail(path: &Path, max: usize) -> String {
-    match tokio::fs::read(path).await {
-        Ok(bytes) => {
-            let start = bytes.len().saturating_sub(max);
-            String::from_utf8_lossy(&bytes[start..]).into_owned()
-        }
-        Err(err) => format!("(no log: {err})"),
-    }
 }
 
 #[async_trait]
@@ -814,53 +856,33 @@ impl Sandbox for LocalSandbox {
     async fn write_file(&self, path: &str, content: &str) -> Result<(), SandboxError> {
         let _operation = self.operation().await?;
         self.touch();
-        let target = confine(&self.app, path)?;
-        if target == self.app.canonicalize()? {
-            return Err(SandboxError::PathRefused(
-                "cannot write the app root".into(),
-            ));
-        }
-        if let Some(parent) = target.parent() {
-            tokio::fs::create_dir_all(parent).await?;
-            // Re-check: a directory created above could not have been a symlink, but an
-            // existing one might have been swapped meanwhile.
-            confine(&self.app, path)?;
-        }
-        tokio::fs::write(&target, content).await?;
-        give_to_owner(&self.app, &target, self.uid).await?;
-        Ok(())
+        let (path, content) = (path.to_owned(), content.to_owned());
+        let owner = self.owner();
+        self.with_app(move |app| app.write(&path, content.as_bytes(), owner))
+            .await
     }
 
     async fn remove_file(&self, path: &str) -> Result<(), SandboxError> {
         let _operation = self.operation().await?;
         self.touch();
-        let target = confine(&self.app, path)?;
-        match tokio::fs::remove_file(&target).await {
-            Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err.into()),
-            _ => Ok(()),
-        }
+        let path = path.to_owned();
+        self.with_app(move |app| app.remove(&path)).await
     }
 
     async fn read_file(&self, path: &str) -> Result<String, SandboxError> {
         let _operation = self.operation().await?;
-        let target = confine(&self.app, path)?;
-        match tokio::fs::read(&target).await {
-            Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                Err(SandboxError::NotFound(path.to_owned()))
-            }
-            Err(err) => Err(err.into()),
-        }
+        let path = path.to_owned();
+        let bytes = self
+            .with_app(move |app| app.read(&path, MAX_FILE_BYTES))
+            .await?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
     async fn list_files(&self, dir: &str) -> Result<Vec<String>, SandboxError> {
         let _operation = self.operation().await?;
-        let start = confine(&self.app, dir)?;
-        let root = self.app.canonicalize()?;
-        let files = tokio::task::spawn_blocking(move || list_below(&root, &start))
+        let dir = dir.to_owned();
+        self.with_app(move |app| app.list(&dir, MAX_LISTED_ENTRIES))
             .await
-            .map_err(unavailable)??;
-        Ok(files)
     }
 
     async fn run_command(
@@ -871,13 +893,12 @@ impl Sandbox for LocalSandbox {
     ) -> Result<CommandOutput, SandboxError> {
         let _operation = self.operation().await?;
         self.touch();
-        let cwd = confine(&self.app, spec.cwd.as_deref().unwrap_or(""))?;
-        if !tokio::fs::metadata(&cwd).await.is_ok_and(|m| m.is_dir()) {
-            return Err(SandboxError::NotFound(format!(
-                "working directory {:?}",
-                spec.cwd.unwrap_or_default()
-            )));
-        }
+        // Checked below the app root, then handed to the jail as a path: inside the jail it
+        // resolves among what the jail sees, whatever a command does to it meanwhile.
+        let cwd = spec.cwd.clone().unwrap_or_default();
+        let cwd = self
+            .app
+            .join(self.with_app(move |app| app.require_dir(&cwd)).await?);
         let timeout = spec.timeout.min(self.shared.config.command_timeout);
         let jailed = self.jail_netns().await?;
         let mut command = self.shared.command(
@@ -943,37 +964,4 @@ impl Sandbox for LocalSandbox {
         }
         Ok(())
     }
-}
-
-fn list_below(root: &Path, start: &Path) -> Result<Vec<String>, SandboxError> {
-    let mut files = Vec::new();
-    let mut stack = vec![start.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound && dir == start => {
-                return Err(SandboxError::NotFound(format!(
-                    "directory {}",
-                    start.display()
-                )));
-            }
-            Err(err) => return Err(err.into()),
-        };
-        for entry in entries {
-            let entry = entry?;
-            let file_type = entry.file_type()?;
-            let name = entry.file_name();
-            if file_type.is_dir() {
-                if !LIST_EXCLUDES.iter().any(|ex| name == *ex) {
-                    stack.push(entry.path());
-                }
-            } else if file_type.is_file() {
-                if let Some(rel) = relative_display(root, &entry.path()) {
-                    files.push(rel);
-                }
-            }
-        }
-    }
-    files.sort();
-    Ok(files)
 }

@@ -27,7 +27,14 @@ pub enum SandboxError {
     /// A path that is absolute, climbs out with `..`, or leads outside through a symlink.
     #[error("path refused: {0}")]
     PathRefused(String),
-    #[error("command timed out after {0:?}")]
+    /// Only regular files are read: a FIFO would block, a socket or device is no source file.
+    #[error("not a regular file: {0}")]
+    NotRegularFile(String),
+    /// A file beyond [`MAX_FILE_BYTES`], or a listing beyond [`MAX_LISTED_ENTRIES`].
+    #[error("too large: {0}")]
+    TooLarge(String),
+    /// A command, or a file operation, did not finish in time.
+    #[error("timed out after {0:?}")]
     Timeout(Duration),
     #[error("cancelled")]
     Cancelled,
@@ -38,8 +45,36 @@ pub enum SandboxError {
     Io(#[from] std::io::Error),
 }
 
+impl SandboxError {
+    /// A file over [`MAX_FILE_BYTES`], refused before it is read.
+    fn file_too_large(path: &str) -> Self {
+        Self::TooLarge(format!(
+            "{path:?} is larger than {MAX_FILE_BYTES} bytes, the limit of files read whole; look \
+             at parts of it with the terminal (head, grep)"
+        ))
+    }
+
+    /// A listing that met more than `max` entries (of [`MAX_LISTED_ENTRIES`] in production).
+    fn listing_too_large(dir: &str, max: usize) -> Self {
+        Self::TooLarge(format!(
+            "more than {max} entries below {dir:?}; list a smaller directory"
+        ))
+    }
+}
+
 /// Files of a project, path (relative to the app root) → UTF-8 content.
 pub type FileMap = BTreeMap<String, String>;
+
+/// The largest file the agent writes and any backend reads (a bigger one is refused, never
+/// loaded: a sparse file of gigabytes costs nothing).
+pub const MAX_FILE_BYTES: usize = 512 * 1024;
+
+/// Entries `list_files` looks at before it gives up with [`SandboxError::TooLarge`], so a
+/// sandbox with millions of files cannot exhaust the server.
+pub const MAX_LISTED_ENTRIES: usize = 10_000;
+
+/// Directories `list_files` does not descend into (build output and installs, not the app).
+const UNLISTED_DIRS: [&str; 3] = ["node_modules", ".next", ".git"];
 
 #[derive(Debug, Clone)]
 pub struct CommandSpec {
@@ -118,14 +153,19 @@ pub enum SandboxIsolation {
     SingleAccount { reason: String },
 }
 
+/// One sandbox. Paths are relative to the app root, by one lexical rule for every backend
+/// (`path::normalize`: nothing absolute, nothing climbing out with `..`); every file
+/// operation ends within the backend's file timeout ([`SandboxError::Timeout`]).
 #[async_trait]
 pub trait Sandbox: Send + Sync {
     fn id(&self) -> &str;
     async fn write_file(&self, path: &str, content: &str) -> Result<(), SandboxError>;
+    /// A regular file of at most [`MAX_FILE_BYTES`] (anything else is refused at once).
     async fn read_file(&self, path: &str) -> Result<String, SandboxError>;
     /// Removes a file; one that is already gone is not an error.
     async fn remove_file(&self, path: &str) -> Result<(), SandboxError>;
-    /// Files below `dir` (relative paths, recursive, without `node_modules`, `.next`, `.git`).
+    /// Files below `dir` (relative paths, recursive, without `node_modules`, `.next`, `.git`,
+    /// symlinks not followed), [`SandboxError::TooLarge`] beyond [`MAX_LISTED_ENTRIES`].
     async fn list_files(&self, dir: &str) -> Result<Vec<String>, SandboxError>;
     /// Runs a command to completion, streaming its output into `sink` (see [`OutputSink`]:
     /// while output waits there for room, the command's output is not read).

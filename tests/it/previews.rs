@@ -205,7 +205,11 @@ async fn a_run_checks_its_preview_on_the_preview_origin() {
         .sandbox(project_id.parse().unwrap())
         .await
         .unwrap();
-    let log = std::fs::read_to_string(local.dev_server_log_path()).unwrap();
+    let log_path = app
+        .local_sandboxes()
+        .workspace_dir(local.sandbox_id())
+        .join("dev-server.log");
+    let log = std::fs::read_to_string(log_path).unwrap();
     assert!(
         log.contains(&format!("GET /preview/{project_id}/ host={host}")),
         "{log}"

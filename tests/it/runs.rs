@@ -8,6 +8,7 @@ use codekraft::agent::provider::retry::RetryPolicy;
 use codekraft::agent::provider::{
     GeminiConfig, GeminiProvider, ModelResponse, ReplayProvider, TokenUsage, ToolCall,
 };
+use codekraft::sandbox::MAX_FILE_BYTES;
 use serde_json::{json, Value};
 
 use crate::on_both_backends;
@@ -388,6 +389,50 @@ async fn malformed_tool_arguments_go_back_to_the_model() {
     assert!(errors[0].contains("invalid arguments"), "{errors:?}");
     assert!(errors[1].contains("refused"), "{errors:?}");
     assert!(errors[2].contains("unknown tool"), "{errors:?}");
+}
+
+#[tokio::test]
+async fn an_edit_that_would_pass_the_file_cap_is_refused() {
+    let big = format!("{}MARK", "a".repeat(MAX_FILE_BYTES - 100));
+    let replay = ReplayProvider::from_responses(vec![
+        call(
+            "createOrUpdateFiles",
+            json!({ "files": [{ "path": "big.txt", "content": big }] }),
+        ),
+        call(
+            "editFile",
+            json!({ "path": "big.txt", "search": "MARK", "replace": "b".repeat(200) }),
+        ),
+        text("<task_summary>Tried.</task_summary>"),
+        text("Title"),
+        text("Reply"),
+    ]);
+    let app = TestApp::builder(Backend::Sqlite)
+        .models(Arc::new(replay))
+        .start()
+        .await;
+    let token = app.sign_up("editor@example.com").await;
+    let (project_id, run_id) = app.create_project(&token, "anything").await;
+    assert_eq!(
+        app.wait_for_run(&token, &run_id).await["status"],
+        "SUCCEEDED"
+    );
+    let run = run_of(&app, &token, &run_id).await;
+    let finished: Vec<&Value> = run["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "TOOL_CALL_FINISHED")
+        .collect();
+    assert_eq!(finished.len(), 2);
+    assert!(finished[0]["payload"]["error"].is_null(), "{}", finished[0]);
+    let error = finished[1]["payload"]["error"].to_string();
+    assert!(
+        error.contains(&format!("larger than {MAX_FILE_BYTES} bytes")),
+        "{error}"
+    );
+    let sandbox = app.sandboxes.sandbox(project_id.parse().unwrap()).unwrap();
+    assert_eq!(sandbox.files()["big.txt"], big);
 }
 
 #[tokio::test]

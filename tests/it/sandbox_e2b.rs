@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use codekraft::sandbox::e2b::{E2bConfig, E2bSandboxProvider, DEV_SERVER_TAG, METADATA_PROJECT_ID};
 use codekraft::sandbox::{
-    CommandSpec, FileMap, OutputSink, Sandbox, SandboxError, SandboxProvider,
+    CommandSpec, FileMap, OutputSink, Sandbox, SandboxError, SandboxProvider, MAX_FILE_BYTES,
+    MAX_LISTED_ENTRIES,
 };
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -274,6 +275,71 @@ async fn escaping_paths_are_refused_before_any_request() {
         Err(SandboxError::PathRefused(_))
     ));
     assert_eq!(h.fake.requests().len(), before);
+}
+
+#[tokio::test]
+async fn reads_and_listings_are_bounded() {
+    let h = Harness::new().await;
+    let sb = h.sandbox().await;
+    h.fake
+        .put_file(sb.id(), "app/at-limit.txt", &"a".repeat(MAX_FILE_BYTES));
+    h.fake
+        .put_file(sb.id(), "app/over.txt", &"a".repeat(MAX_FILE_BYTES + 1));
+    assert_eq!(
+        sb.read_file("at-limit.txt").await.unwrap().len(),
+        MAX_FILE_BYTES
+    );
+    match sb.read_file("over.txt").await {
+        Err(SandboxError::TooLarge(why)) => {
+            assert!(why.contains(&MAX_FILE_BYTES.to_string()), "{why}")
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+
+    for i in 0..MAX_LISTED_ENTRIES {
+        h.fake.put_file(sb.id(), &format!("app/many/{i}"), "");
+    }
+    assert_eq!(
+        sb.list_files("many").await.unwrap().len(),
+        MAX_LISTED_ENTRIES
+    );
+    h.fake.put_file(sb.id(), "app/many/one-more", "");
+    for dir in ["many", ""] {
+        assert!(
+            matches!(sb.list_files(dir).await, Err(SandboxError::TooLarge(_))),
+            "{dir:?}"
+        );
+    }
+    h.assert_no_violations();
+}
+
+#[tokio::test]
+async fn file_operations_that_hang_end_with_a_timeout() {
+    let h = Harness::with_config(|c| c.file_timeout = Duration::from_millis(200)).await;
+    let sb = h.sandbox().await;
+    h.fake.stall_files(Duration::from_secs(600));
+    let timed_out = |result: Result<(), SandboxError>| {
+        assert!(
+            matches!(result, Err(SandboxError::Timeout(_))),
+            "{result:?}"
+        )
+    };
+    // The guard only keeps a broken client from hanging the suite.
+    tokio::time::timeout(Duration::from_secs(60), async {
+        timed_out(sb.read_file("page.tsx").await.map(|_| ()));
+        timed_out(sb.write_file("page.tsx", "x").await);
+        timed_out(sb.list_files("").await.map(|_| ()));
+        timed_out(sb.remove_file("page.tsx").await);
+        let restore = FileMap::from([("page.tsx".to_owned(), "x".to_owned())]);
+        timed_out(
+            h.provider
+                .connect(Uuid::new_v4(), None, &restore)
+                .await
+                .map(|_| ()),
+        );
+    })
+    .await
+    .expect("every file operation ends with its timeout");
 }
 
 #[tokio::test]

@@ -428,6 +428,154 @@ async fn paths_outside_the_app_are_refused() {
     assert_eq!(sandbox.read_file("app/page.tsx").await.unwrap(), "ok");
 }
 
+/// A command swaps `app/d` between a real directory and a symlink to a host directory as fast
+/// as it can, while the server reads, writes, lists, removes and restores through `d`: no
+/// operation may ever reach the host directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_symlink_swapped_in_by_a_command_never_steers_file_operations() {
+    const SECRET: &str = "HOST SECRET";
+    let env = test_env(true);
+    let outside = env._dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret"), SECRET).unwrap();
+    std::fs::write(outside.join("host-marker"), "m").unwrap();
+    let project = Uuid::new_v4();
+    let provider = LocalSandboxProvider::new(env.config.clone());
+    let sandbox = provider
+        .connect(project, None, &FileMap::new())
+        .await
+        .unwrap();
+
+    let script = format!(
+        "while :; do rm -rf d; ln -s {outside} d; rm -rf d; mkdir d; echo inside > d/secret; done",
+        outside = outside.display()
+    );
+    let stop = CancellationToken::new();
+    let swapper = {
+        let (sandbox, stop) = (sandbox.clone(), stop.clone());
+        tokio::spawn(async move {
+            sandbox
+                .run_command(
+                    CommandSpec::new(script, Duration::from_secs(600)),
+                    &mut OutputSink::discard(),
+                    stop,
+                )
+                .await
+        })
+    };
+
+    // Both states seen: the swapper runs.
+    let (mut saw_dir, mut saw_link) = (false, false);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(saw_dir && saw_link) {
+        assert!(Instant::now() < deadline, "the swapper never swapped");
+        match sandbox.read_file("d/secret").await {
+            Ok(content) => {
+                assert_ne!(content, SECRET);
+                saw_dir |= content == "inside\n";
+            }
+            Err(SandboxError::PathRefused(_)) => saw_link = true,
+            Err(_) => {}
+        }
+    }
+
+    for round in 0..300 {
+        if let Ok(content) = sandbox.read_file("d/secret").await {
+            assert_ne!(content, SECRET, "round {round}");
+        }
+        assert!(sandbox.read_file("d/host-marker").await.is_err());
+        let _ = sandbox.write_file("d/new", "x").await;
+        let _ = sandbox.write_file("d/sub/new", "x").await;
+        for dir in ["d", ""] {
+            if let Ok(files) = sandbox.list_files(dir).await {
+                assert!(
+                    !files.iter().any(|f| f.contains("host-marker")),
+                    "{files:?}"
+                );
+            }
+        }
+        let _ = sandbox.remove_file("d/secret").await;
+        let _ = sandbox.remove_file("d/host-marker").await;
+        if round % 15 == 0 {
+            // Restoring into the workspace, as a restarted server does when it re-attaches.
+            let restarted = LocalSandboxProvider::new(env.config.clone());
+            let restore = FileMap::from([("d/restored".to_owned(), "r".to_owned())]);
+            let _ = restarted
+                .connect(project, Some(sandbox.id()), &restore)
+                .await;
+        }
+    }
+    stop.cancel();
+    let _ = swapper.await.unwrap();
+
+    let mut names: Vec<String> = std::fs::read_dir(&outside)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["host-marker", "secret"]);
+    assert_eq!(
+        std::fs::read_to_string(outside.join("secret")).unwrap(),
+        SECRET
+    );
+    assert_eq!(
+        std::fs::read_to_string(outside.join("host-marker")).unwrap(),
+        "m"
+    );
+}
+
+/// What would block the server (a FIFO), is no file (a socket) or would fill its memory (a
+/// sparse 5 GB file, a directory of more entries than a listing takes) ends at once.
+#[tokio::test]
+async fn fifos_sockets_and_oversized_files_are_refused_at_once() {
+    let env = test_env(true);
+    let (_provider, sandbox) = connect(&env.config).await;
+    let output = run(
+        &*sandbox,
+        "mkfifo fifo \
+         && python3 -c \"import socket; socket.socket(socket.AF_UNIX).bind('socket')\" \
+         && truncate -s 5G sparse \
+         && head -c 524289 /dev/zero > over \
+         && mkdir many && cd many && seq 1 10001 | xargs touch",
+    )
+    .await
+    .unwrap();
+    assert_eq!(output.exit_code, 0, "{output:?}");
+    // The guard only keeps a hanging read from hanging the suite.
+    tokio::time::timeout(Duration::from_secs(60), async {
+        for (path, what) in [
+            ("fifo", "FIFO"),
+            ("socket", "socket"),
+            ("many", "directory"),
+        ] {
+            match sandbox.read_file(path).await {
+                Err(SandboxError::NotRegularFile(why)) => assert!(why.contains(what), "{why}"),
+                other => panic!("{path}: expected NotRegularFile, got {other:?}"),
+            }
+        }
+        for path in ["sparse", "over"] {
+            match sandbox.read_file(path).await {
+                Err(SandboxError::TooLarge(why)) => assert!(why.contains("524288"), "{why}"),
+                other => panic!("{path}: expected TooLarge, got {other:?}"),
+            }
+        }
+        for dir in ["many", ""] {
+            match sandbox.list_files(dir).await {
+                Err(SandboxError::TooLarge(why)) => assert!(why.contains("10000"), "{why}"),
+                other => panic!("{dir:?}: expected TooLarge, got {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("every refusal comes at once");
+    // The same files are fine for commands.
+    let output = run(&*sandbox, "rm many/1 && ls many | wc -l")
+        .await
+        .unwrap();
+    assert_eq!(output.stdout, "10000\n");
+    assert_eq!(sandbox.list_files("many").await.unwrap().len(), 10_000);
+}
+
 #[tokio::test]
 async fn files_round_trip_and_listing() {
     let env = test_env(true);

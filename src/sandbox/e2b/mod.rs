@@ -25,7 +25,7 @@ use super::output::{command_output, OutputStream};
 use super::path::normalize;
 use super::{
     CommandOutput, CommandSpec, FileMap, OutputChunk, OutputSink, Sandbox, SandboxError,
-    SandboxProvider,
+    SandboxProvider, MAX_FILE_BYTES, MAX_LISTED_ENTRIES, UNLISTED_DIRS,
 };
 
 /// Where the template keeps the Next.js app (see `sandbox-templates/next-js/e2b.Dockerfile`).
@@ -42,18 +42,15 @@ pub const DEV_SERVER_TAG: &str = "codekraft-dev-server";
 /// Metadata key under which the project id is stored on created sandboxes.
 pub const METADATA_PROJECT_ID: &str = "codekraft_project_id";
 
-/// Directories `list_files` does not descend into.
-const EXCLUDED_DIRS: [&str; 3] = ["node_modules", ".next", ".git"];
 /// ListDir calls in flight at once while walking a tree.
 const LIST_CONCURRENCY: usize = 8;
-/// Stop listing after this many files (a runaway tree must not stall the agent).
-const MAX_LISTED_FILES: usize = 5_000;
 /// Linux user the template runs as (§9.1); `Authorization: Basic base64("user:")` (§5).
 const SANDBOX_USER: &str = "user";
 const BASIC_USER: &str = "Basic dXNlcjo=";
 /// The SDK's value (§8.1).
 const KEEPALIVE_PING_SECS: &str = "50";
-/// Per-request timeout for control-plane and unary envd calls (§8.1).
+/// Per-request timeout for control-plane and unary envd calls (§8.1); file operations are
+/// bounded by [`E2bConfig::file_timeout`] as a whole, retries included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Extra time the client waits past a command's timeout for envd to report `deadline_exceeded`.
 const CLIENT_DEADLINE_GRACE: Duration = Duration::from_secs(3);
@@ -65,11 +62,14 @@ const MAX_COMMAND_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 const DEV_SERVER_WAIT_SECS: u64 = 120;
 /// Files per multipart request when restoring a project.
 const RESTORE_BATCH: usize = 100;
+/// Bound on a JSON response (a ListDir of a huge directory must not exhaust the server).
+const MAX_JSON_BYTES: usize = 8 * 1024 * 1024;
 /// Attempts for calls that may be retried on 502/503/504 (§11).
 const ATTEMPTS: u32 = 3;
 
 /// Settings of the E2B backend. The lead maps `E2B_API_KEY`, `E2B_TEMPLATE`, `E2B_DOMAIN`,
-/// `E2B_API_URL`, `E2B_ENVD_URL`, `SANDBOX_TIMEOUT_SECS` and `SANDBOX_COMMAND_TIMEOUT_SECS` onto it.
+/// `E2B_API_URL`, `E2B_ENVD_URL`, `SANDBOX_TIMEOUT_SECS`, `SANDBOX_COMMAND_TIMEOUT_SECS` and
+/// `SANDBOX_FILE_TIMEOUT_SECS` onto it.
 #[derive(Clone)]
 pub struct E2bConfig {
     pub api_key: String,
@@ -87,6 +87,8 @@ pub struct E2bConfig {
     pub sandbox_timeout: Duration,
     /// Timeout of a command whose `CommandSpec::timeout` is zero.
     pub command_timeout: Duration,
+    /// Bound on each file operation (read, write, list, remove, one restore batch).
+    pub file_timeout: Duration,
     /// Per stream (stdout, stderr) cap of what `run_command` returns; head and tail are kept.
     pub output_cap_bytes: usize,
 }
@@ -104,6 +106,7 @@ impl E2bConfig {
             envd_url: None,
             sandbox_timeout: Duration::from_secs(300),
             command_timeout: Duration::from_secs(60),
+            file_timeout: Duration::from_secs(10),
             output_cap_bytes: 16 * 1024,
         }
     }
@@ -126,6 +129,7 @@ impl std::fmt::Debug for E2bConfig {
             .field("envd_url", &self.envd_url)
             .field("sandbox_timeout", &self.sandbox_timeout)
             .field("command_timeout", &self.command_timeout)
+            .field("file_timeout", &self.file_timeout)
             .field("output_cap_bytes", &self.output_cap_bytes)
             .finish()
     }
@@ -428,12 +432,38 @@ impl Client {
 }
 
 async fn read_json<T: DeserializeOwned>(resp: Response, what: &str) -> Result<T, SandboxError> {
-    let bytes = resp
-        .bytes()
-        .await
-        .map_err(|e| SandboxError::Unavailable(format!("{what}: reading response: {e}")))?;
+    let bytes = read_capped(resp, MAX_JSON_BYTES, what, || {
+        SandboxError::TooLarge(format!(
+            "{what}: the response is larger than {MAX_JSON_BYTES} bytes"
+        ))
+    })
+    .await?;
     serde_json::from_slice(&bytes)
         .map_err(|e| SandboxError::Unavailable(format!("{what}: unexpected response body: {e}")))
+}
+
+/// A response body of at most `limit` bytes, else `too_large()` without reading further (by
+/// its `Content-Length` when there is one, else as it streams).
+async fn read_capped(
+    resp: Response,
+    limit: usize,
+    what: &str,
+    too_large: impl Fn() -> SandboxError,
+) -> Result<Vec<u8>, SandboxError> {
+    if resp.content_length().is_some_and(|len| len > limit as u64) {
+        return Err(too_large());
+    }
+    let mut body = resp.bytes_stream();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk
+            .map_err(|e| SandboxError::Unavailable(format!("{what}: reading response: {e}")))?;
+        if bytes.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
 }
 
 /// E2B ids are `i` + lowercase alphanumerics and never contain `-` (the proxy splits on it).
@@ -518,6 +548,17 @@ impl E2bSandbox {
         req
     }
 
+    /// `op`, a file operation, within the configured file timeout.
+    async fn bounded<T>(
+        &self,
+        op: impl std::future::Future<Output = Result<T, SandboxError>>,
+    ) -> Result<T, SandboxError> {
+        let limit = self.client.config.file_timeout;
+        tokio::time::timeout(limit, op)
+            .await
+            .unwrap_or(Err(SandboxError::Timeout(limit)))
+    }
+
     /// A unary Connect call (§5.1): bare JSON in and out.
     async fn unary<Req: Serialize, Resp: DeserializeOwned>(
         &self,
@@ -568,6 +609,84 @@ impl E2bSandbox {
         }
     }
 
+    /// `GET /files` of the app-relative `rel`, refused past [`MAX_FILE_BYTES`].
+    async fn download(&self, rel: &str) -> Result<Vec<u8>, SandboxError> {
+        let abs = abs_path(rel);
+        let query = [("path", abs.as_str()), ("username", SANDBOX_USER)];
+        let resp = self
+            .client
+            .send(
+                || {
+                    self.envd(Method::GET, "/files")
+                        .query(&query)
+                        .timeout(REQUEST_TIMEOUT)
+                },
+                true,
+            )
+            .await
+            .map_err(|e| match e.status() {
+                // 400: a directory or an invalid path; for the caller that is "no such file".
+                Some(StatusCode::NOT_FOUND) | Some(StatusCode::BAD_REQUEST) => {
+                    SandboxError::NotFound(rel.to_owned())
+                }
+                _ => e.into_sandbox_error("envd download"),
+            })?;
+        read_capped(resp, MAX_FILE_BYTES, "envd download", || {
+            SandboxError::file_too_large(rel)
+        })
+        .await
+    }
+
+    /// Files below the absolute `root` (`dir` as the caller gave it, for messages), level by
+    /// level with depth-1 ListDir calls, so excluded directories are never walked. Symlinks are
+    /// not followed; more than [`MAX_LISTED_ENTRIES`] entries is an error.
+    async fn walk(&self, root: String, dir: &str) -> Result<Vec<String>, SandboxError> {
+        let prefix = format!("{APP_ROOT}/");
+        let mut files = Vec::new();
+        let mut seen = 0usize;
+        let mut level = vec![root];
+        let mut first = true;
+        while !level.is_empty() {
+            let calls: Vec<_> = level
+                .iter()
+                .map(|d| self.list_dir(d.clone(), !first))
+                .collect();
+            let listings: Vec<wire::ListDirResponse> = futures_util::stream::iter(calls)
+                .buffered(LIST_CONCURRENCY)
+                .try_collect()
+                .await?;
+            let mut next = Vec::new();
+            for (parent, listing) in level.iter().zip(listings) {
+                seen += listing.entries.len();
+                if seen > MAX_LISTED_ENTRIES {
+                    return Err(SandboxError::listing_too_large(dir, MAX_LISTED_ENTRIES));
+                }
+                for entry in listing.entries {
+                    let path = if entry.path.is_empty() {
+                        format!("{parent}/{}", entry.name)
+                    } else {
+                        entry.path
+                    };
+                    // Anything outside the app root (odd symlinks) is not ours to show.
+                    let Some(rel) = path.strip_prefix(&prefix) else {
+                        continue;
+                    };
+                    match entry.kind {
+                        FileType::File => files.push(rel.to_owned()),
+                        FileType::Directory if !UNLISTED_DIRS.contains(&entry.name.as_str()) => {
+                            next.push(path)
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            level = next;
+            first = false;
+        }
+        files.sort();
+        Ok(files)
+    }
+
     /// Uploads files in one multipart request without `?path=`: each part's filename is its
     /// absolute target (§4.2, §8.3).
     async fn upload(&self, files: &[(String, &str)], single: bool) -> Result<(), SandboxError> {
@@ -616,7 +735,7 @@ impl E2bSandbox {
             }
         }
         for chunk in batch.chunks(RESTORE_BATCH) {
-            self.upload(chunk, false).await?;
+            self.bounded(self.upload(chunk, false)).await?;
         }
         if !batch.is_empty() {
             tracing::info!(sandbox_id = %self.id, files = batch.len(), "restored project files");
@@ -762,17 +881,17 @@ impl Sandbox for E2bSandbox {
 
     async fn write_file(&self, path: &str, content: &str) -> Result<(), SandboxError> {
         let abs = abs_path(&confine(path, false)?);
-        self.upload(&[(abs, content)], true).await
+        self.bounded(self.upload(&[(abs, content)], true)).await
     }
 
     async fn remove_file(&self, path: &str) -> Result<(), SandboxError> {
         let abs = abs_path(&confine(path, false)?);
         let removed: Result<serde_json::Value, _> = self
-            .unary(
+            .bounded(self.unary(
                 "filesystem.Filesystem/Remove",
                 wire::PathRequest { path: &abs },
                 REQUEST_TIMEOUT,
-            )
+            ))
             .await;
         match removed {
             Ok(_) | Err(SandboxError::NotFound(_)) => Ok(()),
@@ -782,75 +901,13 @@ impl Sandbox for E2bSandbox {
 
     async fn read_file(&self, path: &str) -> Result<String, SandboxError> {
         let rel = confine(path, false)?;
-        let abs = abs_path(&rel);
-        let query = [("path", abs.as_str()), ("username", SANDBOX_USER)];
-        let resp = self
-            .client
-            .send(
-                || {
-                    self.envd(Method::GET, "/files")
-                        .query(&query)
-                        .timeout(REQUEST_TIMEOUT)
-                },
-                true,
-            )
-            .await
-            .map_err(|e| match e.status() {
-                // 400: a directory or an invalid path; for the caller that is "no such file".
-                Some(StatusCode::NOT_FOUND) | Some(StatusCode::BAD_REQUEST) => {
-                    SandboxError::NotFound(rel.clone())
-                }
-                _ => e.into_sandbox_error("envd download"),
-            })?;
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| SandboxError::Unavailable(format!("envd download: {e}")))?;
+        let bytes = self.bounded(self.download(&rel)).await?;
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
     async fn list_files(&self, dir: &str) -> Result<Vec<String>, SandboxError> {
         let root = abs_path(&confine(dir, true)?);
-        let prefix = format!("{APP_ROOT}/");
-        let mut files = Vec::new();
-        let mut level = vec![root];
-        let mut first = true;
-        while !level.is_empty() && files.len() < MAX_LISTED_FILES {
-            let calls: Vec<_> = level
-                .iter()
-                .map(|d| self.list_dir(d.clone(), !first))
-                .collect();
-            let listings: Vec<wire::ListDirResponse> = futures_util::stream::iter(calls)
-                .buffered(LIST_CONCURRENCY)
-                .try_collect()
-                .await?;
-            let mut next = Vec::new();
-            for (parent, listing) in level.iter().zip(listings) {
-                for entry in listing.entries {
-                    let path = if entry.path.is_empty() {
-                        format!("{parent}/{}", entry.name)
-                    } else {
-                        entry.path
-                    };
-                    // Anything outside the app root (odd symlinks) is not ours to show.
-                    let Some(rel) = path.strip_prefix(&prefix) else {
-                        continue;
-                    };
-                    match entry.kind {
-                        FileType::File => files.push(rel.to_owned()),
-                        FileType::Directory if !EXCLUDED_DIRS.contains(&entry.name.as_str()) => {
-                            next.push(path)
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            level = next;
-            first = false;
-        }
-        files.truncate(MAX_LISTED_FILES);
-        files.sort();
-        Ok(files)
+        self.bounded(self.walk(root, dir)).await
     }
 
     #[tracing::instrument(skip_all, fields(sandbox_id = %self.id))]

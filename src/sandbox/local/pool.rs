@@ -143,7 +143,13 @@ impl LocalSandboxProvider {
             return Ok(None);
         };
         self.refill_pool_in_background();
-        write_files(&sandbox.app, restore, sandbox.uid).await?;
+        write_files(
+            &self.inner.shared,
+            &sandbox.workspace,
+            restore,
+            sandbox.owner(),
+        )
+        .await?;
         Ok(Some(sandbox))
     }
 

@@ -11,9 +11,9 @@ use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::sandbox::path::confine;
 use crate::sandbox::{FileMap, OutputSink, SandboxError};
 
+use super::files::{run_blocking, AppDir, FileOwner};
 use super::process::run_capped;
 use super::{pool, unavailable, Shared, SYSTEM_PATH};
 
@@ -27,46 +27,20 @@ const TEMPLATE_EXCLUDES: &[&str] = &[
     "compile_page.sh",
 ];
 
-/// Writes `files` (relative paths) below `app`, refusing escapes; what it creates belongs to
-/// `owner` (the sandbox's user) when given.
+/// Writes `files` (paths relative to the app root) into `workspace`'s app, refusing escapes;
+/// what is created is given to `owner`. Each file within the file timeout.
 pub(super) async fn write_files(
-    app: &Path,
+    shared: &Shared,
+    workspace: &Path,
     files: &FileMap,
-    owner: Option<u32>,
+    owner: Option<FileOwner>,
 ) -> Result<(), SandboxError> {
     for (path, content) in files {
-        let target = confine(app, path)?;
-        if let Some(parent) = target.parent() {
-            tokio::fs::create_dir_all(parent).await?;
-        }
-        tokio::fs::write(&target, content).await?;
-        give_to_owner(app, &target, owner).await?;
-    }
-    Ok(())
-}
-
-/// Gives a file the server wrote below `app`, and its directories, to `owner` when given.
-pub(super) async fn give_to_owner(
-    app: &Path,
-    target: &Path,
-    owner: Option<u32>,
-) -> Result<(), SandboxError> {
-    if let Some(uid) = owner {
-        let (app, target) = (app.to_path_buf(), target.to_path_buf());
-        tokio::task::spawn_blocking(move || chown_up_to(&app, &target, uid))
-            .await
-            .map_err(unavailable)??;
-    }
-    Ok(())
-}
-
-/// Gives `target` and its directories up to (not including) `app` to `uid`.
-fn chown_up_to(app: &Path, target: &Path, uid: u32) -> std::io::Result<()> {
-    let app = app.canonicalize()?;
-    let mut current = Some(target);
-    while let Some(path) = current.filter(|path| path.starts_with(&app) && *path != app) {
-        std::os::unix::fs::lchown(path, Some(uid), Some(uid))?;
-        current = path.parent();
+        let (workspace, path, content) = (workspace.to_owned(), path.clone(), content.clone());
+        run_blocking(shared.config.file_timeout, move || {
+            AppDir::open(&workspace)?.write(&path, content.as_bytes(), owner)
+        })
+        .await?;
     }
     Ok(())
 }
@@ -152,8 +126,9 @@ pub(super) async fn create_workspace(
             tokio::fs::remove_file(&hidden).await?;
             tokio::fs::write(&hidden, content).await?;
         }
-        write_files(&app, restore, None).await?;
+        write_files(shared, &staging, restore, None).await?;
         if let Some(uid) = shared.sandbox_uid(sandbox_id) {
+            // Nothing runs in the staging directory yet: a walk by path cannot be raced.
             hand_over(&staging, uid).await?;
         }
         if pooled {

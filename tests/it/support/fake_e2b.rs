@@ -77,6 +77,7 @@ struct Inner {
     fail_next_creates: u32,
     ignore_deadlines: bool,
     start_delay: Duration,
+    files_delay: Duration,
     cut_streams: bool,
     violations: Vec<String>,
     starts: Vec<StartRecord>,
@@ -170,6 +171,11 @@ impl FakeE2b {
     /// Delays processes' `start` event (the HTTP response itself starts at once).
     pub fn delay_start(&self, delay: Duration) {
         self.with(|s| s.start_delay = delay);
+    }
+
+    /// Delays every answer of the file API (`/files`, ListDir, Remove), as a hung envd would.
+    pub fn stall_files(&self, delay: Duration) {
+        self.with(|s| s.files_delay = delay);
     }
 
     /// Ends process streams right after `start`, without `end` or EndStream (a broken connection).
@@ -570,6 +576,7 @@ async fn download(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, Response> {
+    stall_files(&state).await;
     let (_, home) = envd_auth(&state, &headers)?;
     check_username(&state, &query)?;
     let Some(path) = query.get("path") else {
@@ -599,6 +606,11 @@ async fn download(
             format!("path '{path}' does not exist"),
         )),
     }
+}
+
+async fn stall_files(state: &Shared) {
+    let delay = state.lock().unwrap().files_delay;
+    tokio::time::sleep(delay).await;
 }
 
 /// `(name, filename, content)` of one multipart part.
@@ -642,6 +654,7 @@ async fn upload(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Response> {
+    stall_files(&state).await;
     let (_, home) = envd_auth(&state, &headers)?;
     check_username(&state, &query)?;
     let content_type = header(&headers, "content-type").unwrap_or_default();
@@ -766,6 +779,7 @@ async fn list_dir(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Response> {
+    stall_files(&state).await;
     let (req, path, local) = filesystem_request(&state, &headers, &body, "ListDir")?;
     let depth = match req.get("depth") {
         None => 1,
@@ -792,6 +806,7 @@ async fn remove_path(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Response> {
+    stall_files(&state).await;
     let (_, _, local) = filesystem_request(&state, &headers, &body, "Remove")?;
     let _ = if local.is_dir() {
         std::fs::remove_dir_all(&local)
