@@ -9,4 +9,5 @@ cd "$(dirname "$0")/.."
 if ! node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 9) ? 0 : 1)' 2>/dev/null; then
   echo "warning: local sandboxes need Node.js >= 20.9 with npm on the PATH (found: $(node --version 2>/dev/null || echo none))" >&2
 fi
+source scripts/sandbox-jail-deps.sh
 exec cargo run --release --locked -- serve "$@"

@@ -9,7 +9,6 @@ need=()
 command -v node >/dev/null || need+=(nodejs npm)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v chromium >/dev/null || need+=(chromium)
-command -v bwrap >/dev/null || need+=(bubblewrap)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   as_root=""
@@ -17,6 +16,9 @@ if [ ${#need[@]} -gt 0 ]; then
   $as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $as_root apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+
+# The local sandbox jail (the tests need it working under CI=true).
+source scripts/sandbox-jail-deps.sh
 
 # A throwaway PostgreSQL on a free port, unless TEST_DATABASE_URL points at one.
 if [ -z "${TEST_DATABASE_URL:-}" ]; then
