@@ -2,6 +2,7 @@
 //!
 //!     cargo bench --profile dev --bench sandbox             # warm + cold + fake
 //!     cargo bench --profile dev --bench sandbox -- --warm-only
+//!     cargo bench --profile dev --bench sandbox -- --jail-only
 //!
 //! - warm: `connect` (new project, template deps cached in `target/sandbox-cache`) to the preview
 //!   URL answering 200 through the preview proxy; target < 5 s. Measured with the warm pool (the
@@ -9,6 +10,9 @@
 //!   made and `next dev` started and compiled on demand). Also a restart: an existing
 //!   workspace, dev server stopped, to 200.
 //! - cold: the one-time `npm ci` of the template into an empty cache dir (network: npm registry).
+//! - jail: the cost of a new workspace (template copied, dependencies linked, handed to the
+//!   sandbox's user), of a sandbox's first command (its network namespace starts), and the
+//!   median round trip of a jailed `echo` after that; target < 50 ms.
 //! - fake: operations per second of `FakeSandboxProvider` (for agent benchmarks).
 //!
 //! The dev profile is enough: the time is spent in node, not in this crate.
@@ -246,12 +250,70 @@ async fn fake() {
     );
 }
 
+async fn echo(sandbox: &dyn codekraft::sandbox::Sandbox) -> Duration {
+    let started = Instant::now();
+    let output = sandbox
+        .run_command(
+            CommandSpec::new("echo hi", Duration::from_secs(30)),
+            &mut OutputSink::discard(),
+            CancellationToken::new(),
+        )
+        .await
+        .expect("echo");
+    assert_eq!(output.stdout, "hi\n");
+    started.elapsed()
+}
+
+/// New workspaces and jailed commands.
+async fn jail(root: &std::path::Path) {
+    let config = config(
+        root.join("jail-data"),
+        manifest_dir().join("target/sandbox-cache"),
+        PreviewOrigin::localhost(9),
+    );
+    let provider = LocalSandboxProvider::new(config);
+    provider.warm_up().await.expect("template dependencies");
+    let mut creations = Vec::new();
+    let mut first_commands = Vec::new();
+    let mut echoes = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let sandbox = provider
+            .connect(Uuid::new_v4(), None, &FileMap::new())
+            .await
+            .expect("connect");
+        creations.push(started.elapsed());
+        first_commands.push(echo(&*sandbox).await);
+        for _ in 0..20 {
+            echoes.push(echo(&*sandbox).await);
+        }
+    }
+    println!(
+        "sandbox/jail (jailed: {}): new workspace median {:.2?}; first command (network namespace starts) median {:.2?}; echo round trip median {:.2?}, p90 {:.2?} over {} runs (target < 50 ms)",
+        provider.is_jailed(),
+        median(creations),
+        median(first_commands),
+        median(echoes.clone()),
+        {
+            let mut sorted = echoes.clone();
+            sorted.sort();
+            sorted[sorted.len() * 9 / 10]
+        },
+        echoes.len()
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let warm_only = std::env::args().any(|a| a == "--warm-only");
+    let jail_only = std::env::args().any(|a| a == "--jail-only");
     let scratch = manifest_dir().join("target/sandbox-bench");
     std::fs::create_dir_all(&scratch).unwrap();
     let root = tempfile::tempdir_in(&scratch).unwrap();
+    jail(root.path()).await;
+    if jail_only {
+        return;
+    }
     fake().await;
     warm(root.path(), 1).await;
     warm(root.path(), 0).await;

@@ -907,7 +907,7 @@ async fn offline_provider_runs_the_full_step_sequence_and_follow_ups() {
     assert!(content.starts_with("\"use client\";"), "{content}");
     assert!(content.contains("useState"));
     assert!(
-        content.contains(r#"const TITLE = "Todo app with <b>\"quotes\"</b>";"#),
+        content.contains(r#"const TITLE = "Todo app with \u003cb\u003e\"quotes\"\u003c/b\u003e";"#),
         "{content}"
     );
     assert!(content.contains("className="));
