@@ -40,11 +40,16 @@ fn test_env(use_bwrap: bool) -> TestEnv {
 
 async fn connect(config: &LocalSandboxConfig) -> (LocalSandboxProvider, Arc<dyn Sandbox>) {
     let provider = LocalSandboxProvider::new(config.clone());
-    let sandbox = provider
+    let sandbox = new_sandbox(&provider).await;
+    (provider, sandbox)
+}
+
+/// The sandbox of a new project.
+async fn new_sandbox(provider: &LocalSandboxProvider) -> Arc<dyn Sandbox> {
+    provider
         .connect(Uuid::new_v4(), None, &FileMap::new())
         .await
-        .expect("connect");
-    (provider, sandbox)
+        .expect("connect")
 }
 
 /// Whether the jail works here; under `CI=true` it must.
@@ -651,14 +656,8 @@ async fn node_modules_are_shared_by_hard_links_but_changes_stay_local() {
     use std::os::unix::fs::MetadataExt;
     let env = test_env(true);
     let provider = LocalSandboxProvider::new(env.config.clone());
-    let a = provider
-        .connect(Uuid::new_v4(), None, &FileMap::new())
-        .await
-        .unwrap();
-    let b = provider
-        .connect(Uuid::new_v4(), None, &FileMap::new())
-        .await
-        .unwrap();
+    let a = new_sandbox(&provider).await;
+    let b = new_sandbox(&provider).await;
     let file = "node_modules/clsx/package.json";
     let dir_a = provider.workspace_dir(a.id().parse().unwrap()).join("app");
     let dir_b = provider.workspace_dir(b.id().parse().unwrap()).join("app");
@@ -700,10 +699,7 @@ async fn node_modules_are_shared_by_hard_links_but_changes_stay_local() {
     for entry in std::fs::read_dir(cache).unwrap().flatten() {
         assert!(!entry.path().join("node_modules/is-number").exists());
     }
-    let c = provider
-        .connect(Uuid::new_v4(), None, &FileMap::new())
-        .await
-        .unwrap();
+    let c = new_sandbox(&provider).await;
     assert!(!c
         .read_file("package.json")
         .await
@@ -726,14 +722,8 @@ async fn a_jailed_project_cannot_change_the_shared_dependencies() {
     }
     let env = test_env(true);
     let provider = LocalSandboxProvider::new(env.config.clone());
-    let attacker = provider
-        .connect(Uuid::new_v4(), None, &FileMap::new())
-        .await
-        .unwrap();
-    let victim = provider
-        .connect(Uuid::new_v4(), None, &FileMap::new())
-        .await
-        .unwrap();
+    let attacker = new_sandbox(&provider).await;
+    let victim = new_sandbox(&provider).await;
     let tsc = "node_modules/typescript/lib/tsc.js";
     let victim_tsc = provider
         .workspace_dir(victim.id().parse().unwrap())
@@ -796,14 +786,8 @@ async fn a_fork_bomb_and_a_memory_hog_end_as_tool_errors_and_others_keep_working
     env.config.limits.max_processes = 64;
     env.config.limits.max_memory_bytes = 256 << 20;
     let provider = LocalSandboxProvider::new(env.config.clone());
-    let bomber = provider
-        .connect(Uuid::new_v4(), None, &FileMap::new())
-        .await
-        .unwrap();
-    let neighbour = provider
-        .connect(Uuid::new_v4(), None, &FileMap::new())
-        .await
-        .unwrap();
+    let bomber = new_sandbox(&provider).await;
+    let neighbour = new_sandbox(&provider).await;
 
     let hog = run(
         &*bomber,
