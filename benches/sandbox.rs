@@ -118,7 +118,7 @@ async fn warm(root: &std::path::Path, warm_pool: usize) {
     let warm_up = Instant::now();
     provider.warm_up().await.expect("template dependencies");
     println!(
-        "sandbox/{label}: dependency cache ready in {:.2?} (bwrap: {})",
+        "sandbox/{label}: dependency cache ready in {:.2?} (jailed: {})",
         warm_up.elapsed(),
         provider.is_jailed()
     );
