@@ -218,6 +218,7 @@ fn sandbox_provider_from_config(config: &Config) -> anyhow::Result<SandboxProvid
                 max_processes: config.sandbox_max_processes,
                 max_memory_bytes: config.sandbox_max_memory_mb << 20,
                 max_file_bytes: config.sandbox_max_file_mb << 20,
+                max_sandbox_memory_bytes: config.sandbox_cgroup_memory_mb << 20,
             };
             local.egress_allow = egress::parse_rules(&config.sandbox_egress_allow)
                 .map_err(|err| anyhow::anyhow!("SANDBOX_EGRESS_ALLOW: {err}"))?;

@@ -209,6 +209,10 @@ pub struct Config {
     /// Address space of one jailed process, in MiB.
     #[arg(long, env = "SANDBOX_MAX_MEMORY_MB", default_value_t = 4096)]
     pub sandbox_max_memory_mb: u64,
+    /// Memory of all of one jailed sandbox's processes together, in MiB (cgroups, where the
+    /// host offers them).
+    #[arg(long, env = "SANDBOX_CGROUP_MEMORY_MB", default_value_t = 4096)]
+    pub sandbox_cgroup_memory_mb: u64,
     /// Largest file a jailed process may write, in MiB.
     #[arg(long, env = "SANDBOX_MAX_FILE_MB", default_value_t = 1024)]
     pub sandbox_max_file_mb: u64,

@@ -206,6 +206,11 @@ impl LocalSandboxProvider {
         self.inner.shared.jail.is_ok()
     }
 
+    /// Whether each jailed sandbox's processes share one memory and process limit (cgroups).
+    pub fn has_cgroups(&self) -> bool {
+        self.inner.shared.jail.as_ref().is_ok_and(Jail::has_cgroups)
+    }
+
     /// The host user a sandbox's processes run as, when jailed.
     pub fn sandbox_uid(&self, sandbox_id: Uuid) -> Option<u32> {
         self.inner.shared.sandbox_uid(sandbox_id)
@@ -947,6 +952,9 @@ impl Sandbox for LocalSandbox {
         self.killed.cancel();
         let _no_more_operations = self.operations.write().await;
         self.stop_dev_server().await;
+        if let (Ok(jail), Some(uid)) = (&self.shared.jail, self.uid) {
+            jail.remove_cgroups(uid);
+        }
         if let Some(inner) = self.provider.upgrade() {
             let _guard = inner.create_lock.lock().await;
             {

@@ -785,6 +785,7 @@ async fn a_fork_bomb_and_a_memory_hog_end_as_tool_errors_and_others_keep_working
     let mut env = test_env(true);
     env.config.limits.max_processes = 64;
     env.config.limits.max_memory_bytes = 256 << 20;
+    env.config.limits.max_sandbox_memory_bytes = 512 << 20;
     let provider = LocalSandboxProvider::new(env.config.clone());
     let bomber = new_sandbox(&provider).await;
     let neighbour = new_sandbox(&provider).await;
@@ -815,6 +816,17 @@ async fn a_fork_bomb_and_a_memory_hog_end_as_tool_errors_and_others_keep_working
     assert!(matches!(bomb, Err(SandboxError::Timeout(_))), "{bomb:?}");
     let during = during.unwrap();
     assert_eq!(during.stdout, "alive\nforked\n", "{during:?}");
+    if provider.has_cgroups() {
+        // Many processes, each under the per-process limit, together over the sandbox's.
+        let many = run(
+            &*bomber,
+            "for i in 1 2 3 4 5 6; do python3 -c 'import time; x = bytearray(200 << 20); time.sleep(3)' & done; \
+             wait; echo waited",
+        )
+        .await
+        .unwrap();
+        assert!(many.stderr.contains("Killed"), "{many:?}");
+    }
     // The bomb's sandbox works again once its command is gone.
     let after = run(&*bomber, "echo recovered").await.unwrap();
     assert_eq!(after.stdout, "recovered\n", "{after:?}");

@@ -7,7 +7,9 @@
 //!   loopback, plus two forwarded ports — the dev server's (host → sandbox) and the egress
 //!   proxy's (sandbox → host, see `sandbox::egress`). No interface leads anywhere else, so the
 //!   host's loopback, link-local and private ranges are out of reach;
-//! - resource limits (`prlimit`): processes, memory, file size, CPU time;
+//! - resource limits (`prlimit`): processes, memory, file size, CPU time per process; and,
+//!   where the host lets the server make cgroups (v1 `memory` and `pids`), one memory and
+//!   process limit for all of a sandbox's processes together;
 //! - bubblewrap: its own user, PID, IPC and UTS namespaces, a new session, no capabilities,
 //!   read-only system directories, the workspace's `app/`, `home/` and `tmp/` read-write, and
 //!   nothing else of the host's file system.
@@ -37,6 +39,8 @@ pub struct JailLimits {
     pub max_memory_bytes: u64,
     /// Largest file a process may write (`RLIMIT_FSIZE`).
     pub max_file_bytes: u64,
+    /// Memory of all of one sandbox's processes together, where the host offers cgroups.
+    pub max_sandbox_memory_bytes: u64,
 }
 
 impl Default for JailLimits {
@@ -45,6 +49,7 @@ impl Default for JailLimits {
             max_processes: 1024,
             max_memory_bytes: 4 << 30,
             max_file_bytes: 1 << 30,
+            max_sandbox_memory_bytes: 4 << 30,
         }
     }
 }
@@ -60,6 +65,70 @@ pub(super) struct Jail {
     sleep: PathBuf,
     uid_base: u32,
     limits: JailLimits,
+    /// Where per-sandbox cgroups go; empty where the host offers none the server may make.
+    cgroups: Vec<CgroupLimit>,
+}
+
+/// A cgroup (v1) controller under which each sandbox gets a group of its own with a limit.
+#[derive(Debug)]
+struct CgroupLimit {
+    /// `{controller mount}{the server's own group}/codekraft-sandboxes`
+    parent: PathBuf,
+    file: &'static str,
+    value: u64,
+}
+
+impl CgroupLimit {
+    /// The `cgroup.procs` of the sandbox user's group, made (with its limit) if need be.
+    fn procs_of(&self, uid: u32) -> Option<PathBuf> {
+        let group = self.parent.join(format!("sandbox-{uid}"));
+        let made = std::fs::create_dir_all(&group)
+            .and_then(|()| std::fs::write(group.join(self.file), self.value.to_string()));
+        match made {
+            Ok(()) => Some(group.join("cgroup.procs")),
+            Err(err) => {
+                tracing::warn!(group = %group.display(), %err, "no cgroup for a sandbox");
+                None
+            }
+        }
+    }
+}
+
+/// The v1 `memory` and `pids` controllers, where the server may make groups below its own.
+fn detect_cgroups(limits: &JailLimits) -> Vec<CgroupLimit> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let wanted = [
+        (
+            "memory",
+            "memory.limit_in_bytes",
+            limits.max_sandbox_memory_bytes,
+        ),
+        ("pids", "pids.max", limits.max_processes),
+    ];
+    wanted
+        .into_iter()
+        .filter_map(|(controller, file, value)| {
+            let path = own.lines().find_map(|line| {
+                let mut fields = line.splitn(3, ':');
+                let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+                controllers
+                    .split(',')
+                    .any(|c| c == controller)
+                    .then(|| path.trim_start_matches('/').to_owned())
+            })?;
+            let parent = Path::new("/sys/fs/cgroup")
+                .join(controller)
+                .join(path)
+                .join("codekraft-sandboxes");
+            let usable =
+                std::fs::create_dir_all(&parent).is_ok() && parent.join("cgroup.procs").exists();
+            usable.then_some(CgroupLimit {
+                parent,
+                file,
+                value,
+            })
+        })
+        .collect()
 }
 
 /// Sandbox user ids are `uid_base + (a hash of the sandbox id) % UID_SPAN`.
@@ -81,6 +150,7 @@ impl Jail {
         let tool =
             |name: &str| find_on_path(name).ok_or_else(|| format!("`{name}` is not installed"));
         let jail = Self {
+            cgroups: detect_cgroups(&limits),
             bwrap: tool("bwrap")?,
             pasta: tool("pasta")?,
             nsenter: tool("nsenter")?,
@@ -155,6 +225,18 @@ impl Jail {
             ));
         }
         Ok(())
+    }
+
+    /// Whether each sandbox's processes share a memory and process limit (cgroups).
+    pub(super) fn has_cgroups(&self) -> bool {
+        !self.cgroups.is_empty()
+    }
+
+    /// Removes the cgroups of a sandbox user (once its processes are gone; else they stay).
+    pub(super) fn remove_cgroups(&self, uid: u32) {
+        for limit in &self.cgroups {
+            let _ = std::fs::remove_dir(limit.parent.join(format!("sandbox-{uid}")));
+        }
     }
 
     /// The host user id of a sandbox's processes and files.
@@ -268,7 +350,25 @@ impl Jail {
     ) -> Command {
         let ids = uid.to_string();
         let limits = &self.limits;
-        let mut command = Command::new(&self.setpriv);
+        let procs: Vec<PathBuf> = self
+            .cgroups
+            .iter()
+            .filter_map(|limit| limit.procs_of(uid))
+            .collect();
+        // Still root, the first process joins the sandbox's cgroups, so everything it starts
+        // is in them.
+        let mut command = if procs.is_empty() {
+            Command::new(&self.setpriv)
+        } else {
+            let mut join = Command::new("/bin/sh");
+            join.arg("-c")
+                .arg(r#"while [ "$1" != -- ]; do echo $$ > "$1" || exit 126; shift; done; shift; exec "$@""#)
+                .arg("sh")
+                .args(&procs)
+                .arg("--")
+                .arg(&self.setpriv);
+            join
+        };
         command
             .args(["--reuid", &ids, "--regid", &ids, "--clear-groups", "--"])
             .arg(&self.nsenter)
@@ -334,7 +434,10 @@ pub(super) fn bwrap_args(workspace: &Path, cwd: &Path) -> Vec<String> {
             _ => {}
         }
     }
-    args.extend(["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"].map(String::from));
+    args.extend(["--proc", "/proc", "--dev", "/dev"].map(String::from));
+    // `/tmp` is the workspace's own (on disk): a tmpfs would let a sandbox fill the memory.
+    let tmp = workspace.join("tmp").display().to_string();
+    args.extend(["--bind".into(), tmp, "/tmp".into()]);
     for dir in ["app", "home", "tmp"] {
         let path = workspace.join(dir).display().to_string();
         args.extend(["--bind".into(), path.clone(), path]);
@@ -411,6 +514,7 @@ mod tests {
             sleep: PathBuf::new(),
             uid_base: 1_800_000_000,
             limits: JailLimits::default(),
+            cgroups: Vec::new(),
         };
         let id = Uuid::new_v4();
         let uid = jail.sandbox_uid(id);
