@@ -216,7 +216,9 @@ impl Jail {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        let output = command.output().map_err(|err| err.to_string())?;
+        let output = command.output().map_err(|err| err.to_string());
+        self.remove_cgroups(uid);
+        let output = output?;
         if !output.status.success() {
             return Err(format!(
                 "a jailed command failed ({}): {}",
