@@ -39,6 +39,17 @@ impl ServerProcess {
         fake_e2b: &FakeE2b,
         extra: &[(&str, String)],
     ) -> Self {
+        Self::spawn_logging_to(database_url, data_dir, fake_e2b, extra, None).await
+    }
+
+    /// `spawn`, with the server's whole output (stdout and stderr) in `log` when given.
+    async fn spawn_logging_to(
+        database_url: &str,
+        data_dir: &std::path::Path,
+        fake_e2b: &FakeE2b,
+        extra: &[(&str, String)],
+        log: Option<&std::path::Path>,
+    ) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -62,9 +73,16 @@ impl ServerProcess {
             .env("E2B_API_URL", e2b.api_url.clone().unwrap())
             .env("E2B_ENVD_URL", e2b.envd_url.clone().unwrap())
             .env("RUST_LOG", "codekraft=warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
             .kill_on_drop(true);
+        match log {
+            Some(path) => {
+                let file = std::fs::File::create(path).unwrap();
+                command.stdout(file.try_clone().unwrap()).stderr(file);
+            }
+            None => {
+                command.stdout(Stdio::null()).stderr(Stdio::inherit());
+            }
+        }
         for (key, value) in extra {
             command.env(key, value);
         }
@@ -315,4 +333,82 @@ async fn a_command_printing_300_mb_stores_little_and_leaves_memory_flat() {
         growth_mib < 64,
         "peak memory grew by {growth_mib} MiB ({baseline_kib} → {peak_kib} KiB)"
     );
+}
+
+/// A whole run logged at debug level, with every secret in play (model key, E2B key, JWT secret,
+/// a password, bearer tokens), mentions none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_logs_of_a_whole_run_hold_no_secret() {
+    const MODEL_KEY: &str = "gemini-key-SECRET-7f3a9c";
+    const PASSWORD: &str = "correct-horse-SECRET-battery";
+    let data_dir = tempfile::tempdir().unwrap();
+    let url = database("sqlite", data_dir.path()).await;
+    let e2b = FakeE2b::start().await;
+    let fake = FakeLlm::start(terminal_run("echo built")).await;
+    let log = data_dir.path().join("server.log");
+    let env = [
+        ("GEMINI_API_KEY", MODEL_KEY.to_owned()),
+        ("GEMINI_BASE_URL", fake.base_url()),
+        ("RUST_LOG", "debug".to_owned()),
+    ];
+    let server =
+        ServerProcess::spawn_logging_to(&url, data_dir.path(), &e2b, &env, Some(&log)).await;
+
+    let signed_up = server
+        .data(
+            None,
+            "mutation($p: String!) { signUp(email: \"keeper@example.com\", password: $p) { token } }",
+            json!({ "p": PASSWORD }),
+        )
+        .await;
+    let signed_in = server
+        .data(
+            None,
+            "mutation($p: String!) { signIn(email: \"keeper@example.com\", password: $p) { token } }",
+            json!({ "p": PASSWORD }),
+        )
+        .await;
+    let wrong = server
+        .gql(
+            None,
+            "mutation($p: String!) { signIn(email: \"keeper@example.com\", password: $p) { token } }",
+            json!({ "p": format!("{PASSWORD}-wrong") }),
+        )
+        .await;
+    assert_eq!(error_code(&wrong), "BAD_USER_INPUT", "{wrong}");
+    let token = signed_up["signUp"]["token"].as_str().unwrap().to_owned();
+    let second_token = signed_in["signIn"]["token"].as_str().unwrap().to_owned();
+    let (_, run_id) = server.create_project(&second_token, "an app").await;
+    let run = server.wait_for_run(&token, &run_id).await;
+    assert_eq!(run["status"], "SUCCEEDED", "{run}");
+    let mut ws =
+        ws_client::connect(&format!("ws://{}/graphql/ws", server.addr), TRANSPORT_WS).await;
+    ws.init(json!({ "Authorization": format!("Bearer {token}") }))
+        .await;
+    ws.close().await;
+    let refused = server
+        .gql(Some("not-a-real-token"), "{ me { id } }", json!({}))
+        .await;
+    assert_eq!(error_code(&refused), "UNAUTHENTICATED");
+    drop(server);
+
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("DEBUG"), "the server logged at debug level");
+    assert!(logged.contains(&run_id), "the run was logged");
+    let secrets = [
+        ("the model key", MODEL_KEY.to_owned()),
+        ("the E2B key", crate::support::fake_e2b::API_KEY.to_owned()),
+        ("the JWT secret", TEST_SECRET.to_owned()),
+        ("the password", PASSWORD.to_owned()),
+        ("a bearer token", token.clone()),
+        ("a bearer token", second_token.clone()),
+        // A JWT's signature alone would do.
+        (
+            "a token's signature",
+            token.rsplit('.').next().unwrap().to_owned(),
+        ),
+    ];
+    for (what, secret) in secrets {
+        assert!(!logged.contains(&secret), "{what} is in the log");
+    }
 }
