@@ -37,6 +37,15 @@ if [ -z "${TEST_DATABASE_URL:-}" ]; then
   export TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/postgres"
 fi
 
+# The API fuzzer (tests/it/fuzz.rs), pinned, in a venv of its own.
+fuzz_venv=target/fuzz-venv
+if ! cmp -s tests/fuzz/requirements.txt "$fuzz_venv/requirements.txt"; then
+  rm -rf "$fuzz_venv"
+  python3 -m venv "$fuzz_venv"
+  "$fuzz_venv/bin/pip" install -q --disable-pip-version-check -r tests/fuzz/requirements.txt
+  cp tests/fuzz/requirements.txt "$fuzz_venv/requirements.txt"
+fi
+
 export CODEKRAFT_REQUIRE_NODE=1
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
