@@ -130,14 +130,17 @@ impl AppBuilder {
             _ => crate::auth::load_or_create_secret(&config.data_dir)
                 .context("loading the JWT secret")?,
         };
-        let auth = Authenticator::new(AuthConfig {
+        let auth_config = AuthConfig {
             jwt_secret,
             jwks_url: config.auth_jwks_url.clone(),
             issuer: config.auth_issuer.clone(),
             plan_claim: config.auth_plan_claim.clone(),
             token_ttl: Duration::from_secs(30 * 24 * 3600),
-            ..Default::default()
-        });
+            authorized_parties: config.auth_authorized_parties.clone(),
+            audience: config.auth_audience.clone(),
+        };
+        auth_config.validate().map_err(anyhow::Error::msg)?;
+        let auth = Authenticator::new(auth_config);
         let (sandboxes, local_sandboxes) = match self.sandboxes {
             Some(sandboxes) => (sandboxes, None),
             None => sandbox_provider_from_config(&config)?,

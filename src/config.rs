@@ -81,6 +81,13 @@ pub struct Config {
     /// Expected `iss` of external tokens.
     #[arg(long, env = "AUTH_ISSUER")]
     pub auth_issuer: Option<String>,
+    /// Accepted `aud` values of external tokens, comma-separated; unset: not checked.
+    #[arg(long, env = "AUTH_AUDIENCE", value_delimiter = ',')]
+    pub auth_audience: Vec<String>,
+    /// Accepted `azp` (authorized parties, Clerk) of external tokens, comma-separated; unset:
+    /// not checked, set: a token must name one.
+    #[arg(long, env = "AUTH_AUTHORIZED_PARTIES", value_delimiter = ',')]
+    pub auth_authorized_parties: Vec<String>,
     /// Claim of external tokens that carries the plan (`free`/`pro`); unset: the plan in the DB.
     #[arg(long, env = "AUTH_PLAN_CLAIM")]
     pub auth_plan_claim: Option<String>,

@@ -239,25 +239,29 @@ fn parse_jwks(body: &[u8]) -> Result<HashMap<String, DecodingKey>, AuthError> {
 }
 
 /// Verifies RS256 tokens against a [`JwksCache`]: signature, `exp`, `nbf` and (when configured)
-/// `iss`.
+/// `iss` and `aud`.
 pub(crate) struct ExternalVerifier {
     keys: JwksCache,
     validation: Validation,
 }
 
 impl ExternalVerifier {
-    pub(crate) fn new(keys: JwksCache, issuer: Option<String>) -> Self {
+    pub(crate) fn new(keys: JwksCache, issuer: Option<String>, audience: &[String]) -> Self {
         let mut validation = Validation::new(Algorithm::RS256);
         validation.leeway = LEEWAY_SECS;
         validation.validate_nbf = true;
-        validation.validate_aud = false;
-        match issuer.filter(|iss| !iss.is_empty()) {
-            Some(issuer) => {
-                validation.set_issuer(&[issuer]);
-                validation.set_required_spec_claims(&["exp", "sub", "iss"]);
-            }
-            None => validation.set_required_spec_claims(&["exp", "sub"]),
+        let mut required = vec!["exp", "sub"];
+        if let Some(issuer) = issuer.filter(|iss| !iss.is_empty()) {
+            validation.set_issuer(&[issuer]);
+            required.push("iss");
         }
+        if audience.is_empty() {
+            validation.validate_aud = false;
+        } else {
+            validation.set_audience(audience);
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
         Self { keys, validation }
     }
 

@@ -127,8 +127,29 @@ pub struct AuthConfig {
     pub token_ttl: Duration,
     /// Allowed `azp` (authorized party: the web origin that requested the token) of external
     /// tokens, e.g. `["https://app.codekraft.dev", "http://localhost:5173"]`. Empty: not checked.
-    /// As in Clerk's SDKs, a token without `azp` passes.
+    /// When set, a token must name one of them (one without `azp` is refused).
     pub authorized_parties: Vec<String>,
+    /// Accepted `aud` of external tokens. Empty: not checked; when set, a token must carry one.
+    pub audience: Vec<String>,
+}
+
+impl AuthConfig {
+    /// Refuses settings that would accept tokens they should not: an external provider without
+    /// an issuer to pin, or whose keys come over plain http from another machine.
+    pub fn validate(&self) -> Result<(), String> {
+        let Some(url) = &self.jwks_url else {
+            return Ok(());
+        };
+        if self.issuer.as_deref().is_none_or(str::is_empty) {
+            return Err("AUTH_JWKS_URL needs AUTH_ISSUER: tokens of any issuer would pass".into());
+        }
+        if !is_secure_url(url) {
+            return Err(format!(
+                "AUTH_JWKS_URL must be https (plain http only to loopback): {url}"
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for AuthConfig {
@@ -141,6 +162,7 @@ impl Default for AuthConfig {
             plan_claim: None,
             token_ttl: Duration::from_secs(24 * 60 * 60),
             authorized_parties: Vec::new(),
+            audience: Vec::new(),
         }
     }
 }
@@ -154,6 +176,7 @@ impl fmt::Debug for AuthConfig {
             .field("plan_claim", &self.plan_claim)
             .field("token_ttl", &self.token_ttl)
             .field("authorized_parties", &self.authorized_parties)
+            .field("audience", &self.audience)
             .finish()
     }
 }
@@ -208,10 +231,7 @@ impl Authenticator {
             tracing::warn!(secret_len, "jwt secret is shorter than 32 bytes");
         }
         let external = config.jwks_url.map(|url| {
-            if !is_secure_url(&url) {
-                tracing::warn!(%url, "JWKS URL is not https: its keys could be tampered with in transit");
-            }
-            jwks::ExternalVerifier::new(make_cache(url), config.issuer)
+            jwks::ExternalVerifier::new(make_cache(url), config.issuer, &config.audience)
         });
         Self {
             inner: Arc::new(Inner {
@@ -264,7 +284,7 @@ impl Authenticator {
         let allowed = &self.inner.authorized_parties;
         match claims.get("azp") {
             _ if allowed.is_empty() => Ok(()),
-            None => Ok(()),
+            None => Err(AuthError::Invalid("missing authorized party")),
             Some(Value::String(azp)) if allowed.iter().any(|party| party == azp) => Ok(()),
             Some(_) => Err(AuthError::Invalid("unauthorized party")),
         }
@@ -499,6 +519,7 @@ mod tests {
             plan_claim: Some("pla".to_owned()),
             token_ttl: Duration::from_secs(3600),
             authorized_parties: Vec::new(),
+            audience: Vec::new(),
         }
     }
 
@@ -838,11 +859,83 @@ mod tests {
             .verify(&with_azp(Some("https://app.codekraft.dev")))
             .await
             .is_ok());
-        assert!(auth.verify(&with_azp(None)).await.is_ok());
+        assert_eq!(
+            auth.verify(&with_azp(None)).await,
+            Err(AuthError::Invalid("missing authorized party"))
+        );
         assert_eq!(
             auth.verify(&with_azp(Some("https://evil.example"))).await,
             Err(AuthError::Invalid("unauthorized party"))
         );
+        // Without the setting, any party (or none) passes.
+        let open = Authenticator::new(config(SECRET, Some(&jwks.url)));
+        assert!(open.verify(&with_azp(None)).await.is_ok());
+        assert!(open
+            .verify(&with_azp(Some("https://evil.example")))
+            .await
+            .is_ok());
+    }
+
+    #[tokio::test]
+    async fn audience_is_enforced_when_set() {
+        let jwks = FakeJwks::start().await;
+        let auth = Authenticator::new(AuthConfig {
+            audience: vec!["codekraft-api".to_owned()],
+            ..config(SECRET, Some(&jwks.url))
+        });
+        let with_aud = |aud: Option<Value>| {
+            let mut claims = clerk_claims();
+            if let Some(aud) = aud {
+                claims["aud"] = aud;
+            }
+            clerk_token(&claims)
+        };
+        assert!(auth
+            .verify(&with_aud(Some(json!("codekraft-api"))))
+            .await
+            .is_ok());
+        assert!(auth
+            .verify(&with_aud(Some(json!(["other", "codekraft-api"]))))
+            .await
+            .is_ok());
+        assert!(auth
+            .verify(&with_aud(Some(json!("other-api"))))
+            .await
+            .is_err());
+        assert!(auth.verify(&with_aud(None)).await.is_err());
+        let open = Authenticator::new(config(SECRET, Some(&jwks.url)));
+        assert!(open
+            .verify(&with_aud(Some(json!("other-api"))))
+            .await
+            .is_ok());
+    }
+
+    #[test]
+    fn external_settings_must_pin_an_issuer_over_https() {
+        let with = |url: &str, issuer: Option<&str>| AuthConfig {
+            jwks_url: Some(url.to_owned()),
+            issuer: issuer.map(str::to_owned),
+            ..AuthConfig::default()
+        };
+        assert!(AuthConfig::default().validate().is_ok());
+        let https = "https://clerk.example.com/.well-known/jwks.json";
+        assert!(with(https, Some("https://clerk.example.com"))
+            .validate()
+            .is_ok());
+        assert!(with("http://127.0.0.1:9/jwks", Some("x"))
+            .validate()
+            .is_ok());
+        assert!(with("http://[::1]:9/jwks", Some("x")).validate().is_ok());
+        let no_issuer = with(https, None).validate().unwrap_err();
+        assert!(no_issuer.contains("AUTH_ISSUER"), "{no_issuer}");
+        assert!(with(https, Some("")).validate().is_err());
+        let plain = with("http://clerk.example.com/jwks", Some("x"))
+            .validate()
+            .unwrap_err();
+        assert!(plain.contains("https"), "{plain}");
+        assert!(with("http://localhost.evil.com/jwks", Some("x"))
+            .validate()
+            .is_err());
     }
 
     #[tokio::test]
