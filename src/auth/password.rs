@@ -75,7 +75,7 @@ impl PasswordHashing {
             })
     }
 
-    /// The most hashes that have run at once since the start (exported as a metric).
+    /// The most hashes that have run at once since the start (`/metrics` shows it).
     pub fn peak_concurrent(&self) -> usize {
         self.peak.load(Ordering::Relaxed)
     }

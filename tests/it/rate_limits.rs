@@ -209,6 +209,16 @@ async fn password_hashing_is_bounded() {
     assert_eq!(app.count_rows("user").await, 8);
     let peak = app.server.state.password_hashing.peak_concurrent();
     assert!((1..=2).contains(&peak), "{peak} hashes at once");
+    let metrics = reqwest::get(app.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(&format!("codekraft_password_hashes_peak {peak}\n")),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
