@@ -388,6 +388,19 @@ mod tests {
     }
 
     #[test]
+    fn rate_limits_are_positive_and_the_proxy_header_is_a_header_name() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["codekraft"], args].concat());
+        assert!(parse(&["--rate-limit-address-sign-ups-per-hour", "0"]).is_err());
+        assert!(parse(&["--password-hash-concurrency", "0"]).is_err());
+        assert!(parse(&["--trusted-proxy-header", "not a header"]).is_err());
+        let cli = parse(&["--trusted-proxy-header", "X-Forwarded-For"]).unwrap();
+        assert_eq!(
+            cli.config.trusted_proxy_header.unwrap().as_str(),
+            "x-forwarded-for"
+        );
+    }
+
+    #[test]
     fn defaults_ignore_the_environment_and_pick_embedded_parts() {
         let config = Config::defaults();
         assert_eq!(config.bind.to_string(), "127.0.0.1:8080");
