@@ -114,7 +114,7 @@ fn main() {
             .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let server = app::start(state.clone(), listener).await.unwrap();
-        let user = services::user::sign_up(&state.db, "bench@example.com", "bench password").await.unwrap();
+        let user = services::user::sign_up(&state.db, &state.password_hashing, "bench@example.com", "bench password").await.unwrap();
         let viewer = Viewer { user_id: user.id, plan: Plan::Pro };
 
         let wall = Instant::now();

@@ -13,7 +13,7 @@ use crate::agent::provider::{
     GeminiConfig, GeminiProvider, ModelProvider, OfflineProvider, OpenAiCompatProvider,
     OpenAiConfig, ReplayProvider,
 };
-use crate::auth::{AuthConfig, Authenticator};
+use crate::auth::{AuthConfig, Authenticator, PasswordHashing};
 use crate::config::{Config, ModelProviderKind, SandboxProviderKind};
 use crate::events::{EventBus, InProcessBus, PostgresBus};
 use crate::sandbox::e2b::{E2bConfig, E2bSandboxProvider};
@@ -21,6 +21,7 @@ use crate::sandbox::egress;
 use crate::sandbox::local::{JailLimits, LocalSandboxConfig, LocalSandboxProvider};
 use crate::sandbox::SandboxProvider;
 use crate::services::limit::SignInLimiter;
+use crate::services::rate_limit::{RateLimits, FORGET_IDLE_EVERY};
 
 /// Counters exposed at `/metrics`.
 #[derive(Debug, Default)]
@@ -45,6 +46,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Failed sign-ins per email, counted in the database.
     pub sign_in_limiter: SignInLimiter,
+    /// Token buckets on mutations, per client address and per user.
+    pub rate_limits: Arc<RateLimits>,
+    /// The bound on argon2 hashes at once.
+    pub password_hashing: PasswordHashing,
     /// The local sandbox backend, when it is the one in use: its previews are proxied.
     pub local_sandboxes: Option<Arc<LocalSandboxProvider>>,
     /// Cancelled when the server shuts down: workers and listeners stop on it.
@@ -149,8 +154,14 @@ impl AppBuilder {
             Some(models) => models,
             None => model_provider_from_config(&config)?,
         };
+        let password_hashing = PasswordHashing::new(
+            usize::try_from(config.password_hash_concurrency).unwrap_or(1),
+            Duration::from_millis(config.password_hash_wait_ms),
+        );
         Ok(AppState {
             db,
+            rate_limits: Arc::new(RateLimits::from_config(&config)),
+            password_hashing,
             config: Arc::new(config),
             bus,
             auth,
@@ -292,6 +303,10 @@ pub async fn start(state: AppState, listener: TcpListener) -> anyhow::Result<Ser
     let previews = preview_listener
         .map(|(listener, local)| serve(listener, crate::http::preview::router(local), &shutdown));
     crate::jobs::start_workers(state.clone());
+    tokio::spawn(forget_idle_buckets(
+        state.rate_limits.clone(),
+        shutdown.clone(),
+    ));
     if let Some(local) = state.local_sandboxes.clone() {
         // The template's one-time npm install, before the first generation needs it.
         tokio::spawn(async move {
@@ -310,6 +325,16 @@ pub async fn start(state: AppState, listener: TcpListener) -> anyhow::Result<Ser
     })
 }
 
+async fn forget_idle_buckets(limits: Arc<RateLimits>, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(FORGET_IDLE_EVERY);
+    loop {
+        tokio::select! {
+            _ = every.tick() => limits.forget_idle(),
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
 fn serve(
     listener: TcpListener,
     app: axum::Router,
@@ -317,6 +342,8 @@ fn serve(
 ) -> tokio::task::JoinHandle<std::io::Result<()>> {
     let shutdown = shutdown.clone();
     tokio::spawn(async move {
+        // The peer address is the client's (or the proxy's: see TRUSTED_PROXY_HEADER).
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
         axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await

@@ -100,6 +100,29 @@ pub struct Config {
     /// How long a WebSocket may stay open without `connection_init` (then closed with 4408).
     #[arg(long, env = "WS_INIT_TIMEOUT_MS", default_value_t = 10_000)]
     pub ws_init_timeout_ms: u64,
+    /// Behind a reverse proxy: the header that carries the client's address (e.g.
+    /// `X-Forwarded-For`, its last entry is used). Unset: the connection's peer address; the
+    /// header is then ignored, as any client can send it.
+    #[arg(long, env = "TRUSTED_PROXY_HEADER")]
+    pub trusted_proxy_header: Option<axum::http::HeaderName>,
+    /// Mutation fields one client address may run per minute (a token bucket of that size).
+    #[arg(long, env = "RATE_LIMIT_ADDRESS_MUTATIONS_PER_MINUTE", default_value_t = 120, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_address_mutations_per_minute: u32,
+    /// Mutation fields one signed-in user may run per minute.
+    #[arg(long, env = "RATE_LIMIT_USER_MUTATIONS_PER_MINUTE", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_user_mutations_per_minute: u32,
+    /// `signUp`s one client address may run per hour.
+    #[arg(long, env = "RATE_LIMIT_ADDRESS_SIGN_UPS_PER_HOUR", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_address_sign_ups_per_hour: u32,
+    /// `signIn`s one client address may run per minute.
+    #[arg(long, env = "RATE_LIMIT_ADDRESS_SIGN_INS_PER_MINUTE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_address_sign_ins_per_minute: u32,
+    /// Password hashes (argon2, 19 MiB and a CPU each) computed at once.
+    #[arg(long, env = "PASSWORD_HASH_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    pub password_hash_concurrency: u32,
+    /// How long a sign-up or sign-in waits for a hashing slot before it is RATE_LIMITED.
+    #[arg(long, env = "PASSWORD_HASH_WAIT_MS", default_value_t = 2_000)]
+    pub password_hash_wait_ms: u64,
     /// Directory of the built web client served at `/`.
     #[arg(long, env = "WEB_CLIENT_DIR", default_value = "./web-client")]
     pub web_client_dir: PathBuf,
@@ -369,6 +392,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(shared.contains("first label"), "{shared}");
+    }
+
+    #[test]
+    fn rate_limits_are_positive_and_the_proxy_header_is_a_header_name() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["codekraft"], args].concat());
+        assert!(parse(&["--rate-limit-address-sign-ups-per-hour", "0"]).is_err());
+        assert!(parse(&["--password-hash-concurrency", "0"]).is_err());
+        assert!(parse(&["--trusted-proxy-header", "not a header"]).is_err());
+        let cli = parse(&["--trusted-proxy-header", "X-Forwarded-For"]).unwrap();
+        assert_eq!(
+            cli.config.trusted_proxy_header.unwrap().as_str(),
+            "x-forwarded-for"
+        );
     }
 
     #[test]

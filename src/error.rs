@@ -14,8 +14,9 @@ pub enum AppError {
     BadUserInput(String),
     #[error("no credits left; they renew at {reset_at}")]
     CreditsExhausted { reset_at: DateTime<Utc> },
-    #[error("too many requests")]
-    RateLimited,
+    /// Clients get `retry_after_secs` as `extensions.retryAfter` and as a `Retry-After` header.
+    #[error("too many requests; retry in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
     #[error("{0}")]
     Conflict(String),
     /// This account may not use the server's sandboxes (see `services::sandbox_access`).
@@ -33,7 +34,7 @@ impl AppError {
             Self::Unauthenticated => "UNAUTHENTICATED",
             Self::BadUserInput(_) => "BAD_USER_INPUT",
             Self::CreditsExhausted { .. } => "CREDITS_EXHAUSTED",
-            Self::RateLimited => "RATE_LIMITED",
+            Self::RateLimited { .. } => "RATE_LIMITED",
             Self::Conflict(_) => "CONFLICT",
             Self::SandboxUnavailable(_) => "SANDBOX_UNAVAILABLE",
             Self::Internal(_) => "INTERNAL",
@@ -42,6 +43,14 @@ impl AppError {
 
     pub fn bad_input(message: impl Into<String>) -> Self {
         Self::BadUserInput(message.into())
+    }
+
+    /// RATE_LIMITED, to retry after `wait` (rounded up to whole seconds, at least one).
+    pub fn rate_limited(wait: std::time::Duration) -> Self {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        Self::RateLimited {
+            retry_after_secs: secs.max(1),
+        }
     }
 
     pub fn internal(context: impl std::fmt::Display) -> Self {
@@ -67,6 +76,18 @@ impl From<DbErr> for AppError {
                 Self::Conflict("that already exists".to_owned())
             }
             _ => Self::Internal(format!("database: {err}")),
+        }
+    }
+}
+
+impl From<crate::auth::AuthError> for AppError {
+    fn from(err: crate::auth::AuthError) -> Self {
+        match err {
+            // A hashing slot frees within one hash's time.
+            crate::auth::AuthError::HashingBusy => {
+                Self::rate_limited(std::time::Duration::from_secs(1))
+            }
+            other => Self::internal(other),
         }
     }
 }

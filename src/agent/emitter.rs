@@ -428,7 +428,8 @@ mod tests {
             let db = sea_orm::Database::connect(url).await.unwrap();
             crate::app::migrate(&db).await.unwrap();
             let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::new());
-            let user = services::user::sign_up(&db, "emitter@example.com", "password123")
+            let hashing = crate::auth::PasswordHashing::new(1, std::time::Duration::from_secs(30));
+            let user = services::user::sign_up(&db, &hashing, "emitter@example.com", "password123")
                 .await
                 .unwrap();
             let viewer = Viewer {

@@ -23,7 +23,7 @@ use serde_json::{Map, Value};
 
 pub use jwks::JwksCache;
 pub use jwt::{load_or_create_secret, TokenIssuer, BUILTIN_ISSUER};
-pub use password::{hash_password, hash_password_async, verify_password, verify_password_async};
+pub use password::{hash_password, verify_password, PasswordHashing};
 
 /// Clock skew tolerated on `exp` and `nbf`, in seconds.
 pub const LEEWAY_SECS: u64 = 30;
@@ -51,6 +51,9 @@ pub enum AuthError {
     JwksUnavailable(String),
     #[error("password hashing failed")]
     PasswordHash,
+    /// Every password hashing slot stayed busy for the whole wait.
+    #[error("too many password checks at once")]
+    HashingBusy,
 }
 
 impl AuthError {

@@ -1,12 +1,16 @@
 //! Password hashing with argon2id (PHC string format).
 //!
-//! Hashing and verifying are deliberately slow (tens of milliseconds of CPU). From async code use
-//! [`hash_password_async`] / [`verify_password_async`], which run on tokio's blocking pool, so a
-//! login burst cannot stall the runtime's worker threads.
+//! Hashing and verifying are deliberately slow (tens of milliseconds of CPU, 19 MiB). From async
+//! code use [`PasswordHashing`], which runs them on tokio's blocking pool (a login burst cannot
+//! stall the runtime's worker threads) and bounds how many run at once.
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use rand::rngs::OsRng;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
 
 use super::AuthError;
 
@@ -34,18 +38,71 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
         .is_ok()
 }
 
-/// [`hash_password`] on the blocking pool.
-pub async fn hash_password_async(password: String) -> Result<String, AuthError> {
-    tokio::task::spawn_blocking(move || hash_password(&password))
-        .await
-        .map_err(|_| AuthError::PasswordHash)?
+/// Runs argon2 on tokio's blocking pool with a bound on how many hashes run at once: each one
+/// holds 19 MiB and a CPU, so a flood of sign-ins must queue, not fan out to every blocking
+/// thread. A caller that cannot get a slot within `wait` is refused ([`AuthError::HashingBusy`]).
+#[derive(Debug, Clone)]
+pub struct PasswordHashing {
+    permits: Arc<Semaphore>,
+    wait: Duration,
+    in_flight: Arc<AtomicUsize>,
+    peak: Arc<AtomicUsize>,
 }
 
-/// [`verify_password`] on the blocking pool. A panicked or cancelled task verifies as `false`.
-pub async fn verify_password_async(password: String, hash: String) -> bool {
-    tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+impl PasswordHashing {
+    /// At most `max_concurrent` (at least one) hashes at once; callers wait up to `wait`.
+    pub fn new(max_concurrent: usize, wait: Duration) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            wait,
+            in_flight: Arc::default(),
+            peak: Arc::default(),
+        }
+    }
+
+    /// [`hash_password`] within the bound.
+    pub async fn hash(&self, password: String) -> Result<String, AuthError> {
+        self.run(move || hash_password(&password)).await?
+    }
+
+    /// [`verify_password`] within the bound. A panicked task verifies as `false`.
+    pub async fn verify(&self, password: String, hash: String) -> Result<bool, AuthError> {
+        self.run(move || verify_password(&password, &hash))
+            .await
+            .or_else(|err| match err {
+                AuthError::HashingBusy => Err(err),
+                _ => Ok(false),
+            })
+    }
+
+    /// The most hashes that have run at once since the start (`/metrics` shows it).
+    pub fn peak_concurrent(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, AuthError> {
+        let permit = tokio::time::timeout(self.wait, self.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| AuthError::HashingBusy)?
+            .map_err(|_| AuthError::HashingBusy)?;
+        let in_flight = self.in_flight.clone();
+        let peak = self.peak.clone();
+        // The permit moves into the blocking task: a cancelled request cannot free its slot
+        // while its hash still runs.
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let now = in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+            peak.fetch_max(now, Ordering::Relaxed);
+            let result = work();
+            in_flight.fetch_sub(1, Ordering::Relaxed);
+            result
+        })
         .await
-        .unwrap_or(false)
+        .map_err(|_| AuthError::PasswordHash)
+    }
 }
 
 #[cfg(test)]
@@ -75,9 +132,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn async_wrappers() {
-        let hash = hash_password_async("pw".to_owned()).await.unwrap();
-        assert!(verify_password_async("pw".to_owned(), hash.clone()).await);
-        assert!(!verify_password_async("nope".to_owned(), hash).await);
+    async fn bounded_hashing() {
+        let hashing = PasswordHashing::new(1, Duration::from_secs(30));
+        let hash = hashing.hash("pw".to_owned()).await.unwrap();
+        assert!(hashing.verify("pw".to_owned(), hash.clone()).await.unwrap());
+        assert!(!hashing.verify("nope".to_owned(), hash).await.unwrap());
+        assert_eq!(hashing.peak_concurrent(), 1);
+    }
+
+    #[tokio::test]
+    async fn saturated_hashing_is_refused_after_the_wait() {
+        let hashing = PasswordHashing::new(1, Duration::ZERO);
+        let _held = hashing.permits.clone().try_acquire_owned().unwrap();
+        assert_eq!(
+            hashing.hash("pw".to_owned()).await,
+            Err(AuthError::HashingBusy)
+        );
     }
 }

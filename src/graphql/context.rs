@@ -19,6 +19,11 @@ pub enum RequestAuth {
     Viewer(Viewer),
 }
 
+/// The client's address (HTTP only: WebSocket connections are signed in, their user is
+/// charged).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddress(pub std::net::IpAddr);
+
 /// A fresh loader set for one request (HTTP) or operation (WS), so a loader never serves one
 /// user's rows to another.
 pub fn loader_data(state: &AppState) -> Data {

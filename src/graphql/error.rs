@@ -4,12 +4,21 @@ use async_graphql::{ErrorExtensions, ServerError};
 
 use crate::error::AppError;
 
+/// The extension of RATE_LIMITED errors: seconds to wait before trying again.
+pub const RETRY_AFTER: &str = "retryAfter";
+
 impl ErrorExtensions for AppError {
     fn extend(&self) -> async_graphql::Error {
         async_graphql::Error::new(self.public_message()).extend_with(|_, extensions| {
             extensions.set("code", self.code());
-            if let AppError::CreditsExhausted { reset_at } = self {
-                extensions.set("resetAt", reset_at.to_rfc3339());
+            match self {
+                AppError::CreditsExhausted { reset_at } => {
+                    extensions.set("resetAt", reset_at.to_rfc3339());
+                }
+                AppError::RateLimited { retry_after_secs } => {
+                    extensions.set(RETRY_AFTER, *retry_after_secs);
+                }
+                _ => {}
             }
         })
     }

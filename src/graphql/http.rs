@@ -7,6 +7,7 @@
 //!   `application/json` (also for `*/*` or no `Accept`); anything else → 406;
 //! - with `application/graphql-response+json`, request errors (parse, validation, variable
 //!   coercion) answer 400 and omit `data`;
+//! - a request error that comes with a `Retry-After` header (a rate limit) answers 429;
 //! - malformed requests (no/invalid JSON body, non-string `query`, non-map `variables`, …) → 400,
 //!   POST without a JSON `Content-Type` → 415, mutations over GET → 405, other methods → 405;
 //! - no batching, no multipart.
@@ -194,7 +195,11 @@ pub async fn execute_http<E: Executor>(
     let response = executor.execute(gql_request).await;
 
     let request_error = is_request_error(&response);
-    let status = if request_error && media == MediaType::GraphQLResponseJson {
+    // A document refused before it ran, with a time to come back (rate limits).
+    let refused_for_now = request_error && response.http_headers.contains_key(header::RETRY_AFTER);
+    let status = if refused_for_now {
+        StatusCode::TOO_MANY_REQUESTS
+    } else if request_error && media == MediaType::GraphQLResponseJson {
         StatusCode::BAD_REQUEST
     } else {
         StatusCode::OK

@@ -6,6 +6,7 @@ pub mod http;
 pub mod loaders;
 pub mod mutation;
 pub mod query;
+pub mod rate_limit;
 pub mod subscription;
 pub mod types;
 pub mod ws;
@@ -35,6 +36,7 @@ pub type AppSchema = Schema<query::Query, mutation::Mutation, subscription::Subs
 fn builder() -> SchemaBuilder<query::Query, mutation::Mutation, subscription::Subscription> {
     Schema::build(query::Query, mutation::Mutation, subscription::Subscription)
         .extension(ErrorCodes)
+        .extension(rate_limit::ChargeMutations)
 }
 
 pub fn build_schema(state: AppState) -> AppSchema {

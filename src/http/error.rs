@@ -1,6 +1,6 @@
 //! The one place where application errors become HTTP responses.
 
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -14,12 +14,18 @@ impl IntoResponse for AppError {
             AppError::Unauthenticated => StatusCode::UNAUTHORIZED,
             AppError::BadUserInput(_) => StatusCode::BAD_REQUEST,
             AppError::CreditsExhausted { .. } => StatusCode::PAYMENT_REQUIRED,
-            AppError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::SandboxUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let body = json!({ "error": { "code": self.code(), "message": self.public_message() } });
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let AppError::RateLimited { retry_after_secs } = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        }
+        response
     }
 }

@@ -1,6 +1,9 @@
 //! Mounts the GraphQL endpoints: HTTP at `/graphql`, WebSocket at `/graphql/ws`, GraphiQL.
 
 use async_graphql::http::GraphiQLSource;
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::ConnectInfo;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::response::{Html, IntoResponse, Response};
@@ -9,8 +12,9 @@ use axum::Router;
 use serde_json::Value;
 
 use crate::app::AppState;
+use crate::config::Config;
 use crate::graphql::build_schema;
-use crate::graphql::context::{loader_data, RequestAuth};
+use crate::graphql::context::{loader_data, ClientAddress, RequestAuth};
 use crate::graphql::http::graphql_http_router;
 use crate::graphql::ws::{GraphQLWs, WsInitError};
 use crate::services::user::viewer_from_header;
@@ -28,6 +32,9 @@ pub fn routes(state: AppState) -> Router<AppState> {
             let auth = authenticate(&state, header).await?;
             let mut data = loader_data(&state);
             data.insert(auth);
+            if let Some(address) = client_address(&state.config, &parts) {
+                data.insert(ClientAddress(address));
+            }
             Ok::<_, Response>(data)
         }
     });
@@ -56,6 +63,36 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .merge(http)
         .route("/graphql/ws", ws.method_router())
         .route("/graphiql", get(graphiql))
+}
+
+/// The peer's address, or behind a proxy the address the TRUSTED_PROXY_HEADER carries (its
+/// last entry: the one the proxy added; a client's own entries come before it).
+fn client_address(config: &Config, parts: &Parts) -> Option<IpAddr> {
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip());
+    let Some(name) = &config.trusted_proxy_header else {
+        return peer;
+    };
+    let forwarded = parts
+        .headers
+        .get_all(name)
+        .iter()
+        .next_back()
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.rsplit(',').next())
+        .map(str::trim)
+        .and_then(|entry| {
+            entry
+                .parse::<IpAddr>()
+                .ok()
+                .or_else(|| entry.parse::<SocketAddr>().ok().map(|addr| addr.ip()))
+        });
+    if forwarded.is_none() {
+        tracing::warn!(header = %name, "request without a client address in the trusted header");
+    }
+    forwarded.or(peer)
 }
 
 /// A bad token still lets public fields work; fields that need a viewer report it.

@@ -26,8 +26,12 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let body = format!(
         "# HELP codekraft_db_statements_total SQL statements executed.\n\
          # TYPE codekraft_db_statements_total counter\n\
-         codekraft_db_statements_total {}\n",
-        state.metrics.db_statements()
+         codekraft_db_statements_total {}\n\
+         # HELP codekraft_password_hashes_peak Most password hashes run at once since the start.\n\
+         # TYPE codekraft_password_hashes_peak gauge\n\
+         codekraft_password_hashes_peak {}\n",
+        state.metrics.db_statements(),
+        state.password_hashing.peak_concurrent()
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

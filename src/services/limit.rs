@@ -3,7 +3,8 @@
 
 use chrono::{TimeDelta, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, Set,
 };
 use uuid::Uuid;
 
@@ -54,7 +55,16 @@ impl SignInLimiter {
             sign_in_failure::Entity::delete_by_id(attempt.id)
                 .exec(db)
                 .await?;
-            return Err(AppError::RateLimited);
+            // The window frees a place when its oldest failure leaves it.
+            let oldest = sign_in_failure::Entity::find()
+                .filter(sign_in_failure::Column::Email.eq(email))
+                .filter(sign_in_failure::Column::FailedAt.gt(now - self.window))
+                .order_by_asc(sign_in_failure::Column::FailedAt)
+                .one(db)
+                .await?
+                .map_or(now, |failure| failure.failed_at);
+            let wait = (oldest + self.window - now).to_std().unwrap_or_default();
+            return Err(AppError::rate_limited(wait));
         }
         Ok(())
     }

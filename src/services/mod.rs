@@ -7,6 +7,7 @@ pub mod limit;
 pub mod message;
 pub mod page;
 pub mod project;
+pub mod rate_limit;
 pub mod run;
 pub mod sandbox;
 pub mod sandbox_access;

@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::credits;
 use super::limit::SignInLimiter;
+use crate::auth::PasswordHashing;
 use crate::entity::user::{self, Plan};
 use crate::error::{AppError, AppResult};
 
@@ -63,14 +64,13 @@ async fn insert_user<C: ConnectionTrait>(
 /// Creates a built-in account. Its auth subject is its own id, which its tokens carry as `sub`.
 pub async fn sign_up<C: TransactionTrait>(
     db: &C,
+    hashing: &PasswordHashing,
     email: &str,
     password: &str,
 ) -> AppResult<user::Model> {
     let email = normalise_email(email)?;
     check_password(password)?;
-    let hash = crate::auth::hash_password_async(password.to_owned())
-        .await
-        .map_err(AppError::internal)?;
+    let hash = hashing.hash(password.to_owned()).await?;
     let txn = db.begin().await?;
     let taken = user::Entity::find()
         .filter(user::Column::Email.eq(email.clone()))
@@ -95,6 +95,7 @@ pub async fn sign_up<C: TransactionTrait>(
 pub async fn sign_in(
     db: &impl ConnectionTrait,
     limiter: &SignInLimiter,
+    hashing: &PasswordHashing,
     email: &str,
     password: &str,
 ) -> AppResult<user::Model> {
@@ -108,9 +109,9 @@ pub async fn sign_in(
         .await?;
     let hash = match user.as_ref().and_then(|user| user.password_hash.clone()) {
         Some(hash) => hash,
-        None => decoy_hash().await?,
+        None => decoy_hash(hashing).await?,
     };
-    let matches = crate::auth::verify_password_async(password.to_owned(), hash).await;
+    let matches = hashing.verify(password.to_owned(), hash).await?;
     match user {
         Some(user) if matches => {
             limiter.reset(db, &email).await?;
@@ -121,13 +122,12 @@ pub async fn sign_in(
 }
 
 /// A hash no password is checked against successfully (the user does not exist anyway).
-async fn decoy_hash() -> AppResult<String> {
+async fn decoy_hash(hashing: &PasswordHashing) -> AppResult<String> {
     static DECOY: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
-    DECOY
-        .get_or_try_init(|| crate::auth::hash_password_async(uuid::Uuid::new_v4().to_string()))
-        .await
-        .cloned()
-        .map_err(AppError::internal)
+    Ok(DECOY
+        .get_or_try_init(|| hashing.hash(uuid::Uuid::new_v4().to_string()))
+        .await?
+        .clone())
 }
 
 /// The user a verified token speaks for; a first valid token provisions the row. A plan carried

@@ -11,6 +11,7 @@ mod previews;
 mod processes;
 mod projects;
 mod providers;
+mod rate_limits;
 mod runs;
 mod sandbox_access;
 mod sandbox_e2b;

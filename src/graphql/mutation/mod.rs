@@ -56,7 +56,8 @@ impl Mutation {
         email: String,
         password: String,
     ) -> async_graphql::Result<AuthPayload> {
-        let created = user::sign_up(&ctx.state().db, &email, &password)
+        let state = ctx.state();
+        let created = user::sign_up(&state.db, &state.password_hashing, &email, &password)
             .await
             .gql()?;
         auth_payload(ctx, created)
@@ -69,9 +70,15 @@ impl Mutation {
         password: String,
     ) -> async_graphql::Result<AuthPayload> {
         let state = ctx.state();
-        let found = user::sign_in(&state.db, &state.sign_in_limiter, &email, &password)
-            .await
-            .gql()?;
+        let found = user::sign_in(
+            &state.db,
+            &state.sign_in_limiter,
+            &state.password_hashing,
+            &email,
+            &password,
+        )
+        .await
+        .gql()?;
         auth_payload(ctx, found)
     }
 

@@ -111,6 +111,7 @@ pub async fn test_config(
     config.data_dir = data_dir.to_path_buf();
     config.auth_jwt_secret = Some(TEST_SECRET.to_owned());
     config.agent_check_command = String::new();
+    raise_rate_limits(&mut config);
     config.database_url = match (database_url, backend) {
         (Some(url), _) => Some(url),
         (None, Backend::Sqlite) => None,
@@ -118,6 +119,18 @@ pub async fn test_config(
     };
     config.web_client_dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("web-client");
     config
+}
+
+/// Every test client is 127.0.0.1 and many make accounts: the limits must not get in the way
+/// (tests/it/rate_limits.rs checks them, and the real defaults).
+fn raise_rate_limits(config: &mut Config) {
+    const PLENTY: u32 = 1_000_000;
+    config.rate_limit_address_mutations_per_minute = PLENTY;
+    config.rate_limit_user_mutations_per_minute = PLENTY;
+    config.rate_limit_address_sign_ups_per_hour = PLENTY;
+    config.rate_limit_address_sign_ins_per_minute = PLENTY;
+    // A loaded machine may queue sign-ups for long; that is not what these tests check.
+    config.password_hash_wait_ms = 600_000;
 }
 
 /// GraphQL requests go through the shared client: `app.gql(…)`, `app.sign_up(…)`, ….
