@@ -3,6 +3,7 @@
 pub mod context;
 pub mod error;
 pub mod http;
+pub mod limits;
 pub mod loaders;
 pub mod mutation;
 pub mod query;
@@ -38,7 +39,15 @@ fn builder() -> SchemaBuilder<query::Query, mutation::Mutation, subscription::Su
 }
 
 pub fn build_schema(state: AppState) -> AppSchema {
-    builder().data(state).finish()
+    let limits = limits::QueryLimits::from(state.config.as_ref());
+    builder()
+        .limit_complexity(limits.max_complexity)
+        .limit_depth(limits.max_depth)
+        .extension(limits::FieldLimit {
+            max: limits.max_fields,
+        })
+        .data(state)
+        .finish()
 }
 
 /// The SDL that `codekraft print-schema` writes to `schema.graphql`.
@@ -46,7 +55,7 @@ pub fn schema_sdl() -> String {
     builder().finish().sdl()
 }
 
-/// Gives syntax and validation errors their codes.
+/// Gives syntax and validation errors (complexity and depth refusals included) their codes.
 struct ErrorCodes;
 
 impl ExtensionFactory for ErrorCodes {
@@ -77,7 +86,10 @@ impl Extension for ErrorCodes {
         next.run(ctx).await.map_err(|errors| {
             errors
                 .into_iter()
-                .map(|err| error::with_default_code(err, "GRAPHQL_VALIDATION_FAILED"))
+                .map(|err| {
+                    let code = limits::limit_code(&err).unwrap_or("GRAPHQL_VALIDATION_FAILED");
+                    error::with_default_code(err, code)
+                })
                 .collect()
         })
     }

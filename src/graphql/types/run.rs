@@ -10,6 +10,8 @@ use crate::error::AppError;
 use crate::events::EventKind;
 use crate::graphql::context::ContextExt;
 use crate::graphql::error::GqlResult;
+use crate::graphql::limits;
+use crate::services::page::{page_size, MAX_PAGE};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 pub enum RunStatus {
@@ -78,18 +80,30 @@ const MAX_EVENTS: i32 = 1000;
 
 #[ComplexObject]
 impl Run {
-    /// Every model response of the run, in order: save it as a `REPLAY_FILE` to re-run it
-    /// deterministically with `MODEL_PROVIDER=replay`.
+    /// The run's model responses in order, `first` (at most 100) after the first `after` of
+    /// them: the pages together are a `REPLAY_FILE` that re-runs the run deterministically with
+    /// `MODEL_PROVIDER=replay`. A page shorter than `first` is the last.
+    #[graphql(complexity = "limits::list_cost(
+        first.unwrap_or(MAX_PAGE as i32), MAX_PAGE as i32, limits::TRANSCRIPT_RESPONSE_COST
+    )")]
     async fn transcript(
         &self,
         ctx: &Context<'_>,
+        first: Option<i32>,
+        #[graphql(default = 0)] after: i32,
     ) -> async_graphql::Result<async_graphql::Json<Vec<serde_json::Value>>> {
+        let first = page_size(first, MAX_PAGE).gql()?;
+        let skip = u64::try_from(after)
+            .map_err(|_| AppError::bad_input("`after` must not be negative"))
+            .gql()?;
         let responses: Vec<serde_json::Value> = run_event::Entity::find()
             .select_only()
             .column(run_event::Column::Payload)
             .filter(run_event::Column::RunId.eq(self.uuid))
             .filter(run_event::Column::Kind.eq(EventKind::ModelResponse.as_str()))
             .order_by_asc(run_event::Column::Seq)
+            .offset(skip)
+            .limit(first)
             .into_tuple()
             .all(&ctx.state().db)
             .await
@@ -99,6 +113,7 @@ impl Run {
     }
 
     /// The run's stored events in order, after the sequence number `after`.
+    #[graphql(complexity = "limits::list_cost(first, MAX_EVENTS, child_complexity)")]
     async fn events(
         &self,
         ctx: &Context<'_>,
