@@ -34,6 +34,17 @@ async fn a_thousand_aliases_of_usage_are_refused() {
         .await;
     assert_refused(&response, "TOO_MANY_FIELDS");
 
+    let mut ws = app.ws(&token).await;
+    ws.send_json(json!({ "id": "q", "type": "subscribe", "payload": { "query": format!("{{ {aliases} }}") } }))
+        .await;
+    let message = ws.recv_skip_ka().await;
+    assert_eq!(message["type"], "error", "{message}");
+    assert_eq!(
+        message["payload"][0]["extensions"]["code"],
+        "TOO_MANY_FIELDS"
+    );
+    ws.close().await;
+
     let few: String = (0..10)
         .map(|i| format!("u{i}: usage {{ remaining }} "))
         .collect();
@@ -41,6 +52,46 @@ async fn a_thousand_aliases_of_usage_are_refused() {
         .data(Some(&token), &format!("{{ {few} }}"), json!({}))
         .await;
     assert_eq!(data["u9"]["remaining"], 5);
+}
+
+/// Each limit lets a document right at it through and refuses one past it.
+#[tokio::test]
+async fn limits_follow_their_config_keys() {
+    let app = TestApp::builder(Backend::Sqlite)
+        .config(|config| {
+            config.graphql_max_fields = 3;
+            config.graphql_max_depth = 2;
+            config.graphql_max_complexity = 3;
+        })
+        .start()
+        .await;
+    let token = app.sign_up("tight@example.com").await;
+    let at_limits = "{ usage { plan remaining } }";
+    app.data(Some(&token), at_limits, json!({})).await;
+    for (query, code) in [
+        ("{ usage { plan remaining limit } }", "TOO_MANY_FIELDS"),
+        (
+            "{ __type(name: \"Query\") { fields { name } } }",
+            "QUERY_TOO_DEEP",
+        ),
+        ("{ a: usage { plan } b: usage { plan } }", "TOO_MANY_FIELDS"),
+    ] {
+        assert_refused(&app.gql(Some(&token), query, json!({})).await, code);
+    }
+    let app = TestApp::builder(Backend::Sqlite)
+        .config(|config| config.graphql_max_complexity = 3)
+        .start()
+        .await;
+    let token = app.sign_up("tight@example.com").await;
+    app.data(Some(&token), at_limits, json!({})).await;
+    let response = app
+        .gql(
+            Some(&token),
+            "{ usage { plan remaining limit } }",
+            json!({}),
+        )
+        .await;
+    assert_refused(&response, "QUERY_TOO_COMPLEX");
 }
 
 #[tokio::test]
