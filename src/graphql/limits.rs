@@ -7,7 +7,6 @@ use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, N
 use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
 use async_graphql::{Positioned, ServerError, ServerResult, Variables};
 
-use crate::config::Config;
 use crate::services::page::{DEFAULT_PAGE, MAX_PAGE};
 
 pub const QUERY_TOO_COMPLEX: &str = "QUERY_TOO_COMPLEX";
@@ -19,29 +18,21 @@ pub const FILES_COST: usize = 20;
 /// Cost of one model response of `Run.transcript`.
 pub const TRANSCRIPT_RESPONSE_COST: usize = 5;
 
-#[derive(Debug, Clone, Copy)]
-pub struct QueryLimits {
-    pub max_complexity: usize,
-    pub max_depth: usize,
-    pub max_fields: usize,
-}
-
-impl From<&Config> for QueryLimits {
-    fn from(config: &Config) -> Self {
-        Self {
-            max_complexity: config.graphql_max_complexity,
-            max_depth: config.graphql_max_depth,
-            max_fields: config.graphql_max_fields,
-        }
-    }
-}
-
 /// Cost of a cursor-paginated list: its page size times its selection.
 pub fn page_cost(first: Option<i32>, child_complexity: usize) -> usize {
     list_cost(
         first.unwrap_or(DEFAULT_PAGE as i32),
         MAX_PAGE as i32,
         child_complexity,
+    )
+}
+
+/// Cost of a page of `Run.transcript`, whose default page is the largest.
+pub fn transcript_cost(first: Option<i32>) -> usize {
+    list_cost(
+        first.unwrap_or(MAX_PAGE as i32),
+        MAX_PAGE as i32,
+        TRANSCRIPT_RESPONSE_COST,
     )
 }
 
@@ -174,5 +165,9 @@ mod tests {
         assert_eq!(page_cost(Some(i32::MAX), 3), MAX_PAGE as usize * 3);
         assert_eq!(page_cost(Some(10), usize::MAX), usize::MAX);
         assert_eq!(list_cost(5_000, 1_000, 2), 2_000);
+        assert_eq!(
+            transcript_cost(None),
+            MAX_PAGE as usize * TRANSCRIPT_RESPONSE_COST
+        );
     }
 }

@@ -39,12 +39,12 @@ fn builder() -> SchemaBuilder<query::Query, mutation::Mutation, subscription::Su
 }
 
 pub fn build_schema(state: AppState) -> AppSchema {
-    let limits = limits::QueryLimits::from(state.config.as_ref());
+    let config = &state.config;
     builder()
-        .limit_complexity(limits.max_complexity)
-        .limit_depth(limits.max_depth)
+        .limit_complexity(config.graphql_max_complexity)
+        .limit_depth(config.graphql_max_depth)
         .extension(limits::FieldLimit {
-            max: limits.max_fields,
+            max: config.graphql_max_fields,
         })
         .data(state)
         .finish()

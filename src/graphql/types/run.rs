@@ -7,11 +7,11 @@ use super::{to_id, RunEvent};
 use crate::entity::run::{self, RunStatus as Status};
 use crate::entity::run_event;
 use crate::error::AppError;
-use crate::events::EventKind;
 use crate::graphql::context::ContextExt;
 use crate::graphql::error::GqlResult;
 use crate::graphql::limits;
 use crate::services::page::{page_size, MAX_PAGE};
+use crate::services::run::list_transcript;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 pub enum RunStatus {
@@ -83,9 +83,7 @@ impl Run {
     /// The run's model responses in order, `first` (at most 100) after the first `after` of
     /// them: the pages together are a `REPLAY_FILE` that re-runs the run deterministically with
     /// `MODEL_PROVIDER=replay`. A page shorter than `first` is the last.
-    #[graphql(complexity = "limits::list_cost(
-        first.unwrap_or(MAX_PAGE as i32), MAX_PAGE as i32, limits::TRANSCRIPT_RESPONSE_COST
-    )")]
+    #[graphql(complexity = "limits::transcript_cost(first)")]
     async fn transcript(
         &self,
         ctx: &Context<'_>,
@@ -96,18 +94,8 @@ impl Run {
         let skip = u64::try_from(after)
             .map_err(|_| AppError::bad_input("`after` must not be negative"))
             .gql()?;
-        let responses: Vec<serde_json::Value> = run_event::Entity::find()
-            .select_only()
-            .column(run_event::Column::Payload)
-            .filter(run_event::Column::RunId.eq(self.uuid))
-            .filter(run_event::Column::Kind.eq(EventKind::ModelResponse.as_str()))
-            .order_by_asc(run_event::Column::Seq)
-            .offset(skip)
-            .limit(first)
-            .into_tuple()
-            .all(&ctx.state().db)
+        let responses = list_transcript(&ctx.state().db, self.uuid, first, skip)
             .await
-            .map_err(AppError::from)
             .gql()?;
         Ok(async_graphql::Json(responses))
     }
