@@ -123,6 +123,16 @@ pub struct Config {
     /// How long a sign-up or sign-in waits for a hashing slot before it is RATE_LIMITED.
     #[arg(long, env = "PASSWORD_HASH_WAIT_MS", default_value_t = 2_000)]
     pub password_hash_wait_ms: u64,
+    /// Highest cost of one GraphQL document: each field costs 1, list fields their page size
+    /// times their selection, heavy fields (fragment files, transcripts) more.
+    #[arg(long, env = "GRAPHQL_MAX_COMPLEXITY", default_value_t = 10_000)]
+    pub graphql_max_complexity: usize,
+    /// Deepest nesting of fields in one GraphQL document.
+    #[arg(long, env = "GRAPHQL_MAX_DEPTH", default_value_t = 20)]
+    pub graphql_max_depth: usize,
+    /// Most fields (aliases included, fragments counted where spread) in one GraphQL document.
+    #[arg(long, env = "GRAPHQL_MAX_FIELDS", default_value_t = 300)]
+    pub graphql_max_fields: usize,
     /// Directory of the built web client served at `/`.
     #[arg(long, env = "WEB_CLIENT_DIR", default_value = "./web-client")]
     pub web_client_dir: PathBuf,

@@ -3,6 +3,7 @@
 pub mod context;
 pub mod error;
 pub mod http;
+pub mod limits;
 pub mod loaders;
 pub mod mutation;
 pub mod query;
@@ -40,7 +41,15 @@ fn builder() -> SchemaBuilder<query::Query, mutation::Mutation, subscription::Su
 }
 
 pub fn build_schema(state: AppState) -> AppSchema {
-    builder().data(state).finish()
+    let config = &state.config;
+    builder()
+        .limit_complexity(config.graphql_max_complexity)
+        .limit_depth(config.graphql_max_depth)
+        .extension(limits::FieldLimit {
+            max: config.graphql_max_fields,
+        })
+        .data(state)
+        .finish()
 }
 
 /// The SDL that `codekraft print-schema` writes to `schema.graphql`.
@@ -48,7 +57,7 @@ pub fn schema_sdl() -> String {
     builder().finish().sdl()
 }
 
-/// Gives syntax and validation errors their codes.
+/// Gives syntax and validation errors (complexity and depth refusals included) their codes.
 struct ErrorCodes;
 
 impl ExtensionFactory for ErrorCodes {
@@ -79,7 +88,10 @@ impl Extension for ErrorCodes {
         next.run(ctx).await.map_err(|errors| {
             errors
                 .into_iter()
-                .map(|err| error::with_default_code(err, "GRAPHQL_VALIDATION_FAILED"))
+                .map(|err| {
+                    let code = limits::limit_code(&err).unwrap_or("GRAPHQL_VALIDATION_FAILED");
+                    error::with_default_code(err, code)
+                })
                 .collect()
         })
     }

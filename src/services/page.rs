@@ -17,17 +17,20 @@ pub struct PageRequest {
 
 impl PageRequest {
     pub fn parse(first: Option<i32>, after: Option<&str>) -> AppResult<Self> {
-        let first = match first {
-            None => DEFAULT_PAGE,
-            Some(n) if (0..=MAX_PAGE as i32).contains(&n) => n as u64,
-            Some(_) => {
-                return Err(AppError::bad_input(format!(
-                    "`first` must be between 0 and {MAX_PAGE}"
-                )))
-            }
-        };
+        let first = page_size(first, DEFAULT_PAGE)?;
         let after = after.map(decode_cursor).transpose()?;
         Ok(Self { first, after })
+    }
+}
+
+/// A requested page size: `default` when absent, refused (not clamped) outside 0..=`MAX_PAGE`.
+pub fn page_size(first: Option<i32>, default: u64) -> AppResult<u64> {
+    match first {
+        None => Ok(default),
+        Some(n) if (0..=MAX_PAGE as i32).contains(&n) => Ok(n as u64),
+        Some(_) => Err(AppError::bad_input(format!(
+            "`first` must be between 0 and {MAX_PAGE}"
+        ))),
     }
 }
 

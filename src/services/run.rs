@@ -156,6 +156,29 @@ pub async fn retry_run<C: ConnectionTrait + TransactionTrait>(
     find_run(db, viewer, run_id).await
 }
 
+/// The run's model responses in order, `first` of them after skipping `skip`. The responses
+/// are only ever appended, so a position is a stable cursor.
+pub async fn list_transcript(
+    db: &impl ConnectionTrait,
+    run_id: Uuid,
+    first: u64,
+    skip: u64,
+) -> AppResult<Vec<serde_json::Value>> {
+    use crate::entity::run_event;
+    use sea_orm::QueryOrder;
+    Ok(run_event::Entity::find()
+        .select_only()
+        .column(run_event::Column::Payload)
+        .filter(run_event::Column::RunId.eq(run_id))
+        .filter(run_event::Column::Kind.eq(EventKind::ModelResponse.as_str()))
+        .order_by_asc(run_event::Column::Seq)
+        .offset(skip)
+        .limit(first)
+        .into_tuple()
+        .all(db)
+        .await?)
+}
+
 /// Sequence number of the run's RUN_FINISHED event, if it has one.
 pub async fn finished_event_seq(db: &impl ConnectionTrait, run_id: Uuid) -> AppResult<Option<i64>> {
     use crate::entity::run_event;

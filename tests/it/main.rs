@@ -11,6 +11,7 @@ mod previews;
 mod processes;
 mod projects;
 mod providers;
+mod query_limits;
 mod rate_limits;
 mod runs;
 mod sandbox_access;

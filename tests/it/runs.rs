@@ -723,6 +723,49 @@ async fn a_run_replays_from_its_transcript() {
     assert_eq!(original["title"], again["title"]);
 }
 
+/// `transcript(first, after)` pages through the responses; the pages together are the whole.
+#[tokio::test]
+async fn a_transcript_comes_in_pages() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let token = app.sign_up("pager@example.com").await;
+    let (_, run_id) = app.create_project(&token, "a timer").await;
+    app.wait_for_run(&token, &run_id).await;
+    let page = |first: i32, after: i32| {
+        let (app, token, run_id) = (&app, &token, &run_id);
+        async move {
+            app.data(
+                Some(token),
+                "query($id: ID!, $first: Int, $after: Int!) { run(id: $id) { transcript(first: $first, after: $after) } }",
+                json!({ "id": run_id, "first": first, "after": after }),
+            )
+            .await["run"]["transcript"]
+                .as_array()
+                .unwrap()
+                .clone()
+        }
+    };
+    let whole = app
+        .data(
+            Some(&token),
+            "query($id: ID!) { run(id: $id) { transcript } }",
+            json!({ "id": run_id }),
+        )
+        .await["run"]["transcript"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(whole.len(), 6);
+    let first = page(4, 0).await;
+    let second = page(4, 4).await;
+    assert_eq!(
+        (first.len(), second.len()),
+        (4, 2),
+        "a short page is the last"
+    );
+    assert_eq!([first, second].concat(), whole);
+    assert!(page(4, 6).await.is_empty());
+}
+
 async fn latest_fragment(app: &TestApp, token: &str, project_id: &str) -> Value {
     let data = app
         .data(Some(token), MESSAGES, json!({ "id": project_id }))

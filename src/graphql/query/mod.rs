@@ -3,6 +3,7 @@ use async_graphql::{Context, Object, SimpleObject, ID};
 
 use super::context::ContextExt;
 use super::error::GqlResult;
+use super::limits;
 use super::types::project::project_page;
 use super::types::{parse_id, Fragment, Project, Run, Usage, User};
 use crate::sandbox::SandboxIsolation;
@@ -57,6 +58,7 @@ impl Query {
     }
 
     /// The viewer's projects, newest first.
+    #[graphql(complexity = "limits::page_cost(first, child_complexity)")]
     async fn projects(
         &self,
         ctx: &Context<'_>,

@@ -12,6 +12,7 @@ pub struct Fragment {
     pub sandbox_url: String,
     pub title: String,
     /// `{ "app/page.tsx": "…", … }`: every file written in the project so far.
+    #[graphql(complexity = "crate::graphql::limits::FILES_COST")]
     pub files: async_graphql::Json<serde_json::Value>,
     pub created_at: DateTime<Utc>,
 }

@@ -7,6 +7,7 @@ use uuid::Uuid;
 use super::{to_id, Message};
 use crate::entity::project;
 use crate::graphql::error::GqlResult;
+use crate::graphql::limits;
 use crate::graphql::loaders::{LoadedMessage, MessageRelations, MessagesByProject};
 use crate::services::page::{encode_cursor, Page, PageRequest};
 
@@ -43,6 +44,7 @@ impl From<project::Model> for Project {
 #[ComplexObject]
 impl Project {
     /// The conversation, oldest first.
+    #[graphql(complexity = "limits::page_cost(first, child_complexity)")]
     async fn messages(
         &self,
         ctx: &Context<'_>,

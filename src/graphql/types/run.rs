@@ -7,9 +7,11 @@ use super::{to_id, RunEvent};
 use crate::entity::run::{self, RunStatus as Status};
 use crate::entity::run_event;
 use crate::error::AppError;
-use crate::events::EventKind;
 use crate::graphql::context::ContextExt;
 use crate::graphql::error::GqlResult;
+use crate::graphql::limits;
+use crate::services::page::{page_size, MAX_PAGE};
+use crate::services::run::list_transcript;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 pub enum RunStatus {
@@ -78,27 +80,28 @@ const MAX_EVENTS: i32 = 1000;
 
 #[ComplexObject]
 impl Run {
-    /// Every model response of the run, in order: save it as a `REPLAY_FILE` to re-run it
-    /// deterministically with `MODEL_PROVIDER=replay`.
+    /// The run's model responses in order, `first` (at most 100) after the first `after` of
+    /// them: the pages together are a `REPLAY_FILE` that re-runs the run deterministically with
+    /// `MODEL_PROVIDER=replay`. A page shorter than `first` is the last.
+    #[graphql(complexity = "limits::transcript_cost(first)")]
     async fn transcript(
         &self,
         ctx: &Context<'_>,
+        first: Option<i32>,
+        #[graphql(default = 0)] after: i32,
     ) -> async_graphql::Result<async_graphql::Json<Vec<serde_json::Value>>> {
-        let responses: Vec<serde_json::Value> = run_event::Entity::find()
-            .select_only()
-            .column(run_event::Column::Payload)
-            .filter(run_event::Column::RunId.eq(self.uuid))
-            .filter(run_event::Column::Kind.eq(EventKind::ModelResponse.as_str()))
-            .order_by_asc(run_event::Column::Seq)
-            .into_tuple()
-            .all(&ctx.state().db)
+        let first = page_size(first, MAX_PAGE).gql()?;
+        let skip = u64::try_from(after)
+            .map_err(|_| AppError::bad_input("`after` must not be negative"))
+            .gql()?;
+        let responses = list_transcript(&ctx.state().db, self.uuid, first, skip)
             .await
-            .map_err(AppError::from)
             .gql()?;
         Ok(async_graphql::Json(responses))
     }
 
     /// The run's stored events in order, after the sequence number `after`.
+    #[graphql(complexity = "limits::list_cost(first, MAX_EVENTS, child_complexity)")]
     async fn events(
         &self,
         ctx: &Context<'_>,
