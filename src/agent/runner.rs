@@ -29,6 +29,8 @@ pub enum AgentError {
     Sandbox(#[from] SandboxError),
     #[error("the agent did not finish within {0} steps")]
     StepLimit(u32),
+    #[error("the agent did not finish within {} seconds", .0.as_secs())]
+    TimeLimit(Duration),
     #[error("cancelled")]
     Cancelled,
     #[error(transparent)]
@@ -47,7 +49,8 @@ impl AgentError {
         match self {
             Self::Model(_) | Self::App(_) => true,
             Self::Sandbox(err) => !matches!(err, SandboxError::Cancelled),
-            Self::StepLimit(_) | Self::Cancelled => false,
+            // The prompt asked for more than a run may do: the work was done, the credit spent.
+            Self::StepLimit(_) | Self::TimeLimit(_) | Self::Cancelled => false,
         }
     }
 }

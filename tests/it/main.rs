@@ -10,6 +10,7 @@ mod previews;
 mod processes;
 mod projects;
 mod providers;
+mod run_limits;
 mod runs;
 mod sandbox_access;
 mod sandbox_e2b;

@@ -20,7 +20,7 @@ use crate::support::fake_llm::{
 const MESSAGES: &str = "query($id: ID!) { project(id: $id) { messages { edges { node { role type content fragment { title files } } } } } }";
 const RUN: &str = "query($id: ID!) { run(id: $id) { status error attempts inputTokens outputTokens costUsd creditRefunded events(first: 1000) { kind payload } } }";
 
-fn gemini(fake: &FakeLlm) -> Arc<GeminiProvider> {
+pub(crate) fn gemini(fake: &FakeLlm) -> Arc<GeminiProvider> {
     let mut config = GeminiConfig::new("test-key");
     config.base_url = fake.base_url();
     let retries = RetryPolicy {
@@ -40,7 +40,7 @@ fn usage(input: u64, output: u64) -> Value {
     json!({ "promptTokenCount": input, "candidatesTokenCount": output, "totalTokenCount": input + output })
 }
 
-fn call(name: &str, arguments: Value) -> ModelResponse {
+pub(crate) fn call(name: &str, arguments: Value) -> ModelResponse {
     ModelResponse {
         tool_calls: vec![ToolCall {
             id: format!("call-{name}"),
@@ -66,7 +66,7 @@ fn text(text: &str) -> ModelResponse {
     }
 }
 
-async fn run_of(app: &TestApp, token: &str, run_id: &str) -> Value {
+pub(crate) async fn run_of(app: &TestApp, token: &str, run_id: &str) -> Value {
     app.data(Some(token), RUN, json!({ "id": run_id })).await["run"].clone()
 }
 

@@ -111,6 +111,8 @@ pub async fn test_config(
     config.data_dir = data_dir.to_path_buf();
     config.auth_jwt_secret = Some(TEST_SECRET.to_owned());
     config.agent_check_command = String::new();
+    // Many tests queue runs with no worker to take them; the cap has its own test.
+    config.max_active_runs_per_user = 100;
     config.database_url = match (database_url, backend) {
         (Some(url), _) => Some(url),
         (None, Backend::Sqlite) => None,
@@ -235,6 +237,7 @@ pub async fn seed_project(app: &TestApp, token: &str, n: usize) {
         state.bus.as_ref(),
         viewer,
         &format!("seeded app {n}"),
+        u32::MAX,
     )
     .await
     .expect("seeding a project");
