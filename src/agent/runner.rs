@@ -53,6 +53,25 @@ impl AgentError {
             Self::StepLimit(_) | Self::TimeLimit(_) | Self::Cancelled => false,
         }
     }
+
+    /// What the user may read (`Run.error`, the ERROR reply). Provider and sandbox errors can
+    /// carry URLs, keys echoed back and server internals: their detail is only logged.
+    pub fn public_message(&self) -> String {
+        match self {
+            Self::Model(ModelError::Unavailable(_)) => "the model could not be reached".to_owned(),
+            Self::Model(ModelError::Rejected { .. }) => "the model refused the request".to_owned(),
+            Self::Model(ModelError::Protocol(_)) => {
+                "the model sent an answer that could not be read".to_owned()
+            }
+            Self::Model(err @ ModelError::ReplayExhausted) => err.to_string(),
+            Self::Sandbox(SandboxError::Timeout(_)) => {
+                "the sandbox did not answer in time".to_owned()
+            }
+            Self::Sandbox(_) => "the sandbox could not be reached".to_owned(),
+            Self::App(err) => err.public_message(),
+            Self::StepLimit(_) | Self::TimeLimit(_) | Self::Cancelled => self.to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -220,6 +220,7 @@ pub async fn succeed_run(
 }
 
 /// Ends the run FAILED with an ASSISTANT ERROR message; a system failure gives the credit back.
+/// `error` is what the user sees (the public message), in `Run.error` and the reply.
 pub async fn fail_run(
     db: &DatabaseConnection,
     bus: &dyn EventBus,

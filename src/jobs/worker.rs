@@ -173,13 +173,14 @@ async fn process_run(
                 .map(|_| false)
         }
         Err(err) => {
+            // The detail stays here, in the run's span; the run keeps the public message.
             tracing::warn!(%err, "run failed");
             queue::fail_run(
                 &state.db,
                 state.bus.as_ref(),
                 &run,
                 worker_id,
-                &err.to_string(),
+                &err.public_message(),
                 err.is_system_failure(),
                 usage,
             )

@@ -220,6 +220,38 @@ async fn an_unreachable_model_fails_the_run_and_gives_the_credit_back() {
     assert_eq!(messages[1]["node"]["type"], "ERROR");
 }
 
+/// A provider's error text can echo keys and internal URLs: it goes to the log, not the user.
+#[tokio::test]
+async fn a_provider_error_detail_stays_out_of_the_run_and_its_reply() {
+    const SECRET: &str = "sk-live-0123456789";
+    const INTERNAL_URL: &str = "https://internal.provider.example/v1beta";
+    let detail = format!("API key {SECRET} not valid for {INTERNAL_URL}");
+    let fake = FakeLlm::start([Reply::gemini_error(400, "INVALID_ARGUMENT", &detail)]).await;
+    let app = TestApp::builder(Backend::Sqlite)
+        .models(gemini(&fake))
+        .start()
+        .await;
+    let token = app.sign_up("leaky@example.com").await;
+    let (project_id, run_id) = app.create_project(&token, "anything").await;
+    assert_eq!(app.wait_for_run(&token, &run_id).await["status"], "FAILED");
+    let run = run_of(&app, &token, &run_id).await;
+    assert_eq!(run["error"], "the model refused the request", "{run}");
+    let data = app
+        .data(Some(&token), MESSAGES, json!({ "id": project_id }))
+        .await;
+    let everything_shown = format!("{run}{data}");
+    assert!(
+        data.to_string().contains("the model refused the request"),
+        "{data}"
+    );
+    for secret in [SECRET, INTERNAL_URL, "INVALID_ARGUMENT"] {
+        assert!(
+            !everything_shown.contains(secret),
+            "{secret} reached the user: {everything_shown}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_failing_command_is_reported_to_the_model_which_fixes_it() {
     let replay = ReplayProvider::from_responses(vec![
