@@ -55,7 +55,10 @@ pub fn routes(state: AppState) -> Router<AppState> {
     Router::new()
         .merge(http)
         .route("/graphql/ws", ws.method_router())
-        .route("/graphiql", get(graphiql))
+        .route(
+            "/graphiql",
+            get(graphiql).layer(super::security_headers::graphiql_csp()),
+        )
 }
 
 /// A bad token still lets public fields work; fields that need a viewer report it.

@@ -5,6 +5,7 @@ mod error;
 mod graphql;
 mod health;
 pub mod preview;
+mod security_headers;
 
 use axum::http::{HeaderValue, Method};
 use axum::routing::get;
@@ -25,7 +26,7 @@ pub fn router(state: AppState) -> Router {
         Some(local) => preview::redirects_to_origin(local.config().preview_origin.clone()),
         None => Router::new(),
     };
-    Router::new()
+    let router = Router::new()
         .merge(graphql::routes(state.clone()))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -36,7 +37,8 @@ pub fn router(state: AppState) -> Router {
         .layer(cors(&state.config.cors_origins))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid));
+    security_headers::apply(router, &state)
 }
 
 /// Every log line of a request carries its id, the one the client gets in `x-request-id`: an
