@@ -123,52 +123,14 @@ mod tests {
         assert!(!described.contains("<script"));
     }
 
-    /// Answers one request with a 500 and hands back the request head it read.
-    async fn failing_server() -> (u16, tokio::task::JoinHandle<String>) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let served = tokio::spawn(async move {
-            let (mut stream, _) = listener.accept().await.unwrap();
-            let mut head = Vec::new();
-            let mut buffer = [0u8; 1024];
-            while !head.ends_with(b"\r\n\r\n") {
-                let read = stream.read(&mut buffer).await.unwrap();
-                assert!(read > 0, "the request ended early");
-                head.extend_from_slice(&buffer[..read]);
-            }
-            let body = "Internal Server Error: boom";
-            let response = format!(
-                "HTTP/1.1 500 Internal Server Error\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            stream.write_all(response.as_bytes()).await.unwrap();
-            String::from_utf8(head).unwrap()
-        });
-        (port, served)
-    }
-
-    #[tokio::test]
-    async fn a_preview_on_a_localhost_subdomain_is_reached_on_loopback() {
-        let (port, served) = failing_server().await;
-        let host = format!("{}.localhost:{port}", uuid::Uuid::new_v4());
-        let check = PreviewCheck::new(Duration::from_secs(10));
-        let errors = check.errors(&format!("http://{host}/preview/x/")).await;
-        assert_eq!(
-            errors.as_deref(),
-            Some("The preview page answers HTTP 500:\nInternal Server Error: boom")
-        );
-        let head = served.await.unwrap().to_ascii_lowercase();
-        assert!(head.contains(&format!("host: {host}")), "{head}");
-    }
-
     /// Accepts one connection, reads its request head and writes `head` then `body_bytes`
-    /// bytes of body; hands back how many body bytes went out before the client hung up.
+    /// bytes of body; hands back the request head and how many body bytes went out before the
+    /// client hung up.
     async fn serve_once(
         listener: tokio::net::TcpListener,
         head: String,
         body_bytes: usize,
-    ) -> usize {
+    ) -> (String, usize) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let (mut stream, _) = listener.accept().await.unwrap();
         let mut buffer = [0u8; 1024];
@@ -190,7 +152,33 @@ mod tests {
                 Ok(written) => sent += written,
             }
         }
-        sent
+        (String::from_utf8(request).unwrap(), sent)
+    }
+
+    /// Answers one request with a small 500 page.
+    async fn failing_server() -> (u16, tokio::task::JoinHandle<(String, usize)>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let body = "Internal Server Error: boom";
+        let response = format!(
+            "HTTP/1.1 500 Internal Server Error\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        (port, tokio::spawn(serve_once(listener, response, 0)))
+    }
+
+    #[tokio::test]
+    async fn a_preview_on_a_localhost_subdomain_is_reached_on_loopback() {
+        let (port, served) = failing_server().await;
+        let host = format!("{}.localhost:{port}", uuid::Uuid::new_v4());
+        let check = PreviewCheck::new(Duration::from_secs(10));
+        let errors = check.errors(&format!("http://{host}/preview/x/")).await;
+        assert_eq!(
+            errors.as_deref(),
+            Some("The preview page answers HTTP 500:\nInternal Server Error: boom")
+        );
+        let head = served.await.unwrap().0.to_ascii_lowercase();
+        assert!(head.contains(&format!("host: {host}")), "{head}");
     }
 
     #[tokio::test]
@@ -230,7 +218,7 @@ mod tests {
             .unwrap();
         assert!(errors.starts_with("The preview page answers HTTP 500:\nxxx"));
         assert!(errors.len() < MAX_ERROR_CHARS + 100);
-        let sent = served.await.unwrap();
+        let (_, sent) = served.await.unwrap();
         // What the kernel buffers besides the cap, far from the whole gigabyte.
         assert!(sent < 64 * 1024 * 1024, "{sent} bytes went out");
     }
