@@ -4,6 +4,7 @@
 mod accounts;
 mod conformance;
 mod credits;
+mod errors;
 mod headers;
 mod http_protocol;
 mod local_app;
