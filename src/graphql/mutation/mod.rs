@@ -227,7 +227,7 @@ impl Mutation {
         )
     }
 
-    /// Queues a failed generation again.
+    /// Queues a failed generation again, behind the runs already queued. Takes a credit.
     async fn retry_run(&self, ctx: &Context<'_>, run_id: ID) -> async_graphql::Result<Run> {
         let viewer = ctx.viewer()?;
         let state = ctx.state();
