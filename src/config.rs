@@ -173,6 +173,12 @@ pub struct Config {
     /// Model steps a run may take before it ends with an error.
     #[arg(long, env = "AGENT_MAX_STEPS", default_value_t = 30)]
     pub agent_max_steps: u32,
+    /// Wall-clock seconds a run may take before it ends FAILED (its work so far is kept).
+    #[arg(long, env = "AGENT_MAX_RUN_SECS", default_value_t = 1800)]
+    pub agent_max_run_secs: u64,
+    /// Generations one user may have queued or running at once, over all their projects.
+    #[arg(long, env = "MAX_ACTIVE_RUNS_PER_USER", default_value_t = 2)]
+    pub max_active_runs_per_user: u32,
     /// Rounds the agent gets to fix a build error before the run gives up.
     #[arg(long, env = "AGENT_MAX_FIX_ROUNDS", default_value_t = 2)]
     pub agent_max_fix_rounds: u32,

@@ -17,6 +17,11 @@ pub enum AppError {
     /// Clients get `retry_after_secs` as `extensions.retryAfter` and as a `Retry-After` header.
     #[error("too many requests; retry in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
+    /// The user already has this many generations queued or running.
+    #[error(
+        "you already have {limit} generations queued or running; wait for one to end or cancel it"
+    )]
+    TooManyRuns { limit: u32 },
     #[error("{0}")]
     Conflict(String),
     /// This account may not use the server's sandboxes (see `services::sandbox_access`).
@@ -35,6 +40,7 @@ impl AppError {
             Self::BadUserInput(_) => "BAD_USER_INPUT",
             Self::CreditsExhausted { .. } => "CREDITS_EXHAUSTED",
             Self::RateLimited { .. } => "RATE_LIMITED",
+            Self::TooManyRuns { .. } => "TOO_MANY_RUNS",
             Self::Conflict(_) => "CONFLICT",
             Self::SandboxUnavailable(_) => "SANDBOX_UNAVAILABLE",
             Self::Internal(_) => "INTERNAL",

@@ -437,7 +437,7 @@ mod tests {
                 plan: Plan::Free,
             };
             let (project, generation) =
-                services::project::create_project(&db, bus.as_ref(), viewer, "an app")
+                services::project::create_project(&db, bus.as_ref(), viewer, "an app", 1)
                     .await
                     .unwrap();
             let run_id = generation.run.id;

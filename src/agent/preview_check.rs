@@ -9,6 +9,9 @@ use std::time::Duration;
 
 /// What a model gets to read of a failing page at most.
 const MAX_ERROR_CHARS: usize = 4000;
+/// Bytes of an error page read to find that error (`next dev` puts it near the end of a page
+/// of a few KiB); the rest is never read, whatever the app sends.
+const MAX_BODY_BYTES: usize = 256 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct PreviewCheck {
@@ -21,6 +24,8 @@ impl PreviewCheck {
     pub fn new(timeout: Duration) -> Self {
         let http = reqwest::Client::builder()
             .no_proxy()
+            // The app decides where a redirect points: the check looks at its preview only.
+            .redirect(reqwest::redirect::Policy::none())
             .dns_resolver(Arc::new(LocalhostIsLoopback))
             .build()
             .expect("a reqwest client without proxies always builds");
@@ -42,9 +47,27 @@ impl PreviewCheck {
         if !status.is_server_error() {
             return None;
         }
-        let body = response.text().await.unwrap_or_default();
+        let body = read_capped(response, MAX_BODY_BYTES).await;
         Some(describe_failure(status.as_u16(), &body))
     }
+}
+
+/// The body's first `limit` bytes (as text); a body cut short by an error is kept as read.
+async fn read_capped(mut response: reqwest::Response, limit: usize) -> String {
+    let mut body = Vec::new();
+    while body.len() < limit {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                body.extend_from_slice(&chunk[..chunk.len().min(limit - body.len())])
+            }
+            Ok(None) => break,
+            Err(err) => {
+                tracing::warn!(%err, "the preview's error page ended early");
+                break;
+            }
+        }
+    }
+    String::from_utf8_lossy(&body).into_owned()
 }
 
 /// Resolves `localhost` and `*.localhost` to loopback without asking anyone, as browsers do
@@ -100,29 +123,48 @@ mod tests {
         assert!(!described.contains("<script"));
     }
 
-    /// Answers one request with a 500 and hands back the request head it read.
-    async fn failing_server() -> (u16, tokio::task::JoinHandle<String>) {
+    /// Accepts one connection, reads its request head and writes `head` then `body_bytes`
+    /// bytes of body; hands back the request head and how many body bytes went out before the
+    /// client hung up.
+    async fn serve_once(
+        listener: tokio::net::TcpListener,
+        head: String,
+        body_bytes: usize,
+    ) -> (String, usize) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut buffer = [0u8; 1024];
+        let mut request = Vec::new();
+        while !request.ends_with(b"\r\n\r\n") {
+            let read = stream.read(&mut buffer).await.unwrap();
+            assert!(read > 0, "the request ended early");
+            request.extend_from_slice(&buffer[..read]);
+        }
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let chunk = [b'x'; 64 * 1024];
+        let mut sent = 0;
+        while sent < body_bytes {
+            match stream
+                .write(&chunk[..chunk.len().min(body_bytes - sent)])
+                .await
+            {
+                Ok(0) | Err(_) => break,
+                Ok(written) => sent += written,
+            }
+        }
+        (String::from_utf8(request).unwrap(), sent)
+    }
+
+    /// Answers one request with a small 500 page.
+    async fn failing_server() -> (u16, tokio::task::JoinHandle<(String, usize)>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let served = tokio::spawn(async move {
-            let (mut stream, _) = listener.accept().await.unwrap();
-            let mut head = Vec::new();
-            let mut buffer = [0u8; 1024];
-            while !head.ends_with(b"\r\n\r\n") {
-                let read = stream.read(&mut buffer).await.unwrap();
-                assert!(read > 0, "the request ended early");
-                head.extend_from_slice(&buffer[..read]);
-            }
-            let body = "Internal Server Error: boom";
-            let response = format!(
-                "HTTP/1.1 500 Internal Server Error\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            stream.write_all(response.as_bytes()).await.unwrap();
-            String::from_utf8(head).unwrap()
-        });
-        (port, served)
+        let body = "Internal Server Error: boom";
+        let response = format!(
+            "HTTP/1.1 500 Internal Server Error\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        (port, tokio::spawn(serve_once(listener, response, 0)))
     }
 
     #[tokio::test]
@@ -135,8 +177,50 @@ mod tests {
             errors.as_deref(),
             Some("The preview page answers HTTP 500:\nInternal Server Error: boom")
         );
-        let head = served.await.unwrap().to_ascii_lowercase();
+        let head = served.await.unwrap().0.to_ascii_lowercase();
         assert!(head.contains(&format!("host: {host}")), "{head}");
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_not_followed() {
+        let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target_port = target.local_addr().unwrap().port();
+        let redirecting = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = redirecting.local_addr().unwrap().port();
+        let head = format!(
+            "HTTP/1.1 302 Found\r\nlocation: http://127.0.0.1:{target_port}/\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        );
+        let served = tokio::spawn(serve_once(redirecting, head, 0));
+        let check = PreviewCheck::new(Duration::from_secs(10));
+        assert_eq!(
+            check.errors(&format!("http://127.0.0.1:{port}/")).await,
+            None
+        );
+        served.await.unwrap();
+        // The redirect target was never asked.
+        let asked = tokio::time::timeout(Duration::ZERO, target.accept()).await;
+        assert!(asked.is_err(), "the check followed the redirect");
+    }
+
+    #[tokio::test]
+    async fn a_huge_error_page_is_read_only_up_to_the_cap() {
+        const HUGE: usize = 1 << 30;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let head = format!(
+            "HTTP/1.1 500 Internal Server Error\r\ncontent-length: {HUGE}\r\nconnection: close\r\n\r\n"
+        );
+        let served = tokio::spawn(serve_once(listener, head, HUGE));
+        let check = PreviewCheck::new(Duration::from_secs(60));
+        let errors = check
+            .errors(&format!("http://127.0.0.1:{port}/"))
+            .await
+            .unwrap();
+        assert!(errors.starts_with("The preview page answers HTTP 500:\nxxx"));
+        assert!(errors.len() < MAX_ERROR_CHARS + 100);
+        let (_, sent) = served.await.unwrap();
+        // What the kernel buffers besides the cap, far from the whole gigabyte.
+        assert!(sent < 64 * 1024 * 1024, "{sent} bytes went out");
     }
 
     #[test]

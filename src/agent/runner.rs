@@ -29,6 +29,8 @@ pub enum AgentError {
     Sandbox(#[from] SandboxError),
     #[error("the agent did not finish within {0} steps")]
     StepLimit(u32),
+    #[error("the agent did not finish within {} seconds", .0.as_secs())]
+    TimeLimit(Duration),
     #[error("cancelled")]
     Cancelled,
     #[error(transparent)]
@@ -47,7 +49,27 @@ impl AgentError {
         match self {
             Self::Model(_) | Self::App(_) => true,
             Self::Sandbox(err) => !matches!(err, SandboxError::Cancelled),
-            Self::StepLimit(_) | Self::Cancelled => false,
+            // The prompt asked for more than a run may do: the work was done, the credit spent.
+            Self::StepLimit(_) | Self::TimeLimit(_) | Self::Cancelled => false,
+        }
+    }
+
+    /// What the user may read (`Run.error`, the ERROR reply). Provider and sandbox errors can
+    /// carry URLs, keys echoed back and server internals: their detail is only logged.
+    pub fn public_message(&self) -> String {
+        match self {
+            Self::Model(ModelError::Unavailable(_)) => "the model could not be reached".to_owned(),
+            Self::Model(ModelError::Rejected { .. }) => "the model refused the request".to_owned(),
+            Self::Model(ModelError::Protocol(_)) => {
+                "the model sent an answer that could not be read".to_owned()
+            }
+            Self::Model(err @ ModelError::ReplayExhausted) => err.to_string(),
+            Self::Sandbox(SandboxError::Timeout(_)) => {
+                "the sandbox did not answer in time".to_owned()
+            }
+            Self::Sandbox(_) => "the sandbox could not be reached".to_owned(),
+            Self::App(err) => err.public_message(),
+            Self::StepLimit(_) | Self::TimeLimit(_) | Self::Cancelled => self.to_string(),
         }
     }
 }

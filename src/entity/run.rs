@@ -40,6 +40,8 @@ pub struct Model {
     pub cost_usd: f64,
     pub credit_refunded: bool,
     pub created_at: DateTimeUtc,
+    /// When the run last entered the queue (created or retried): workers claim by this.
+    pub queued_at: DateTimeUtc,
     pub started_at: Option<DateTimeUtc>,
     pub finished_at: Option<DateTimeUtc>,
 }

@@ -14,7 +14,9 @@ impl IntoResponse for AppError {
             AppError::Unauthenticated => StatusCode::UNAUTHORIZED,
             AppError::BadUserInput(_) => StatusCode::BAD_REQUEST,
             AppError::CreditsExhausted { .. } => StatusCode::PAYMENT_REQUIRED,
-            AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::RateLimited { .. } | AppError::TooManyRuns { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::SandboxUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -62,7 +62,10 @@ pub fn routes(state: AppState) -> Router<AppState> {
     Router::new()
         .merge(http)
         .route("/graphql/ws", ws.method_router())
-        .route("/graphiql", get(graphiql))
+        .route(
+            "/graphiql",
+            get(graphiql).layer(super::security_headers::graphiql_csp()),
+        )
 }
 
 /// The peer's address, or behind a proxy the address the TRUSTED_PROXY_HEADER carries (its

@@ -5,6 +5,7 @@ mod error;
 mod graphql;
 mod health;
 pub mod preview;
+mod security_headers;
 
 use axum::http::{HeaderValue, Method};
 use axum::routing::get;
@@ -25,7 +26,7 @@ pub fn router(state: AppState) -> Router {
         Some(local) => preview::redirects_to_origin(local.config().preview_origin.clone()),
         None => Router::new(),
     };
-    Router::new()
+    let router = Router::new()
         .merge(graphql::routes(state.clone()))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -35,8 +36,25 @@ pub fn router(state: AppState) -> Router {
         .fallback_service(static_files)
         .layer(cors(&state.config.cors_origins))
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(TraceLayer::new_for_http())
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid));
+    security_headers::apply(router, &state)
+}
+
+/// Every log line of a request carries its id, the one the client gets in `x-request-id`: an
+/// opaque "internal error" reply can be matched with its detail in the log.
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|id| id.to_str().ok())
+        .unwrap_or_default();
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        uri = %request.uri(),
+        request_id,
+    )
 }
 
 fn cors(origins: &[String]) -> CorsLayer {

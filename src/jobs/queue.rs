@@ -19,7 +19,7 @@ use crate::entity::run::{self, RunStatus};
 use crate::entity::{fragment, project};
 use crate::events::{record_event, BusMessage, EventBus, EventKind};
 
-/// Claims the oldest queued run, or a running one whose lease expired (its worker died).
+/// Claims the run queued longest ago (a retry queues again at the back), or a running one whose lease expired (its worker died).
 pub async fn claim_next_run(
     db: &DatabaseConnection,
     worker_id: &str,
@@ -36,7 +36,7 @@ pub async fn claim_next_run(
          attempts = attempts + 1, started_at = COALESCE(started_at, $3) \
          WHERE id = (SELECT id FROM run \
            WHERE status = 'QUEUED' OR (status = 'RUNNING' AND lease_until < $3) \
-           ORDER BY created_at LIMIT 1 {lock}) \
+           ORDER BY queued_at, id LIMIT 1 {lock}) \
          RETURNING *"
     );
     let statement = Statement::from_sql_and_values(
@@ -220,6 +220,7 @@ pub async fn succeed_run(
 }
 
 /// Ends the run FAILED with an ASSISTANT ERROR message; a system failure gives the credit back.
+/// `error` is what the user sees (the public message), in `Run.error` and the reply.
 pub async fn fail_run(
     db: &DatabaseConnection,
     bus: &dyn EventBus,

@@ -141,7 +141,13 @@ async fn process_run(
         cancel: &cancel,
     };
     let mut usage = RunUsage::default();
-    let outcome = context.execute(&run, &mut usage).await;
+    let max_run_time = Duration::from_secs(state.config.agent_max_run_secs);
+    let outcome = tokio::time::timeout(
+        time_left(&run, max_run_time),
+        context.execute(&run, &mut usage),
+    )
+    .await
+    .unwrap_or(Err(AgentError::TimeLimit(max_run_time)));
     emitter.flush().await;
     heartbeat.abort();
     running.lock().expect("poisoned").remove(&run.id);
@@ -167,13 +173,14 @@ async fn process_run(
                 .map(|_| false)
         }
         Err(err) => {
+            // The detail stays here, in the run's span; the run keeps the public message.
             tracing::warn!(%err, "run failed");
             queue::fail_run(
                 &state.db,
                 state.bus.as_ref(),
                 &run,
                 worker_id,
-                &err.to_string(),
+                &err.public_message(),
                 err.is_system_failure(),
                 usage,
             )
@@ -185,6 +192,14 @@ async fn process_run(
         Ok(false) => tracing::info!("run ended elsewhere (cancelled or taken over)"),
         Err(err) => tracing::error!(%err, "could not store the run's outcome"),
     }
+}
+
+/// The run's wall-clock budget counts from its first claim, so a run taken over after a crash
+/// does not start its clock again.
+fn time_left(run: &run::Model, max_run_time: Duration) -> Duration {
+    let started = run.started_at.unwrap_or_else(chrono::Utc::now);
+    let elapsed = (chrono::Utc::now() - started).to_std().unwrap_or_default();
+    max_run_time.saturating_sub(elapsed)
 }
 
 /// Heartbeats the lease; stops the run if it is no longer ours (cancelled on another process).

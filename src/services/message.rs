@@ -81,6 +81,7 @@ where
         cost_usd: Set(0.0),
         credit_refunded: Set(false),
         created_at: Set(now),
+        queued_at: Set(now),
         started_at: Set(None),
         finished_at: Set(None),
     }
@@ -106,6 +107,7 @@ pub async fn send_message<C: TransactionTrait>(
     viewer: Viewer,
     project_id: Uuid,
     content: &str,
+    max_active_runs: u32,
 ) -> AppResult<(project::Model, Generation)> {
     let content = validate_content(content)?;
     let txn = db.begin().await?;
@@ -119,6 +121,7 @@ pub async fn send_message<C: TransactionTrait>(
             "a generation is already running for this project; wait for it or cancel it".to_owned(),
         ));
     }
+    super::run::ensure_run_slot(&txn, viewer.user_id, max_active_runs).await?;
     let generation = queue_generation(&txn, project.id, content).await?;
     txn.commit().await?;
     generation.announce(bus).await;

@@ -3,14 +3,15 @@
 use chrono::Utc;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, TransactionTrait,
+    ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect,
+    TransactionTrait,
 };
 use serde_json::json;
 use uuid::Uuid;
 
 use super::Viewer;
-use crate::entity::message;
 use crate::entity::run::{self, RunStatus};
+use crate::entity::{message, project};
 use crate::error::{AppError, AppResult};
 use crate::events::{record_event, BusMessage, EventBus, EventKind};
 
@@ -35,6 +36,25 @@ pub async fn active_run_ids(db: &impl ConnectionTrait, project_id: Uuid) -> AppR
         .into_tuple()
         .all(db)
         .await?)
+}
+
+/// Refuses another generation while the user has `limit` runs queued or running. Call it after
+/// the credit (whose row update serialises one user's concurrent requests until the commit).
+pub async fn ensure_run_slot(
+    db: &impl ConnectionTrait,
+    user_id: Uuid,
+    limit: u32,
+) -> AppResult<()> {
+    let active = run::Entity::find()
+        .inner_join(project::Entity)
+        .filter(project::Column::OwnerId.eq(user_id))
+        .filter(run::Column::Status.is_in([RunStatus::Queued, RunStatus::Running]))
+        .count(db)
+        .await?;
+    if active >= u64::from(limit) {
+        return Err(AppError::TooManyRuns { limit });
+    }
+    Ok(())
 }
 
 /// Stops a queued or running run. A queued one ends at once; a running one is told (on every
@@ -89,24 +109,26 @@ pub async fn cancel_run<C: ConnectionTrait + TransactionTrait>(
     find_run(db, viewer, run_id).await
 }
 
-/// Queues a FAILED run again with a fresh set of attempts. A run whose credit was given back
-/// (it failed for a system reason) takes one again; one that kept its credit does not.
+/// Queues a FAILED run again with a fresh set of attempts, at the back of the queue. A retry is
+/// a new generation and takes a credit like one: a failure that kept its credit (the step or
+/// time limit) already spent it on work done, and one that was refunded got it back.
 pub async fn retry_run<C: ConnectionTrait + TransactionTrait>(
     db: &C,
     bus: &dyn EventBus,
     viewer: Viewer,
     run_id: Uuid,
+    max_active_runs: u32,
 ) -> AppResult<run::Model> {
     let txn = db.begin().await?;
+    // The credit first: on SQLite a write as the first statement waits for the lock.
+    super::credits::consume_credit(&txn, viewer.user_id, viewer.plan).await?;
     let found = find_run(&txn, viewer, run_id).await?;
     if found.status != RunStatus::Failed {
         return Err(AppError::Conflict(
             "only a failed run can be retried".to_owned(),
         ));
     }
-    if found.credit_refunded {
-        super::credits::consume_credit(&txn, viewer.user_id, viewer.plan).await?;
-    }
+    ensure_run_slot(&txn, viewer.user_id, max_active_runs).await?;
     if !active_run_ids(&txn, found.project_id).await?.is_empty() {
         return Err(AppError::Conflict(
             "a generation is already running for this project".to_owned(),
@@ -121,6 +143,11 @@ pub async fn retry_run<C: ConnectionTrait + TransactionTrait>(
             Expr::value(Option::<chrono::DateTime<Utc>>::None),
         )
         .col_expr(run::Column::CreditRefunded, Expr::value(false))
+        .col_expr(run::Column::QueuedAt, Expr::value(Utc::now()))
+        .col_expr(
+            run::Column::StartedAt,
+            Expr::value(Option::<chrono::DateTime<Utc>>::None),
+        )
         .filter(run::Column::Id.eq(run_id))
         .exec(&txn)
         .await?;

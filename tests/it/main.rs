@@ -4,7 +4,9 @@
 mod accounts;
 mod conformance;
 mod credits;
+mod errors;
 mod fuzz;
+mod headers;
 mod http_protocol;
 mod local_app;
 mod previews;
@@ -13,6 +15,7 @@ mod projects;
 mod providers;
 mod query_limits;
 mod rate_limits;
+mod run_limits;
 mod runs;
 mod sandbox_access;
 mod sandbox_e2b;

@@ -20,7 +20,7 @@ use crate::support::fake_llm::{
 const MESSAGES: &str = "query($id: ID!) { project(id: $id) { messages { edges { node { role type content fragment { title files } } } } } }";
 const RUN: &str = "query($id: ID!) { run(id: $id) { status error attempts inputTokens outputTokens costUsd creditRefunded events(first: 1000) { kind payload } } }";
 
-fn gemini(fake: &FakeLlm) -> Arc<GeminiProvider> {
+pub(crate) fn gemini(fake: &FakeLlm) -> Arc<GeminiProvider> {
     let mut config = GeminiConfig::new("test-key");
     config.base_url = fake.base_url();
     let retries = RetryPolicy {
@@ -40,7 +40,7 @@ fn usage(input: u64, output: u64) -> Value {
     json!({ "promptTokenCount": input, "candidatesTokenCount": output, "totalTokenCount": input + output })
 }
 
-fn call(name: &str, arguments: Value) -> ModelResponse {
+pub(crate) fn call(name: &str, arguments: Value) -> ModelResponse {
     ModelResponse {
         tool_calls: vec![ToolCall {
             id: format!("call-{name}"),
@@ -66,7 +66,7 @@ fn text(text: &str) -> ModelResponse {
     }
 }
 
-async fn run_of(app: &TestApp, token: &str, run_id: &str) -> Value {
+pub(crate) async fn run_of(app: &TestApp, token: &str, run_id: &str) -> Value {
     app.data(Some(token), RUN, json!({ "id": run_id })).await["run"].clone()
 }
 
@@ -218,6 +218,38 @@ async fn an_unreachable_model_fails_the_run_and_gives_the_credit_back() {
     let messages = data["project"]["messages"]["edges"].as_array().unwrap();
     assert_eq!(messages.len(), 2, "exactly one ASSISTANT message");
     assert_eq!(messages[1]["node"]["type"], "ERROR");
+}
+
+/// A provider's error text can echo keys and internal URLs: it goes to the log, not the user.
+#[tokio::test]
+async fn a_provider_error_detail_stays_out_of_the_run_and_its_reply() {
+    const SECRET: &str = "sk-live-0123456789";
+    const INTERNAL_URL: &str = "https://internal.provider.example/v1beta";
+    let detail = format!("API key {SECRET} not valid for {INTERNAL_URL}");
+    let fake = FakeLlm::start([Reply::gemini_error(400, "INVALID_ARGUMENT", &detail)]).await;
+    let app = TestApp::builder(Backend::Sqlite)
+        .models(gemini(&fake))
+        .start()
+        .await;
+    let token = app.sign_up("leaky@example.com").await;
+    let (project_id, run_id) = app.create_project(&token, "anything").await;
+    assert_eq!(app.wait_for_run(&token, &run_id).await["status"], "FAILED");
+    let run = run_of(&app, &token, &run_id).await;
+    assert_eq!(run["error"], "the model refused the request", "{run}");
+    let data = app
+        .data(Some(&token), MESSAGES, json!({ "id": project_id }))
+        .await;
+    let everything_shown = format!("{run}{data}");
+    assert!(
+        data.to_string().contains("the model refused the request"),
+        "{data}"
+    );
+    for secret in [SECRET, INTERNAL_URL, "INVALID_ARGUMENT"] {
+        assert!(
+            !everything_shown.contains(secret),
+            "{secret} reached the user: {everything_shown}"
+        );
+    }
 }
 
 #[tokio::test]

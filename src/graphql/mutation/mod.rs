@@ -94,10 +94,15 @@ impl Mutation {
         ensure_sandbox_access(&state.db, &state.sandboxes.isolation(), viewer)
             .await
             .gql()?;
-        let (project, generation) =
-            project::create_project(&state.db, state.bus.as_ref(), viewer, &prompt)
-                .await
-                .gql()?;
+        let (project, generation) = project::create_project(
+            &state.db,
+            state.bus.as_ref(),
+            viewer,
+            &prompt,
+            state.config.max_active_runs_per_user,
+        )
+        .await
+        .gql()?;
         Ok(GenerationPayload {
             project: project.into(),
             message: generation.message.into(),
@@ -118,10 +123,16 @@ impl Mutation {
             .await
             .gql()?;
         let project_id = parse_id(&project_id, "project").gql()?;
-        let (project, generation) =
-            message::send_message(&state.db, state.bus.as_ref(), viewer, project_id, &content)
-                .await
-                .gql()?;
+        let (project, generation) = message::send_message(
+            &state.db,
+            state.bus.as_ref(),
+            viewer,
+            project_id,
+            &content,
+            state.config.max_active_runs_per_user,
+        )
+        .await
+        .gql()?;
         Ok(GenerationPayload {
             project: project.into(),
             message: generation.message.into(),
@@ -223,7 +234,7 @@ impl Mutation {
         )
     }
 
-    /// Queues a failed generation again.
+    /// Queues a failed generation again, behind the runs already queued. Takes a credit.
     async fn retry_run(&self, ctx: &Context<'_>, run_id: ID) -> async_graphql::Result<Run> {
         let viewer = ctx.viewer()?;
         let state = ctx.state();
@@ -231,11 +242,15 @@ impl Mutation {
             .await
             .gql()?;
         let run_id = parse_id(&run_id, "run").gql()?;
-        Ok(
-            run::retry_run(&state.db, state.bus.as_ref(), viewer, run_id)
-                .await
-                .gql()?
-                .into(),
+        Ok(run::retry_run(
+            &state.db,
+            state.bus.as_ref(),
+            viewer,
+            run_id,
+            state.config.max_active_runs_per_user,
         )
+        .await
+        .gql()?
+        .into())
     }
 }

@@ -50,6 +50,16 @@ impl PreviewOrigin {
         url
     }
 
+    /// Every sandbox's preview origin as a CSP source (`http://*.localhost:8081`): where the web
+    /// client may frame previews.
+    pub fn csp_source(&self) -> String {
+        let mut source = format!("{}://*.{}", self.scheme, self.domain);
+        if let Some(port) = self.port {
+            source.push_str(&format!(":{port}"));
+        }
+        source
+    }
+
     /// The host name (without port) of one sandbox's preview.
     pub fn host_of(&self, sandbox_id: Uuid) -> String {
         format!("{sandbox_id}.{}", self.domain)

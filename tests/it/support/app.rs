@@ -112,6 +112,8 @@ pub async fn test_config(
     config.auth_jwt_secret = Some(TEST_SECRET.to_owned());
     config.agent_check_command = String::new();
     raise_rate_limits(&mut config);
+    // Many tests queue runs with no worker to take them; the cap has its own test.
+    config.max_active_runs_per_user = 100;
     config.database_url = match (database_url, backend) {
         (Some(url), _) => Some(url),
         (None, Backend::Sqlite) => None,
@@ -248,6 +250,7 @@ pub async fn seed_project(app: &TestApp, token: &str, n: usize) {
         state.bus.as_ref(),
         viewer,
         &format!("seeded app {n}"),
+        u32::MAX,
     )
     .await
     .expect("seeding a project");

@@ -1,0 +1,172 @@
+//! Runs that cannot be farmed: a cap on one user's active runs, a wall-clock limit per run,
+//! retries that cost a credit and queue at the back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use codekraft::agent::provider::ReplayProvider;
+use codekraft::entity::{run, usage};
+use sea_orm::{ActiveModelTrait, EntityTrait, Set};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::on_both_backends;
+use crate::runs::{call, gemini, run_of};
+use crate::support::app::{error_code, Backend, TestApp};
+use crate::support::fake_llm::{gemini_call_part, gemini_chunk, FakeLlm, Reply};
+
+const CREATE: &str = "mutation($p: String!) { createProject(prompt: $p) { run { id } } }";
+const RETRY: &str = "mutation($id: ID!) { retryRun(runId: $id) { status } }";
+
+async fn consumed(app: &TestApp, token: &str) -> i64 {
+    let data = app
+        .data(Some(token), "{ usage { consumed } }", json!({}))
+        .await;
+    data["usage"]["consumed"].as_i64().unwrap()
+}
+
+/// Marks a run FAILED as a worker would after a step-limit failure (the credit kept).
+async fn fail_in_place(app: &TestApp, run_id: &str) {
+    let db = &app.server.state.db;
+    let found = run::Entity::find_by_id(run_id.parse::<Uuid>().unwrap())
+        .one(db)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut failed: run::ActiveModel = found.into();
+    failed.status = Set(run::RunStatus::Failed);
+    failed.error = Set(Some("the agent did not finish within 3 steps".into()));
+    failed.update(db).await.unwrap();
+}
+
+on_both_backends!(
+    a_user_has_at_most_the_configured_runs_active,
+    |backend: Backend| async move {
+        let app = TestApp::builder(backend)
+            .config(|c| {
+                c.worker_concurrency = 0;
+                c.max_active_runs_per_user = 2;
+            })
+            .start()
+            .await;
+        let token = app.sign_up("farmer@example.com").await;
+        let (_, first) = app.create_project(&token, "one").await;
+        app.create_project(&token, "two").await;
+        let third = app.gql(Some(&token), CREATE, json!({ "p": "three" })).await;
+        assert_eq!(error_code(&third), "TOO_MANY_RUNS", "{third}");
+        assert_eq!(
+            consumed(&app, &token).await,
+            2,
+            "the refused one took no credit"
+        );
+        // Another user is not affected.
+        let other = app.sign_up("neighbour@example.com").await;
+        app.create_project(&other, "mine").await;
+        // A slot frees when a run ends.
+        app.data(
+            Some(&token),
+            "mutation($id: ID!) { cancelRun(runId: $id) { status } }",
+            json!({ "id": first }),
+        )
+        .await;
+        app.create_project(&token, "three").await;
+    }
+);
+
+#[tokio::test]
+async fn a_run_past_its_wall_clock_limit_fails_and_keeps_its_work() {
+    let page = json!({ "files": [{ "path": "app/page.tsx", "content": "half done" }] });
+    let fake = FakeLlm::start([
+        Reply::gemini_stream([gemini_chunk(
+            vec![gemini_call_part("createOrUpdateFiles", page, None)],
+            Some("STOP"),
+            None,
+        )]),
+        Reply::gemini_stream([gemini_chunk(vec![json!({ "text": "slow" })], None, None)])
+            .with_delay(Duration::from_secs(60)),
+    ])
+    .await;
+    let app = TestApp::builder(Backend::Sqlite)
+        .models(gemini(&fake))
+        .config(|c| c.agent_max_run_secs = 1)
+        .start()
+        .await;
+    let token = app.sign_up("dawdler@example.com").await;
+    let (project_id, run_id) = app.create_project(&token, "anything").await;
+    assert_eq!(
+        app.wait_for_run_within(&token, &run_id, Duration::from_secs(30))
+            .await["status"],
+        "FAILED"
+    );
+    let run = run_of(&app, &token, &run_id).await;
+    assert_eq!(
+        run["error"], "the agent did not finish within 1 seconds",
+        "{run}"
+    );
+    assert_eq!(run["creditRefunded"], false, "the prompt's work was done");
+    assert_eq!(
+        app.assistant_messages(&token, &project_id).await[0]["type"],
+        "ERROR"
+    );
+    let sandbox = app.sandboxes.sandbox(project_id.parse().unwrap()).unwrap();
+    assert_eq!(sandbox.files()["app/page.tsx"], "half done");
+}
+
+#[tokio::test]
+async fn retrying_a_step_limit_failure_takes_a_credit() {
+    let endless = (0..20)
+        .map(|_| call("listFiles", json!({ "dir": "." })))
+        .collect();
+    let app = TestApp::builder(Backend::Sqlite)
+        .models(Arc::new(ReplayProvider::from_responses(endless)))
+        .config(|c| c.agent_max_steps = 2)
+        .start()
+        .await;
+    let token = app.sign_up("persistent@example.com").await;
+    let (_, run_id) = app.create_project(&token, "loop forever").await;
+    assert_eq!(app.wait_for_run(&token, &run_id).await["status"], "FAILED");
+    assert_eq!(consumed(&app, &token).await, 1);
+
+    app.data(Some(&token), RETRY, json!({ "id": run_id })).await;
+    assert_eq!(consumed(&app, &token).await, 2, "the retry took a credit");
+    assert_eq!(app.wait_for_run(&token, &run_id).await["status"], "FAILED");
+
+    // With the allowance spent, a retry is refused and the run stays FAILED.
+    let db = &app.server.state.db;
+    let me = app.data(Some(&token), "{ me { id } }", json!({})).await;
+    let user_id: Uuid = me["me"]["id"].as_str().unwrap().parse().unwrap();
+    let mut spent: usage::ActiveModel = usage::Entity::find_by_id(user_id)
+        .one(db)
+        .await
+        .unwrap()
+        .unwrap()
+        .into();
+    spent.consumed = Set(5);
+    spent.update(db).await.unwrap();
+    let refused = app.gql(Some(&token), RETRY, json!({ "id": run_id })).await;
+    assert_eq!(error_code(&refused), "CREDITS_EXHAUSTED", "{refused}");
+    assert_eq!(run_of(&app, &token, &run_id).await["status"], "FAILED");
+}
+
+on_both_backends!(
+    a_retried_run_queues_behind_runs_queued_before_the_retry,
+    |backend: Backend| async move {
+        let app = TestApp::builder(backend)
+            .config(|c| c.worker_concurrency = 0)
+            .start()
+            .await;
+        let token = app.sign_up("queuer@example.com").await;
+        let (_, older) = app.create_project(&token, "first").await;
+        fail_in_place(&app, &older).await;
+        let (_, waiting) = app.create_project(&token, "second").await;
+        app.data(Some(&token), RETRY, json!({ "id": older })).await;
+
+        let db = &app.server.state.db;
+        let lease = chrono::Duration::seconds(30);
+        let claim = || codekraft::jobs::queue::claim_next_run(db, "test-worker", lease);
+        let first = claim().await.unwrap().expect("a queued run");
+        assert_eq!(first.id.to_string(), waiting);
+        let second = claim().await.unwrap().expect("the retried run");
+        assert_eq!(second.id.to_string(), older);
+    }
+);
