@@ -21,6 +21,7 @@ use crate::sandbox::egress;
 use crate::sandbox::local::{JailLimits, LocalSandboxConfig, LocalSandboxProvider};
 use crate::sandbox::SandboxProvider;
 use crate::services::limit::SignInLimiter;
+use crate::services::socket::SocketRegistry;
 
 /// Counters exposed at `/metrics`.
 #[derive(Debug, Default)]
@@ -45,6 +46,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Failed sign-ins per email, counted in the database.
     pub sign_in_limiter: SignInLimiter,
+    /// Open WebSockets per user and per session.
+    pub sockets: SocketRegistry,
     /// The local sandbox backend, when it is the one in use: its previews are proxied.
     pub local_sandboxes: Option<Arc<LocalSandboxProvider>>,
     /// Cancelled when the server shuts down: workers and listeners stop on it.
@@ -113,6 +116,11 @@ impl AppBuilder {
     /// Connects, migrates and assembles the state.
     pub async fn build(self) -> anyhow::Result<AppState> {
         let config = self.config;
+        anyhow::ensure!(
+            config.ws_max_message_bytes <= crate::graphql::http::MAX_BODY_BYTES,
+            "WS_MAX_MESSAGE_BYTES may be at most the HTTP body limit ({} bytes)",
+            crate::graphql::http::MAX_BODY_BYTES
+        );
         let metrics = Arc::new(Metrics::default());
         let db = connect_database(&config, &metrics).await?;
         migrate(&db).await?;
@@ -135,7 +143,7 @@ impl AppBuilder {
             jwks_url: config.auth_jwks_url.clone(),
             issuer: config.auth_issuer.clone(),
             plan_claim: config.auth_plan_claim.clone(),
-            token_ttl: Duration::from_secs(30 * 24 * 3600),
+            token_ttl: Duration::from_secs(config.auth_token_ttl_secs),
             ..Default::default()
         });
         let (sandboxes, local_sandboxes) = match self.sandboxes {
@@ -146,6 +154,7 @@ impl AppBuilder {
             Some(models) => models,
             None => model_provider_from_config(&config)?,
         };
+        let sockets = SocketRegistry::new(config.ws_max_connections_per_user);
         Ok(AppState {
             db,
             config: Arc::new(config),
@@ -155,6 +164,7 @@ impl AppBuilder {
             models,
             metrics,
             sign_in_limiter: SignInLimiter::default(),
+            sockets,
             local_sandboxes,
             shutdown,
         })

@@ -1,5 +1,8 @@
 //! Mounts the GraphQL endpoints: HTTP at `/graphql`, WebSocket at `/graphql/ws`, GraphiQL.
 
+use std::any::TypeId;
+use std::time::Duration;
+
 use async_graphql::http::GraphiQLSource;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -7,13 +10,16 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use serde_json::Value;
+use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::graphql::build_schema;
 use crate::graphql::context::{loader_data, RequestAuth};
 use crate::graphql::http::graphql_http_router;
 use crate::graphql::ws::{GraphQLWs, WsInitError};
-use crate::services::user::viewer_from_header;
+use crate::services::socket::SocketPermit;
+use crate::services::user::{find_user, viewer_from_header};
+use crate::services::Viewer;
 
 pub fn routes(state: AppState) -> Router<AppState> {
     let schema = build_schema(state.clone());
@@ -38,20 +44,26 @@ pub fn routes(state: AppState) -> Router<AppState> {
             let state = init_state.clone();
             async move {
                 let header = authorization_from_init(&payload);
-                match authenticate(&state, header.as_deref()).await {
-                    Ok(auth @ RequestAuth::Viewer(_)) => {
-                        let mut data = async_graphql::Data::default();
-                        data.insert(auth);
-                        Ok(data)
-                    }
-                    _ => Err(WsInitError::new("a valid token is required")),
-                }
+                let socket = open_socket(&state, header.as_deref()).await?;
+                let mut data = async_graphql::Data::default();
+                data.insert(socket);
+                Ok(data)
             }
         })
-        .operation_data(move |_connection| loader_data(&operation_state))
-        .connection_init_timeout(std::time::Duration::from_millis(
-            state.config.ws_init_timeout_ms,
-        ));
+        .operation_data(move |connection| {
+            let state = operation_state.clone();
+            async move {
+                let socket = connection
+                    .get(&TypeId::of::<SocketAuth>())
+                    .and_then(|socket| socket.downcast_ref::<SocketAuth>());
+                let mut data = loader_data(&state);
+                data.insert(socket_viewer(&state, socket).await);
+                data
+            }
+        })
+        .connection_init_timeout(Duration::from_millis(state.config.ws_init_timeout_ms))
+        .max_message_bytes(state.config.ws_max_message_bytes)
+        .max_operations(state.config.ws_max_subscriptions);
     Router::new()
         .merge(http)
         .route("/graphql/ws", ws.method_router())
@@ -65,6 +77,46 @@ async fn authenticate(state: &AppState, header: Option<&str>) -> Result<RequestA
         Ok(None) => Ok(RequestAuth::Anonymous),
         Err(crate::error::AppError::Unauthenticated) => Ok(RequestAuth::Anonymous),
         Err(err) => Err(err.into_response()),
+    }
+}
+
+/// What `connection_init` established. Each operation re-reads the viewer from it, so a plan
+/// change (or a deleted account) is seen on the next `subscribe`.
+struct SocketAuth {
+    user_id: Uuid,
+    /// Counts the socket against its user's limit while the connection lives.
+    _permit: SocketPermit,
+}
+
+/// Authenticates a socket and counts it against its user's connections.
+async fn open_socket(state: &AppState, header: Option<&str>) -> Result<SocketAuth, WsInitError> {
+    let viewer = match viewer_from_header(&state.db, &state.auth, header).await {
+        Ok(Some(viewer)) => viewer,
+        _ => return Err(WsInitError::new("a valid token is required")),
+    };
+    let permit = state.sockets.open(viewer.user_id, None).map_err(|_| {
+        WsInitError::new(format!(
+            "too many connections (at most {} per user)",
+            state.config.ws_max_connections_per_user
+        ))
+    })?;
+    Ok(SocketAuth {
+        user_id: viewer.user_id,
+        _permit: permit,
+    })
+}
+
+/// The viewer of one operation on a socket, as the database has it now.
+async fn socket_viewer(state: &AppState, socket: Option<&SocketAuth>) -> RequestAuth {
+    let Some(socket) = socket else {
+        return RequestAuth::Anonymous;
+    };
+    match find_user(&state.db, socket.user_id).await {
+        Ok(user) => RequestAuth::Viewer(Viewer {
+            user_id: user.id,
+            plan: user.plan,
+        }),
+        Err(_) => RequestAuth::Anonymous,
     }
 }
 

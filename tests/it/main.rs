@@ -18,4 +18,5 @@ mod schema;
 mod subscriptions;
 mod support;
 mod web_client;
+mod ws_limits;
 mod ws_protocol;

@@ -160,7 +160,7 @@ pub fn toy_router(options: ToyOptions, live: LiveTicks) -> Router {
         .operation_data(move |_session| {
             let mut data = Data::default();
             data.insert(OperationTag(tags.fetch_add(1, Ordering::SeqCst)));
-            data
+            async move { data }
         });
     let http = graphql_http_router("/graphql", schema.clone(), |parts| async move {
         let mut data = Data::default();
