@@ -17,8 +17,9 @@ use crate::graphql::build_schema;
 use crate::graphql::context::{loader_data, RequestAuth};
 use crate::graphql::http::graphql_http_router;
 use crate::graphql::ws::{GraphQLWs, WsInitError};
+use crate::services::session;
 use crate::services::socket::SocketPermit;
-use crate::services::user::{find_user, viewer_from_header};
+use crate::services::user::{authenticate_header, find_user};
 use crate::services::Viewer;
 
 pub fn routes(state: AppState) -> Router<AppState> {
@@ -61,6 +62,21 @@ pub fn routes(state: AppState) -> Router<AppState> {
                 data
             }
         })
+        .session_end(|connection| {
+            let socket = connection
+                .get(&TypeId::of::<SocketAuth>())
+                .and_then(|socket| socket.downcast_ref::<SocketAuth>())
+                .map(|socket| (socket.permit.ended(), socket.expires_at));
+            async move {
+                let Some((ended, expires_at)) = socket else {
+                    return futures_util::future::pending().await;
+                };
+                tokio::select! {
+                    _ = ended.cancelled() => "the session has ended".to_owned(),
+                    _ = tokio::time::sleep(until_unix_time(expires_at)) => "the token has expired".to_owned(),
+                }
+            }
+        })
         .connection_init_timeout(Duration::from_millis(state.config.ws_init_timeout_ms))
         .max_message_bytes(state.config.ws_max_message_bytes)
         .max_operations(state.config.ws_max_subscriptions);
@@ -72,8 +88,11 @@ pub fn routes(state: AppState) -> Router<AppState> {
 
 /// A bad token still lets public fields work; fields that need a viewer report it.
 async fn authenticate(state: &AppState, header: Option<&str>) -> Result<RequestAuth, Response> {
-    match viewer_from_header(&state.db, &state.auth, header).await {
-        Ok(Some(viewer)) => Ok(RequestAuth::Viewer(viewer)),
+    match authenticate_header(&state.db, &state.auth, header).await {
+        Ok(Some(found)) => Ok(RequestAuth::Viewer {
+            viewer: found.viewer,
+            session_id: found.session_id,
+        }),
         Ok(None) => Ok(RequestAuth::Anonymous),
         Err(crate::error::AppError::Unauthenticated) => Ok(RequestAuth::Anonymous),
         Err(err) => Err(err.into_response()),
@@ -81,28 +100,35 @@ async fn authenticate(state: &AppState, header: Option<&str>) -> Result<RequestA
 }
 
 /// What `connection_init` established. Each operation re-reads the viewer from it, so a plan
-/// change (or a deleted account) is seen on the next `subscribe`.
+/// change (or a deleted account, a session revoked on another server) is seen on the next
+/// `subscribe`; the socket closes when the token expires or its session ends.
 struct SocketAuth {
     user_id: Uuid,
+    session_id: Option<Uuid>,
+    /// The token's `exp`, in seconds since the Unix epoch.
+    expires_at: u64,
     /// Counts the socket against its user's limit while the connection lives.
-    _permit: SocketPermit,
+    permit: SocketPermit,
 }
 
 /// Authenticates a socket and counts it against its user's connections.
 async fn open_socket(state: &AppState, header: Option<&str>) -> Result<SocketAuth, WsInitError> {
-    let viewer = match viewer_from_header(&state.db, &state.auth, header).await {
-        Ok(Some(viewer)) => viewer,
+    let found = match authenticate_header(&state.db, &state.auth, header).await {
+        Ok(Some(found)) => found,
         _ => return Err(WsInitError::new("a valid token is required")),
     };
-    let permit = state.sockets.open(viewer.user_id, None).map_err(|_| {
+    let user_id = found.viewer.user_id;
+    let permit = state.sockets.open(user_id, found.session_id).map_err(|_| {
         WsInitError::new(format!(
             "too many connections (at most {} per user)",
             state.config.ws_max_connections_per_user
         ))
     })?;
     Ok(SocketAuth {
-        user_id: viewer.user_id,
-        _permit: permit,
+        user_id,
+        session_id: found.session_id,
+        expires_at: found.expires_at,
+        permit,
     })
 }
 
@@ -111,13 +137,31 @@ async fn socket_viewer(state: &AppState, socket: Option<&SocketAuth>) -> Request
     let Some(socket) = socket else {
         return RequestAuth::Anonymous;
     };
+    if let Some(session_id) = socket.session_id {
+        if !matches!(session::is_live(&state.db, session_id).await, Ok(true)) {
+            // Revoked elsewhere (or unreadable): this socket's session is over too.
+            state.sockets.end_session(session_id);
+            return RequestAuth::Anonymous;
+        }
+    }
     match find_user(&state.db, socket.user_id).await {
-        Ok(user) => RequestAuth::Viewer(Viewer {
-            user_id: user.id,
-            plan: user.plan,
-        }),
+        Ok(user) => RequestAuth::Viewer {
+            viewer: Viewer {
+                user_id: user.id,
+                plan: user.plan,
+            },
+            session_id: socket.session_id,
+        },
         Err(_) => RequestAuth::Anonymous,
     }
+}
+
+/// How long until `unix_secs` (zero when it has passed).
+fn until_unix_time(unix_secs: u64) -> Duration {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Duration::from_secs(unix_secs).saturating_sub(now)
 }
 
 /// `connection_init` payloads carry the token as `Authorization` (any case) or `token`.

@@ -10,6 +10,7 @@ pub mod project;
 pub mod run;
 pub mod sandbox;
 pub mod sandbox_access;
+pub mod session;
 pub mod socket;
 pub mod user;
 

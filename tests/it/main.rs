@@ -15,6 +15,7 @@ mod sandbox_access;
 mod sandbox_e2b;
 mod sandbox_local;
 mod schema;
+mod sessions;
 mod subscriptions;
 mod support;
 mod web_client;
