@@ -69,6 +69,9 @@ pub mod close_code {
     pub const TOO_MANY_INIT_REQUESTS: u16 = 4429;
     /// A message over the size limit (RFC 6455; graphql-ws has no code of its own for it).
     pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// A connection refused for now, e.g. over a connection limit (RFC 6455): clients retry
+    /// later, where a 4403 would tell them their credentials are bad.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
     /// Normal closure (legacy `connection_terminate`).
     pub const NORMAL: u16 = 1000;
 }
@@ -114,20 +117,28 @@ impl WsProtocol {
     }
 }
 
-/// Refusal from `on_connection_init`; the socket is closed with 4403 and this message as reason
-/// (the legacy subprotocol first gets a `connection_error`).
+/// Refusal from `on_connection_init`; the socket is closed with `code` (4403 unless set) and
+/// this message as reason (the legacy subprotocol first gets a `connection_error`).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct WsInitError {
     /// Sent to the client as the close reason (truncated to the 123 bytes a close frame allows).
     pub message: String,
+    pub code: u16,
 }
 
 impl WsInitError {
     pub fn new(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
+            code: close_code::FORBIDDEN,
         }
+    }
+
+    /// Closes with `code` instead of 4403 (see [`close_code`]).
+    pub fn with_code(mut self, code: u16) -> Self {
+        self.code = code;
+        self
     }
 }
 
@@ -540,7 +551,7 @@ impl<E: Executor> Connection<E> {
                     let error = json!({ "type": "connection_error", "payload": { "message": refusal.message } });
                     send_json(socket, error).await?;
                 }
-                Err(Some((close_code::FORBIDDEN, refusal.message)))
+                Err(Some((refusal.code, refusal.message)))
             }
         }
     }

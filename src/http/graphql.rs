@@ -16,7 +16,7 @@ use crate::app::AppState;
 use crate::graphql::build_schema;
 use crate::graphql::context::{loader_data, RequestAuth};
 use crate::graphql::http::graphql_http_router;
-use crate::graphql::ws::{GraphQLWs, WsInitError};
+use crate::graphql::ws::{close_code, GraphQLWs, WsInitError};
 use crate::services::session;
 use crate::services::socket::SocketPermit;
 use crate::services::user::{authenticate_header, find_user};
@@ -123,6 +123,7 @@ async fn open_socket(state: &AppState, header: Option<&str>) -> Result<SocketAut
             "too many connections (at most {} per user)",
             state.config.ws_max_connections_per_user
         ))
+        .with_code(close_code::TRY_AGAIN_LATER)
     })?;
     Ok(SocketAuth {
         user_id,

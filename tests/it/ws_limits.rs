@@ -90,7 +90,7 @@ on_both_backends!(
 );
 
 #[tokio::test]
-async fn connections_per_user_over_the_cap_are_refused_with_4403() {
+async fn connections_per_user_over_the_cap_are_refused_with_1013() {
     let app = TestApp::builder(Backend::Sqlite)
         .config(|config| config.ws_max_connections_per_user = 2)
         .start()
@@ -105,7 +105,8 @@ async fn connections_per_user_over_the_cap_are_refused_with_4403() {
         .send_json(json!({ "type": "connection_init", "payload": { "token": token } }))
         .await;
     let (code, reason) = third.expect_close().await;
-    assert_eq!(code, 4403);
+    // "Try again later", not 4403: clients must not take it for a revoked session.
+    assert_eq!(code, 1013);
     assert!(reason.contains("too many connections"), "{reason}");
 
     // Another user is not affected, and a closed socket frees its place.
