@@ -12,7 +12,6 @@ enum Session {
     UserId,
     CreatedAt,
     ExpiresAt,
-    RevokedAt,
 }
 
 #[async_trait::async_trait]
@@ -34,7 +33,6 @@ impl MigrationTrait for Migration {
                             .timestamp_with_time_zone()
                             .not_null(),
                     )
-                    .col(ColumnDef::new(Session::RevokedAt).timestamp_with_time_zone())
                     .foreign_key(
                         ForeignKey::create()
                             .from(Session::Table, Session::UserId)
@@ -51,6 +49,16 @@ impl MigrationTrait for Migration {
                     .name("idx_session_user_id")
                     .table(Session::Table)
                     .col(Session::UserId)
+                    .to_owned(),
+            )
+            .await?;
+        // Pruning expired sessions.
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_session_expires_at")
+                    .table(Session::Table)
+                    .col(Session::ExpiresAt)
                     .to_owned(),
             )
             .await

@@ -1,7 +1,7 @@
 use sea_orm::entity::prelude::*;
 
 /// A sign-in of a built-in account: its tokens carry the id as `sid`, and are refused once the
-/// session is revoked (`signOut`).
+/// row is gone (`signOut` deletes it; expired rows are pruned).
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "session")]
 pub struct Model {
@@ -10,7 +10,6 @@ pub struct Model {
     pub user_id: Uuid,
     pub created_at: DateTimeUtc,
     pub expires_at: DateTimeUtc,
-    pub revoked_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -28,8 +28,14 @@ on_both_backends!(
         let mut socket = app.ws(&token).await;
         let mut other_socket = app.ws(&other_session).await;
 
+        assert_eq!(app.count_rows("session").await, 2);
         let out = app.data(Some(&token), SIGN_OUT, json!({})).await;
         assert_eq!(out["signOut"], true);
+        assert_eq!(
+            app.count_rows("session").await,
+            1,
+            "revoked sessions are deleted"
+        );
 
         let (code, reason) = socket.expect_close().await;
         assert_eq!((code, reason.as_str()), (4403, "the session has ended"));
@@ -75,4 +81,9 @@ async fn a_socket_closes_with_4403_when_its_token_expires() {
     let mut socket = app.ws(&token).await;
     let (code, reason) = socket.expect_close().await;
     assert_eq!((code, reason.as_str()), (4403, "the token has expired"));
+
+    // The next sign-in prunes the expired session.
+    assert_eq!(app.count_rows("session").await, 1);
+    app.sign_up("next@example.com").await;
+    assert_eq!(app.count_rows("session").await, 1);
 }
