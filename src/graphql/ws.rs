@@ -9,6 +9,11 @@
 //! A client that offers only other subprotocols is refused at the handshake with HTTP 400.
 //! Without any `Sec-WebSocket-Protocol` header the socket speaks `graphql-transport-ws`.
 //!
+//! Limits: a message (or frame) over [`GraphQLWs::max_message_bytes`] closes the socket with 1009;
+//! an operation over [`GraphQLWs::max_operations`] gets an `error` message and the socket stays
+//! open; read and write buffers are small. [`GraphQLWs::session_end`] closes an acknowledged
+//! socket with 4403 when its credentials end (expiry, revocation).
+//!
 //! Mounting (see [`GraphQLWs`]):
 //! ```ignore
 //! let ws = GraphQLWs::new(schema.clone())
