@@ -22,6 +22,7 @@ use crate::sandbox::local::{JailLimits, LocalSandboxConfig, LocalSandboxProvider
 use crate::sandbox::SandboxProvider;
 use crate::services::limit::SignInLimiter;
 use crate::services::rate_limit::{RateLimits, FORGET_IDLE_EVERY};
+use crate::services::socket::SocketRegistry;
 
 /// Counters exposed at `/metrics`.
 #[derive(Debug, Default)]
@@ -50,6 +51,8 @@ pub struct AppState {
     pub rate_limits: Arc<RateLimits>,
     /// The bound on argon2 hashes at once.
     pub password_hashing: PasswordHashing,
+    /// Open WebSockets per user and per session.
+    pub sockets: SocketRegistry,
     /// The local sandbox backend, when it is the one in use: its previews are proxied.
     pub local_sandboxes: Option<Arc<LocalSandboxProvider>>,
     /// Cancelled when the server shuts down: workers and listeners stop on it.
@@ -118,6 +121,11 @@ impl AppBuilder {
     /// Connects, migrates and assembles the state.
     pub async fn build(self) -> anyhow::Result<AppState> {
         let config = self.config;
+        anyhow::ensure!(
+            config.ws_max_message_bytes <= crate::graphql::http::MAX_BODY_BYTES,
+            "WS_MAX_MESSAGE_BYTES may be at most the HTTP body limit ({} bytes)",
+            crate::graphql::http::MAX_BODY_BYTES
+        );
         let metrics = Arc::new(Metrics::default());
         let db = connect_database(&config, &metrics).await?;
         migrate(&db).await?;
@@ -140,7 +148,7 @@ impl AppBuilder {
             jwks_url: config.auth_jwks_url.clone(),
             issuer: config.auth_issuer.clone(),
             plan_claim: config.auth_plan_claim.clone(),
-            token_ttl: Duration::from_secs(30 * 24 * 3600),
+            token_ttl: Duration::from_secs(config.auth_token_ttl_secs),
             authorized_parties: config.auth_authorized_parties.clone(),
             audience: config.auth_audience.clone(),
         };
@@ -158,6 +166,7 @@ impl AppBuilder {
             usize::try_from(config.password_hash_concurrency).unwrap_or(1),
             Duration::from_millis(config.password_hash_wait_ms),
         );
+        let sockets = SocketRegistry::new(config.ws_max_connections_per_user);
         Ok(AppState {
             db,
             rate_limits: Arc::new(RateLimits::from_config(&config)),
@@ -169,6 +178,7 @@ impl AppBuilder {
             models,
             metrics,
             sign_in_limiter: SignInLimiter::default(),
+            sockets,
             local_sandboxes,
             shutdown,
         })

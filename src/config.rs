@@ -91,6 +91,9 @@ pub struct Config {
     /// Claim of external tokens that carries the plan (`free`/`pro`); unset: the plan in the DB.
     #[arg(long, env = "AUTH_PLAN_CLAIM")]
     pub auth_plan_claim: Option<String>,
+    /// Lifetime of built-in accounts' tokens (revocable with `signOut`).
+    #[arg(long, env = "AUTH_TOKEN_TTL_SECS", default_value_t = 30 * 24 * 3600)]
+    pub auth_token_ttl_secs: u64,
     /// Comma-separated origins allowed by CORS; unset: same origin only.
     #[arg(long, env = "CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
@@ -133,6 +136,16 @@ pub struct Config {
     /// Most fields (aliases included, fragments counted where spread) in one GraphQL document.
     #[arg(long, env = "GRAPHQL_MAX_FIELDS", default_value_t = 300)]
     pub graphql_max_fields: usize,
+    /// Largest WebSocket message (and frame) in bytes, at most the HTTP body limit (2 MiB);
+    /// a larger one closes the socket with 1009.
+    #[arg(long, env = "WS_MAX_MESSAGE_BYTES", default_value_t = 256 * 1024)]
+    pub ws_max_message_bytes: usize,
+    /// Operations (subscriptions, queries) running at once on one WebSocket.
+    #[arg(long, env = "WS_MAX_SUBSCRIPTIONS", default_value_t = 32)]
+    pub ws_max_subscriptions: usize,
+    /// Open WebSockets of one user on this server.
+    #[arg(long, env = "WS_MAX_CONNECTIONS_PER_USER", default_value_t = 16)]
+    pub ws_max_connections_per_user: usize,
     /// Directory of the built web client served at `/`.
     #[arg(long, env = "WEB_CLIENT_DIR", default_value = "./web-client")]
     pub web_client_dir: PathBuf,

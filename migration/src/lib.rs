@@ -12,6 +12,7 @@ mod m20261125_000007_create_run_event;
 mod m20261125_000008_create_sign_in_failure;
 mod m20261125_000009_project_events_without_run;
 mod m20261128_000001_run_queued_at;
+mod m20261128_000010_create_session;
 
 pub struct Migrator;
 
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000008_create_sign_in_failure::Migration),
             Box::new(m20261125_000009_project_events_without_run::Migration),
             Box::new(m20261128_000001_run_queued_at::Migration),
+            Box::new(m20261128_000010_create_session::Migration),
         ]
     }
 }

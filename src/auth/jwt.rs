@@ -27,6 +27,8 @@ const SECRET_FILE: &str = "jwt-secret";
 #[derive(Serialize)]
 struct BuiltInClaims<'a> {
     sub: &'a str,
+    /// The session the token belongs to (revocable server-side).
+    sid: &'a str,
     iat: u64,
     exp: u64,
     iss: &'static str,
@@ -67,11 +69,12 @@ impl TokenIssuer {
         }
     }
 
-    /// Issues a token for `subject` valid for the configured TTL.
-    pub fn issue_token(&self, subject: &str) -> String {
+    /// Issues a token of session `session_id` for `subject`, valid for the configured TTL.
+    pub fn issue_token(&self, subject: &str, session_id: &str) -> String {
         let iat = jsonwebtoken::get_current_timestamp();
         let claims = BuiltInClaims {
             sub: subject,
+            sid: session_id,
             iat,
             exp: iat.saturating_add(self.ttl.as_secs()),
             iss: BUILTIN_ISSUER,
@@ -190,7 +193,7 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let token = issuer().issue_token("user-42");
+        let token = issuer().issue_token("user-42", "session-1");
         let verified = issuer().verify(&token).unwrap();
         assert_eq!(verified.subject, "user-42");
         assert_eq!(verified.source, TokenSource::BuiltIn);
@@ -199,15 +202,16 @@ mod tests {
     }
 
     #[test]
-    fn claims_are_sub_iat_exp_iss() {
-        let token = issuer().issue_token("u");
+    fn claims_are_sub_sid_iat_exp_iss() {
+        let token = issuer().issue_token("u", "s");
         let payload = token.split('.').nth(1).unwrap();
         let claims: Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
         let keys: Vec<_> = claims.as_object().unwrap().keys().cloned().collect();
-        assert_eq!(keys.len(), 4, "{claims}");
+        assert_eq!(keys.len(), 5, "{claims}");
         assert_eq!(claims["iss"], "codekraft");
         assert_eq!(claims["sub"], "u");
+        assert_eq!(claims["sid"], "s");
         assert_eq!(
             claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
             3600
@@ -247,7 +251,7 @@ mod tests {
             "another-secret-that-is-long-enough!!",
             Duration::from_secs(60),
         )
-        .issue_token("u");
+        .issue_token("u", "s");
         assert_eq!(
             issuer().verify(&token),
             Err(AuthError::Invalid("bad signature"))
@@ -307,7 +311,7 @@ mod tests {
         assert_eq!(fs::read_dir(&data_dir).unwrap().count(), 1);
 
         // A token issued before the "restart" still verifies after it.
-        let token = TokenIssuer::new(&first, Duration::from_secs(60)).issue_token("u");
+        let token = TokenIssuer::new(&first, Duration::from_secs(60)).issue_token("u", "s");
         assert!(TokenIssuer::new(&second, Duration::from_secs(60))
             .verify(&token)
             .is_ok());

@@ -110,6 +110,10 @@ pub struct VerifiedToken {
     pub source: TokenSource,
     /// `exp` of the token, in seconds since the Unix epoch (e.g. to close a WS connection).
     pub expires_at: u64,
+    /// The `sid` of a built-in token: the server-side session that can revoke it. `None` for
+    /// external tokens (their sessions live at the provider) and for built-in tokens minted
+    /// without one (only holders of the server secret can mint those).
+    pub session_id: Option<String>,
 }
 
 /// Authentication settings.
@@ -246,13 +250,13 @@ impl Authenticator {
         }
     }
 
-    /// Issues a built-in HS256 token (`sub`, `iat`, `exp`, `iss = "codekraft"`) valid for
-    /// [`AuthConfig::token_ttl`]. Fails only with [`AuthError::BuiltInDisabled`].
-    pub fn issue_token(&self, subject: &str) -> Result<String, AuthError> {
+    /// Issues a built-in HS256 token (`sub`, `sid`, `iat`, `exp`, `iss = "codekraft"`) valid
+    /// for [`AuthConfig::token_ttl`]. Fails only with [`AuthError::BuiltInDisabled`].
+    pub fn issue_token(&self, subject: &str, session_id: &str) -> Result<String, AuthError> {
         self.inner
             .builtin
             .as_ref()
-            .map(|issuer| issuer.issue_token(subject))
+            .map(|issuer| issuer.issue_token(subject, session_id))
             .ok_or(AuthError::BuiltInDisabled)
     }
 
@@ -364,12 +368,18 @@ fn verified_from_claims(
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
         .map(str::to_owned);
+    // Clerk's tokens carry a `sid` too, of a session we know nothing of.
+    let session_id = match source {
+        TokenSource::BuiltIn => claims.get("sid").and_then(Value::as_str).map(str::to_owned),
+        TokenSource::External => None,
+    };
     Ok(VerifiedToken {
         subject: subject.to_owned(),
         email,
         plan,
         source,
         expires_at,
+        session_id,
     })
 }
 
@@ -642,9 +652,10 @@ mod tests {
     #[tokio::test]
     async fn builtin_round_trip() {
         let auth = Authenticator::new(config(SECRET, None));
-        let token = auth.issue_token("user-1").unwrap();
+        let token = auth.issue_token("user-1", "s").unwrap();
         let verified = auth.verify(&token).await.unwrap();
         assert_eq!(verified.subject, "user-1");
+        assert_eq!(verified.session_id.as_deref(), Some("s"));
         assert_eq!(verified.source, TokenSource::BuiltIn);
         assert_eq!(verified.email, None);
         assert_eq!(verified.plan, None);
@@ -671,7 +682,7 @@ mod tests {
         );
         assert_eq!(auth.verify(&future).await, Err(AuthError::NotYetValid));
         let other = Authenticator::new(config("some-other-secret-0123456789abcdef", None));
-        let forged = other.issue_token("admin").unwrap();
+        let forged = other.issue_token("admin", "s").unwrap();
         assert_eq!(
             auth.verify(&forged).await,
             Err(AuthError::Invalid("bad signature"))
@@ -700,7 +711,7 @@ mod tests {
     async fn hs_token_refused_when_jwks_only() {
         let jwks = FakeJwks::start().await;
         let auth = Authenticator::new(config("", Some(&jwks.url)));
-        assert_eq!(auth.issue_token("u"), Err(AuthError::BuiltInDisabled));
+        assert_eq!(auth.issue_token("u", "s"), Err(AuthError::BuiltInDisabled));
         // Even signed with an empty secret (what an HS verifier with "no secret" would check).
         let claims = json!({"sub": "u", "iss": "codekraft", "exp": now() + 60});
         for secret in [&b""[..], SECRET.as_bytes()] {
@@ -751,6 +762,8 @@ mod tests {
                 plan: Some(Plan::Pro),
                 source: TokenSource::External,
                 expires_at: clerk_claims()["exp"].as_u64().unwrap(),
+                // Clerk's `sid` names a session of Clerk's, not one we could revoke.
+                session_id: None,
             }
         );
         assert_eq!(jwks.hits(), 1);
@@ -759,7 +772,7 @@ mod tests {
         }
         assert_eq!(jwks.hits(), 1, "keys are cached");
         // Built-in tokens keep working alongside.
-        let builtin = auth.issue_token("local-user").unwrap();
+        let builtin = auth.issue_token("local-user", "s").unwrap();
         assert_eq!(
             auth.verify(&builtin).await.unwrap().source,
             TokenSource::BuiltIn

@@ -5,6 +5,7 @@ pub mod message;
 pub mod project;
 pub mod run;
 pub mod run_event;
+pub mod session;
 pub mod sign_in_failure;
 pub mod usage;
 pub mod user;

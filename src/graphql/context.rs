@@ -10,13 +10,18 @@ use super::loaders::{FragmentByMessage, MessagesByProject, RunById};
 use crate::app::AppState;
 use crate::error::AppError;
 use crate::services::Viewer;
+use uuid::Uuid;
 
 /// How the request authenticated. A missing or bad token is anonymous: fields that need a
 /// viewer answer UNAUTHENTICATED, public ones (sign-in, introspection) still work.
 #[derive(Debug, Clone, Copy)]
 pub enum RequestAuth {
     Anonymous,
-    Viewer(Viewer),
+    Viewer {
+        viewer: Viewer,
+        /// The revocable session of the token, when it has one (see `services::session`).
+        session_id: Option<Uuid>,
+    },
 }
 
 /// The client's address (HTTP only: WebSocket connections are signed in, their user is
@@ -47,6 +52,8 @@ where
 pub trait ContextExt {
     fn state(&self) -> &AppState;
     fn viewer(&self) -> async_graphql::Result<Viewer>;
+    /// The session of the request's token (`None` for tokens we cannot revoke).
+    fn session_id(&self) -> Option<Uuid>;
 }
 
 impl ContextExt for Context<'_> {
@@ -56,8 +63,15 @@ impl ContextExt for Context<'_> {
 
     fn viewer(&self) -> async_graphql::Result<Viewer> {
         match self.data_opt::<RequestAuth>() {
-            Some(RequestAuth::Viewer(viewer)) => Ok(*viewer),
+            Some(RequestAuth::Viewer { viewer, .. }) => Ok(*viewer),
             _ => Err(AppError::Unauthenticated).gql(),
+        }
+    }
+
+    fn session_id(&self) -> Option<Uuid> {
+        match self.data_opt::<RequestAuth>() {
+            Some(RequestAuth::Viewer { session_id, .. }) => *session_id,
+            _ => None,
         }
     }
 }

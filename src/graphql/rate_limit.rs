@@ -86,7 +86,7 @@ impl Extension for ChargeDocument {
         let sender = Sender {
             address: ctx.data_opt::<ClientAddress>().map(|client| client.0),
             user_id: match ctx.data_opt::<RequestAuth>() {
-                Some(RequestAuth::Viewer(viewer)) => Some(viewer.user_id),
+                Some(RequestAuth::Viewer { viewer, .. }) => Some(viewer.user_id),
                 _ => None,
             },
         };

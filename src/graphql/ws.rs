@@ -9,6 +9,11 @@
 //! A client that offers only other subprotocols is refused at the handshake with HTTP 400.
 //! Without any `Sec-WebSocket-Protocol` header the socket speaks `graphql-transport-ws`.
 //!
+//! Limits: a message (or frame) over [`GraphQLWs::max_message_bytes`] closes the socket with 1009;
+//! an operation over [`GraphQLWs::max_operations`] gets an `error` message and the socket stays
+//! open; read and write buffers are small. [`GraphQLWs::session_end`] closes an acknowledged
+//! socket with 4403 when its credentials end (expiry, revocation).
+//!
 //! Mounting (see [`GraphQLWs`]):
 //! ```ignore
 //! let ws = GraphQLWs::new(schema.clone())
@@ -67,6 +72,11 @@ pub mod close_code {
     pub const SUBSCRIBER_ALREADY_EXISTS: u16 = 4409;
     /// A second `connection_init`.
     pub const TOO_MANY_INIT_REQUESTS: u16 = 4429;
+    /// A message over the size limit (RFC 6455; graphql-ws has no code of its own for it).
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// A connection refused for now, e.g. over a connection limit (RFC 6455): clients retry
+    /// later, where a 4403 would tell them their credentials are bad.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
     /// Normal closure (legacy `connection_terminate`).
     pub const NORMAL: u16 = 1000;
 }
@@ -112,20 +122,28 @@ impl WsProtocol {
     }
 }
 
-/// Refusal from `on_connection_init`; the socket is closed with 4403 and this message as reason
-/// (the legacy subprotocol first gets a `connection_error`).
+/// Refusal from `on_connection_init`; the socket is closed with `code` (4403 unless set) and
+/// this message as reason (the legacy subprotocol first gets a `connection_error`).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct WsInitError {
     /// Sent to the client as the close reason (truncated to the 123 bytes a close frame allows).
     pub message: String,
+    pub code: u16,
 }
 
 impl WsInitError {
     pub fn new(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
+            code: close_code::FORBIDDEN,
         }
+    }
+
+    /// Closes with `code` instead of 4403 (see [`close_code`]).
+    pub fn with_code(mut self, code: u16) -> Self {
+        self.code = code;
+        self
     }
 }
 
@@ -136,12 +154,20 @@ impl Default for WsInitError {
 }
 
 type OnInit = Arc<dyn Fn(Value) -> BoxFuture<'static, Result<Data, WsInitError>> + Send + Sync>;
-type OperationData = Arc<dyn Fn(&Data) -> Data + Send + Sync>;
+type OperationData = Arc<dyn Fn(Arc<Data>) -> BoxFuture<'static, Data> + Send + Sync>;
+type SessionEnd = Arc<dyn Fn(&Data) -> BoxFuture<'static, String> + Send + Sync>;
 
 /// Default connection-init timeout (the graphql-ws reference server's default).
 pub const DEFAULT_CONNECTION_INIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default interval of legacy `ka` keep-alive messages.
 pub const DEFAULT_LEGACY_KEEP_ALIVE: Duration = Duration::from_secs(20);
+/// Default largest incoming message (and frame).
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 256 * 1024;
+/// Default number of operations running at once on one socket.
+pub const DEFAULT_MAX_OPERATIONS: usize = 32;
+/// Socket read and write buffers: small, since most messages are small and every idle socket
+/// holds them (tungstenite's default is 128 KiB each).
+const SOCKET_BUFFER_BYTES: usize = 8 * 1024;
 
 /// A GraphQL-over-WebSocket endpoint around an executor (any `Schema<Q, M, S>`).
 ///
@@ -151,8 +177,11 @@ pub struct GraphQLWs<E> {
     executor: E,
     on_init: OnInit,
     operation_data: Option<OperationData>,
+    session_end: Option<SessionEnd>,
     init_timeout: Duration,
     legacy_keep_alive: Duration,
+    max_message_bytes: usize,
+    max_operations: usize,
 }
 
 impl<E: Clone> Clone for GraphQLWs<E> {
@@ -161,8 +190,11 @@ impl<E: Clone> Clone for GraphQLWs<E> {
             executor: self.executor.clone(),
             on_init: self.on_init.clone(),
             operation_data: self.operation_data.clone(),
+            session_end: self.session_end.clone(),
             init_timeout: self.init_timeout,
             legacy_keep_alive: self.legacy_keep_alive,
+            max_message_bytes: self.max_message_bytes,
+            max_operations: self.max_operations,
         }
     }
 }
@@ -182,8 +214,11 @@ impl<E: Executor> GraphQLWs<E> {
             executor,
             on_init: box_on_init(|_| async { Ok(Data::default()) }),
             operation_data: None,
+            session_end: None,
             init_timeout: DEFAULT_CONNECTION_INIT_TIMEOUT,
             legacy_keep_alive: DEFAULT_LEGACY_KEEP_ALIVE,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_operations: DEFAULT_MAX_OPERATIONS,
         }
     }
 
@@ -200,13 +235,39 @@ impl<E: Executor> GraphQLWs<E> {
         self
     }
 
-    /// Builds the per-operation request data (e.g. a fresh DataLoader set) from the
-    /// connection's session data; called once per `subscribe`/`start`.
-    pub fn operation_data<F>(mut self, build: F) -> Self
+    /// Builds the per-operation request data (e.g. a fresh DataLoader set, the viewer as it is
+    /// now) from the connection's session data; called once per `subscribe`/`start`, in the
+    /// operation's own task (a slow build does not hold up the socket).
+    pub fn operation_data<F, Fut>(mut self, build: F) -> Self
     where
-        F: Fn(&Data) -> Data + Send + Sync + 'static,
+        F: Fn(Arc<Data>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Data> + Send + 'static,
     {
-        self.operation_data = Some(Arc::new(build));
+        self.operation_data = Some(Arc::new(move |session| build(session).boxed()));
+        self
+    }
+
+    /// Called once with the session data of an acknowledged connection; when the future it
+    /// returns resolves (e.g. the token expired or was revoked), the socket is closed with 4403
+    /// and the future's output as reason.
+    pub fn session_end<F, Fut>(mut self, ends: F) -> Self
+    where
+        F: Fn(&Data) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = String> + Send + 'static,
+    {
+        self.session_end = Some(Arc::new(move |session| ends(session).boxed()));
+        self
+    }
+
+    /// Largest incoming message (and frame) in bytes; a larger one closes the socket with 1009.
+    pub fn max_message_bytes(mut self, max: usize) -> Self {
+        self.max_message_bytes = max;
+        self
+    }
+
+    /// Operations running at once on one socket; one more is refused with an `error` message.
+    pub fn max_operations(mut self, max: usize) -> Self {
+        self.max_operations = max;
         self
     }
 
@@ -268,11 +329,19 @@ impl<E: Executor> GraphQLWs<E> {
             )
                 .into_response(),
         };
+        let upgrade = upgrade
+            .max_message_size(self.max_message_bytes)
+            .max_frame_size(self.max_message_bytes)
+            .read_buffer_size(SOCKET_BUFFER_BYTES)
+            .write_buffer_size(SOCKET_BUFFER_BYTES);
         let connection = Connection {
             executor: self.executor.clone(),
             protocol,
             on_init,
             operation_data: self.operation_data.clone(),
+            session_end: self.session_end.clone(),
+            ends: futures_util::future::pending().boxed(),
+            max_operations: self.max_operations,
             init_timeout: self.init_timeout,
             init_deadline: Instant::now() + self.init_timeout,
             legacy_keep_alive: self.legacy_keep_alive,
@@ -312,6 +381,8 @@ enum Event {
     Incoming(Vec<u8>),
     Outgoing(Box<Outgoing>),
     InitTimeout,
+    SessionEnded(String),
+    MessageTooBig,
     KeepAlive,
     Reaped,
     PeerGone,
@@ -322,6 +393,10 @@ struct Connection<E> {
     protocol: WsProtocol,
     on_init: OnInit,
     operation_data: Option<OperationData>,
+    session_end: Option<SessionEnd>,
+    /// Resolves when the acknowledged session must end (pending until then, and before the ack).
+    ends: BoxFuture<'static, String>,
+    max_operations: usize,
     init_timeout: Duration,
     /// Counted from the completed upgrade.
     init_deadline: Instant,
@@ -356,8 +431,10 @@ impl<E: Executor> Connection<E> {
                     Some(Ok(Message::Binary(bytes))) => Event::Incoming(bytes.to_vec()),
                     // axum answers transport-level pings itself
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Err(err)) if is_message_too_big(&err) => Event::MessageTooBig,
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => Event::PeerGone,
                 },
+                reason = &mut self.ends => Event::SessionEnded(reason),
                 Some(out) = rx.recv() => Event::Outgoing(Box::new(out)),
                 _ = sleep_until(self.init_deadline), if !acked => Event::InitTimeout,
                 _ = keep_alive.tick(), if legacy && acked => Event::KeepAlive,
@@ -369,6 +446,11 @@ impl<E: Executor> Connection<E> {
                 Event::InitTimeout => Err(Some((
                     close_code::CONNECTION_INIT_TIMEOUT,
                     "Connection initialisation timeout".into(),
+                ))),
+                Event::SessionEnded(reason) => Err(Some((close_code::FORBIDDEN, reason))),
+                Event::MessageTooBig => Err(Some((
+                    close_code::MESSAGE_TOO_BIG,
+                    "Message too big".into(),
                 ))),
                 Event::KeepAlive => send_json(&mut socket, json!({ "type": "ka" })).await,
                 Event::Reaped => Ok(()),
@@ -414,7 +496,7 @@ impl<E: Executor> Connection<E> {
                 let payload = message.get("payload").cloned().unwrap_or(Value::Null);
                 let request: Request = serde_json::from_value(payload)
                     .map_err(|e| bad(&format!("Invalid subscribe payload: {e}")))?;
-                self.start_operation(id, request, tx)
+                self.start_operation(socket, id, request, tx).await
             }
             ("complete", false) | ("stop", true) => {
                 let id = message_id(&message).ok_or_else(|| bad("Invalid message received"))?;
@@ -459,6 +541,9 @@ impl<E: Executor> Connection<E> {
         };
         match outcome {
             Ok(data) => {
+                if let Some(session_end) = &self.session_end {
+                    self.ends = session_end(&data);
+                }
                 self.session = Some(Arc::new(data));
                 send_json(socket, json!({ "type": "connection_ack" })).await?;
                 if self.protocol == WsProtocol::LegacyGraphQLWs {
@@ -471,13 +556,14 @@ impl<E: Executor> Connection<E> {
                     let error = json!({ "type": "connection_error", "payload": { "message": refusal.message } });
                     send_json(socket, error).await?;
                 }
-                Err(Some((close_code::FORBIDDEN, refusal.message)))
+                Err(Some((refusal.code, refusal.message)))
             }
         }
     }
 
-    fn start_operation(
+    async fn start_operation(
         &mut self,
+        socket: &mut WebSocket,
         id: String,
         mut request: Request,
         tx: &mpsc::Sender<Outgoing>,
@@ -491,17 +577,31 @@ impl<E: Executor> Connection<E> {
                 format!("Subscriber for {id} already exists"),
             )));
         }
-        if let Some(build) = &self.operation_data {
-            request.data = build(&session);
+        if self.operations.len() >= self.max_operations {
+            // graphql-ws ends a refused operation with `error`; the socket stays usable.
+            let error = json!({
+                "id": id,
+                "type": "error",
+                "payload": [{
+                    "message": format!("too many operations on this connection (at most {})", self.max_operations),
+                    "extensions": { "code": "RATE_LIMITED" },
+                }],
+            });
+            return send_json(socket, error).await;
         }
         let generation = self.next_generation;
         self.next_generation += 1;
-        let mut stream = self.executor.execute_stream(request, Some(session));
+        let executor = self.executor.clone();
+        let build_data = self.operation_data.clone();
         let tx = tx.clone();
         let legacy = self.protocol == WsProtocol::LegacyGraphQLWs;
         let task_id = id.clone();
         let handle = self.tasks.spawn(async move {
             let id = task_id;
+            if let Some(build) = build_data {
+                request.data = build(session.clone()).await;
+            }
+            let mut stream = executor.execute_stream(request, Some(session));
             let mut first = true;
             while let Some(payload) = stream.next().await {
                 let message = if first && !legacy && is_request_error(&payload) {
@@ -559,6 +659,17 @@ impl<E: Executor> Connection<E> {
         };
         send_json(socket, message).await
     }
+}
+
+/// Whether a read failed on the message or frame size limit.
+fn is_message_too_big(err: &axum::Error) -> bool {
+    use std::error::Error as _;
+    use tungstenite::error::{CapacityError, Error};
+    matches!(
+        err.source()
+            .and_then(|source| source.downcast_ref::<Error>()),
+        Some(Error::Capacity(CapacityError::MessageTooLong { .. }))
+    )
 }
 
 fn message_id(message: &Value) -> Option<String> {

@@ -1,5 +1,8 @@
 //! Mounts the GraphQL endpoints: HTTP at `/graphql`, WebSocket at `/graphql/ws`, GraphiQL.
 
+use std::any::TypeId;
+use std::time::Duration;
+
 use async_graphql::http::GraphiQLSource;
 use std::net::{IpAddr, SocketAddr};
 
@@ -10,14 +13,18 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use serde_json::Value;
+use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::config::Config;
 use crate::graphql::build_schema;
 use crate::graphql::context::{loader_data, ClientAddress, RequestAuth};
 use crate::graphql::http::graphql_http_router;
-use crate::graphql::ws::{GraphQLWs, WsInitError};
-use crate::services::user::viewer_from_header;
+use crate::graphql::ws::{close_code, GraphQLWs, WsInitError};
+use crate::services::session;
+use crate::services::socket::SocketPermit;
+use crate::services::user::{authenticate_header, find_user};
+use crate::services::Viewer;
 
 pub fn routes(state: AppState) -> Router<AppState> {
     let schema = build_schema(state.clone());
@@ -45,20 +52,41 @@ pub fn routes(state: AppState) -> Router<AppState> {
             let state = init_state.clone();
             async move {
                 let header = authorization_from_init(&payload);
-                match authenticate(&state, header.as_deref()).await {
-                    Ok(auth @ RequestAuth::Viewer(_)) => {
-                        let mut data = async_graphql::Data::default();
-                        data.insert(auth);
-                        Ok(data)
-                    }
-                    _ => Err(WsInitError::new("a valid token is required")),
+                let socket = open_socket(&state, header.as_deref()).await?;
+                let mut data = async_graphql::Data::default();
+                data.insert(socket);
+                Ok(data)
+            }
+        })
+        .operation_data(move |connection| {
+            let state = operation_state.clone();
+            async move {
+                let socket = connection
+                    .get(&TypeId::of::<SocketAuth>())
+                    .and_then(|socket| socket.downcast_ref::<SocketAuth>());
+                let mut data = loader_data(&state);
+                data.insert(socket_viewer(&state, socket).await);
+                data
+            }
+        })
+        .session_end(|connection| {
+            let socket = connection
+                .get(&TypeId::of::<SocketAuth>())
+                .and_then(|socket| socket.downcast_ref::<SocketAuth>())
+                .map(|socket| (socket.permit.ended(), socket.expires_at));
+            async move {
+                let Some((ended, expires_at)) = socket else {
+                    return futures_util::future::pending().await;
+                };
+                tokio::select! {
+                    _ = ended.cancelled() => "the session has ended".to_owned(),
+                    _ = tokio::time::sleep(until_unix_time(expires_at)) => "the token has expired".to_owned(),
                 }
             }
         })
-        .operation_data(move |_connection| loader_data(&operation_state))
-        .connection_init_timeout(std::time::Duration::from_millis(
-            state.config.ws_init_timeout_ms,
-        ));
+        .connection_init_timeout(Duration::from_millis(state.config.ws_init_timeout_ms))
+        .max_message_bytes(state.config.ws_max_message_bytes)
+        .max_operations(state.config.ws_max_subscriptions);
     Router::new()
         .merge(http)
         .route("/graphql/ws", ws.method_router())
@@ -100,12 +128,81 @@ fn client_address(config: &Config, parts: &Parts) -> Option<IpAddr> {
 
 /// A bad token still lets public fields work; fields that need a viewer report it.
 async fn authenticate(state: &AppState, header: Option<&str>) -> Result<RequestAuth, Response> {
-    match viewer_from_header(&state.db, &state.auth, header).await {
-        Ok(Some(viewer)) => Ok(RequestAuth::Viewer(viewer)),
+    match authenticate_header(&state.db, &state.auth, header).await {
+        Ok(Some(found)) => Ok(RequestAuth::Viewer {
+            viewer: found.viewer,
+            session_id: found.session_id,
+        }),
         Ok(None) => Ok(RequestAuth::Anonymous),
         Err(crate::error::AppError::Unauthenticated) => Ok(RequestAuth::Anonymous),
         Err(err) => Err(err.into_response()),
     }
+}
+
+/// What `connection_init` established. Each operation re-reads the viewer from it, so a plan
+/// change (or a deleted account, a session revoked on another server) is seen on the next
+/// `subscribe`; the socket closes when the token expires or its session ends.
+struct SocketAuth {
+    user_id: Uuid,
+    session_id: Option<Uuid>,
+    /// The token's `exp`, in seconds since the Unix epoch.
+    expires_at: u64,
+    /// Counts the socket against its user's limit while the connection lives.
+    permit: SocketPermit,
+}
+
+/// Authenticates a socket and counts it against its user's connections.
+async fn open_socket(state: &AppState, header: Option<&str>) -> Result<SocketAuth, WsInitError> {
+    let found = match authenticate_header(&state.db, &state.auth, header).await {
+        Ok(Some(found)) => found,
+        _ => return Err(WsInitError::new("a valid token is required")),
+    };
+    let user_id = found.viewer.user_id;
+    let permit = state.sockets.open(user_id, found.session_id).map_err(|_| {
+        WsInitError::new(format!(
+            "too many connections (at most {} per user)",
+            state.config.ws_max_connections_per_user
+        ))
+        .with_code(close_code::TRY_AGAIN_LATER)
+    })?;
+    Ok(SocketAuth {
+        user_id,
+        session_id: found.session_id,
+        expires_at: found.expires_at,
+        permit,
+    })
+}
+
+/// The viewer of one operation on a socket, as the database has it now.
+async fn socket_viewer(state: &AppState, socket: Option<&SocketAuth>) -> RequestAuth {
+    let Some(socket) = socket else {
+        return RequestAuth::Anonymous;
+    };
+    if let Some(session_id) = socket.session_id {
+        if !matches!(session::is_live(&state.db, session_id).await, Ok(true)) {
+            // Revoked elsewhere (or unreadable): this socket's session is over too.
+            state.sockets.end_session(session_id);
+            return RequestAuth::Anonymous;
+        }
+    }
+    match find_user(&state.db, socket.user_id).await {
+        Ok(user) => RequestAuth::Viewer {
+            viewer: Viewer {
+                user_id: user.id,
+                plan: user.plan,
+            },
+            session_id: socket.session_id,
+        },
+        Err(_) => RequestAuth::Anonymous,
+    }
+}
+
+/// How long until `unix_secs` (zero when it has passed).
+fn until_unix_time(unix_secs: u64) -> Duration {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Duration::from_secs(unix_secs).saturating_sub(now)
 }
 
 /// `connection_init` payloads carry the token as `Authorization` (any case) or `token`.

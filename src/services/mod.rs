@@ -11,6 +11,8 @@ pub mod rate_limit;
 pub mod run;
 pub mod sandbox;
 pub mod sandbox_access;
+pub mod session;
+pub mod socket;
 pub mod user;
 
 use uuid::Uuid;

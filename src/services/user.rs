@@ -188,13 +188,23 @@ pub async fn find_user(db: &impl ConnectionTrait, user_id: Uuid) -> AppResult<us
         .ok_or(AppError::NotFound("user"))
 }
 
-/// The viewer an `Authorization` header speaks for: `None` without a header, an error for a
-/// bad or expired token. A first valid token provisions the user.
-pub async fn viewer_from_header<C: TransactionTrait + ConnectionTrait>(
+/// Who a verified token speaks for, and what ends its authority.
+#[derive(Debug, Clone, Copy)]
+pub struct Authenticated {
+    pub viewer: super::Viewer,
+    /// The revocable session of a built-in token (see `services::session`).
+    pub session_id: Option<Uuid>,
+    /// The token's `exp`, in seconds since the Unix epoch.
+    pub expires_at: u64,
+}
+
+/// Whom an `Authorization` header speaks for: `None` without a header, an error for a bad,
+/// expired or revoked token. A first valid token provisions the user.
+pub async fn authenticate_header<C: TransactionTrait + ConnectionTrait>(
     db: &C,
     authenticator: &crate::auth::Authenticator,
     header: Option<&str>,
-) -> AppResult<Option<super::Viewer>> {
+) -> AppResult<Option<Authenticated>> {
     let Some(header) = header.filter(|value| !value.trim().is_empty()) else {
         return Ok(None);
     };
@@ -203,13 +213,27 @@ pub async fn viewer_from_header<C: TransactionTrait + ConnectionTrait>(
         tracing::debug!(%err, "token refused");
         AppError::Unauthenticated
     })?;
+    let session_id = match &verified.session_id {
+        Some(sid) => {
+            let sid = Uuid::parse_str(sid).map_err(|_| AppError::Unauthenticated)?;
+            if !super::session::is_live(db, sid).await? {
+                return Err(AppError::Unauthenticated);
+            }
+            Some(sid)
+        }
+        None => None,
+    };
     let plan = verified.plan.map(|plan| match plan {
         crate::auth::Plan::Free => Plan::Free,
         crate::auth::Plan::Pro => Plan::Pro,
     });
     let user = find_or_provision(db, &verified.subject, verified.email.as_deref(), plan).await?;
-    Ok(Some(super::Viewer {
-        user_id: user.id,
-        plan: user.plan,
+    Ok(Some(Authenticated {
+        viewer: super::Viewer {
+            user_id: user.id,
+            plan: user.plan,
+        },
+        session_id,
+        expires_at: verified.expires_at,
     }))
 }

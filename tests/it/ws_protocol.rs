@@ -527,3 +527,53 @@ async fn init_payload_may_be_absent() {
     client.send_json(json!({ "type": "connection_init" })).await;
     assert_eq!(client.recv().await["type"], "connection_ack");
 }
+
+#[tokio::test]
+async fn a_message_over_the_limit_closes_1009() {
+    let server = toy_with(ToyOptions {
+        max_message_bytes: 256,
+        ..ToyOptions::default()
+    })
+    .await;
+    for protocol in BOTH {
+        let mut client = acked(&server, protocol).await;
+        let padded = format!("{{ hello }} #{}", "x".repeat(300));
+        subscribe(&mut client, protocol, "big", &padded).await;
+        assert_eq!(client.expect_close().await.0, 1009, "{protocol}");
+    }
+}
+
+#[tokio::test]
+async fn operations_over_the_cap_get_an_error_and_the_socket_stays_open() {
+    let server = toy_with(ToyOptions {
+        max_operations: 1,
+        ..ToyOptions::default()
+    })
+    .await;
+    for protocol in BOTH {
+        let n = names(protocol);
+        let mut client = acked(&server, protocol).await;
+        subscribe(&mut client, protocol, "t1", "subscription { ticks }").await;
+        subscribe(&mut client, protocol, "t2", "subscription { ticks }").await;
+        let refused = loop {
+            let message = client.recv_skip_ka().await;
+            if message["id"] == "t2" {
+                break message;
+            }
+        };
+        assert_eq!(refused["type"], "error", "{refused}");
+        assert_eq!(refused["payload"][0]["extensions"]["code"], "RATE_LIMITED");
+        // Stopping the first makes room again.
+        client
+            .send_json(json!({ "id": "t1", "type": n.stop }))
+            .await;
+        subscribe(&mut client, protocol, "q", "{ hello }").await;
+        let answer = loop {
+            let message = client.recv_skip_ka().await;
+            if message["id"] == "q" {
+                break message;
+            }
+        };
+        assert_eq!(answer["type"], n.next, "{answer}");
+    }
+}

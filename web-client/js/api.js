@@ -64,6 +64,7 @@ export const Q = {
     signUp(email: $email, password: $password) { token user { id email plan } } }`,
   signIn: `mutation($email: String!, $password: String!) {
     signIn(email: $email, password: $password) { token user { id email plan } } }`,
+  signOut: 'mutation { signOut }',
   projects: `query($first: Int, $after: String) {
     projects(first: $first, after: $after) {
       edges { node { id name createdAt updatedAt } }

@@ -382,6 +382,9 @@ async function submitAuth(event) {
 }
 
 function signOut() {
+  // Revoke the session on the server too (the request takes the token before it is cleared);
+  // signing out here does not wait for it.
+  gql(Q.signOut).catch(() => {});
   auth.token = null;
   state.user = null;
   state.usage = null;

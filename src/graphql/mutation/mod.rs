@@ -5,7 +5,7 @@ use super::error::GqlResult;
 use super::types::{parse_id, to_id, AuthPayload, Message, Project, Run};
 use crate::error::AppError;
 use crate::services::sandbox_access::ensure_sandbox_access;
-use crate::services::{message, project, run, sandbox, user};
+use crate::services::{message, project, run, sandbox, session, user};
 
 #[derive(Default)]
 pub struct Mutation;
@@ -31,14 +31,19 @@ pub struct Preview {
     pub url: String,
 }
 
-fn auth_payload(
+/// Signs `user` in: a new session and a token of it.
+async fn auth_payload(
     ctx: &Context<'_>,
     user: crate::entity::user::Model,
 ) -> async_graphql::Result<AuthPayload> {
-    let token = ctx
-        .state()
+    let state = ctx.state();
+    let lifetime = std::time::Duration::from_secs(state.config.auth_token_ttl_secs);
+    let created = session::create_session(&state.db, user.id, lifetime)
+        .await
+        .gql()?;
+    let token = state
         .auth
-        .issue_token(&user.auth_subject)
+        .issue_token(&user.auth_subject, &created.id.to_string())
         .map_err(AppError::internal)
         .gql()?;
     Ok(AuthPayload {
@@ -60,7 +65,7 @@ impl Mutation {
         let created = user::sign_up(&state.db, &state.password_hashing, &email, &password)
             .await
             .gql()?;
-        auth_payload(ctx, created)
+        auth_payload(ctx, created).await
     }
 
     async fn sign_in(
@@ -79,7 +84,23 @@ impl Mutation {
         )
         .await
         .gql()?;
-        auth_payload(ctx, found)
+        auth_payload(ctx, found).await
+    }
+
+    /// Ends the session of the token this request carries: the token is refused from now on and
+    /// its WebSockets close (4403). False for tokens we cannot revoke: those of the external
+    /// identity provider (sign out there) and built-in ones minted without a session.
+    async fn sign_out(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
+        let viewer = ctx.viewer()?;
+        let Some(session_id) = ctx.session_id() else {
+            return Ok(false);
+        };
+        let state = ctx.state();
+        session::revoke_session(&state.db, viewer.user_id, session_id)
+            .await
+            .gql()?;
+        state.sockets.end_session(session_id);
+        Ok(true)
     }
 
     /// Starts a project from a prompt: stores it with its first message, takes a credit and

@@ -120,6 +120,8 @@ pub struct ToyOptions {
     pub token: Option<String>,
     pub init_timeout: Duration,
     pub legacy_keep_alive: Duration,
+    pub max_message_bytes: usize,
+    pub max_operations: usize,
 }
 
 impl Default for ToyOptions {
@@ -128,6 +130,8 @@ impl Default for ToyOptions {
             token: None,
             init_timeout: Duration::from_millis(500),
             legacy_keep_alive: Duration::from_secs(20),
+            max_message_bytes: codekraft::graphql::ws::DEFAULT_MAX_MESSAGE_BYTES,
+            max_operations: codekraft::graphql::ws::DEFAULT_MAX_OPERATIONS,
         }
     }
 }
@@ -143,6 +147,8 @@ pub fn toy_router(options: ToyOptions, live: LiveTicks) -> Router {
     let ws = GraphQLWs::new(schema.clone())
         .connection_init_timeout(options.init_timeout)
         .legacy_keep_alive(options.legacy_keep_alive)
+        .max_message_bytes(options.max_message_bytes)
+        .max_operations(options.max_operations)
         .on_connection_init(move |payload| {
             let token = token.clone();
             async move {
@@ -160,7 +166,7 @@ pub fn toy_router(options: ToyOptions, live: LiveTicks) -> Router {
         .operation_data(move |_session| {
             let mut data = Data::default();
             data.insert(OperationTag(tags.fetch_add(1, Ordering::SeqCst)));
-            data
+            async move { data }
         });
     let http = graphql_http_router("/graphql", schema.clone(), |parts| async move {
         let mut data = Data::default();
