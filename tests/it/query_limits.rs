@@ -176,6 +176,8 @@ async fn a_page_above_the_maximum_is_refused() {
 async fn the_web_client_and_readme_queries_pass_the_limits() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let token = app.sign_up("client@example.com").await;
+    // `signOut` ends the session it is sent with: it gets one of its own.
+    let leaving = app.sign_up("leaving@example.com").await;
     let (project_id, run_id) = app.create_project(&token, "a notes app").await;
     app.wait_for_run(&token, &run_id).await;
     let fragment = app
@@ -233,6 +235,8 @@ async fn the_web_client_and_readme_queries_pass_the_limits() {
         } else {
             let token = if query.contains("signUp") || query.contains("signIn") {
                 None
+            } else if query.contains("signOut") {
+                Some(leaving.as_str())
             } else {
                 Some(token.as_str())
             };
