@@ -84,6 +84,10 @@ fn node_modules_fresh(dir: &Path) -> bool {
 }
 
 async fn npm_ci(dir: &Path) {
+    // The browser tests run at once: one install, the others wait for it (two `npm ci` in one
+    // folder break each other's `node_modules`).
+    static INSTALL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _install = INSTALL.lock().await;
     if node_modules_fresh(dir) {
         return;
     }
