@@ -66,6 +66,26 @@ fn text(text: &str) -> ModelResponse {
     }
 }
 
+/// A fresh app whose model answers with `responses`; `email` creates a project there and its
+/// run succeeds. Returns the app, the token, the project id and the run.
+async fn succeeded_replay(
+    responses: Vec<ModelResponse>,
+    email: &str,
+) -> (TestApp, String, String, Value) {
+    let app = TestApp::builder(Backend::Sqlite)
+        .models(Arc::new(ReplayProvider::from_responses(responses)))
+        .start()
+        .await;
+    let token = app.sign_up(email).await;
+    let (project_id, run_id) = app.create_project(&token, "anything").await;
+    assert_eq!(
+        app.wait_for_run(&token, &run_id).await["status"],
+        "SUCCEEDED"
+    );
+    let run = run_of(&app, &token, &run_id).await;
+    (app, token, project_id, run)
+}
+
 pub(crate) async fn run_of(app: &TestApp, token: &str, run_id: &str) -> Value {
     app.data(Some(token), RUN, json!({ "id": run_id })).await["run"].clone()
 }
@@ -391,25 +411,18 @@ async fn streamed_model_text_is_stored_whole_and_in_order() {
 
 #[tokio::test]
 async fn malformed_tool_arguments_go_back_to_the_model() {
-    let replay = ReplayProvider::from_responses(vec![
-        call("createOrUpdateFiles", json!("{not json")),
-        call("readFiles", json!({ "files": ["../../etc/passwd"] })),
-        call("noSuchTool", json!({})),
-        text("<task_summary>Gave up politely.</task_summary>"),
-        text("Title"),
-        text("Reply"),
-    ]);
-    let app = TestApp::builder(Backend::Sqlite)
-        .models(Arc::new(replay))
-        .start()
-        .await;
-    let token = app.sign_up("sloppy@example.com").await;
-    let (_, run_id) = app.create_project(&token, "anything").await;
-    assert_eq!(
-        app.wait_for_run(&token, &run_id).await["status"],
-        "SUCCEEDED"
-    );
-    let run = run_of(&app, &token, &run_id).await;
+    let (_app, _token, _, run) = succeeded_replay(
+        vec![
+            call("createOrUpdateFiles", json!("{not json")),
+            call("readFiles", json!({ "files": ["../../etc/passwd"] })),
+            call("noSuchTool", json!({})),
+            text("<task_summary>Gave up politely.</task_summary>"),
+            text("Title"),
+            text("Reply"),
+        ],
+        "sloppy@example.com",
+    )
+    .await;
     let errors: Vec<String> = run["events"]
         .as_array()
         .unwrap()
@@ -426,30 +439,23 @@ async fn malformed_tool_arguments_go_back_to_the_model() {
 #[tokio::test]
 async fn an_edit_that_would_pass_the_file_cap_is_refused() {
     let big = format!("{}MARK", "a".repeat(MAX_FILE_BYTES - 100));
-    let replay = ReplayProvider::from_responses(vec![
-        call(
-            "createOrUpdateFiles",
-            json!({ "files": [{ "path": "big.txt", "content": big }] }),
-        ),
-        call(
-            "editFile",
-            json!({ "path": "big.txt", "search": "MARK", "replace": "b".repeat(200) }),
-        ),
-        text("<task_summary>Tried.</task_summary>"),
-        text("Title"),
-        text("Reply"),
-    ]);
-    let app = TestApp::builder(Backend::Sqlite)
-        .models(Arc::new(replay))
-        .start()
-        .await;
-    let token = app.sign_up("editor@example.com").await;
-    let (project_id, run_id) = app.create_project(&token, "anything").await;
-    assert_eq!(
-        app.wait_for_run(&token, &run_id).await["status"],
-        "SUCCEEDED"
-    );
-    let run = run_of(&app, &token, &run_id).await;
+    let (app, _token, project_id, run) = succeeded_replay(
+        vec![
+            call(
+                "createOrUpdateFiles",
+                json!({ "files": [{ "path": "big.txt", "content": big }] }),
+            ),
+            call(
+                "editFile",
+                json!({ "path": "big.txt", "search": "MARK", "replace": "b".repeat(200) }),
+            ),
+            text("<task_summary>Tried.</task_summary>"),
+            text("Title"),
+            text("Reply"),
+        ],
+        "editor@example.com",
+    )
+    .await;
     let finished: Vec<&Value> = run["events"]
         .as_array()
         .unwrap()
