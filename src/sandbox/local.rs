@@ -462,8 +462,7 @@ impl Shared {
 
     /// Who files the server creates in a sandbox belong to: its user, when jailed.
     fn sandbox_owner(&self, sandbox_id: Uuid) -> Option<FileOwner> {
-        self.sandbox_uid(sandbox_id)
-            .map(|uid| FileOwner { uid, gid: uid })
+        self.sandbox_uid(sandbox_id).map(FileOwner::user)
     }
 
     fn sandbox_uid(&self, sandbox_id: Uuid) -> Option<u32> {
@@ -646,7 +645,7 @@ impl LocalSandbox {
     }
 
     fn owner(&self) -> Option<FileOwner> {
-        self.uid.map(|uid| FileOwner { uid, gid: uid })
+        self.uid.map(FileOwner::user)
     }
 
     fn check_alive(&self) -> Result<(), SandboxError> {

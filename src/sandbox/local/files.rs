@@ -41,6 +41,11 @@ pub(crate) struct FileOwner {
 }
 
 impl FileOwner {
+    /// A sandbox user, whose group has the same id.
+    pub(crate) fn user(uid: u32) -> Self {
+        Self { uid, gid: uid }
+    }
+
     fn apply(self, handle: impl std::os::fd::AsFd) -> io::Result<()> {
         fchown(handle, Some(self.uid), Some(self.gid))
     }
