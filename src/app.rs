@@ -15,7 +15,7 @@ use crate::agent::provider::{
 };
 use crate::auth::{AuthConfig, Authenticator, PasswordHashing};
 use crate::config::{Config, ModelProviderKind, SandboxProviderKind};
-use crate::events::{EventBus, InProcessBus, PostgresBus};
+use crate::events::{EventBus, EventHub, InProcessBus, PostgresBus, DEFAULT_FEED_CAPACITY};
 use crate::sandbox::e2b::{E2bConfig, E2bSandboxProvider};
 use crate::sandbox::egress;
 use crate::sandbox::local::{JailLimits, LocalSandboxConfig, LocalSandboxProvider};
@@ -41,6 +41,8 @@ pub struct AppState {
     pub db: DatabaseConnection,
     pub config: Arc<Config>,
     pub bus: Arc<dyn EventBus>,
+    /// Live events of the projects watched here, read once per batch for all their subscribers.
+    pub events: Arc<EventHub>,
     pub auth: Authenticator,
     pub sandboxes: Arc<dyn SandboxProvider>,
     pub models: Arc<dyn ModelProvider>,
@@ -138,6 +140,8 @@ impl AppBuilder {
             ),
             _ => Arc::new(InProcessBus::new()),
         };
+        let events = EventHub::new(db.clone(), DEFAULT_FEED_CAPACITY);
+        events.start(bus.as_ref(), shutdown.clone());
         let jwt_secret = match &config.auth_jwt_secret {
             Some(secret) if !secret.is_empty() => secret.clone(),
             _ => crate::auth::load_or_create_secret(&config.data_dir)
@@ -173,6 +177,7 @@ impl AppBuilder {
             password_hashing,
             config: Arc::new(config),
             bus,
+            events,
             auth,
             sandboxes,
             models,

@@ -3,7 +3,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-/// What travels on the bus: small wake-up calls, never the data itself (that is in the DB).
+/// What travels on the bus: small wake-up calls, never the data itself (that is in the DB, and
+/// each process reads it once: see `hub`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "t", content = "id")]
 pub enum BusMessage {
@@ -66,23 +67,6 @@ pub async fn wait_for_work(wakeups: &mut broadcast::Receiver<BusMessage>) -> boo
         match wakeups.recv().await {
             Ok(BusMessage::RunQueued | BusMessage::Resync) => return true,
             Ok(_) => continue,
-            Err(broadcast::error::RecvError::Lagged(_)) => return true,
-            Err(broadcast::error::RecvError::Closed) => return false,
-        }
-    }
-}
-
-/// Waits until `project_id` may have new events. `false` when the bus is gone.
-pub(super) async fn wait_for_project(
-    wakeups: &mut broadcast::Receiver<BusMessage>,
-    project_id: Uuid,
-) -> bool {
-    loop {
-        match wakeups.recv().await {
-            Ok(BusMessage::ProjectEvents(id)) if id == project_id => return true,
-            Ok(BusMessage::Resync) => return true,
-            Ok(_) => continue,
-            // Missed some wake-ups: the caller re-reads the table, which is all a wake-up asks.
             Err(broadcast::error::RecvError::Lagged(_)) => return true,
             Err(broadcast::error::RecvError::Closed) => return false,
         }

@@ -3,17 +3,17 @@
 //! wake up without polling).
 
 mod bus;
+mod hub;
 mod postgres;
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use futures_util::{stream, Stream};
-use sea_orm::sea_query::{Expr, Query};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set, SqlErr, TransactionTrait,
+    ActiveModelTrait, ConnectionTrait, DatabaseConnection, DbErr, Set, SqlErr, TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -21,6 +21,7 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 pub use bus::{wait_for_work, BusMessage, EventBus, InProcessBus};
+pub use hub::{EventBatch, EventHub, FeedReceiver, DEFAULT_FEED_CAPACITY};
 pub use postgres::PostgresBus;
 
 use crate::entity::run_event;
@@ -145,19 +146,7 @@ async fn insert_event(
 }
 
 async fn next_seq(db: &impl ConnectionTrait, project_id: Uuid) -> Result<i64, DbErr> {
-    let statement = Query::select()
-        .expr(Expr::col(run_event::Column::Seq).max())
-        .from(run_event::Entity)
-        .and_where(run_event::Column::ProjectId.eq(project_id))
-        .to_owned();
-    let row = db
-        .query_one(db.get_database_backend().build(&statement))
-        .await?;
-    let max: Option<i64> = match row {
-        Some(row) => row.try_get_by_index(0)?,
-        None => None,
-    };
-    Ok(max.unwrap_or(0) + 1)
+    Ok(hub::max_seq(db, project_id).await? + 1)
 }
 
 /// Which events a subscriber wants.
@@ -169,70 +158,105 @@ pub struct EventFilter {
     pub after: i64,
 }
 
-const PAGE: u64 = 200;
+impl EventFilter {
+    fn wants(&self, event: &run_event::Model) -> bool {
+        self.run_id
+            .is_none_or(|run_id| event.run_id == Some(run_id))
+    }
+}
 
-/// Every stored event matching `filter`, then live ones as they are committed. The stream reads
-/// from the table (the source of truth) each time the bus says the project changed, so a client
-/// gets each event exactly once and in order, whatever it missed while away. It ends after an
-/// error (reported as the last item) or when the bus closes.
+/// Every stored event matching `filter`, then live ones as they are committed, each exactly once
+/// and in order. The history comes from the table; live events come from the project's feed in
+/// this process, and whenever the feed cannot vouch for continuity (a jump in `seq`, batches
+/// dropped because this subscriber fell behind) the stream reads the table again. It ends after
+/// an error (reported as the last item) or when the server shuts down.
 pub fn event_stream(
     db: DatabaseConnection,
-    bus: &dyn EventBus,
+    hub: Arc<EventHub>,
     filter: EventFilter,
 ) -> impl Stream<Item = Result<run_event::Model, DbErr>> {
-    struct State {
-        db: DatabaseConnection,
-        filter: EventFilter,
-        cursor: i64,
-        buffered: VecDeque<run_event::Model>,
-        wakeups: broadcast::Receiver<BusMessage>,
-        done: bool,
-    }
-    // Subscribe before the first read, so nothing committed in between is missed.
-    let state = State {
-        wakeups: bus.subscribe(),
+    let subscriber = Subscriber {
         db,
+        hub,
         cursor: filter.after,
         filter,
+        catching_up: true,
         buffered: VecDeque::new(),
-        done: false,
+        feed: None,
     };
-    stream::unfold(state, |mut state| async move {
-        while !state.done {
-            if let Some(event) = state.buffered.pop_front() {
-                state.cursor = event.seq;
-                return Some((Ok(event), state));
-            }
-            match page_after(&state.db, &state.filter, state.cursor).await {
-                Ok(page) if !page.is_empty() => state.buffered.extend(page),
-                Ok(_) => {
-                    state.done =
-                        !bus::wait_for_project(&mut state.wakeups, state.filter.project_id).await
-                }
-                Err(err) => {
-                    state.done = true;
-                    return Some((Err(err), state));
-                }
-            }
+    stream::unfold(Some(subscriber), |subscriber| async move {
+        let mut subscriber = subscriber?;
+        match subscriber.next().await {
+            Ok(Some(event)) => Some((Ok(event), Some(subscriber))),
+            Ok(None) => None,
+            Err(err) => Some((Err(err), None)),
         }
-        None
     })
 }
 
-async fn page_after(
-    db: &DatabaseConnection,
-    filter: &EventFilter,
-    after: i64,
-) -> Result<Vec<run_event::Model>, DbErr> {
-    let mut query = run_event::Entity::find()
-        .filter(run_event::Column::ProjectId.eq(filter.project_id))
-        .filter(run_event::Column::Seq.gt(after))
-        .order_by_asc(run_event::Column::Seq)
-        .limit(PAGE);
-    if let Some(run_id) = filter.run_id {
-        query = query.filter(run_event::Column::RunId.eq(run_id));
+struct Subscriber {
+    db: DatabaseConnection,
+    hub: Arc<EventHub>,
+    filter: EventFilter,
+    /// Every event of the project up to here has been handled (buffered or filtered out).
+    cursor: i64,
+    /// The table must be read up to the project's latest event before the feed is trusted.
+    catching_up: bool,
+    buffered: VecDeque<run_event::Model>,
+    feed: Option<FeedReceiver>,
+}
+
+impl Subscriber {
+    async fn next(&mut self) -> Result<Option<run_event::Model>, DbErr> {
+        loop {
+            if let Some(event) = self.buffered.pop_front() {
+                return Ok(Some(event));
+            }
+            let Some(feed) = self.feed.as_mut() else {
+                // Joined before the first read, so nothing committed in between is missed.
+                self.feed = Some(self.hub.subscribe(self.filter.project_id).await?);
+                continue;
+            };
+            if self.catching_up {
+                self.catch_up().await?;
+                continue;
+            }
+            match feed.batches.recv().await {
+                Ok(batch) if batch.after > self.cursor => self.catching_up = true,
+                Ok(batch) => {
+                    let (cursor, filter) = (self.cursor, self.filter);
+                    let fresh = batch.events.iter().filter(|event| event.seq > cursor);
+                    self.buffered
+                        .extend(fresh.filter(|event| filter.wants(event)).cloned());
+                    self.cursor = cursor.max(batch.last_seq());
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => self.catching_up = true,
+                Err(broadcast::error::RecvError::Closed) => return Ok(None),
+            }
+        }
     }
-    query.all(db).await
+
+    /// Reads a page of the events after the cursor, up to the project's latest as the read began.
+    async fn catch_up(&mut self) -> Result<(), DbErr> {
+        let project_id = self.filter.project_id;
+        let latest = hub::max_seq(&self.db, project_id).await?;
+        if latest <= self.cursor {
+            self.catching_up = false;
+            return Ok(());
+        }
+        let page = hub::rows_after(&self.db, project_id, self.filter.run_id, self.cursor).await?;
+        let full = u64::try_from(page.len()).is_ok_and(|len| len == hub::PAGE);
+        let page = page.into_iter().filter(|event| event.seq <= latest);
+        self.buffered.extend(page);
+        match self.buffered.back() {
+            Some(last) if full && last.seq < latest => self.cursor = last.seq,
+            _ => {
+                self.cursor = latest;
+                self.catching_up = false;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -38,7 +38,7 @@ impl Subscription {
             run_id: None,
             after: after.unwrap_or(0),
         };
-        Ok(event_stream(state.db.clone(), state.bus.as_ref(), filter).map(to_graphql))
+        Ok(event_stream(state.db.clone(), state.events.clone(), filter).map(to_graphql))
     }
 
     /// The events of one run after `after`; completes after the run's RUN_FINISHED event.
@@ -63,7 +63,7 @@ impl Subscription {
             run_id: Some(run_id),
             after,
         };
-        let events = event_stream(state.db.clone(), state.bus.as_ref(), filter).boxed();
+        let events = event_stream(state.db.clone(), state.events.clone(), filter).boxed();
         // Yield up to and including RUN_FINISHED, then end without waiting for more.
         let events =
             futures_util::stream::unfold((events, already_over), |(mut events, over)| async move {
