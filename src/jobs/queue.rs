@@ -9,7 +9,6 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection,
     EntityTrait, QueryFilter, Set, Statement, TransactionTrait,
 };
-use serde_json::json;
 use uuid::Uuid;
 
 use super::JobError;
@@ -17,7 +16,7 @@ use crate::agent::runner::{RunOutput, RunUsage};
 use crate::entity::message::{self, MessageType, Role};
 use crate::entity::run::{self, RunStatus};
 use crate::entity::{fragment, project};
-use crate::events::{record_event, BusMessage, EventBus, EventKind};
+use crate::events::{record_event, BusMessage, EventBus, RunEventData};
 
 /// Claims the run queued longest ago (a retry queues again at the back), or a running one whose lease expired (its worker died).
 pub async fn claim_next_run(
@@ -123,16 +122,15 @@ where
     }
     .insert(txn)
     .await?;
-    let kind = match message_type {
-        MessageType::Result => "RESULT",
-        MessageType::Error => "ERROR",
-    };
     record_event(
         txn,
         run.project_id,
         run.id,
-        EventKind::MessageCreated,
-        json!({ "messageId": message.id, "role": "ASSISTANT", "type": kind }),
+        RunEventData::MessageCreated {
+            message_id: message.id,
+            role: message.role,
+            message_type: message.message_type,
+        },
     )
     .await?;
     Ok(message)
@@ -141,7 +139,7 @@ where
 async fn record_finished<C>(
     txn: &C,
     run: &run::Model,
-    status: &str,
+    status: RunStatus,
     error: Option<&str>,
     usage: RunUsage,
 ) -> Result<(), JobError>
@@ -152,14 +150,13 @@ where
         txn,
         run.project_id,
         run.id,
-        EventKind::RunFinished,
-        json!({
-            "status": status,
-            "error": error,
-            "inputTokens": usage.tokens.input_tokens,
-            "outputTokens": usage.tokens.output_tokens,
-            "costUsd": usage.cost_usd,
-        }),
+        RunEventData::RunFinished {
+            status,
+            error: error.map(str::to_owned),
+            input_tokens: usage.tokens.input_tokens as i64,
+            output_tokens: usage.tokens.output_tokens as i64,
+            cost_usd: usage.cost_usd,
+        },
     )
     .await?;
     Ok(())
@@ -204,16 +201,15 @@ pub async fn succeed_run(
         &txn,
         run.project_id,
         run.id,
-        EventKind::FragmentCreated,
-        json!({
-            "fragmentId": fragment.id,
-            "messageId": message.id,
-            "sandboxUrl": output.sandbox_url,
-            "title": output.title,
-        }),
+        RunEventData::FragmentCreated {
+            fragment_id: fragment.id,
+            message_id: message.id,
+            sandbox_url: fragment.sandbox_url,
+            title: fragment.title,
+        },
     )
     .await?;
-    record_finished(&txn, run, "SUCCEEDED", None, usage).await?;
+    record_finished(&txn, run, RunStatus::Succeeded, None, usage).await?;
     txn.commit().await?;
     bus.publish(BusMessage::ProjectEvents(run.project_id)).await;
     Ok(true)
@@ -259,7 +255,7 @@ pub async fn fail_run(
         format!("Something went wrong: {error}.")
     };
     insert_assistant_message(&txn, run, MessageType::Error, content).await?;
-    record_finished(&txn, run, "FAILED", Some(error), usage).await?;
+    record_finished(&txn, run, RunStatus::Failed, Some(error), usage).await?;
     txn.commit().await?;
     bus.publish(BusMessage::ProjectEvents(run.project_id)).await;
     Ok(true)

@@ -5,14 +5,13 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use sea_orm::{ActiveModelTrait, DatabaseConnection, EntityTrait, Set, TransactionTrait};
-use serde_json::json;
 use uuid::Uuid;
 
 use super::Viewer;
 use crate::entity::message::{self, MessageType, Role};
 use crate::entity::{fragment, project};
 use crate::error::{AppError, AppResult};
-use crate::events::{record_event, BusMessage, EventBus, EventKind};
+use crate::events::{record_event, BusMessage, EventBus, RunEventData};
 use crate::sandbox::{FileMap, Sandbox, SandboxProvider};
 
 /// Connects the project's sandbox — the stored one if it is alive, else a new one holding
@@ -129,21 +128,23 @@ pub async fn restore_fragment(
         &txn,
         project.id,
         None,
-        EventKind::MessageCreated,
-        json!({ "messageId": message.id, "role": "ASSISTANT", "type": "RESULT" }),
+        RunEventData::MessageCreated {
+            message_id: message.id,
+            role: message.role,
+            message_type: message.message_type,
+        },
     )
     .await?;
     record_event(
         &txn,
         project.id,
         None,
-        EventKind::FragmentCreated,
-        json!({
-            "fragmentId": fragment.id,
-            "messageId": message.id,
-            "sandboxUrl": fragment.sandbox_url,
-            "title": fragment.title,
-        }),
+        RunEventData::FragmentCreated {
+            fragment_id: fragment.id,
+            message_id: message.id,
+            sandbox_url: fragment.sandbox_url,
+            title: fragment.title,
+        },
     )
     .await?;
     txn.commit().await?;

@@ -853,7 +853,7 @@ function onEvent(event) {
       break;
     }
     case 'TOOL_OUTPUT': {
-      const text = p.truncated ? `\n… ${fmtInt(p.omittedBytes)} more bytes not shown …\n` : p.chunk || '';
+      const text = p.truncated ? `\n… ${fmtInt(p.omittedBytes)} more bytes not shown …\n` : p.text || p.chunk || '';
       const call = [...state.activity].reverse().find((a) => a.kind === 'TOOL_CALL_STARTED' && a.payload.callId === p.callId);
       if (call) call.output = ((call.output || '') + text).slice(-4000);
       else pushActivity({ ...event, text });
