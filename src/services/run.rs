@@ -87,19 +87,13 @@ pub async fn cancel_run<C: ConnectionTrait + TransactionTrait>(
         .rows_affected
         == 1;
     if ended {
-        record_event(
-            &txn,
-            found.project_id,
-            run_id,
-            RunEventData::RunFinished {
-                status: RunStatus::Cancelled,
-                error: None,
-                input_tokens: found.input_tokens,
-                output_tokens: found.output_tokens,
-                cost_usd: found.cost_usd,
-            },
-        )
-        .await?;
+        let spend = super::run_outcome::Spend {
+            input_tokens: found.input_tokens,
+            output_tokens: found.output_tokens,
+            cost_usd: found.cost_usd,
+        };
+        super::run_outcome::record_finished(&txn, &found, RunStatus::Cancelled, None, spend)
+            .await?;
     }
     txn.commit().await?;
     bus.publish(BusMessage::CancelRun(run_id)).await;
