@@ -90,17 +90,20 @@ pub enum RunEventData {
     UnreadableEvent(UnreadableEvent),
 }
 
+/// A generation waits for a worker.
 #[derive(SimpleObject)]
 pub struct RunQueued {
     /// Queued again by `retryRun`.
     pub retry: bool,
 }
 
+/// A worker took the run; `attempt` counts its tries.
 #[derive(SimpleObject)]
 pub struct RunStarted {
     pub attempt: i32,
 }
 
+/// The project's sandbox is up.
 #[derive(SimpleObject)]
 pub struct SandboxReady {
     pub sandbox_id: String,
@@ -129,6 +132,7 @@ pub struct ToolCall {
     pub arguments: async_graphql::Json<Value>,
 }
 
+/// The model called a tool.
 #[derive(SimpleObject)]
 pub struct ToolCallStarted {
     pub call_id: String,
@@ -154,6 +158,7 @@ pub struct ToolOutput {
     pub omitted_bytes: u64,
 }
 
+/// A tool wrote a file of the app.
 #[derive(SimpleObject)]
 pub struct FileWritten {
     pub path: String,
@@ -161,6 +166,7 @@ pub struct FileWritten {
     pub bytes: u64,
 }
 
+/// A tool call ended; `error` is what the model was told.
 #[derive(SimpleObject)]
 pub struct ToolCallFinished {
     pub call_id: String,
@@ -170,7 +176,7 @@ pub struct ToolCallFinished {
     pub error: Option<async_graphql::Json<Value>>,
 }
 
-/// `runId` is null for a restored version.
+/// A message was stored; `runId` is null for a restored version.
 #[derive(SimpleObject)]
 pub struct MessageCreated {
     pub message_id: ID,
@@ -185,7 +191,7 @@ pub struct MessageDeleted {
     pub message_id: ID,
 }
 
-/// `runId` is null for a restored version.
+/// A version of the app was stored; `runId` is null for a restored version.
 #[derive(SimpleObject)]
 pub struct FragmentCreated {
     pub fragment_id: ID,
@@ -194,6 +200,7 @@ pub struct FragmentCreated {
     pub title: String,
 }
 
+/// The run ended: the last event of a run.
 #[derive(SimpleObject)]
 pub struct RunFinished {
     pub status: RunStatus,
