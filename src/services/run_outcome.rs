@@ -8,8 +8,8 @@ use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, Set, TransactionTr
 use uuid::Uuid;
 
 use crate::entity::message::{self, MessageType, Role};
+use crate::entity::project;
 use crate::entity::run::{self, RunStatus};
-use crate::entity::{fragment, project};
 use crate::error::AppResult;
 use crate::events::{record_event, RunEventData};
 use crate::sandbox::FileMap;
@@ -74,7 +74,7 @@ where
     C: ConnectionTrait + TransactionTrait,
 {
     let message = record_reply(txn, project_id, run_id, MessageType::Result, reply).await?;
-    let fragment: fragment::Model = super::fragment::create_fragment(
+    let fragment = super::fragment::create_fragment(
         txn,
         message.id,
         version.sandbox_url,
