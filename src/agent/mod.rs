@@ -1,6 +1,5 @@
 //! The agent: the model's tool loop against a project's sandbox.
 
-pub mod emitter;
 pub mod preview_check;
 pub mod prompt;
 pub mod provider;

@@ -5,10 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
-use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::emitter::{DeltaRelay, Emitter};
 use super::preview_check::PreviewCheck;
 use super::prompt::{reply_prompt, task_summary, title_prompt, SYSTEM_PROMPT};
 use super::provider::{
@@ -17,7 +15,7 @@ use super::provider::{
 use super::tools::{tool_specs, ToolRunner};
 use crate::entity::message::{self, MessageType, Role};
 use crate::entity::{project, run};
-use crate::events::EventKind;
+use crate::events::{DeltaRelay, Emitter, RunEventData};
 use crate::sandbox::{CommandSpec, FileMap, OutputSink, Sandbox, SandboxError, SandboxProvider};
 use crate::services;
 
@@ -123,7 +121,9 @@ impl AgentContext<'_> {
         usage: &mut RunUsage,
     ) -> Result<RunOutput, AgentError> {
         self.emitter
-            .emit(EventKind::RunStarted, json!({ "attempt": run.attempts }))
+            .emit(RunEventData::RunStarted {
+                attempt: run.attempts,
+            })
             .await;
         let project = project::Entity::find_by_id(run.project_id)
             .one(self.db)
@@ -143,10 +143,10 @@ impl AgentContext<'_> {
             .await??;
         let sandbox_url = self.cancellable(sandbox.preview_url()).await??;
         self.emitter
-            .emit(
-                EventKind::SandboxReady,
-                json!({ "sandboxId": sandbox.id(), "previewUrl": sandbox_url }),
-            )
+            .emit(RunEventData::SandboxReady {
+                sandbox_id: sandbox.id().to_owned(),
+                preview_url: sandbox_url.clone(),
+            })
             .await;
 
         let mut conversation = history(self.db, project.id, run.user_message_id).await?;
@@ -273,19 +273,20 @@ impl AgentContext<'_> {
             };
             for call in &response.tool_calls {
                 self.emitter
-                    .emit(
-                        EventKind::ToolCallStarted,
-                        json!({ "callId": call.id, "name": call.name, "arguments": call.arguments }),
-                    )
+                    .emit(RunEventData::ToolCallStarted {
+                        call_id: call.id.clone(),
+                        name: call.name.clone(),
+                        arguments: call.arguments.clone(),
+                    })
                     .await;
                 let outcome = self.cancellable(runner.execute(call)).await??;
-                let mut finished =
-                    json!({ "callId": call.id, "name": call.name, "ok": !outcome.is_error });
-                if outcome.is_error {
-                    finished["error"] = outcome.content.clone();
-                }
                 self.emitter
-                    .emit(EventKind::ToolCallFinished, finished)
+                    .emit(RunEventData::ToolCallFinished {
+                        call_id: call.id.clone(),
+                        name: call.name.clone(),
+                        ok: !outcome.is_error,
+                        error: outcome.is_error.then(|| outcome.content.clone()),
+                    })
                     .await;
                 conversation.push(ChatMessage::ToolResult {
                     call_id: call.id.clone(),
@@ -324,10 +325,7 @@ impl AgentContext<'_> {
         usage.tokens.output_tokens += response.usage.output_tokens;
         usage.cost_usd += self.models.estimate_cost_usd(response.usage);
         self.emitter
-            .emit(
-                EventKind::ModelResponse,
-                serde_json::to_value(&response).unwrap_or(Value::Null),
-            )
+            .emit(RunEventData::ModelResponse(response.clone()))
             .await;
         Ok(response)
     }

@@ -9,9 +9,8 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::emitter::Emitter;
 use super::provider::{ToolCall, ToolSpec};
-use crate::events::EventKind;
+use crate::events::{Emitter, RunEventData};
 use crate::sandbox::{CommandSpec, FileMap, OutputSink, Sandbox, SandboxError, MAX_FILE_BYTES};
 
 pub const TERMINAL: &str = "terminal";
@@ -275,7 +274,10 @@ impl ToolRunner<'_> {
         for file in args.files {
             self.sandbox.write_file(&file.path, &file.content).await?;
             self.emitter
-                .emit(EventKind::FileWritten, json!({ "path": file.path }))
+                .emit(RunEventData::FileWritten {
+                    path: file.path.clone(),
+                    bytes: file.content.len() as u64,
+                })
                 .await;
             paths.push(file.path.clone());
             self.written.insert(file.path, file.content);
@@ -330,7 +332,10 @@ impl ToolRunner<'_> {
         }
         self.sandbox.write_file(&args.path, &edited).await?;
         self.emitter
-            .emit(EventKind::FileWritten, json!({ "path": args.path }))
+            .emit(RunEventData::FileWritten {
+                path: args.path.clone(),
+                bytes: edited.len() as u64,
+            })
             .await;
         self.written.insert(args.path.clone(), edited);
         Ok(ToolOutcome::ok(json!({ "edited": args.path })))

@@ -3,6 +3,8 @@
 //! wake up without polling).
 
 mod bus;
+mod data;
+mod emitter;
 mod hub;
 mod postgres;
 
@@ -22,44 +24,50 @@ use uuid::Uuid;
 
 pub use bus::{wait_for_work, BusMessage, EventBus, InProcessBus};
 pub use hub::{EventBatch, EventHub, FeedReceiver, DEFAULT_FEED_CAPACITY};
+pub use data::{OutputStream, RunEventData};
+pub use emitter::{DeltaRelay, Emitter};
 pub use postgres::PostgresBus;
 
 use crate::entity::run_event;
 
-/// What happened. Stored as the row's `kind`; the payload's fields are documented per kind.
+/// What happened: stored as the row's `kind`; the payload is the `RunEventData` variant of the
+/// same name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum EventKind {
-    /// `{}`
     RunQueued,
-    /// `{ attempt }`
     RunStarted,
-    /// `{ sandboxId, previewUrl }`
     SandboxReady,
-    /// `{ text }`
     ModelTextDelta,
-    /// One whole model response (`ModelResponse`: text, toolCalls, usage): the run's transcript,
-    /// which the replay provider can serve again.
     ModelResponse,
-    /// `{ callId, name, arguments }`
     ToolCallStarted,
-    /// `{ callId, stream: "stdout"|"stderr", chunk }`
     ToolOutput,
-    /// `{ path }`
     FileWritten,
-    /// `{ callId, name, ok, error? }`
     ToolCallFinished,
-    /// `{ messageId, role, type }`; outside a run for a restored version.
     MessageCreated,
-    /// `{ messageId }`: a failed run's error reply, removed when the run is retried.
     MessageDeleted,
-    /// `{ fragmentId, messageId, sandboxUrl, title }`; outside a run for a restored version.
     FragmentCreated,
-    /// `{ status, error?, inputTokens, outputTokens, costUsd }`
     RunFinished,
 }
 
 impl EventKind {
+    /// Every kind, in the order a run goes through them.
+    pub const ALL: [Self; 13] = [
+        Self::RunQueued,
+        Self::RunStarted,
+        Self::SandboxReady,
+        Self::ModelTextDelta,
+        Self::ModelResponse,
+        Self::ToolCallStarted,
+        Self::ToolOutput,
+        Self::FileWritten,
+        Self::ToolCallFinished,
+        Self::MessageCreated,
+        Self::MessageDeleted,
+        Self::FragmentCreated,
+        Self::RunFinished,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::RunQueued => "RUN_QUEUED",
@@ -96,13 +104,16 @@ pub async fn record_event<C>(
     db: &C,
     project_id: Uuid,
     run_id: impl Into<Option<Uuid>>,
-    kind: EventKind,
-    payload: Value,
+    data: RunEventData,
 ) -> Result<run_event::Model, DbErr>
 where
     C: ConnectionTrait + TransactionTrait,
 {
     let run_id = run_id.into();
+    let kind = data.kind();
+    let payload = data
+        .to_payload()
+        .map_err(|err| DbErr::Json(format!("a {} event: {err}", kind.as_str())))?;
     let mut attempt = 0;
     loop {
         let savepoint = db.begin().await?;
@@ -265,22 +276,7 @@ mod tests {
 
     #[test]
     fn every_kind_reads_back_from_its_stored_name() {
-        let kinds = [
-            EventKind::RunQueued,
-            EventKind::RunStarted,
-            EventKind::SandboxReady,
-            EventKind::ModelTextDelta,
-            EventKind::ModelResponse,
-            EventKind::ToolCallStarted,
-            EventKind::ToolOutput,
-            EventKind::FileWritten,
-            EventKind::ToolCallFinished,
-            EventKind::MessageCreated,
-            EventKind::MessageDeleted,
-            EventKind::FragmentCreated,
-            EventKind::RunFinished,
-        ];
-        for kind in kinds {
+        for kind in EventKind::ALL {
             assert_eq!(EventKind::parse(kind.as_str()), Some(kind));
         }
         assert_eq!(EventKind::parse("NOT_A_KIND"), None);

@@ -6,18 +6,16 @@
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection,
-    EntityTrait, QueryFilter, Set, Statement, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, EntityTrait, QueryFilter,
+    Statement, TransactionTrait,
 };
-use serde_json::json;
 use uuid::Uuid;
 
 use super::JobError;
 use crate::agent::runner::{RunOutput, RunUsage};
-use crate::entity::message::{self, MessageType, Role};
 use crate::entity::run::{self, RunStatus};
-use crate::entity::{fragment, project};
-use crate::events::{record_event, BusMessage, EventBus, EventKind};
+use crate::events::{BusMessage, EventBus};
+use crate::services::run_outcome::{self, Spend, Version};
 
 /// Claims the run queued longest ago (a retry queues again at the back), or a running one whose lease expired (its worker died).
 pub async fn claim_next_run(
@@ -103,70 +101,17 @@ async fn end_run<C: ConnectionTrait>(
     Ok(ended.rows_affected == 1)
 }
 
-async fn insert_assistant_message<C>(
-    txn: &C,
-    run: &run::Model,
-    message_type: MessageType,
-    content: String,
-) -> Result<message::Model, JobError>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
-    let message = message::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        project_id: Set(run.project_id),
-        run_id: Set(Some(run.id)),
-        role: Set(Role::Assistant),
-        message_type: Set(message_type),
-        content: Set(content),
-        created_at: Set(Utc::now()),
+/// What the run spent, as its RUN_FINISHED event reports it.
+fn spend(usage: RunUsage) -> Spend {
+    Spend {
+        input_tokens: usage.tokens.input_tokens as i64,
+        output_tokens: usage.tokens.output_tokens as i64,
+        cost_usd: usage.cost_usd,
     }
-    .insert(txn)
-    .await?;
-    let kind = match message_type {
-        MessageType::Result => "RESULT",
-        MessageType::Error => "ERROR",
-    };
-    record_event(
-        txn,
-        run.project_id,
-        run.id,
-        EventKind::MessageCreated,
-        json!({ "messageId": message.id, "role": "ASSISTANT", "type": kind }),
-    )
-    .await?;
-    Ok(message)
 }
 
-async fn record_finished<C>(
-    txn: &C,
-    run: &run::Model,
-    status: &str,
-    error: Option<&str>,
-    usage: RunUsage,
-) -> Result<(), JobError>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
-    record_event(
-        txn,
-        run.project_id,
-        run.id,
-        EventKind::RunFinished,
-        json!({
-            "status": status,
-            "error": error,
-            "inputTokens": usage.tokens.input_tokens,
-            "outputTokens": usage.tokens.output_tokens,
-            "costUsd": usage.cost_usd,
-        }),
-    )
-    .await?;
-    Ok(())
-}
-
-/// Stores the ASSISTANT result, its fragment and the run's end in one transaction. Does nothing
-/// (returns `false`) if the run is no longer this worker's.
+/// Ends the run SUCCEEDED and stores its outcome in one transaction. Does nothing (returns
+/// `false`) if the run is no longer this worker's.
 pub async fn succeed_run(
     db: &DatabaseConnection,
     bus: &dyn EventBus,
@@ -189,38 +134,19 @@ pub async fn succeed_run(
     {
         return Ok(false);
     }
-    let message = insert_assistant_message(&txn, run, MessageType::Result, output.reply).await?;
-    let fragment = fragment::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        message_id: Set(message.id),
-        sandbox_url: Set(output.sandbox_url.clone()),
-        title: Set(output.title.clone()),
-        files: Set(serde_json::to_value(&output.files).unwrap_or_default()),
-        created_at: Set(Utc::now()),
-    }
-    .insert(&txn)
-    .await?;
-    record_event(
-        &txn,
-        run.project_id,
-        run.id,
-        EventKind::FragmentCreated,
-        json!({
-            "fragmentId": fragment.id,
-            "messageId": message.id,
-            "sandboxUrl": output.sandbox_url,
-            "title": output.title,
-        }),
-    )
-    .await?;
-    record_finished(&txn, run, "SUCCEEDED", None, usage).await?;
+    let version = Version {
+        sandbox_url: output.sandbox_url,
+        title: output.title,
+        files: output.files,
+    };
+    run_outcome::record_success(&txn, run, output.reply, version, spend(usage)).await?;
     txn.commit().await?;
     bus.publish(BusMessage::ProjectEvents(run.project_id)).await;
     Ok(true)
 }
 
-/// Ends the run FAILED with an ASSISTANT ERROR message; a system failure gives the credit back.
-/// `error` is what the user sees (the public message), in `Run.error` and the reply.
+/// Ends the run FAILED and stores its outcome (see `run_outcome::record_failure`). `error` is
+/// what the user sees (the public message), in `Run.error` and the reply.
 pub async fn fail_run(
     db: &DatabaseConnection,
     bus: &dyn EventBus,
@@ -244,22 +170,7 @@ pub async fn fail_run(
     {
         return Ok(false);
     }
-    if system_failure {
-        let owner = project::Entity::find_by_id(run.project_id)
-            .one(&txn)
-            .await?
-            .map(|project| project.owner_id);
-        if let Some(owner) = owner {
-            crate::services::credits::refund_credit(&txn, owner).await?;
-        }
-    }
-    let content = if system_failure {
-        format!("Something went wrong on our side: {error}. Your credit was given back; try again.")
-    } else {
-        format!("Something went wrong: {error}.")
-    };
-    insert_assistant_message(&txn, run, MessageType::Error, content).await?;
-    record_finished(&txn, run, "FAILED", Some(error), usage).await?;
+    run_outcome::record_failure(&txn, run, error, system_failure, spend(usage)).await?;
     txn.commit().await?;
     bus.publish(BusMessage::ProjectEvents(run.project_id)).await;
     Ok(true)

@@ -10,11 +10,10 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::queue;
-use crate::agent::emitter::Emitter;
 use crate::agent::runner::{settings_from_config, AgentContext, AgentError, RunUsage};
 use crate::app::AppState;
 use crate::entity::run;
-use crate::events::BusMessage;
+use crate::events::{BusMessage, Emitter};
 
 /// Without a wake-up (a lost notification, an expired lease) workers still look this often.
 const POLL_INTERVAL: Duration = Duration::from_secs(2);

@@ -1,6 +1,9 @@
 //! Fragments: the result of a generation (preview URL, title, files), one per ASSISTANT message.
 
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
+use chrono::Utc;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set,
+};
 use uuid::Uuid;
 
 use super::Viewer;
@@ -17,6 +20,26 @@ pub async fn find_fragment(
         .one(db)
         .await?
         .ok_or(AppError::NotFound("fragment"))
+}
+
+/// Stores the fragment of an ASSISTANT message.
+pub async fn create_fragment(
+    db: &impl ConnectionTrait,
+    message_id: Uuid,
+    sandbox_url: String,
+    title: String,
+    files: &FileMap,
+) -> AppResult<fragment::Model> {
+    Ok(fragment::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        message_id: Set(message_id),
+        sandbox_url: Set(sandbox_url),
+        title: Set(title),
+        files: Set(serde_json::to_value(files).unwrap_or_default()),
+        created_at: Set(Utc::now()),
+    }
+    .insert(db)
+    .await?)
 }
 
 /// Files of a fragment as a map (an unreadable value is no files).

@@ -2,7 +2,6 @@
 
 use chrono::Utc;
 use sea_orm::{ActiveModelTrait, ConnectionTrait, Set, TransactionTrait};
-use serde_json::json;
 use uuid::Uuid;
 
 use super::Viewer;
@@ -10,7 +9,7 @@ use crate::entity::message::{self, MessageType, Role};
 use crate::entity::project;
 use crate::entity::run::{self, RunStatus};
 use crate::error::{AppError, AppResult};
-use crate::events::{record_event, BusMessage, EventBus, EventKind};
+use crate::events::{record_event, BusMessage, EventBus, RunEventData};
 
 pub const MAX_CONTENT: usize = 10_000;
 pub const MAX_ATTEMPTS: i32 = 3;
@@ -91,11 +90,20 @@ where
         txn,
         project_id,
         run_id,
-        EventKind::MessageCreated,
-        json!({ "messageId": message.id, "role": "USER", "type": "RESULT" }),
+        RunEventData::MessageCreated {
+            message_id: message.id,
+            role: message.role,
+            message_type: message.message_type,
+        },
     )
     .await?;
-    record_event(txn, project_id, run_id, EventKind::RunQueued, json!({})).await?;
+    record_event(
+        txn,
+        project_id,
+        run_id,
+        RunEventData::RunQueued { retry: false },
+    )
+    .await?;
     Ok(Generation { message, run })
 }
 

@@ -9,6 +9,7 @@ pub mod page;
 pub mod project;
 pub mod rate_limit;
 pub mod run;
+pub mod run_outcome;
 pub mod sandbox;
 pub mod sandbox_access;
 pub mod session;

@@ -6,14 +6,13 @@ use sea_orm::{
     ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect,
     TransactionTrait,
 };
-use serde_json::json;
 use uuid::Uuid;
 
 use super::Viewer;
 use crate::entity::run::{self, RunStatus};
 use crate::entity::{message, project};
 use crate::error::{AppError, AppResult};
-use crate::events::{record_event, BusMessage, EventBus, EventKind};
+use crate::events::{record_event, BusMessage, EventBus, EventKind, RunEventData};
 
 pub async fn find_run(
     db: &impl ConnectionTrait,
@@ -88,19 +87,13 @@ pub async fn cancel_run<C: ConnectionTrait + TransactionTrait>(
         .rows_affected
         == 1;
     if ended {
-        record_event(
-            &txn,
-            found.project_id,
-            run_id,
-            EventKind::RunFinished,
-            json!({
-                "status": "CANCELLED",
-                "inputTokens": found.input_tokens,
-                "outputTokens": found.output_tokens,
-                "costUsd": found.cost_usd,
-            }),
-        )
-        .await?;
+        let spend = super::run_outcome::Spend {
+            input_tokens: found.input_tokens,
+            output_tokens: found.output_tokens,
+            cost_usd: found.cost_usd,
+        };
+        super::run_outcome::record_finished(&txn, &found, RunStatus::Cancelled, None, spend)
+            .await?;
     }
     txn.commit().await?;
     bus.publish(BusMessage::CancelRun(run_id)).await;
@@ -163,8 +156,9 @@ pub async fn retry_run<C: ConnectionTrait + TransactionTrait>(
             &txn,
             found.project_id,
             run_id,
-            EventKind::MessageDeleted,
-            json!({ "messageId": reply.id }),
+            RunEventData::MessageDeleted {
+                message_id: reply.id,
+            },
         )
         .await?;
     }
@@ -172,8 +166,7 @@ pub async fn retry_run<C: ConnectionTrait + TransactionTrait>(
         &txn,
         found.project_id,
         run_id,
-        EventKind::RunQueued,
-        json!({ "retry": true }),
+        RunEventData::RunQueued { retry: true },
     )
     .await?;
     txn.commit().await?;

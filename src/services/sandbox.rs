@@ -3,16 +3,13 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
-use sea_orm::{ActiveModelTrait, DatabaseConnection, EntityTrait, Set, TransactionTrait};
-use serde_json::json;
+use sea_orm::{DatabaseConnection, EntityTrait, TransactionTrait};
 use uuid::Uuid;
 
 use super::Viewer;
-use crate::entity::message::{self, MessageType, Role};
-use crate::entity::{fragment, project};
+use crate::entity::{message, project};
 use crate::error::{AppError, AppResult};
-use crate::events::{record_event, BusMessage, EventBus, EventKind};
+use crate::events::{BusMessage, EventBus};
 use crate::sandbox::{FileMap, Sandbox, SandboxProvider};
 
 /// Connects the project's sandbox — the stored one if it is alive, else a new one holding
@@ -98,54 +95,16 @@ pub async fn restore_fragment(
     }
     let url = sandbox.preview_url().await?;
 
-    let txn = db.begin().await?;
-    let now = Utc::now();
-    let message = message::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        project_id: Set(project.id),
-        run_id: Set(None),
-        role: Set(Role::Assistant),
-        message_type: Set(MessageType::Result),
-        content: Set(format!(
-            "Restored the version \u{201c}{}\u{201d}.",
-            old.title
-        )),
-        created_at: Set(now),
-    }
-    .insert(&txn)
-    .await?;
-    let fragment = fragment::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        message_id: Set(message.id),
-        sandbox_url: Set(url),
-        title: Set(old.title.clone()),
-        files: Set(old.files.clone()),
-        created_at: Set(now),
-    }
-    .insert(&txn)
-    .await?;
     // Outside any run: other tabs on the project see the restored version come in.
-    record_event(
-        &txn,
-        project.id,
-        None,
-        EventKind::MessageCreated,
-        json!({ "messageId": message.id, "role": "ASSISTANT", "type": "RESULT" }),
-    )
-    .await?;
-    record_event(
-        &txn,
-        project.id,
-        None,
-        EventKind::FragmentCreated,
-        json!({
-            "fragmentId": fragment.id,
-            "messageId": message.id,
-            "sandboxUrl": fragment.sandbox_url,
-            "title": fragment.title,
-        }),
-    )
-    .await?;
+    let txn = db.begin().await?;
+    let reply = format!("Restored the version \u{201c}{}\u{201d}.", old.title);
+    let version = super::run_outcome::Version {
+        sandbox_url: url,
+        title: old.title,
+        files,
+    };
+    let message =
+        super::run_outcome::record_version(&txn, project.id, None, reply, version).await?;
     txn.commit().await?;
     bus.publish(BusMessage::ProjectEvents(project.id)).await;
     Ok(message)

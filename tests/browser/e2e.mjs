@@ -113,7 +113,7 @@ async function main() {
         return {
           url: location.pathname,
           messages: s.messages.map((m) => `${m.role}/${m.type} run=${m.run ? `${m.run.id}:${m.run.status}` : '-'} fragment=${m.fragment ? m.fragment.title : '-'}`),
-          lastEvents: s.activity.slice(-12).map((a) => `${a.seq} ${a.kind} ${a.runId} ${JSON.stringify(a.payload).slice(0, 120)}`),
+          lastEvents: s.activity.slice(-12).map((a) => `${a.seq} ${a.kind} ${a.runId} ${JSON.stringify(a.data).slice(0, 120)}`),
         };
       });
       if (debug) console.error(`client state: ${JSON.stringify(debug, null, 2)}`);
@@ -196,6 +196,10 @@ async function happyPath(page, t, wsSent, previews) {
   step = 'activity feed from the subscription';
   await page.locator('[data-testid="activity-item"][data-kind="RUN_FINISHED"]').first().waitFor({ state: 'attached' });
   await page.locator('[data-testid="activity-item"][data-kind="FILE_WRITTEN"]').first().waitFor({ state: 'attached' });
+  const written = await page.locator('[data-testid="activity-item"][data-kind="FILE_WRITTEN"]').allTextContents();
+  check(written.some((text) => text.includes('app/page.tsx')), `a FILE_WRITTEN item names its path: ${written}`);
+  const finished = await page.locator('[data-testid="activity-item"][data-kind="RUN_FINISHED"]').first().textContent();
+  check(finished.includes('succeeded'), `the RUN_FINISHED item shows the status: ${finished}`);
   await page.locator('[data-testid="live-status"][data-state="connected"]').waitFor();
 
   step = 'files tab shows app/page.tsx';

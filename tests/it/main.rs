@@ -6,6 +6,7 @@ mod conformance;
 mod credits;
 mod errors;
 mod event_fanout;
+mod events;
 mod fuzz;
 mod headers;
 mod http_protocol;

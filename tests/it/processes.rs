@@ -318,7 +318,7 @@ async fn a_command_printing_300_mb_stores_little_and_leaves_memory_flat() {
         .collect();
     let streamed: u64 = output
         .iter()
-        .filter_map(|p| p["chunk"].as_str())
+        .filter_map(|p| p["text"].as_str())
         .map(|chunk| chunk.len() as u64)
         .sum();
     assert_eq!(streamed, STREAM_LIMIT);

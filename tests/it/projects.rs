@@ -501,7 +501,7 @@ async fn an_offline_follow_up_keeps_what_was_built() {
     let run = app
         .data(
             Some(&token),
-            "query($id: ID!) { run(id: $id) { events { kind payload } } }",
+            "query($id: ID!) { run(id: $id) { events { kind data { ... on ToolCallStarted { name } } } } }",
             json!({ "id": sent["sendMessage"]["run"]["id"] }),
         )
         .await;
@@ -510,7 +510,7 @@ async fn an_offline_follow_up_keeps_what_was_built() {
         .unwrap()
         .iter()
         .filter(|e| e["kind"] == "TOOL_CALL_STARTED")
-        .map(|e| e["payload"]["name"].as_str().unwrap())
+        .map(|e| e["data"]["name"].as_str().unwrap())
         .collect();
     assert_eq!(tools, ["readFiles", "createOrUpdateFiles", "terminal"]);
 }

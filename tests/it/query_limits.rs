@@ -298,12 +298,18 @@ async fn first_subscription_message(
 
 /// `(name, document)` of every entry of `export const Q = { … }` in `api.js`, with
 /// `${RUN_FIELDS}` filled in.
+/// The text of the string constant `name` of api.js, quoted with `quote`.
+fn constant<'a>(source: &'a str, name: &str, quote: char) -> &'a str {
+    source
+        .split_once(&format!("const {name} = {quote}"))
+        .and_then(|(_, rest)| rest.split_once(quote))
+        .unwrap_or_else(|| panic!("{name} in api.js"))
+        .0
+}
+
 fn web_client_queries(source: &str) -> Vec<(String, String)> {
-    let run_fields = source
-        .split_once("const RUN_FIELDS = '")
-        .and_then(|(_, rest)| rest.split_once('\''))
-        .expect("RUN_FIELDS in api.js")
-        .0;
+    let run_fields = constant(source, "RUN_FIELDS", '\'');
+    let event_data = constant(source, "EVENT_DATA", '`');
     let mut rest = source
         .split_once("export const Q = {")
         .expect("the Q object in api.js")
@@ -324,7 +330,9 @@ fn web_client_queries(source: &str) -> Vec<(String, String)> {
         let (query, after) = value[1..].split_once(quote).expect("a closing quote");
         queries.push((
             name.trim().to_owned(),
-            query.replace("${RUN_FIELDS}", run_fields),
+            query
+                .replace("${RUN_FIELDS}", run_fields)
+                .replace("${EVENT_DATA}", event_data),
         ));
         rest = after.trim_start().strip_prefix(',').unwrap_or(after);
     }

@@ -18,7 +18,11 @@ use crate::support::fake_llm::{
 };
 
 const MESSAGES: &str = "query($id: ID!) { project(id: $id) { messages { edges { node { role type content fragment { title files } } } } } }";
-const RUN: &str = "query($id: ID!) { run(id: $id) { status error attempts inputTokens outputTokens costUsd creditRefunded events(first: 1000) { kind payload } } }";
+const RUN: &str = "query($id: ID!) { run(id: $id) { status error attempts inputTokens outputTokens costUsd creditRefunded events(first: 500) { kind data {
+    ... on ModelTextDelta { text }
+    ... on ToolOutput { callId stream text truncated omittedBytes }
+    ... on ToolCallFinished { ok toolError: error }
+} } } }";
 
 pub(crate) fn gemini(fake: &FakeLlm) -> Arc<GeminiProvider> {
     let mut config = GeminiConfig::new("test-key");
@@ -309,28 +313,29 @@ async fn a_failing_command_is_reported_to_the_model_which_fixes_it() {
         .iter()
         .filter(|e| e["kind"] == "TOOL_CALL_FINISHED")
         .collect();
-    assert_eq!(finished[0]["payload"]["ok"], false);
-    assert_eq!(finished[0]["payload"]["error"]["exitCode"], 1);
-    assert!(finished[0]["payload"]["error"]["stderr"]
+    assert_eq!(finished[0]["data"]["ok"], false);
+    assert_eq!(finished[0]["data"]["toolError"]["exitCode"], 1);
+    assert!(finished[0]["data"]["toolError"]["stderr"]
         .as_str()
         .unwrap()
         .contains("404"));
-    assert_eq!(finished[1]["payload"]["ok"], true);
+    assert_eq!(finished[1]["data"]["ok"], true);
     let stderr_chunk = run["events"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|e| e["kind"] == "TOOL_OUTPUT" && e["payload"]["stream"] == "stderr");
+        .find(|e| e["kind"] == "TOOL_OUTPUT" && e["data"]["stream"] == "STDERR");
     assert!(stderr_chunk.is_some(), "stderr streamed as it came");
 }
 
-fn payloads<'a>(run: &'a Value, kind: &str) -> Vec<&'a Value> {
+/// The `data` of the run's events of `kind`.
+fn data_of<'a>(run: &'a Value, kind: &str) -> Vec<&'a Value> {
     run["events"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|e| e["kind"] == kind)
-        .map(|e| &e["payload"])
+        .map(|e| &e["data"])
         .collect()
 }
 
@@ -357,13 +362,16 @@ async fn output_past_the_stream_limit_ends_in_one_truncated_marker() {
         "SUCCEEDED"
     );
     let run = run_of(&app, &token, &run_id).await;
-    let output = payloads(&run, "TOOL_OUTPUT");
-    let streamed: String = output.iter().filter_map(|p| p["chunk"].as_str()).collect();
+    let output = data_of(&run, "TOOL_OUTPUT");
+    let streamed: String = output.iter().filter_map(|p| p["text"].as_str()).collect();
     assert_eq!(streamed, noisy[..1000]);
     assert_eq!(output.iter().filter(|p| p["truncated"] == true).count(), 1);
     assert_eq!(
         output.last().unwrap(),
-        &&json!({ "callId": "call-terminal", "truncated": true, "omittedBytes": 4000 + 8 })
+        &&json!({
+            "callId": "call-terminal", "stream": null, "text": "", "truncated": true,
+            "omittedBytes": 4000 + 8,
+        })
     );
 }
 
@@ -402,7 +410,7 @@ async fn streamed_model_text_is_stored_whole_and_in_order() {
             .all(|k| k != "MODEL_TEXT_DELTA"),
         "deltas of the coding step only, before its response: {kinds:?}"
     );
-    let text: String = payloads(&run, "MODEL_TEXT_DELTA")
+    let text: String = data_of(&run, "MODEL_TEXT_DELTA")
         .iter()
         .map(|p| p["text"].as_str().unwrap())
         .collect();
@@ -428,7 +436,7 @@ async fn malformed_tool_arguments_go_back_to_the_model() {
         .unwrap()
         .iter()
         .filter(|e| e["kind"] == "TOOL_CALL_FINISHED")
-        .map(|e| e["payload"]["error"].to_string())
+        .map(|e| e["data"]["toolError"].to_string())
         .collect();
     assert_eq!(errors.len(), 3);
     assert!(errors[0].contains("invalid arguments"), "{errors:?}");
@@ -463,8 +471,12 @@ async fn an_edit_that_would_pass_the_file_cap_is_refused() {
         .filter(|e| e["kind"] == "TOOL_CALL_FINISHED")
         .collect();
     assert_eq!(finished.len(), 2);
-    assert!(finished[0]["payload"]["error"].is_null(), "{}", finished[0]);
-    let error = finished[1]["payload"]["error"].to_string();
+    assert!(
+        finished[0]["data"]["toolError"].is_null(),
+        "{}",
+        finished[0]
+    );
+    let error = finished[1]["data"]["toolError"].to_string();
     assert!(
         error.contains(&format!("larger than {MAX_FILE_BYTES} bytes")),
         "{error}"
@@ -652,7 +664,7 @@ async fn a_failed_run_can_be_retried() {
     let events = app
         .data(
             Some(&token),
-            "query($id: ID!) { run(id: $id) { events { kind payload } } }",
+            "query($id: ID!) { run(id: $id) { events { kind data { ... on MessageDeleted { messageId } } } } }",
             json!({ "id": run_id }),
         )
         .await;
@@ -663,7 +675,7 @@ async fn a_failed_run_can_be_retried() {
         .filter(|event| event["kind"] == "MESSAGE_DELETED")
         .collect();
     assert_eq!(deleted.len(), 1, "{events}");
-    assert_eq!(deleted[0]["payload"]["messageId"], error_reply["id"]);
+    assert_eq!(deleted[0]["data"]["messageId"], error_reply["id"]);
     // The refunded credit was taken again for the retry.
     let usage = app
         .data(Some(&token), "{ usage { consumed } }", json!({}))

@@ -6,8 +6,12 @@ use crate::on_both_backends;
 use crate::support::app::{Backend, TestApp};
 use crate::support::ws_client::WsClient;
 
-const PROJECT_EVENTS: &str =
-    "subscription($id: ID!, $after: Int) { projectEvents(projectId: $id, after: $after) { seq kind runId payload } }";
+const PROJECT_EVENTS: &str = "subscription($id: ID!, $after: Int) { projectEvents(projectId: $id, after: $after) { seq kind runId data {
+    ... on RunFinished { status outputTokens }
+    ... on FileWritten { path }
+    ... on MessageCreated { messageId }
+    ... on FragmentCreated { fragmentId }
+} } }";
 const RUN_EVENTS: &str =
     "subscription($id: ID!, $after: Int) { runEvents(runId: $id, after: $after) { seq kind } }";
 
@@ -82,10 +86,10 @@ on_both_backends!(
             ["MESSAGE_CREATED", "FRAGMENT_CREATED", "RUN_FINISHED"]
         );
         let finished = events.last().unwrap();
-        assert_eq!(finished["payload"]["status"], "SUCCEEDED");
-        assert!(finished["payload"]["outputTokens"].as_i64().unwrap() > 0);
+        assert_eq!(finished["data"]["status"], "SUCCEEDED");
+        assert!(finished["data"]["outputTokens"].as_i64().unwrap() > 0);
         let written = events.iter().find(|e| e["kind"] == "FILE_WRITTEN").unwrap();
-        assert_eq!(written["payload"]["path"], "app/page.tsx");
+        assert_eq!(written["data"]["path"], "app/page.tsx");
     }
 );
 
@@ -173,11 +177,11 @@ on_both_backends!(
             "{live:?}"
         );
         assert_eq!(
-            live[0]["payload"]["messageId"],
+            live[0]["data"]["messageId"],
             restored["restoreFragment"]["id"]
         );
         assert_eq!(
-            live[1]["payload"]["fragmentId"],
+            live[1]["data"]["fragmentId"],
             restored["restoreFragment"]["fragment"]["id"]
         );
     }

@@ -54,6 +54,23 @@ export async function gql(query, variables = {}) {
 
 // The documents the client uses, in one place.
 
+// Every kind's fields (`RunEventData` in schema.graphql); `error` differs in type between two
+// kinds, so the tool's is aliased.
+const EVENT_DATA = `__typename
+  ... on RunQueued { retry }
+  ... on RunStarted { attempt }
+  ... on SandboxReady { sandboxId previewUrl }
+  ... on ModelTextDelta { text }
+  ... on ModelResponse { inputTokens outputTokens }
+  ... on ToolCallStarted { callId name arguments }
+  ... on ToolOutput { callId stream text truncated omittedBytes }
+  ... on FileWritten { path bytes }
+  ... on ToolCallFinished { callId name ok toolError: error }
+  ... on MessageCreated { messageId role type }
+  ... on MessageDeleted { messageId }
+  ... on FragmentCreated { fragmentId messageId sandboxUrl title }
+  ... on RunFinished { status error inputTokens outputTokens costUsd }`;
+
 const RUN_FIELDS = 'id status inputTokens outputTokens costUsd error';
 
 export const Q = {
@@ -92,5 +109,5 @@ export const Q = {
   cancelRun: `mutation($runId: ID!) { cancelRun(runId: $runId) { ${RUN_FIELDS} } }`,
   retryRun: `mutation($runId: ID!) { retryRun(runId: $runId) { ${RUN_FIELDS} } }`,
   projectEvents: `subscription($projectId: ID!, $after: Int) {
-    projectEvents(projectId: $projectId, after: $after) { seq runId kind payload createdAt } }`,
+    projectEvents(projectId: $projectId, after: $after) { seq runId kind data { ${EVENT_DATA} } createdAt } }`,
 };

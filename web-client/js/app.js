@@ -839,7 +839,7 @@ function subscribeEvents(projectId) {
 }
 
 function onEvent(event) {
-  const p = event.payload || {};
+  const p = event.data || {};
   switch (event.kind) {
     case 'MODEL_TEXT_DELTA': {
       state.liveText.set(event.runId, (state.liveText.get(event.runId) || '') + (p.text || ''));
@@ -853,16 +853,16 @@ function onEvent(event) {
       break;
     }
     case 'TOOL_OUTPUT': {
-      const text = p.truncated ? `\n… ${fmtInt(p.omittedBytes)} more bytes not shown …\n` : p.chunk || '';
-      const call = [...state.activity].reverse().find((a) => a.kind === 'TOOL_CALL_STARTED' && a.payload.callId === p.callId);
+      const text = p.truncated ? `\n… ${fmtInt(p.omittedBytes)} more bytes not shown …\n` : p.text || '';
+      const call = [...state.activity].reverse().find((a) => a.kind === 'TOOL_CALL_STARTED' && a.data.callId === p.callId);
       if (call) call.output = ((call.output || '') + text).slice(-4000);
       else pushActivity({ ...event, text });
       break;
     }
     case 'TOOL_CALL_FINISHED': {
-      const call = [...state.activity].reverse().find((a) => a.kind === 'TOOL_CALL_STARTED' && a.payload.callId === p.callId);
+      const call = [...state.activity].reverse().find((a) => a.kind === 'TOOL_CALL_STARTED' && a.data.callId === p.callId);
       if (call) {
-        call.finished = { ok: p.ok, error: p.error };
+        call.finished = { ok: p.ok, error: p.toolError ? toolErrorText(p.toolError) : '' };
       } else pushActivity(event);
       break;
     }
@@ -1197,8 +1197,13 @@ const KIND_LABEL = {
   RUN_FINISHED: 'Finished',
 };
 
+/** What a failed tool told the model: its message, else the whole JSON. */
+function toolErrorText(error) {
+  return typeof error?.error === 'string' ? error.error : JSON.stringify(error);
+}
+
 function describe(item) {
-  const p = item.payload || {};
+  const p = item.data || {};
   switch (item.kind) {
     case 'RUN_STARTED':
       return p.attempt > 1 ? `attempt ${p.attempt}` : '';
@@ -1207,7 +1212,7 @@ function describe(item) {
     case 'MODEL_TEXT_DELTA':
       return item.text;
     case 'MODEL_RESPONSE':
-      return p.usage ? `${fmtInt(p.usage.input_tokens ?? p.usage.inputTokens)} in · ${fmtInt(p.usage.output_tokens ?? p.usage.outputTokens)} out` : '';
+      return `${fmtInt(p.inputTokens)} in · ${fmtInt(p.outputTokens)} out`;
     case 'TOOL_CALL_STARTED': {
       let args = p.arguments;
       if (typeof args === 'string') {
@@ -1225,7 +1230,7 @@ function describe(item) {
     case 'FILE_WRITTEN':
       return p.path;
     case 'TOOL_CALL_FINISHED':
-      return `${p.name} ${p.ok ? 'ok' : `failed${p.error ? `: ${p.error}` : ''}`}`;
+      return `${p.name} ${p.ok ? 'ok' : `failed${p.toolError ? `: ${toolErrorText(p.toolError)}` : ''}`}`;
     case 'FRAGMENT_CREATED':
       return p.title || '';
     case 'MESSAGE_CREATED':

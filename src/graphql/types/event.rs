@@ -1,11 +1,14 @@
-use async_graphql::{Enum, SimpleObject, ID};
+use async_graphql::{Enum, SimpleObject, Union, ID};
 use chrono::{DateTime, Utc};
+use serde_json::Value;
 
+use super::message::{MessageRole, MessageType};
+use super::run::RunStatus;
 use super::to_id;
 use crate::entity::run_event;
-use crate::events::EventKind;
+use crate::events::{self, EventKind};
 
-/// What a run event reports; `payload`'s fields depend on it (see the README).
+/// What a run event reports; `data` is the object of the same name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 #[graphql(remote = "crate::events::EventKind")]
 pub enum RunEventKind {
@@ -33,24 +36,286 @@ pub struct RunEvent {
     /// `null` for an event outside a run.
     pub run_id: Option<ID>,
     pub kind: RunEventKind,
-    pub payload: async_graphql::Json<serde_json::Value>,
+    pub data: RunEventData,
+    /// The stored fields of `data` as JSON.
+    #[graphql(deprecation = "use data")]
+    pub payload: async_graphql::Json<Value>,
     pub created_at: DateTime<Utc>,
 }
 
 impl From<run_event::Model> for RunEvent {
     fn from(model: run_event::Model) -> Self {
-        // Rows are only written from `EventKind`s (a unit test checks they all read back); a
-        // row from a newer version, say, is logged and shown as its run's lifecycle event.
-        let kind = EventKind::parse(&model.kind).unwrap_or_else(|| {
-            tracing::error!(kind = %model.kind, seq = model.seq, "unknown run event kind");
-            EventKind::RunQueued
-        });
+        // Rows are only written from `RunEventData` (tests read every kind and the older
+        // shapes back); a row that still does not read (say, from a newer version) is logged
+        // and shown as what it is.
+        let (kind, data) = match events::RunEventData::from_row(&model.kind, &model.payload) {
+            Ok(data) => (data.kind(), data.into()),
+            Err(err) => {
+                tracing::error!(kind = %model.kind, seq = model.seq, %err, "unreadable run event");
+                let kind = EventKind::parse(&model.kind).unwrap_or(EventKind::RunQueued);
+                let data = RunEventData::UnreadableEvent(UnreadableEvent {
+                    kind: model.kind,
+                    reason: err.to_string(),
+                });
+                (kind, data)
+            }
+        };
         Self {
             seq: model.seq,
             run_id: model.run_id.map(to_id),
             kind: kind.into(),
+            data,
             payload: async_graphql::Json(model.payload),
             created_at: model.created_at,
+        }
+    }
+}
+
+/// What happened, one object per `RunEventKind`.
+#[derive(Union)]
+pub enum RunEventData {
+    RunQueued(RunQueued),
+    RunStarted(RunStarted),
+    SandboxReady(SandboxReady),
+    ModelTextDelta(ModelTextDelta),
+    ModelResponse(ModelResponse),
+    ToolCallStarted(ToolCallStarted),
+    ToolOutput(ToolOutput),
+    FileWritten(FileWritten),
+    ToolCallFinished(ToolCallFinished),
+    MessageCreated(MessageCreated),
+    MessageDeleted(MessageDeleted),
+    FragmentCreated(FragmentCreated),
+    RunFinished(RunFinished),
+    UnreadableEvent(UnreadableEvent),
+}
+
+/// A generation waits for a worker.
+#[derive(SimpleObject)]
+pub struct RunQueued {
+    /// Queued again by `retryRun`.
+    pub retry: bool,
+}
+
+/// A worker took the run; `attempt` counts its tries.
+#[derive(SimpleObject)]
+pub struct RunStarted {
+    pub attempt: i32,
+}
+
+/// The project's sandbox is up.
+#[derive(SimpleObject)]
+pub struct SandboxReady {
+    pub sandbox_id: String,
+    pub preview_url: String,
+}
+
+/// Streamed model text; neighbouring deltas arrive merged.
+#[derive(SimpleObject)]
+pub struct ModelTextDelta {
+    pub text: String,
+}
+
+/// One whole model response: a step of the run's transcript.
+#[derive(SimpleObject)]
+pub struct ModelResponse {
+    pub text: String,
+    pub tool_calls: Vec<ToolCall>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+#[derive(SimpleObject)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    pub arguments: async_graphql::Json<Value>,
+}
+
+/// The model called a tool.
+#[derive(SimpleObject)]
+pub struct ToolCallStarted {
+    pub call_id: String,
+    pub name: String,
+    pub arguments: async_graphql::Json<Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[graphql(remote = "crate::events::OutputStream")]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+/// Streamed output of a tool call. Past `AGENT_OUTPUT_STREAM_BYTES`, once: `truncated` with
+/// the bytes left out (and no stream).
+#[derive(SimpleObject)]
+pub struct ToolOutput {
+    pub call_id: String,
+    pub stream: Option<OutputStream>,
+    pub text: String,
+    pub truncated: bool,
+    pub omitted_bytes: u64,
+}
+
+/// A tool wrote a file of the app.
+#[derive(SimpleObject)]
+pub struct FileWritten {
+    pub path: String,
+    /// 0 for events stored before sizes were recorded.
+    pub bytes: u64,
+}
+
+/// A tool call ended; `error` is what the model was told.
+#[derive(SimpleObject)]
+pub struct ToolCallFinished {
+    pub call_id: String,
+    pub name: String,
+    pub ok: bool,
+    /// What the tool told the model when it failed.
+    pub error: Option<async_graphql::Json<Value>>,
+}
+
+/// A message was stored; `runId` is null for a restored version.
+#[derive(SimpleObject)]
+pub struct MessageCreated {
+    pub message_id: ID,
+    pub role: MessageRole,
+    #[graphql(name = "type")]
+    pub message_type: MessageType,
+}
+
+/// A failed run's error reply, removed when the run is retried.
+#[derive(SimpleObject)]
+pub struct MessageDeleted {
+    pub message_id: ID,
+}
+
+/// A version of the app was stored; `runId` is null for a restored version.
+#[derive(SimpleObject)]
+pub struct FragmentCreated {
+    pub fragment_id: ID,
+    pub message_id: ID,
+    pub sandbox_url: String,
+    pub title: String,
+}
+
+/// The run ended: the last event of a run.
+#[derive(SimpleObject)]
+pub struct RunFinished {
+    pub status: RunStatus,
+    pub error: Option<String>,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cost_usd: f64,
+}
+
+/// A stored event this server cannot read (its `kind` is then RUN_QUEUED).
+#[derive(SimpleObject)]
+pub struct UnreadableEvent {
+    /// The stored kind.
+    pub kind: String,
+    pub reason: String,
+}
+
+impl From<events::RunEventData> for RunEventData {
+    fn from(data: events::RunEventData) -> Self {
+        use events::RunEventData as Data;
+        match data {
+            Data::RunQueued { retry } => Self::RunQueued(RunQueued { retry }),
+            Data::RunStarted { attempt } => Self::RunStarted(RunStarted { attempt }),
+            Data::SandboxReady {
+                sandbox_id,
+                preview_url,
+            } => Self::SandboxReady(SandboxReady {
+                sandbox_id,
+                preview_url,
+            }),
+            Data::ModelTextDelta { text } => Self::ModelTextDelta(ModelTextDelta { text }),
+            Data::ModelResponse(response) => Self::ModelResponse(ModelResponse {
+                text: response.text,
+                tool_calls: response
+                    .tool_calls
+                    .into_iter()
+                    .map(|call| ToolCall {
+                        id: call.id,
+                        name: call.name,
+                        arguments: async_graphql::Json(call.arguments),
+                    })
+                    .collect(),
+                input_tokens: response.usage.input_tokens,
+                output_tokens: response.usage.output_tokens,
+            }),
+            Data::ToolCallStarted {
+                call_id,
+                name,
+                arguments,
+            } => Self::ToolCallStarted(ToolCallStarted {
+                call_id,
+                name,
+                arguments: async_graphql::Json(arguments),
+            }),
+            Data::ToolOutput {
+                call_id,
+                stream,
+                text,
+                truncated,
+                omitted_bytes,
+            } => Self::ToolOutput(ToolOutput {
+                call_id,
+                stream: stream.map(Into::into),
+                text,
+                truncated,
+                omitted_bytes,
+            }),
+            Data::FileWritten { path, bytes } => Self::FileWritten(FileWritten { path, bytes }),
+            Data::ToolCallFinished {
+                call_id,
+                name,
+                ok,
+                error,
+            } => Self::ToolCallFinished(ToolCallFinished {
+                call_id,
+                name,
+                ok,
+                error: error.map(async_graphql::Json),
+            }),
+            Data::MessageCreated {
+                message_id,
+                role,
+                message_type,
+            } => Self::MessageCreated(MessageCreated {
+                message_id: to_id(message_id),
+                role: role.into(),
+                message_type: message_type.into(),
+            }),
+            Data::MessageDeleted { message_id } => Self::MessageDeleted(MessageDeleted {
+                message_id: to_id(message_id),
+            }),
+            Data::FragmentCreated {
+                fragment_id,
+                message_id,
+                sandbox_url,
+                title,
+            } => Self::FragmentCreated(FragmentCreated {
+                fragment_id: to_id(fragment_id),
+                message_id: to_id(message_id),
+                sandbox_url,
+                title,
+            }),
+            Data::RunFinished {
+                status,
+                error,
+                input_tokens,
+                output_tokens,
+                cost_usd,
+            } => Self::RunFinished(RunFinished {
+                status: status.into(),
+                error,
+                input_tokens,
+                output_tokens,
+                cost_usd,
+            }),
         }
     }
 }

@@ -8,12 +8,14 @@ use crate::entity::{fragment, message, run};
 use crate::graphql::loaders::{FragmentByMessage, LoadedMessage, RunById};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[graphql(remote = "crate::entity::message::Role")]
 pub enum MessageRole {
     User,
     Assistant,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[graphql(remote = "crate::entity::message::MessageType")]
 pub enum MessageType {
     Result,
     Error,
@@ -55,14 +57,8 @@ impl From<message::Model> for Message {
             id: to_id(model.id),
             uuid: model.id,
             run_id: model.run_id,
-            role: match model.role {
-                message::Role::User => MessageRole::User,
-                message::Role::Assistant => MessageRole::Assistant,
-            },
-            message_type: match model.message_type {
-                message::MessageType::Result => MessageType::Result,
-                message::MessageType::Error => MessageType::Error,
-            },
+            role: model.role.into(),
+            message_type: model.message_type.into(),
             content: model.content,
             created_at: model.created_at,
             preloaded_fragment: None,

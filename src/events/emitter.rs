@@ -12,13 +12,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use sea_orm::DatabaseConnection;
-use serde_json::{json, Value};
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::events::{record_event, BusMessage, EventBus, EventKind};
+use super::{record_event, BusMessage, EventBus, OutputStream, RunEventData};
 use crate::sandbox::OutputChunk;
 
 const CHANNEL_CAPACITY: usize = 64;
@@ -40,23 +39,24 @@ struct Text {
 }
 
 impl Text {
-    fn into_event(self) -> (EventKind, Value) {
+    fn into_event(self) -> RunEventData {
         let (call_id, stream) = match self.source {
-            TextSource::ModelText => {
-                return (EventKind::ModelTextDelta, json!({ "text": self.text }))
-            }
-            TextSource::Stdout { call_id } => (call_id, "stdout"),
-            TextSource::Stderr { call_id } => (call_id, "stderr"),
+            TextSource::ModelText => return RunEventData::ModelTextDelta { text: self.text },
+            TextSource::Stdout { call_id } => (call_id, OutputStream::Stdout),
+            TextSource::Stderr { call_id } => (call_id, OutputStream::Stderr),
         };
-        (
-            EventKind::ToolOutput,
-            json!({ "callId": call_id, "stream": stream, "chunk": self.text }),
-        )
+        RunEventData::ToolOutput {
+            call_id,
+            stream: Some(stream),
+            text: self.text,
+            truncated: false,
+            omitted_bytes: 0,
+        }
     }
 }
 
 enum Command {
-    Event(EventKind, Value),
+    Event(RunEventData),
     Text(Text),
     Flush(oneshot::Sender<()>),
 }
@@ -116,9 +116,9 @@ struct Store {
 }
 
 impl Store {
-    async fn event(&self, (kind, payload): (EventKind, Value)) {
-        let run_id = self.run_id;
-        match record_event(&self.db, self.project_id, run_id, kind, payload).await {
+    async fn event(&self, data: RunEventData) {
+        let (run_id, kind) = (self.run_id, data.kind());
+        match record_event(&self.db, self.project_id, run_id, data).await {
             Ok(_) => {
                 self.bus
                     .publish(BusMessage::ProjectEvents(self.project_id))
@@ -159,9 +159,9 @@ impl Store {
                         self.text(batch.take()).await;
                     }
                 }
-                Some(Command::Event(kind, payload)) => {
+                Some(Command::Event(data)) => {
                     self.text(batch.take()).await;
-                    self.event((kind, payload)).await;
+                    self.event(data).await;
                 }
                 Some(Command::Flush(done)) => {
                     self.text(batch.take()).await;
@@ -204,8 +204,8 @@ impl Emitter {
         let _ = self.sender.send(command).await;
     }
 
-    pub async fn emit(&self, kind: EventKind, payload: Value) {
-        self.send(Command::Event(kind, payload)).await;
+    pub async fn emit(&self, data: RunEventData) {
+        self.send(Command::Event(data)).await;
     }
 
     /// Output of a tool call, merged with the neighbouring output of its stream.
@@ -220,10 +220,13 @@ impl Emitter {
 
     /// A tool call's output reached the streaming limit: this much of it was not streamed.
     pub async fn emit_output_omitted(&self, call_id: &str, omitted_bytes: u64) {
-        self.emit(
-            EventKind::ToolOutput,
-            json!({ "callId": call_id, "truncated": true, "omittedBytes": omitted_bytes }),
-        )
+        self.emit(RunEventData::ToolOutput {
+            call_id: call_id.to_owned(),
+            stream: None,
+            text: String::new(),
+            truncated: true,
+            omitted_bytes,
+        })
         .await;
     }
 
@@ -375,17 +378,20 @@ mod tests {
     }
 
     #[test]
-    fn tool_output_payloads_name_call_and_stream() {
+    fn tool_output_names_call_and_stream() {
         assert_eq!(
             stderr("c1", "oops").into_event(),
-            (
-                EventKind::ToolOutput,
-                json!({ "callId": "c1", "stream": "stderr", "chunk": "oops" })
-            )
+            RunEventData::ToolOutput {
+                call_id: "c1".into(),
+                stream: Some(OutputStream::Stderr),
+                text: "oops".into(),
+                truncated: false,
+                omitted_bytes: 0,
+            }
         );
         assert_eq!(
             delta("hi").into_event(),
-            (EventKind::ModelTextDelta, json!({ "text": "hi" }))
+            RunEventData::ModelTextDelta { text: "hi".into() }
         );
     }
 
@@ -406,7 +412,7 @@ mod tests {
 
         use super::*;
         use crate::entity::{run_event, user::Plan};
-        use crate::events::InProcessBus;
+        use crate::events::{EventKind, InProcessBus};
         use crate::services::{self, Viewer};
 
         /// The run's events, without those stored when it was queued.
@@ -419,6 +425,20 @@ mod tests {
                 .all(db)
                 .await
                 .unwrap()
+        }
+
+        fn data(events: &[run_event::Model]) -> Vec<RunEventData> {
+            events
+                .iter()
+                .map(|e| RunEventData::from_row(&e.kind, &e.payload).unwrap())
+                .collect()
+        }
+
+        fn assert_gapless(events: &[run_event::Model]) {
+            let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+            let first = seqs[0];
+            let expected: Vec<i64> = (first..first + seqs.len() as i64).collect();
+            assert_eq!(seqs, expected, "gapless");
         }
 
         /// An emitter for a fresh run in a fresh SQLite database.
@@ -445,10 +465,20 @@ mod tests {
             (dir, db, run_id, emitter)
         }
 
+        fn output(stream: OutputStream, text: &str) -> RunEventData {
+            RunEventData::ToolOutput {
+                call_id: "c1".into(),
+                stream: Some(stream),
+                text: text.into(),
+                truncated: false,
+                omitted_bytes: 0,
+            }
+        }
+
         #[tokio::test]
         async fn flush_stores_queued_text_merged_between_events_in_order() {
             let (_dir, db, run_id, emitter) = emitter().await;
-            emitter.emit(EventKind::RunStarted, json!({})).await;
+            emitter.emit(RunEventData::RunStarted { attempt: 1 }).await;
             for text in ["Wri", "ting ", "the page."] {
                 emitter.emit_text_delta(text.into()).await;
             }
@@ -465,55 +495,95 @@ mod tests {
             emitter.flush().await;
 
             let events = run_events(&db, run_id).await;
-            let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
-            let first = seqs[0];
-            assert_eq!(seqs, (first..first + 7).collect::<Vec<_>>(), "gapless");
-            let stored: Vec<(&str, Value)> = events
-                .iter()
-                .map(|e| (e.kind.as_str(), e.payload.clone()))
-                .collect();
+            assert_gapless(&events);
+            let text = |text: &str| RunEventData::ModelTextDelta { text: text.into() };
             assert_eq!(
-                stored,
+                data(&events),
                 [
-                    ("RUN_STARTED", json!({})),
-                    ("MODEL_TEXT_DELTA", json!({ "text": "Writing the page." })),
-                    (
-                        "TOOL_OUTPUT",
-                        json!({ "callId": "c1", "stream": "stdout", "chunk": "1\n2\n" })
-                    ),
-                    (
-                        "TOOL_OUTPUT",
-                        json!({ "callId": "c1", "stream": "stderr", "chunk": "warn\n" })
-                    ),
-                    (
-                        "TOOL_OUTPUT",
-                        json!({ "callId": "c1", "stream": "stdout", "chunk": "3\n" })
-                    ),
-                    (
-                        "TOOL_OUTPUT",
-                        json!({ "callId": "c1", "truncated": true, "omittedBytes": 42 })
-                    ),
-                    ("MODEL_TEXT_DELTA", json!({ "text": "Done." })),
+                    RunEventData::RunStarted { attempt: 1 },
+                    text("Writing the page."),
+                    output(OutputStream::Stdout, "1\n2\n"),
+                    output(OutputStream::Stderr, "warn\n"),
+                    output(OutputStream::Stdout, "3\n"),
+                    RunEventData::ToolOutput {
+                        call_id: "c1".into(),
+                        stream: None,
+                        text: String::new(),
+                        truncated: true,
+                        omitted_bytes: 42,
+                    },
+                    text("Done."),
                 ]
             );
+        }
+
+        /// Text of each source as stored, in order, with neighbouring events of one source
+        /// joined (how many events a source's run of text became depends on timing).
+        fn joined_text(events: Vec<RunEventData>) -> Vec<(Option<OutputStream>, String)> {
+            let mut joined: Vec<(Option<OutputStream>, String)> = Vec::new();
+            for event in events {
+                let (source, text) = match event {
+                    RunEventData::ModelTextDelta { text } => (None, text),
+                    RunEventData::ToolOutput { stream, text, .. } => (stream, text),
+                    other => panic!("only text was sent, got {other:?}"),
+                };
+                match joined.last_mut() {
+                    Some((last, joined_text)) if *last == source => joined_text.push_str(&text),
+                    _ => joined.push((source, text)),
+                }
+            }
+            joined
+        }
+
+        #[tokio::test]
+        async fn interleaved_text_is_stored_in_order_and_whole() {
+            let (_dir, db, run_id, emitter) = emitter().await;
+            // Runs of each source longer than a batch, so merging both splits and joins.
+            let mut sent: Vec<(Option<OutputStream>, String)> = Vec::new();
+            for round in 0..12 {
+                let source =
+                    [None, Some(OutputStream::Stdout), Some(OutputStream::Stderr)][round % 3];
+                let mut text = String::new();
+                for piece in 0..(1 + round * 40) {
+                    let line = format!("{round}:{piece} {}\n", "x".repeat(round * 10));
+                    text.push_str(&line);
+                    match source {
+                        None => emitter.emit_text_delta(line).await,
+                        Some(OutputStream::Stdout) => {
+                            emitter.emit_output("c1", OutputChunk::Stdout(line)).await
+                        }
+                        Some(OutputStream::Stderr) => {
+                            emitter.emit_output("c1", OutputChunk::Stderr(line)).await
+                        }
+                    }
+                }
+                sent.push((source, text));
+            }
+            emitter.flush().await;
+
+            let events = run_events(&db, run_id).await;
+            assert_gapless(&events);
+            let stored = data(&events);
+            assert!(
+                stored.len() > sent.len(),
+                "batches of at most {BATCH_BYTES} bytes"
+            );
+            assert_eq!(joined_text(stored), sent);
         }
 
         #[tokio::test]
         async fn more_events_than_the_channel_holds_are_all_stored() {
             let (_dir, db, run_id, emitter) = emitter().await;
-            let n = CHANNEL_CAPACITY * 3;
+            let n = CHANNEL_CAPACITY as i32 * 3;
             for attempt in 0..n {
-                emitter
-                    .emit(EventKind::RunStarted, json!({ "attempt": attempt }))
-                    .await;
+                emitter.emit(RunEventData::RunStarted { attempt }).await;
             }
             emitter.flush().await;
-            let attempts: Vec<Value> = run_events(&db, run_id)
-                .await
-                .into_iter()
-                .map(|e| e.payload["attempt"].clone())
+            let attempts: Vec<RunEventData> = data(&run_events(&db, run_id).await);
+            let expected: Vec<RunEventData> = (0..n)
+                .map(|attempt| RunEventData::RunStarted { attempt })
                 .collect();
-            assert_eq!(attempts, (0..n).map(|a| json!(a)).collect::<Vec<_>>());
+            assert_eq!(attempts, expected);
         }
     }
 }
