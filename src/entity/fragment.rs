@@ -10,8 +10,6 @@ pub struct Model {
     pub message_id: Uuid,
     pub sandbox_url: String,
     pub title: String,
-    /// `{ "path": "content", … }`: every file written in the project so far.
-    pub files: Json,
     pub created_at: DateTimeUtc,
 }
 

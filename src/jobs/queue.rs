@@ -15,9 +15,10 @@ use uuid::Uuid;
 use super::JobError;
 use crate::agent::runner::{RunOutput, RunUsage};
 use crate::entity::message::{self, MessageType, Role};
+use crate::entity::project;
 use crate::entity::run::{self, RunStatus};
-use crate::entity::{fragment, project};
 use crate::events::{record_event, BusMessage, EventBus, EventKind};
+use crate::services::fragment::{create_fragment, NewFragment};
 
 /// Claims the run queued longest ago (a retry queues again at the back), or a running one whose lease expired (its worker died).
 pub async fn claim_next_run(
@@ -190,15 +191,15 @@ pub async fn succeed_run(
         return Ok(false);
     }
     let message = insert_assistant_message(&txn, run, MessageType::Result, output.reply).await?;
-    let fragment = fragment::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        message_id: Set(message.id),
-        sandbox_url: Set(output.sandbox_url.clone()),
-        title: Set(output.title.clone()),
-        files: Set(serde_json::to_value(&output.files).unwrap_or_default()),
-        created_at: Set(Utc::now()),
-    }
-    .insert(&txn)
+    let fragment = create_fragment(
+        &txn,
+        NewFragment {
+            message_id: message.id,
+            sandbox_url: output.sandbox_url.clone(),
+            title: output.title.clone(),
+        },
+        &output.files,
+    )
     .await?;
     record_event(
         &txn,

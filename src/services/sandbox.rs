@@ -8,9 +8,10 @@ use sea_orm::{ActiveModelTrait, DatabaseConnection, EntityTrait, Set, Transactio
 use serde_json::json;
 use uuid::Uuid;
 
+use super::fragment::NewFragment;
 use super::Viewer;
 use crate::entity::message::{self, MessageType, Role};
-use crate::entity::{fragment, project};
+use crate::entity::project;
 use crate::error::{AppError, AppResult};
 use crate::events::{record_event, BusMessage, EventBus, EventKind};
 use crate::sandbox::{FileMap, Sandbox, SandboxProvider};
@@ -86,7 +87,7 @@ pub async fn restore_fragment(
             "a generation is running for this project; wait for it or cancel it".to_owned(),
         ));
     }
-    let files = super::fragment::fragment_files(&old);
+    let files = super::fragment::fragment_files(db, old.id).await?;
     let newest = super::fragment::latest_files(db, project.id).await?;
     let sandbox = connect_project_sandbox(db, sandboxes, &project, &files).await?;
     for (path, content) in &files {
@@ -114,15 +115,15 @@ pub async fn restore_fragment(
     }
     .insert(&txn)
     .await?;
-    let fragment = fragment::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        message_id: Set(message.id),
-        sandbox_url: Set(url),
-        title: Set(old.title.clone()),
-        files: Set(old.files.clone()),
-        created_at: Set(now),
-    }
-    .insert(&txn)
+    let fragment = super::fragment::create_fragment(
+        &txn,
+        NewFragment {
+            message_id: message.id,
+            sandbox_url: url,
+            title: old.title.clone(),
+        },
+        &files,
+    )
     .await?;
     // Outside any run: other tabs on the project see the restored version come in.
     record_event(

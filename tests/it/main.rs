@@ -24,6 +24,7 @@ mod schema;
 mod sessions;
 mod subscriptions;
 mod support;
+mod versions;
 mod web_client;
 mod ws_limits;
 mod ws_protocol;
