@@ -2,6 +2,7 @@
 //! transactions) so they compose; they know nothing of GraphQL or HTTP.
 
 pub mod credits;
+pub mod export;
 pub mod file_blob;
 pub mod fragment;
 pub mod limit;

@@ -5,6 +5,7 @@ mod accounts;
 mod conformance;
 mod credits;
 mod errors;
+mod export;
 mod fuzz;
 mod headers;
 mod http_protocol;

@@ -13,7 +13,7 @@ use crate::on_both_backends;
 use crate::support::app::{error_code, Backend, TestApp};
 
 /// An app whose runs stay queued: versions come only from `add_version`.
-async fn quiet_app(backend: Backend) -> TestApp {
+pub async fn quiet_app(backend: Backend) -> TestApp {
     TestApp::builder(backend)
         .config(|c| c.worker_concurrency = 0)
         .start()
@@ -21,7 +21,7 @@ async fn quiet_app(backend: Backend) -> TestApp {
 }
 
 /// A project of the token's user (its first run stays queued).
-async fn new_project(app: &TestApp, token: &str) -> Uuid {
+pub async fn new_project(app: &TestApp, token: &str) -> Uuid {
     let (project_id, _) = app.create_project(token, "a versioned app").await;
     project_id.parse().unwrap()
 }
@@ -44,7 +44,7 @@ async fn seeded_project(app: &TestApp, token: &str, n: usize) -> Uuid {
 }
 
 /// Stores a version of the project as a run would: an ASSISTANT result and its fragment.
-async fn add_version(app: &TestApp, project_id: Uuid, files: &FileMap) -> Uuid {
+pub async fn add_version(app: &TestApp, project_id: Uuid, files: &FileMap) -> Uuid {
     let db = &app.server.state.db;
     let message = message::ActiveModel {
         id: Set(Uuid::now_v7()),
@@ -66,7 +66,7 @@ async fn add_version(app: &TestApp, project_id: Uuid, files: &FileMap) -> Uuid {
     create_fragment(db, new, files).await.unwrap().id
 }
 
-fn file_map(entries: &[(&str, &str)]) -> FileMap {
+pub fn file_map(entries: &[(&str, &str)]) -> FileMap {
     entries
         .iter()
         .map(|(path, content)| (path.to_string(), content.to_string()))
