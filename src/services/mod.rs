@@ -4,6 +4,7 @@
 pub mod credits;
 pub mod export;
 pub mod file_blob;
+pub mod fork;
 pub mod fragment;
 pub mod limit;
 pub mod message;

@@ -93,18 +93,30 @@ pub async fn list_projects(
     Ok(Page::from_overfetch(query.all(db).await?, page.first))
 }
 
-pub async fn rename_project(
-    db: &impl ConnectionTrait,
-    viewer: Viewer,
-    project_id: Uuid,
-    name: &str,
-) -> AppResult<project::Model> {
+/// A name a user gives a project, trimmed: 1 to [`MAX_NAME`] characters.
+pub fn validate_name(name: &str) -> AppResult<&str> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > MAX_NAME {
         return Err(AppError::bad_input(format!(
             "a project name has 1 to {MAX_NAME} characters"
         )));
     }
+    Ok(name)
+}
+
+/// A name made from another one with `suffix`, cut to [`MAX_NAME`] characters.
+pub fn derived_name(name: &str, suffix: &str) -> String {
+    let keep = MAX_NAME.saturating_sub(suffix.chars().count());
+    name.chars().take(keep).chain(suffix.chars()).collect()
+}
+
+pub async fn rename_project(
+    db: &impl ConnectionTrait,
+    viewer: Viewer,
+    project_id: Uuid,
+    name: &str,
+) -> AppResult<project::Model> {
+    let name = validate_name(name)?;
     let project = find_project(db, viewer, project_id).await?;
     let mut active: project::ActiveModel = project.into();
     active.name = Set(name.to_owned());

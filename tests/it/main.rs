@@ -6,6 +6,7 @@ mod conformance;
 mod credits;
 mod errors;
 mod export;
+mod fork;
 mod fuzz;
 mod headers;
 mod http_protocol;
