@@ -12,7 +12,7 @@
 // another preview's (`--other-preview`). Exits 0 when every step passed.
 
 import { chromium } from 'playwright-core';
-import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 
@@ -357,6 +357,34 @@ async function happyPath(page, t, wsSent, previews) {
   await page.screenshot({ path: screenshot.replace(/\.png$/, '-mobile.png') });
   await page.setViewportSize({ width: 1440, height: 900 });
   await page.emulateMedia({ colorScheme: 'light' });
+
+  step = 'download the project as a zip';
+  const [download] = await Promise.all([page.waitForEvent('download'), t('download-zip').click()]);
+  check(download.suggestedFilename() === 'My-todo-app.zip', `the zip is named after the project: ${download.suggestedFilename()}`);
+  const zip = readFileSync(await download.path());
+  check(zip.length > 100 && zip.subarray(0, 2).toString() === 'PK', `a zip archive was saved (${zip.length} bytes)`);
+
+  step = 'fork the first version';
+  check((await t('fork-fragment').count()) === 4, 'every version can be forked');
+  await t('fork-fragment').first().click();
+  await page.waitForURL((url) => url.pathname.startsWith('/projects/') && url.href !== projectUrl);
+  await t('project-name').filter({ hasText: 'My todo app-fork' }).waitFor();
+  await assistant.first().waitFor();
+  check((await assistant.count()) === 1, 'the fork starts with one version');
+  const forkedFrom = (await assistant.first().getByTestId('message-content').textContent()).trim();
+  check(forkedFrom === `Forked from the version “${firstTitle}” of My todo app.`, `the fork says where it came from: ${forkedFrom}`);
+  await t('tab-code').click();
+  await page.locator('[data-testid="file-item"][data-path="app/page.tsx"]').click();
+  check((await t('file-content').textContent()) === firstPage, 'the fork has the first version\'s app/page.tsx');
+  await t('tab-preview').click();
+  await t('project-item').first().hover();
+  await t('project-delete').first().click();
+  await t('project-delete-confirm').click();
+  await t('home-prompt').waitFor();
+  check((await t('project-item').count()) === 1, 'the original project is still there');
+  await page.goto(projectUrl);
+  await assistant.nth(3).waitFor();
+  check((await t('message').count()) === 7, 'the original conversation is unchanged');
 
   step = 'sign out and in again';
   await t('sign-out').click();

@@ -52,6 +52,37 @@ export async function gql(query, variables = {}) {
   return body.data;
 }
 
+/**
+ * Downloads a version of a project as a zip (`GET /projects/{id}/export.zip`, with the same
+ * bearer token as the API) and saves it; rejects with `GqlError` carrying the server's code.
+ */
+export async function downloadExport(projectId, fragmentId = null) {
+  const query = fragmentId ? `?fragment=${encodeURIComponent(fragmentId)}` : '';
+  const headers = {};
+  if (auth.token) headers.Authorization = `Bearer ${auth.token}`;
+  let response;
+  try {
+    response = await fetch(`/projects/${encodeURIComponent(projectId)}/export.zip${query}`, { headers });
+  } catch (err) {
+    throw new GqlError([{ message: `network error: ${err.message}`, extensions: { code: 'NETWORK' } }]);
+  }
+  if (!response.ok) {
+    const body = await response.json().catch(() => null);
+    const error = body?.error || { code: 'HTTP_' + response.status, message: `export failed (${response.status})` };
+    throw new GqlError([{ message: error.message, extensions: { code: error.code } }]);
+  }
+  const name = /filename="([^"]+)"/.exec(response.headers.get('Content-Disposition') || '')?.[1] || 'app.zip';
+  const url = URL.createObjectURL(await response.blob());
+  const link = document.createElement('a');
+  link.href = url;
+  link.download = name;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  // The download has the blob by now; the URL is only kept for that click.
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
+
 // The documents the client uses, in one place.
 
 const RUN_FIELDS = 'id status inputTokens outputTokens costUsd error';
@@ -89,6 +120,8 @@ export const Q = {
   openPreview: 'mutation($projectId: ID!) { openPreview(projectId: $projectId) { sandboxId url } }',
   restoreFragment: `mutation($fragmentId: ID!) {
     restoreFragment(fragmentId: $fragmentId) { id content fragment { id title sandboxUrl } } }`,
+  forkProject: `mutation($fragmentId: ID!) {
+    forkProject(fragmentId: $fragmentId) { id name createdAt updatedAt } }`,
   cancelRun: `mutation($runId: ID!) { cancelRun(runId: $runId) { ${RUN_FIELDS} } }`,
   retryRun: `mutation($runId: ID!) { retryRun(runId: $runId) { ${RUN_FIELDS} } }`,
   projectEvents: `subscription($projectId: ID!, $after: Int) {

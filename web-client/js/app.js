@@ -1,6 +1,6 @@
 // CodeKraft web client: plain ES modules, no build step, nothing loaded from the internet.
 
-import { auth, gql, GqlError, Q } from './api.js';
+import { auth, downloadExport, gql, GqlError, Q } from './api.js';
 import { h, mount, icon, formatDate, timeAgo, fmtInt, fmtUsd } from './dom.js';
 import { WsClient, wsUrl } from './ws.js';
 
@@ -28,6 +28,7 @@ const state = {
   // The open project's live preview (`openPreview`): idle → waking → ready | failed.
   preview: { projectId: null, url: null, status: 'idle', code: null, message: null },
   restoringFragmentId: null,
+  forkingFragmentId: null,
   previewTab: 'preview',
   selectedFile: null,
   authMode: 'signin',
@@ -695,6 +696,7 @@ function closeProject() {
   state.selectedFile = null;
   state.preview = { projectId: null, url: null, status: 'idle', code: null, message: null };
   state.restoringFragmentId = null;
+  state.forkingFragmentId = null;
 }
 
 async function openProject(id) {
@@ -761,6 +763,34 @@ async function restoreVersion(event, fragment) {
     state.selectedFile = null;
   }
   await loadConversation();
+}
+
+/** Fork: a new project starting from this version, then opens it. */
+async function forkVersion(event, fragment) {
+  event.currentTarget.disabled = true;
+  state.forkingFragmentId = fragment.id;
+  renderConversation();
+  const data = await attempt(() => gql(Q.forkProject, { fragmentId: fragment.id }));
+  state.forkingFragmentId = null;
+  if (!data) {
+    renderConversation();
+    return;
+  }
+  clearError();
+  const project = data.forkProject;
+  state.projects = [project, ...state.projects.filter((p) => p.id !== project.id)];
+  navigate(`/projects/${project.id}`);
+}
+
+/** Saves the project's newest version as a zip. */
+async function downloadProject(event) {
+  const button = event.currentTarget;
+  const projectId = state.project?.id;
+  if (!projectId) return;
+  button.disabled = true;
+  const done = await attempt(() => downloadExport(projectId).then(() => true));
+  button.disabled = false;
+  if (done) clearError();
 }
 
 /** Loads the whole conversation (all pages). Returns false when the project is gone. */
@@ -959,6 +989,19 @@ function renderProjectHeader() {
   mount(
     header,
     h('h1', { class: 'project-title', testid: 'project-name' }, state.project.name || '…'),
+    latestFragment()
+      ? h(
+          'button',
+          {
+            class: 'btn btn-ghost btn-xs',
+            testid: 'download-zip',
+            title: 'Download the newest version as a .zip (npm install, npm run dev)',
+            onclick: downloadProject,
+          },
+          icon('download'),
+          'Download .zip',
+        )
+      : null,
   );
   document.title = state.project.name ? `${state.project.name} · CodeKraft` : 'CodeKraft';
 }
@@ -1028,7 +1071,7 @@ function renderMessage(m, selected, superseded = false, busy = false) {
   );
 }
 
-/** A version's card (selects it in the preview pane) and, unless it is the latest, its Restore button. */
+/** A version's card (selects it in the preview pane), its Fork button and, unless it is the latest, its Restore button. */
 function renderFragment(f, selected, busy) {
   const isSelected = Boolean(selected && selected.id === f.id);
   const latest = latestFragment();
@@ -1057,21 +1100,38 @@ function renderFragment(f, selected, busy) {
         h('span', { class: 'muted fragment-files' }, `${plural(Object.keys(f.files || {}).length, 'file')} · ${f.sandboxUrl}`),
       ),
     ),
-    latest && latest.id !== f.id
-      ? h(
-          'button',
-          {
-            class: 'btn btn-ghost btn-xs restore-btn',
-            testid: 'restore-fragment',
-            dataset: { fragmentId: f.id },
-            disabled: busy || Boolean(state.restoringFragmentId),
-            title: busy ? 'Wait for the current generation to finish' : `Make “${f.title}” the newest version again`,
-            onclick: (e) => restoreVersion(e, f),
-          },
-          icon('undo'),
-          state.restoringFragmentId === f.id ? 'Restoring…' : 'Restore this version',
-        )
-      : null,
+    h(
+      'div',
+      { class: 'fragment-actions' },
+      latest && latest.id !== f.id
+        ? h(
+            'button',
+            {
+              class: 'btn btn-ghost btn-xs restore-btn',
+              testid: 'restore-fragment',
+              dataset: { fragmentId: f.id },
+              disabled: busy || Boolean(state.restoringFragmentId),
+              title: busy ? 'Wait for the current generation to finish' : `Make “${f.title}” the newest version again`,
+              onclick: (e) => restoreVersion(e, f),
+            },
+            icon('undo'),
+            state.restoringFragmentId === f.id ? 'Restoring…' : 'Restore this version',
+          )
+        : null,
+      h(
+        'button',
+        {
+          class: 'btn btn-ghost btn-xs fork-btn',
+          testid: 'fork-fragment',
+          dataset: { fragmentId: f.id },
+          disabled: Boolean(state.forkingFragmentId),
+          title: `Start a new project from “${f.title}”`,
+          onclick: (e) => forkVersion(e, f),
+        },
+        icon('fork'),
+        state.forkingFragmentId === f.id ? 'Forking…' : 'Fork',
+      ),
+    ),
   );
 }
 
