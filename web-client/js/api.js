@@ -107,7 +107,7 @@ export const Q = {
         pageInfo { hasNextPage endCursor }
         edges { node {
           id role type content createdAt
-          fragment { id title sandboxUrl files createdAt }
+          fragment { id title sandboxUrl fileList { path size hash } createdAt }
           run { ${RUN_FIELDS} }
         } }
       } } }`,
@@ -118,6 +118,10 @@ export const Q = {
   renameProject: 'mutation($id: ID!, $name: String!) { renameProject(id: $id, name: $name) { id name } }',
   deleteProject: 'mutation($id: ID!) { deleteProject(id: $id) { id } }',
   openPreview: 'mutation($projectId: ID!) { openPreview(projectId: $projectId) { sandboxId url } }',
+  // A version's files are listed with the conversation; contents and changes load when shown.
+  fragmentFile: 'query($id: ID!, $path: String!) { fragment(id: $id) { id file(path: $path) } }',
+  fragmentDiff: `query($id: ID!, $against: ID!) {
+    fragment(id: $id) { id diff(against: $against) { path status patch } } }`,
   restoreFragment: `mutation($fragmentId: ID!) {
     restoreFragment(fragmentId: $fragmentId) { id content fragment { id title sandboxUrl } } }`,
   forkProject: `mutation($fragmentId: ID!) {
