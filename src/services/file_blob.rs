@@ -2,11 +2,11 @@
 
 use std::collections::HashSet;
 
-use sea_orm::sea_query::OnConflict;
+use sea_orm::sea_query::{Expr, OnConflict, Query};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, Set};
 use sha2::{Digest, Sha256};
 
-use crate::entity::file_blob;
+use crate::entity::{file_blob, fragment_file};
 use crate::error::AppResult;
 
 /// Rows per statement, well under the bind-parameter limits of SQLite and PostgreSQL.
@@ -32,10 +32,13 @@ pub async fn store_contents<'a>(
     wanted.dedup_by_key(|(hash, _)| *hash);
     let mut stored: HashSet<String> = HashSet::new();
     for chunk in wanted.chunks(ROWS_PER_STATEMENT) {
+        // Shared locks (PostgreSQL; SQLite writes one at a time anyway) keep a clean-up from
+        // deleting these until the manifest naming them is committed.
         let found: Vec<String> = file_blob::Entity::find()
             .select_only()
             .column(file_blob::Column::Hash)
             .filter(file_blob::Column::Hash.is_in(chunk.iter().map(|(hash, _)| *hash)))
+            .lock_shared()
             .into_tuple()
             .all(db)
             .await?;
@@ -63,6 +66,31 @@ pub async fn store_contents<'a>(
             .await?;
     }
     Ok(())
+}
+
+/// Deletes those of `hashes` that no version names any more (after versions were deleted).
+/// A version stored meanwhile that names one holds it locked (see [`store_contents`]), and the
+/// foreign key refuses a deletion that would break it: then the blob stays, a cost of storage
+/// only.
+pub async fn delete_unused(db: &impl ConnectionTrait, hashes: &[String]) -> AppResult<u64> {
+    let mut deleted = 0;
+    for chunk in hashes.chunks(ROWS_PER_STATEMENT) {
+        let still_named = Query::select()
+            .expr(Expr::val(1))
+            .from(fragment_file::Entity)
+            .and_where(
+                Expr::col((fragment_file::Entity, fragment_file::Column::Hash))
+                    .equals((file_blob::Entity, file_blob::Column::Hash)),
+            )
+            .to_owned();
+        deleted += file_blob::Entity::delete_many()
+            .filter(file_blob::Column::Hash.is_in(chunk.iter().cloned()))
+            .filter(Expr::exists(still_named).not())
+            .exec(db)
+            .await?
+            .rows_affected;
+    }
+    Ok(deleted)
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use chrono::Utc;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set,
+    QuerySelect, RelationTrait, Set,
 };
 use uuid::Uuid;
 
@@ -181,6 +181,23 @@ pub async fn file_contents(
         }
     }
     Ok(found)
+}
+
+/// Every content the project's versions name, once each.
+pub async fn project_hashes(db: &impl ConnectionTrait, project_id: Uuid) -> AppResult<Vec<String>> {
+    Ok(fragment_file::Entity::find()
+        .select_only()
+        .column(fragment_file::Column::Hash)
+        .distinct()
+        .inner_join(fragment::Entity)
+        .join(
+            sea_orm::JoinType::InnerJoin,
+            fragment::Relation::Message.def(),
+        )
+        .filter(message::Column::ProjectId.eq(project_id))
+        .into_tuple()
+        .all(db)
+        .await?)
 }
 
 /// The project's newest version, if it has one.

@@ -124,8 +124,9 @@ pub async fn rename_project(
     Ok(active.update(db).await?)
 }
 
-/// Deletes the project and (by cascade) its messages, fragments, runs and events. Runs still
-/// executing are told to stop, and its sandbox is removed.
+/// Deletes the project and (by cascade) its messages, fragments, runs and events, then the file
+/// contents no other version names. Runs still executing are told to stop, and its sandbox is
+/// removed.
 ///
 /// Deletion wins over a run or a restore that is connecting the sandbox at the same time: the
 /// row goes in one `DELETE … RETURNING`, so its sandbox id is the last one recorded, and a
@@ -140,6 +141,7 @@ pub async fn delete_project(
 ) -> AppResult<project::Model> {
     find_project(db, viewer, project_id).await?;
     let active_runs = super::run::active_run_ids(db, project_id).await?;
+    let contents = super::fragment::project_hashes(db, project_id).await?;
     let backend = db.get_database_backend();
     let statement = Statement::from_sql_and_values(
         backend,
@@ -154,6 +156,10 @@ pub async fn delete_project(
         .ok_or(AppError::NotFound("project"))?;
     for run_id in active_runs {
         bus.publish(BusMessage::CancelRun(run_id)).await;
+    }
+    // The project is gone either way; contents left behind cost only storage.
+    if let Err(err) = super::file_blob::delete_unused(db, &contents).await {
+        tracing::warn!(%err, project_id = %project.id, "could not delete the file contents of a deleted project");
     }
     if let Some(sandbox_id) = &project.sandbox_id {
         // The project is gone either way; a sandbox left behind expires (E2B) or is only disk.

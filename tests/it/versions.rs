@@ -370,3 +370,40 @@ on_both_backends!(
         assert_eq!(row.try_get::<i64>("", "n").unwrap(), 46);
     }
 );
+
+on_both_backends!(
+    deleting_a_project_deletes_the_contents_only_it_had,
+    |backend: Backend| async move {
+        let app = quiet_app(backend).await;
+        let token = app.sign_up("cleanup@example.com").await;
+        let doomed = new_project(&app, &token).await;
+        let kept = new_project(&app, &token).await;
+        add_version(
+            &app,
+            doomed,
+            &file_map(&[("a.ts", "only here"), ("s.ts", "shared")]),
+        )
+        .await;
+        add_version(&app, doomed, &file_map(&[("a.ts", "only here too")])).await;
+        let kept_version = add_version(&app, kept, &file_map(&[("s.ts", "shared")])).await;
+        assert_eq!(app.count_rows("file_blob").await, 3);
+
+        app.data(
+            Some(&token),
+            "mutation($id: ID!) { deleteProject(id: $id) { id } }",
+            json!({ "id": doomed }),
+        )
+        .await;
+        assert_eq!(
+            app.count_rows("file_blob").await,
+            1,
+            "only the shared content stays"
+        );
+        assert_eq!(
+            fragment_files(&app.server.state.db, kept_version)
+                .await
+                .unwrap(),
+            file_map(&[("s.ts", "shared")])
+        );
+    }
+);
