@@ -170,6 +170,22 @@ on_both_backends!(
         );
         assert_eq!(fragment["file"], files["lib/é.ts"].as_str());
         assert_eq!(fragment["missing"], Value::Null);
+
+        // A path is at most 4 KiB.
+        for (length, refused) in [(4096, false), (4097, true)] {
+            let response = app
+                .gql(
+                    Some(&token),
+                    VERSION_FILES,
+                    json!({ "id": project_id, "path": "a".repeat(length) }),
+                )
+                .await;
+            if refused {
+                assert_eq!(error_code(&response), "BAD_USER_INPUT", "{response}");
+            } else {
+                assert!(response.get("errors").is_none(), "{response}");
+            }
+        }
     }
 );
 
