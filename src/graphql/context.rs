@@ -7,8 +7,8 @@ use async_graphql::{Context, Data};
 
 use super::error::GqlResult;
 use super::loaders::{
-    FileByPath, FileEntriesByFragment, FilesByFragment, FragmentByMessage, MessagesByProject,
-    RunById,
+    DiffByVersions, FileByPath, FileEntriesByFragment, FilesByFragment, FragmentByMessage,
+    MessagesByProject, RunById,
 };
 use crate::app::AppState;
 use crate::error::AppError;
@@ -42,6 +42,7 @@ pub fn loader_data(state: &AppState) -> Data {
     data.insert(loader(FilesByFragment(state.db.clone())));
     data.insert(loader(FileEntriesByFragment(state.db.clone())));
     data.insert(loader(FileByPath(state.db.clone())));
+    data.insert(loader(DiffByVersions(state.db.clone())));
     data
 }
 

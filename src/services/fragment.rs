@@ -183,6 +183,25 @@ pub async fn file_contents(
     Ok(found)
 }
 
+/// Those of `fragment_ids` that are versions of `owner_id`'s projects, in one statement.
+pub async fn owned_fragment_ids(
+    db: &impl ConnectionTrait,
+    owner_id: Uuid,
+    fragment_ids: &[Uuid],
+) -> AppResult<HashSet<Uuid>> {
+    let mut owned = HashSet::new();
+    for chunk in fragment_ids.chunks(ROWS_PER_STATEMENT) {
+        let found: Vec<Uuid> = fragment::find_owned(owner_id, chunk.iter().copied())
+            .select_only()
+            .column(fragment::Column::Id)
+            .into_tuple()
+            .all(db)
+            .await?;
+        owned.extend(found);
+    }
+    Ok(owned)
+}
+
 /// Every content the project's versions name, once each.
 pub async fn project_hashes(db: &impl ConnectionTrait, project_id: Uuid) -> AppResult<Vec<String>> {
     Ok(fragment_file::Entity::find()

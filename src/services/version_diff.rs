@@ -1,14 +1,14 @@
 //! What changed between two versions of a project: per file, ADDED, REMOVED or CHANGED with a
 //! unified diff.
 
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use sea_orm::ConnectionTrait;
 use similar::TextDiff;
 use uuid::Uuid;
 
-use super::fragment::{files_by_fragment, find_fragment};
-use super::Viewer;
+use super::fragment::{files_by_fragment, owned_fragment_ids};
 use crate::error::{AppError, AppResult};
 use crate::sandbox::FileMap;
 
@@ -35,22 +35,41 @@ pub struct FileDiff {
     pub patch: String,
 }
 
-/// The changes from version `against` to version `fragment_id`, both the viewer's.
-pub async fn diff_fragments(
+/// The changes from version `against` to version `fragment`, for each pair of versions that
+/// are both `owner_id`'s (other pairs are absent), in two statements however many pairs.
+pub async fn diff_versions(
     db: &impl ConnectionTrait,
-    viewer: Viewer,
-    fragment_id: Uuid,
-    against: Uuid,
-) -> AppResult<Vec<FileDiff>> {
-    find_fragment(db, viewer, fragment_id).await?;
-    find_fragment(db, viewer, against).await?;
-    let mut files = files_by_fragment(db, &[fragment_id, against]).await?;
-    let new = files.remove(&fragment_id).unwrap_or_default();
-    let old = files.remove(&against).unwrap_or_default();
+    owner_id: Uuid,
+    pairs: &[(Uuid, Uuid)],
+) -> AppResult<HashMap<(Uuid, Uuid), Vec<FileDiff>>> {
+    let ids: Vec<Uuid> = pairs
+        .iter()
+        .flat_map(|(fragment, against)| [*fragment, *against])
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let owned = owned_fragment_ids(db, owner_id, &ids).await?;
+    let owned_ids: Vec<Uuid> = owned.iter().copied().collect();
+    let files = files_by_fragment(db, &owned_ids).await?;
+    let pairs: Vec<(Uuid, Uuid)> = pairs
+        .iter()
+        .copied()
+        .filter(|(fragment, against)| owned.contains(fragment) && owned.contains(against))
+        .collect();
     // Diffing is CPU work of up to whole projects: off the async workers.
-    tokio::task::spawn_blocking(move || diff_files(&old, &new))
-        .await
-        .map_err(|err| AppError::Internal(format!("diffing versions: {err}")))
+    tokio::task::spawn_blocking(move || {
+        let none = FileMap::new();
+        pairs
+            .into_iter()
+            .map(|(fragment, against)| {
+                let new = files.get(&fragment).unwrap_or(&none);
+                let old = files.get(&against).unwrap_or(&none);
+                ((fragment, against), diff_files(old, new))
+            })
+            .collect()
+    })
+    .await
+    .map_err(|err| AppError::Internal(format!("diffing versions: {err}")))
 }
 
 /// The files that differ between `old` and `new`, by path.

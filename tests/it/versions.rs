@@ -114,7 +114,7 @@ on_both_backends!(
             "the first version stores the app: {first} bytes"
         );
         let mut previous = first;
-        for follow_up in 0..5 {
+        for follow_up in 0..10 {
             files.insert(
                 "app/page.tsx".to_owned(),
                 format!("export default () => <p>follow-up {follow_up}</p>;\n"),
@@ -254,14 +254,17 @@ on_both_backends!(
     |backend: Backend| async move {
         let app = quiet_app(backend).await;
         let token = app.sign_up("batched-files@example.com").await;
-        let query = "query($n: Int!) { projects(first: $n) { edges { node { messages { edges { node { fragment { fileList { path } file(path: \"app/page.tsx\") files } } } } } } } }";
+        let query = "query($n: Int!, $against: ID!) { projects(first: $n) { edges { node { messages(first: 3) { edges { node { fragment { fileList { path } file(path: \"app/page.tsx\") files diff(against: $against) { path status } } } } } } } } }";
         let mut counts = Vec::new();
         let mut projects = 0;
+        let mut against = None;
         for total in [2, 8] {
             while projects < total {
                 let project_id = seeded_project(&app, &token, projects).await;
                 let page = format!("page {projects}");
-                add_version(&app, project_id, &file_map(&[("app/page.tsx", &page)])).await;
+                let first =
+                    add_version(&app, project_id, &file_map(&[("app/page.tsx", &page)])).await;
+                against.get_or_insert(first);
                 add_version(
                     &app,
                     project_id,
@@ -270,14 +273,22 @@ on_both_backends!(
                 .await;
                 projects += 1;
             }
+            let variables = json!({ "n": total, "against": against });
             let before = app.db_statements();
-            let data = app.data(Some(&token), query, json!({ "n": total })).await;
+            let data = app.data(Some(&token), query, variables).await;
             let after = app.db_statements();
             let edges = data["projects"]["edges"].as_array().unwrap();
             assert_eq!(edges.len(), total);
             assert_eq!(
                 edges[0]["node"]["messages"]["edges"][2]["node"]["fragment"]["file"],
                 format!("page {}", total - 1)
+            );
+            assert_eq!(
+                edges[0]["node"]["messages"]["edges"][2]["node"]["fragment"]["diff"],
+                json!([
+                    { "path": "app/page.tsx", "status": "CHANGED" },
+                    { "path": "b", "status": "ADDED" },
+                ])
             );
             counts.push(after - before);
         }

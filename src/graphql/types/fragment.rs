@@ -9,7 +9,9 @@ use crate::error::AppError;
 use crate::graphql::context::ContextExt;
 use crate::graphql::error::GqlResult;
 use crate::graphql::limits;
-use crate::graphql::loaders::{FileByPath, FileEntriesByFragment, FilesByFragment};
+use crate::graphql::loaders::{
+    DiffByVersions, DiffKey, FileByPath, FileEntriesByFragment, FilesByFragment,
+};
 use crate::sandbox::FileMap;
 use crate::services::{fragment as versions, version_diff};
 
@@ -140,15 +142,17 @@ impl Fragment {
     /// What changed from version `against` (one of the viewer's, of any project) to this one.
     #[graphql(complexity = "limits::DIFF_COST")]
     async fn diff(&self, ctx: &Context<'_>, against: ID) -> async_graphql::Result<Vec<FileDiff>> {
-        let viewer = ctx.viewer()?;
-        let against = parse_id(&against, "fragment").gql()?;
-        Ok(
-            version_diff::diff_fragments(&ctx.state().db, viewer, self.uuid, against)
-                .await
-                .gql()?
-                .into_iter()
-                .map(FileDiff::from)
-                .collect(),
-        )
+        let key = DiffKey {
+            viewer_id: ctx.viewer()?.user_id,
+            fragment_id: self.uuid,
+            against: parse_id(&against, "fragment").gql()?,
+        };
+        let diff = ctx
+            .data_unchecked::<DataLoader<DiffByVersions>>()
+            .load_one(key)
+            .await?
+            .ok_or(AppError::NotFound("fragment"))
+            .gql()?;
+        Ok(diff.into_iter().map(FileDiff::from).collect())
     }
 }
