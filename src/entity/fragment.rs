@@ -10,8 +10,6 @@ pub struct Model {
     pub message_id: Uuid,
     pub sandbox_url: String,
     pub title: String,
-    /// `{ "path": "content", … }`: every file written in the project so far.
-    pub files: Json,
     pub created_at: DateTimeUtc,
 }
 
@@ -36,8 +34,13 @@ impl ActiveModelBehavior for ActiveModel {}
 
 /// A fragment, only if the project it belongs to is owned by `owner_id`.
 pub fn find_for_owner(owner_id: Uuid, fragment_id: Uuid) -> Select<Entity> {
+    find_owned(owner_id, [fragment_id])
+}
+
+/// Those of the fragments whose projects are owned by `owner_id`.
+pub fn find_owned(owner_id: Uuid, fragment_ids: impl IntoIterator<Item = Uuid>) -> Select<Entity> {
     Entity::find()
-        .filter(Column::Id.eq(fragment_id))
+        .filter(Column::Id.is_in(fragment_ids))
         .inner_join(super::message::Entity)
         .join(
             sea_orm::JoinType::InnerJoin,

@@ -1,6 +1,8 @@
 //! One module per table. Reads of owned rows go through the scoped finders next to each entity.
 
+pub mod file_blob;
 pub mod fragment;
+pub mod fragment_file;
 pub mod message;
 pub mod project;
 pub mod run;

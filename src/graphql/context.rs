@@ -6,7 +6,10 @@ use async_graphql::dataloader::{DataLoader, Loader};
 use async_graphql::{Context, Data};
 
 use super::error::GqlResult;
-use super::loaders::{FragmentByMessage, MessagesByProject, RunById};
+use super::loaders::{
+    DiffByVersions, FileByPath, FileEntriesByFragment, FilesByFragment, FragmentByMessage,
+    MessagesByProject, RunById,
+};
 use crate::app::AppState;
 use crate::error::AppError;
 use crate::services::Viewer;
@@ -36,6 +39,10 @@ pub fn loader_data(state: &AppState) -> Data {
     data.insert(loader(MessagesByProject(state.db.clone())));
     data.insert(loader(FragmentByMessage(state.db.clone())));
     data.insert(loader(RunById(state.db.clone())));
+    data.insert(loader(FilesByFragment(state.db.clone())));
+    data.insert(loader(FileEntriesByFragment(state.db.clone())));
+    data.insert(loader(FileByPath(state.db.clone())));
+    data.insert(loader(DiffByVersions(state.db.clone())));
     data
 }
 

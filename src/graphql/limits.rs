@@ -15,6 +15,12 @@ pub const TOO_MANY_FIELDS: &str = "TOO_MANY_FIELDS";
 
 /// Cost of `Fragment.files`: every file of the project.
 pub const FILES_COST: usize = 20;
+/// Cost of `Fragment.fileList`: a row per file, no contents.
+pub const FILE_LIST_COST: usize = 5;
+/// Cost of `Fragment.file`: one file's content.
+pub const FILE_COST: usize = 2;
+/// Cost of `Fragment.diff`: the files of two versions, compared.
+pub const DIFF_COST: usize = 2 * FILES_COST;
 /// Cost of one model response of `Run.transcript`.
 pub const TRANSCRIPT_RESPONSE_COST: usize = 5;
 

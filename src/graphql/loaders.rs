@@ -9,8 +9,17 @@ use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOr
 use uuid::Uuid;
 
 use crate::entity::{fragment, message, run};
+use crate::error::AppError;
+use crate::sandbox::FileMap;
+use crate::services::fragment::{file_contents, file_entries, files_by_fragment, FileEntry};
+use crate::services::version_diff::{diff_versions, FileDiff};
 
 fn db_error(err: sea_orm::DbErr) -> Arc<String> {
+    tracing::error!(%err, "loader query failed");
+    Arc::new("internal error".to_owned())
+}
+
+fn service_error(err: AppError) -> Arc<String> {
     tracing::error!(%err, "loader query failed");
     Arc::new("internal error".to_owned())
 }
@@ -125,5 +134,88 @@ impl Loader<Uuid> for RunById {
             .await
             .map_err(db_error)?;
         Ok(rows.into_iter().map(|row| (row.id, row)).collect())
+    }
+}
+
+/// Every file of each fragment, with contents (keyed by fragment id).
+pub struct FilesByFragment(pub DatabaseConnection);
+
+impl Loader<Uuid> for FilesByFragment {
+    type Value = FileMap;
+    type Error = Arc<String>;
+
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Self::Error> {
+        files_by_fragment(&self.0, keys)
+            .await
+            .map_err(service_error)
+    }
+}
+
+/// The manifest of each fragment, without contents (keyed by fragment id).
+pub struct FileEntriesByFragment(pub DatabaseConnection);
+
+impl Loader<Uuid> for FileEntriesByFragment {
+    type Value = Vec<FileEntry>;
+    type Error = Arc<String>;
+
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Self::Error> {
+        file_entries(&self.0, keys).await.map_err(service_error)
+    }
+}
+
+/// Single files' contents, keyed by (fragment id, path).
+pub struct FileByPath(pub DatabaseConnection);
+
+impl Loader<(Uuid, String)> for FileByPath {
+    type Value = String;
+    type Error = Arc<String>;
+
+    async fn load(
+        &self,
+        keys: &[(Uuid, String)],
+    ) -> Result<HashMap<(Uuid, String), Self::Value>, Self::Error> {
+        file_contents(&self.0, keys).await.map_err(service_error)
+    }
+}
+
+/// What changed between two versions, for the viewer named in the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DiffKey {
+    pub viewer_id: Uuid,
+    pub fragment_id: Uuid,
+    pub against: Uuid,
+}
+
+/// Diffs of versions, absent when a version is not the viewer's.
+pub struct DiffByVersions(pub DatabaseConnection);
+
+impl Loader<DiffKey> for DiffByVersions {
+    type Value = Vec<FileDiff>;
+    type Error = Arc<String>;
+
+    async fn load(&self, keys: &[DiffKey]) -> Result<HashMap<DiffKey, Self::Value>, Self::Error> {
+        // One viewer per request in practice; grouped so that one never sees another's.
+        let mut by_viewer: HashMap<Uuid, Vec<(Uuid, Uuid)>> = HashMap::new();
+        for key in keys {
+            by_viewer
+                .entry(key.viewer_id)
+                .or_default()
+                .push((key.fragment_id, key.against));
+        }
+        let mut diffs = HashMap::new();
+        for (viewer_id, pairs) in by_viewer {
+            let found = diff_versions(&self.0, viewer_id, &pairs)
+                .await
+                .map_err(service_error)?;
+            diffs.extend(found.into_iter().map(|((fragment_id, against), diff)| {
+                let key = DiffKey {
+                    viewer_id,
+                    fragment_id,
+                    against,
+                };
+                (key, diff)
+            }));
+        }
+        Ok(diffs)
     }
 }

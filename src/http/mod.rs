@@ -1,7 +1,8 @@
-//! The HTTP adapter: GraphQL (HTTP + WS), GraphiQL, health, metrics, web client; and the
-//! preview listener's proxy.
+//! The HTTP adapter: GraphQL (HTTP + WS), GraphiQL, health, metrics, project export, web
+//! client; and the preview listener's proxy.
 
 mod error;
+mod export;
 mod graphql;
 mod health;
 pub mod preview;
@@ -31,6 +32,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .merge(export::routes())
         .with_state(state.clone())
         .merge(previews)
         .fallback_service(static_files)

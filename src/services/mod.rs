@@ -2,6 +2,9 @@
 //! transactions) so they compose; they know nothing of GraphQL or HTTP.
 
 pub mod credits;
+pub mod export;
+pub mod file_blob;
+pub mod fork;
 pub mod fragment;
 pub mod limit;
 pub mod message;
@@ -15,6 +18,7 @@ pub mod sandbox_access;
 pub mod session;
 pub mod socket;
 pub mod user;
+pub mod version_diff;
 
 use uuid::Uuid;
 

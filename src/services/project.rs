@@ -93,18 +93,30 @@ pub async fn list_projects(
     Ok(Page::from_overfetch(query.all(db).await?, page.first))
 }
 
-pub async fn rename_project(
-    db: &impl ConnectionTrait,
-    viewer: Viewer,
-    project_id: Uuid,
-    name: &str,
-) -> AppResult<project::Model> {
+/// A name a user gives a project, trimmed: 1 to [`MAX_NAME`] characters.
+pub fn validate_name(name: &str) -> AppResult<&str> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > MAX_NAME {
         return Err(AppError::bad_input(format!(
             "a project name has 1 to {MAX_NAME} characters"
         )));
     }
+    Ok(name)
+}
+
+/// A name made from another one with `suffix`, cut to [`MAX_NAME`] characters.
+pub fn derived_name(name: &str, suffix: &str) -> String {
+    let keep = MAX_NAME.saturating_sub(suffix.chars().count());
+    name.chars().take(keep).chain(suffix.chars()).collect()
+}
+
+pub async fn rename_project(
+    db: &impl ConnectionTrait,
+    viewer: Viewer,
+    project_id: Uuid,
+    name: &str,
+) -> AppResult<project::Model> {
+    let name = validate_name(name)?;
     let project = find_project(db, viewer, project_id).await?;
     let mut active: project::ActiveModel = project.into();
     active.name = Set(name.to_owned());
@@ -112,8 +124,9 @@ pub async fn rename_project(
     Ok(active.update(db).await?)
 }
 
-/// Deletes the project and (by cascade) its messages, fragments, runs and events. Runs still
-/// executing are told to stop, and its sandbox is removed.
+/// Deletes the project and (by cascade) its messages, fragments, runs and events, then the file
+/// contents no other version names. Runs still executing are told to stop, and its sandbox is
+/// removed.
 ///
 /// Deletion wins over a run or a restore that is connecting the sandbox at the same time: the
 /// row goes in one `DELETE … RETURNING`, so its sandbox id is the last one recorded, and a
@@ -128,6 +141,7 @@ pub async fn delete_project(
 ) -> AppResult<project::Model> {
     find_project(db, viewer, project_id).await?;
     let active_runs = super::run::active_run_ids(db, project_id).await?;
+    let contents = super::fragment::project_hashes(db, project_id).await?;
     let backend = db.get_database_backend();
     let statement = Statement::from_sql_and_values(
         backend,
@@ -142,6 +156,10 @@ pub async fn delete_project(
         .ok_or(AppError::NotFound("project"))?;
     for run_id in active_runs {
         bus.publish(BusMessage::CancelRun(run_id)).await;
+    }
+    // The project is gone either way; contents left behind cost only storage.
+    if let Err(err) = super::file_blob::delete_unused(db, &contents).await {
+        tracing::warn!(%err, project_id = %project.id, "could not delete the file contents of a deleted project");
     }
     if let Some(sandbox_id) = &project.sandbox_id {
         // The project is gone either way; a sandbox left behind expires (E2B) or is only disk.

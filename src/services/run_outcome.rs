@@ -74,14 +74,12 @@ where
     C: ConnectionTrait + TransactionTrait,
 {
     let message = record_reply(txn, project_id, run_id, MessageType::Result, reply).await?;
-    let fragment = super::fragment::create_fragment(
-        txn,
-        message.id,
-        version.sandbox_url,
-        version.title,
-        &version.files,
-    )
-    .await?;
+    let new = super::fragment::NewFragment {
+        message_id: message.id,
+        sandbox_url: version.sandbox_url,
+        title: version.title,
+    };
+    let fragment = super::fragment::create_fragment(txn, new, &version.files).await?;
     let created = RunEventData::FragmentCreated {
         fragment_id: fragment.id,
         message_id: message.id,

@@ -83,7 +83,7 @@ pub async fn restore_fragment(
             "a generation is running for this project; wait for it or cancel it".to_owned(),
         ));
     }
-    let files = super::fragment::fragment_files(&old);
+    let files = super::fragment::fragment_files(db, old.id).await?;
     let newest = super::fragment::latest_files(db, project.id).await?;
     let sandbox = connect_project_sandbox(db, sandboxes, &project, &files).await?;
     for (path, content) in &files {

@@ -12,7 +12,7 @@
 // another preview's (`--other-preview`). Exits 0 when every step passed.
 
 import { chromium } from 'playwright-core';
-import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 
@@ -37,6 +37,13 @@ let step = 'launch';
 
 function check(condition, message) {
   if (!condition) throw new Error(`assertion failed: ${message}`);
+}
+
+/** The text the Code tab shows for `path`, once its content has loaded. */
+async function shownFile(page, path) {
+  const viewer = page.locator(`[data-testid="file-content"][data-path="${path}"][data-loaded="true"]`);
+  await viewer.waitFor();
+  return viewer.textContent();
 }
 
 async function main() {
@@ -208,7 +215,7 @@ async function happyPath(page, t, wsSent, previews) {
   await pageFile.waitFor();
   await pageFile.click();
   check((await t('file-path').textContent()) === 'app/page.tsx', 'the viewer shows app/page.tsx');
-  const firstPage = await t('file-content').textContent();
+  const firstPage = await shownFile(page, 'app/page.tsx');
   check(firstPage.length > 50, 'app/page.tsx has content');
   await t('tab-preview').click();
   await t('preview-frame').waitFor();
@@ -260,7 +267,7 @@ async function happyPath(page, t, wsSent, previews) {
   const firstTitle = (await t('fragment-card').first().getByTestId('fragment-title').textContent()).trim();
   await t('tab-code').click();
   await page.locator('[data-testid="file-item"][data-path="app/page.tsx"]').click();
-  const latestPage = await t('file-content').textContent();
+  const latestPage = await shownFile(page, 'app/page.tsx');
   await t('tab-preview').click();
   // A second tab on the same project sees the restore arrive live, without a reload.
   const otherTab = await page.context().newPage();
@@ -287,7 +294,7 @@ async function happyPath(page, t, wsSent, previews) {
   check((await t('restore-fragment').count()) === 3, 'the versions before the restored one can be restored');
   await t('tab-code').click();
   await page.locator('[data-testid="file-item"][data-path="app/page.tsx"]').click();
-  const restoredPage = await t('file-content').textContent();
+  const restoredPage = await shownFile(page, 'app/page.tsx');
   check(restoredPage === firstPage, 'the Code tab shows the first version\'s app/page.tsx again');
   check(latestPage !== firstPage, 'the follow-ups changed app/page.tsx (so the restore is visible)');
   await t('tab-preview').click();
@@ -361,6 +368,41 @@ async function happyPath(page, t, wsSent, previews) {
   await page.screenshot({ path: screenshot.replace(/\.png$/, '-mobile.png') });
   await page.setViewportSize({ width: 1440, height: 900 });
   await page.emulateMedia({ colorScheme: 'light' });
+
+  step = 'the Changes tab shows what the selected version changed';
+  await t('tab-changes').click();
+  const changedPage = page.locator('[data-testid="file-diff"][data-path="app/page.tsx"][data-status="CHANGED"]');
+  await changedPage.waitFor();
+  check(/^-/m.test(await changedPage.textContent()) || (await changedPage.locator('.diff-del').count()) > 0, 'the patch shows removed lines');
+  await t('tab-preview').click();
+
+  step = 'download the project as a zip';
+  const [download] = await Promise.all([page.waitForEvent('download'), t('download-zip').click()]);
+  check(download.suggestedFilename() === 'My-todo-app.zip', `the zip is named after the project: ${download.suggestedFilename()}`);
+  const zip = readFileSync(await download.path());
+  check(zip.length > 100 && zip.subarray(0, 2).toString() === 'PK', `a zip archive was saved (${zip.length} bytes)`);
+
+  step = 'fork the first version';
+  check((await t('fork-fragment').count()) === 4, 'every version can be forked');
+  await t('fork-fragment').first().click();
+  await page.waitForURL((url) => url.pathname.startsWith('/projects/') && url.href !== projectUrl);
+  await t('project-name').filter({ hasText: 'My todo app-fork' }).waitFor();
+  await assistant.first().waitFor();
+  check((await assistant.count()) === 1, 'the fork starts with one version');
+  const forkedFrom = (await assistant.first().getByTestId('message-content').textContent()).trim();
+  check(forkedFrom === `Forked from the version “${firstTitle}” of My todo app.`, `the fork says where it came from: ${forkedFrom}`);
+  await t('tab-code').click();
+  await page.locator('[data-testid="file-item"][data-path="app/page.tsx"]').click();
+  check((await shownFile(page, 'app/page.tsx')) === firstPage, 'the fork has the first version\'s app/page.tsx');
+  await t('tab-preview').click();
+  await t('project-item').first().hover();
+  await t('project-delete').first().click();
+  await t('project-delete-confirm').click();
+  await t('home-prompt').waitFor();
+  check((await t('project-item').count()) === 1, 'the original project is still there');
+  await page.goto(projectUrl);
+  await assistant.nth(3).waitFor();
+  check((await t('message').count()) === 7, 'the original conversation is unchanged');
 
   step = 'sign out and in again';
   await t('sign-out').click();

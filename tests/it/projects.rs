@@ -1,7 +1,7 @@
 //! Projects and messages through GraphQL: create, follow up, list, rename, delete, errors,
 //! isolation between users, and loader batching.
 
-use codekraft::entity::fragment;
+use codekraft::entity::fragment_file;
 use codekraft::sandbox::Sandbox;
 use sea_orm::{ActiveModelTrait, Set};
 use serde_json::json;
@@ -403,14 +403,20 @@ on_both_backends!(
         assert_ne!(sandbox.files()["app/page.tsx"], first_page);
         // The second version also made a page of its own (as a model would).
         let second = &data["project"]["messages"]["edges"][3]["node"]["fragment"];
-        let mut second_files = second["files"].clone();
-        second_files["app/about/page.tsx"] = json!("export default function About() {}");
-        fragment::ActiveModel {
-            id: Set(second["id"].as_str().unwrap().parse().unwrap()),
-            files: Set(second_files),
-            ..Default::default()
+        let about = "export default function About() {}";
+        let about_hash = codekraft::services::file_blob::content_hash(about);
+        codekraft::services::file_blob::store_contents(
+            &app.server.state.db,
+            [(about_hash.as_str(), about)],
+        )
+        .await
+        .unwrap();
+        fragment_file::ActiveModel {
+            fragment_id: Set(second["id"].as_str().unwrap().parse().unwrap()),
+            path: Set("app/about/page.tsx".to_owned()),
+            hash: Set(about_hash),
         }
-        .update(&app.server.state.db)
+        .insert(&app.server.state.db)
         .await
         .unwrap();
         sandbox

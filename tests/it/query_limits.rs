@@ -208,6 +208,7 @@ async fn the_web_client_and_readme_queries_pass_the_limits() {
         "id": project_id, "projectId": project_id, "runId": run_id, "fragmentId": fragment_id,
         "first": 20, "after": null, "email": "other@example.com", "password": "correct horse",
         "prompt": "a clock", "content": "make it blue", "name": "renamed",
+        "path": "app/page.tsx", "against": fragment_id,
     });
     let mut documents: Vec<(String, Value)> = client_queries
         .into_iter()

@@ -52,6 +52,37 @@ export async function gql(query, variables = {}) {
   return body.data;
 }
 
+/**
+ * Downloads a version of a project as a zip (`GET /projects/{id}/export.zip`, with the same
+ * bearer token as the API) and saves it; rejects with `GqlError` carrying the server's code.
+ */
+export async function downloadExport(projectId, fragmentId = null) {
+  const query = fragmentId ? `?fragment=${encodeURIComponent(fragmentId)}` : '';
+  const headers = {};
+  if (auth.token) headers.Authorization = `Bearer ${auth.token}`;
+  let response;
+  try {
+    response = await fetch(`/projects/${encodeURIComponent(projectId)}/export.zip${query}`, { headers });
+  } catch (err) {
+    throw new GqlError([{ message: `network error: ${err.message}`, extensions: { code: 'NETWORK' } }]);
+  }
+  if (!response.ok) {
+    const body = await response.json().catch(() => null);
+    const error = body?.error || { code: 'HTTP_' + response.status, message: `export failed (${response.status})` };
+    throw new GqlError([{ message: error.message, extensions: { code: error.code } }]);
+  }
+  const name = /filename="([^"]+)"/.exec(response.headers.get('Content-Disposition') || '')?.[1] || 'app.zip';
+  const url = URL.createObjectURL(await response.blob());
+  const link = document.createElement('a');
+  link.href = url;
+  link.download = name;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  // The download has the blob by now; the URL is only kept for that click.
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
+
 // The documents the client uses, in one place.
 
 // Every kind's fields (`RunEventData` in schema.graphql); `error` differs in type between two
@@ -93,7 +124,7 @@ export const Q = {
         pageInfo { hasNextPage endCursor }
         edges { node {
           id role type content createdAt
-          fragment { id title sandboxUrl files createdAt }
+          fragment { id title sandboxUrl fileList { path size hash } createdAt }
           run { ${RUN_FIELDS} }
         } }
       } } }`,
@@ -104,8 +135,14 @@ export const Q = {
   renameProject: 'mutation($id: ID!, $name: String!) { renameProject(id: $id, name: $name) { id name } }',
   deleteProject: 'mutation($id: ID!) { deleteProject(id: $id) { id } }',
   openPreview: 'mutation($projectId: ID!) { openPreview(projectId: $projectId) { sandboxId url } }',
+  // A version's files are listed with the conversation; contents and changes load when shown.
+  fragmentFile: 'query($id: ID!, $path: String!) { fragment(id: $id) { id file(path: $path) } }',
+  fragmentDiff: `query($id: ID!, $against: ID!) {
+    fragment(id: $id) { id diff(against: $against) { path status patch } } }`,
   restoreFragment: `mutation($fragmentId: ID!) {
     restoreFragment(fragmentId: $fragmentId) { id content fragment { id title sandboxUrl } } }`,
+  forkProject: `mutation($fragmentId: ID!) {
+    forkProject(fragmentId: $fragmentId) { id name createdAt updatedAt } }`,
   cancelRun: `mutation($runId: ID!) { cancelRun(runId: $runId) { ${RUN_FIELDS} } }`,
   retryRun: `mutation($runId: ID!) { retryRun(runId: $runId) { ${RUN_FIELDS} } }`,
   projectEvents: `subscription($projectId: ID!, $after: Int) {

@@ -1,6 +1,6 @@
 // CodeKraft web client: plain ES modules, no build step, nothing loaded from the internet.
 
-import { auth, gql, GqlError, Q } from './api.js';
+import { auth, downloadExport, gql, GqlError, Q } from './api.js';
 import { h, mount, icon, formatDate, timeAgo, fmtInt, fmtUsd } from './dom.js';
 import { WsClient, wsUrl } from './ws.js';
 
@@ -28,6 +28,11 @@ const state = {
   // The open project's live preview (`openPreview`): idle → waking → ready | failed.
   preview: { projectId: null, url: null, status: 'idle', code: null, message: null },
   restoringFragmentId: null,
+  forkingFragmentId: null,
+  // Loaded on demand: file contents by hash (content-addressed: one entry serves every version
+  // that has the file), and a version's changes by `${id}:${previousId}`.
+  fileContents: new Map(),
+  diffs: new Map(),
   previewTab: 'preview',
   selectedFile: null,
   authMode: 'signin',
@@ -695,6 +700,9 @@ function closeProject() {
   state.selectedFile = null;
   state.preview = { projectId: null, url: null, status: 'idle', code: null, message: null };
   state.restoringFragmentId = null;
+  state.forkingFragmentId = null;
+  state.fileContents = new Map();
+  state.diffs = new Map();
 }
 
 async function openProject(id) {
@@ -761,6 +769,34 @@ async function restoreVersion(event, fragment) {
     state.selectedFile = null;
   }
   await loadConversation();
+}
+
+/** Fork: a new project starting from this version, then opens it. */
+async function forkVersion(event, fragment) {
+  event.currentTarget.disabled = true;
+  state.forkingFragmentId = fragment.id;
+  renderConversation();
+  const data = await attempt(() => gql(Q.forkProject, { fragmentId: fragment.id }));
+  state.forkingFragmentId = null;
+  if (!data) {
+    renderConversation();
+    return;
+  }
+  clearError();
+  const project = data.forkProject;
+  state.projects = [project, ...state.projects.filter((p) => p.id !== project.id)];
+  navigate(`/projects/${project.id}`);
+}
+
+/** Saves the project's newest version as a zip. */
+async function downloadProject(event) {
+  const button = event.currentTarget;
+  const projectId = state.project?.id;
+  if (!projectId) return;
+  button.disabled = true;
+  const done = await attempt(() => downloadExport(projectId).then(() => true));
+  button.disabled = false;
+  if (done) clearError();
 }
 
 /** Loads the whole conversation (all pages). Returns false when the project is gone. */
@@ -959,6 +995,19 @@ function renderProjectHeader() {
   mount(
     header,
     h('h1', { class: 'project-title', testid: 'project-name' }, state.project.name || '…'),
+    latestFragment()
+      ? h(
+          'button',
+          {
+            class: 'btn btn-ghost btn-xs',
+            testid: 'download-zip',
+            title: 'Download the newest version as a .zip (npm install, npm run dev)',
+            onclick: downloadProject,
+          },
+          icon('download'),
+          'Download .zip',
+        )
+      : null,
   );
   document.title = state.project.name ? `${state.project.name} · CodeKraft` : 'CodeKraft';
 }
@@ -1028,7 +1077,7 @@ function renderMessage(m, selected, superseded = false, busy = false) {
   );
 }
 
-/** A version's card (selects it in the preview pane) and, unless it is the latest, its Restore button. */
+/** A version's card (selects it in the preview pane), its Fork button and, unless it is the latest, its Restore button. */
 function renderFragment(f, selected, busy) {
   const isSelected = Boolean(selected && selected.id === f.id);
   const latest = latestFragment();
@@ -1054,24 +1103,41 @@ function renderFragment(f, selected, busy) {
         'span',
         { class: 'fragment-text' },
         h('span', { class: 'fragment-title', testid: 'fragment-title' }, f.title),
-        h('span', { class: 'muted fragment-files' }, `${plural(Object.keys(f.files || {}).length, 'file')} · ${f.sandboxUrl}`),
+        h('span', { class: 'muted fragment-files' }, `${plural((f.fileList || []).length, 'file')} · ${f.sandboxUrl}`),
       ),
     ),
-    latest && latest.id !== f.id
-      ? h(
-          'button',
-          {
-            class: 'btn btn-ghost btn-xs restore-btn',
-            testid: 'restore-fragment',
-            dataset: { fragmentId: f.id },
-            disabled: busy || Boolean(state.restoringFragmentId),
-            title: busy ? 'Wait for the current generation to finish' : `Make “${f.title}” the newest version again`,
-            onclick: (e) => restoreVersion(e, f),
-          },
-          icon('undo'),
-          state.restoringFragmentId === f.id ? 'Restoring…' : 'Restore this version',
-        )
-      : null,
+    h(
+      'div',
+      { class: 'fragment-actions' },
+      latest && latest.id !== f.id
+        ? h(
+            'button',
+            {
+              class: 'btn btn-ghost btn-xs restore-btn',
+              testid: 'restore-fragment',
+              dataset: { fragmentId: f.id },
+              disabled: busy || Boolean(state.restoringFragmentId),
+              title: busy ? 'Wait for the current generation to finish' : `Make “${f.title}” the newest version again`,
+              onclick: (e) => restoreVersion(e, f),
+            },
+            icon('undo'),
+            state.restoringFragmentId === f.id ? 'Restoring…' : 'Restore this version',
+          )
+        : null,
+      h(
+        'button',
+        {
+          class: 'btn btn-ghost btn-xs fork-btn',
+          testid: 'fork-fragment',
+          dataset: { fragmentId: f.id },
+          disabled: Boolean(state.forkingFragmentId),
+          title: `Start a new project from “${f.title}”`,
+          onclick: (e) => forkVersion(e, f),
+        },
+        icon('fork'),
+        state.forkingFragmentId === f.id ? 'Forking…' : 'Fork',
+      ),
+    ),
   );
 }
 
@@ -1327,12 +1393,20 @@ function renderPreview() {
         }),
       ),
       h('div', { class: 'code-view', id: 'panel-code', role: 'tabpanel', 'aria-labelledby': 'tab-code', testid: 'code-view' }),
+      h('div', {
+        class: 'changes-view',
+        id: 'panel-changes',
+        role: 'tabpanel',
+        'aria-labelledby': 'tab-changes',
+        testid: 'changes-view',
+      }),
     );
   }
   const header = $('preview-header');
   const empty = $('preview-empty');
   const previewPanel = $('panel-preview');
   const codePanel = $('panel-code');
+  const changesPanel = $('panel-changes');
   const frame = previewPanel.querySelector('iframe');
   const f = selectedFragment();
   if (!f) {
@@ -1359,7 +1433,7 @@ function renderPreview() {
   // older versions keep their stored sandboxUrl.
   const waking = isLatest && live.status === 'waking';
   const url = previewUrlOf(f);
-  const files = Object.keys(f.files || {}).sort();
+  const files = (f.fileList || []).map((entry) => entry.path);
   if (!state.selectedFile || !files.includes(state.selectedFile)) {
     state.selectedFile = files.includes('app/page.tsx') ? 'app/page.tsx' : files[0] || null;
   }
@@ -1381,7 +1455,13 @@ function renderPreview() {
     );
   mount(
     header,
-    h('div', { class: 'tabs', role: 'tablist', 'aria-label': 'Preview or code' }, tab('preview', 'Preview'), tab('code', 'Code')),
+    h(
+      'div',
+      { class: 'tabs', role: 'tablist', 'aria-label': 'Preview, code or changes' },
+      tab('preview', 'Preview'),
+      tab('code', 'Code'),
+      tab('changes', 'Changes'),
+    ),
     h(
       'div',
       { class: 'preview-info' },
@@ -1446,7 +1526,12 @@ function renderPreview() {
   }
   previewPanel.hidden = state.previewTab !== 'preview';
   codePanel.hidden = state.previewTab !== 'code';
+  changesPanel.hidden = state.previewTab !== 'changes';
+  if (state.previewTab === 'changes') renderChanges(changesPanel, f);
   if (state.previewTab === 'code') {
+    const entry = (f.fileList || []).find((e) => e.path === state.selectedFile);
+    const content = entry ? state.fileContents.get(entry.hash) : '';
+    if (content === undefined) loadFile(f, entry);
     mount(
       codePanel,
       h(
@@ -1480,12 +1565,93 @@ function renderPreview() {
         h('div', { class: 'file-path', testid: 'file-path' }, state.selectedFile || ''),
         h(
           'pre',
-          { class: 'file-content', testid: 'file-content', tabindex: '0' },
-          h('code', {}, fileText(f.files[state.selectedFile])),
+          {
+            class: 'file-content',
+            testid: 'file-content',
+            tabindex: '0',
+            dataset: { path: state.selectedFile || '', loaded: String(content !== undefined) },
+          },
+          h('code', {}, content === undefined ? 'Loading…' : fileText(content)),
         ),
       ),
     );
   }
+}
+
+/** Fetches one file of a version into the content cache, then shows it. */
+async function loadFile(f, entry) {
+  const key = `loading:${entry.hash}`;
+  if (state.fileContents.has(key)) return;
+  state.fileContents.set(key, true);
+  const data = await attempt(() => gql(Q.fragmentFile, { id: f.id, path: entry.path }));
+  state.fileContents.delete(key);
+  if (!data) return;
+  state.fileContents.set(entry.hash, data.fragment.file ?? '');
+  renderPreview();
+}
+
+/** The version before `f` in the conversation, if any. */
+function previousFragment(f) {
+  const versions = state.messages.map((m) => m.fragment).filter(Boolean);
+  const index = versions.findIndex((v) => v.id === f.id);
+  return index > 0 ? versions[index - 1] : null;
+}
+
+/** The Changes tab: what this version changed from the one before it. */
+function renderChanges(panel, f) {
+  const previous = previousFragment(f);
+  if (!previous) {
+    mount(panel, h('p', { class: 'muted empty', testid: 'changes-first' }, 'The first version: every file is new.'));
+    return;
+  }
+  const key = `${f.id}:${previous.id}`;
+  const diff = state.diffs.get(key);
+  if (diff === undefined) {
+    mount(panel, h('p', { class: 'muted empty' }, 'Loading changes…'));
+    state.diffs.set(key, null);
+    attempt(() => gql(Q.fragmentDiff, { id: f.id, against: previous.id })).then((data) => {
+      if (data) state.diffs.set(key, data.fragment.diff);
+      else state.diffs.delete(key);
+      if (selectedFragment()?.id === f.id) renderPreview();
+    });
+    return;
+  }
+  if (diff === null) return; // loading
+  if (!diff.length) {
+    mount(panel, h('p', { class: 'muted empty', testid: 'changes-none' }, `No file changed since “${previous.title}”.`));
+    return;
+  }
+  mount(
+    panel,
+    h('p', { class: 'muted changes-since' }, `Changes since “${previous.title}”`),
+    diff.map((file) =>
+      h(
+        'section',
+        { class: 'file-diff', testid: 'file-diff', dataset: { path: file.path, status: file.status } },
+        h(
+          'div',
+          { class: 'file-diff-head' },
+          h('span', { class: `diff-status diff-${file.status.toLowerCase()}` }, file.status.toLowerCase()),
+          h('span', { class: 'file-path' }, file.path),
+        ),
+        h(
+          'pre',
+          { class: 'file-content diff-patch' },
+          file.patch
+            .split('\n')
+            .map((line) =>
+              h(
+                'span',
+                {
+                  class: `diff-line ${line.startsWith('+') ? 'diff-add' : line.startsWith('-') ? 'diff-del' : line.startsWith('@@') ? 'diff-hunk' : ''}`,
+                },
+                line || ' ',
+              ),
+            ),
+        ),
+      ),
+    ),
+  );
 }
 
 /** Only http(s) and same-origin paths go into `src` / `href` (never `javascript:`). */

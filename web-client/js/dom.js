@@ -46,6 +46,8 @@ const ICONS = {
   stop: 'M7 7h10v10H7z',
   retry: 'M4 12a8 8 0 1 0 2.34-5.66M4 4v5h5',
   undo: 'M9 14L4 9l5-5M4 9h10a6 6 0 0 1 0 12h-3',
+  fork: 'M6 3v6a4 4 0 0 0 4 4h4a4 4 0 0 1 4 4v4M18 3v6M6 21v-4',
+  download: 'M12 4v11M7 10l5 5 5-5M5 20h14',
   file: 'M6 3h8l4 4v14H6zM14 3v4h4',
   logout: 'M15 4h4v16h-4M10 8l-4 4 4 4M6 12h10',
   bolt: 'M13 3L5 14h6l-1 7 8-11h-6z',

@@ -5,7 +5,7 @@ use super::error::GqlResult;
 use super::types::{parse_id, to_id, AuthPayload, Message, Project, Run};
 use crate::error::AppError;
 use crate::services::sandbox_access::ensure_sandbox_access;
-use crate::services::{message, project, run, sandbox, session, user};
+use crate::services::{fork, message, project, run, sandbox, session, user};
 
 #[derive(Default)]
 pub struct Mutation;
@@ -236,6 +236,33 @@ impl Mutation {
             &state.sandboxes,
             viewer,
             fragment_id,
+        )
+        .await
+        .gql()?
+        .into())
+    }
+
+    /// Starts a new project from any version of the viewer's: its files are the new project's
+    /// first version, in a fresh sandbox. Free. `name` defaults to the source's with `-fork`.
+    async fn fork_project(
+        &self,
+        ctx: &Context<'_>,
+        fragment_id: ID,
+        name: Option<String>,
+    ) -> async_graphql::Result<Project> {
+        let viewer = ctx.viewer()?;
+        let state = ctx.state();
+        ensure_sandbox_access(&state.db, &state.sandboxes.isolation(), viewer)
+            .await
+            .gql()?;
+        let fragment_id = parse_id(&fragment_id, "fragment").gql()?;
+        Ok(fork::fork_project(
+            &state.db,
+            state.bus.as_ref(),
+            &state.sandboxes,
+            viewer,
+            fragment_id,
+            name.as_deref(),
         )
         .await
         .gql()?
