@@ -17,14 +17,17 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::config::Config;
+use crate::error::AppResult;
 use crate::graphql::build_schema;
 use crate::graphql::context::{loader_data, ClientAddress, RequestAuth};
 use crate::graphql::http::graphql_http_router;
 use crate::graphql::ws::{close_code, GraphQLWs, WsInitError};
-use crate::services::session;
+use crate::services::access::{Access, Credential};
 use crate::services::socket::SocketPermit;
 use crate::services::user::{authenticate_header, find_user};
 use crate::services::Viewer;
+use crate::services::{api_key, session};
+use tokio_util::sync::CancellationToken;
 
 pub fn routes(state: AppState) -> Router<AppState> {
     let schema = build_schema(state.clone());
@@ -73,15 +76,14 @@ pub fn routes(state: AppState) -> Router<AppState> {
             let socket = connection
                 .get(&TypeId::of::<SocketAuth>())
                 .and_then(|socket| socket.downcast_ref::<SocketAuth>())
-                .map(|socket| (socket.permit.ended(), socket.expires_at));
+                .map(|socket| (socket.permit.ended(), socket.expires_at, socket.credential));
             async move {
-                let Some((ended, expires_at)) = socket else {
+                let Some((ended, expires_at, credential)) = socket else {
                     return futures_util::future::pending().await;
                 };
-                tokio::select! {
-                    _ = ended.cancelled() => "the session has ended".to_owned(),
-                    _ = tokio::time::sleep(until_unix_time(expires_at)) => "the token has expired".to_owned(),
-                }
+                credential_end(ended, expires_at, credential)
+                    .await
+                    .to_owned()
             }
         })
         .connection_init_timeout(Duration::from_millis(state.config.ws_init_timeout_ms))
@@ -131,7 +133,8 @@ async fn authenticate(state: &AppState, header: Option<&str>) -> Result<RequestA
     match authenticate_header(&state.db, &state.auth, header).await {
         Ok(Some(found)) => Ok(RequestAuth::Viewer {
             viewer: found.viewer,
-            session_id: found.session_id,
+            access: found.access,
+            credential: found.credential,
         }),
         Ok(None) => Ok(RequestAuth::Anonymous),
         Err(crate::error::AppError::Unauthenticated) => Ok(RequestAuth::Anonymous),
@@ -144,9 +147,10 @@ async fn authenticate(state: &AppState, header: Option<&str>) -> Result<RequestA
 /// `subscribe`; the socket closes when the token expires or its session ends.
 struct SocketAuth {
     user_id: Uuid,
-    session_id: Option<Uuid>,
-    /// The token's `exp`, in seconds since the Unix epoch.
-    expires_at: u64,
+    access: Access,
+    credential: Option<Credential>,
+    /// When the token or key expires, in seconds since the Unix epoch.
+    expires_at: Option<u64>,
     /// Counts the socket against its user's limit while the connection lives.
     permit: SocketPermit,
 }
@@ -158,7 +162,7 @@ async fn open_socket(state: &AppState, header: Option<&str>) -> Result<SocketAut
         _ => return Err(WsInitError::new("a valid token is required")),
     };
     let user_id = found.viewer.user_id;
-    let permit = state.sockets.open(user_id, found.session_id).map_err(|_| {
+    let permit = state.sockets.open(user_id, found.credential).map_err(|_| {
         WsInitError::new(format!(
             "too many connections (at most {} per user)",
             state.config.ws_max_connections_per_user
@@ -167,7 +171,8 @@ async fn open_socket(state: &AppState, header: Option<&str>) -> Result<SocketAut
     })?;
     Ok(SocketAuth {
         user_id,
-        session_id: found.session_id,
+        access: found.access,
+        credential: found.credential,
         expires_at: found.expires_at,
         permit,
     })
@@ -178,10 +183,10 @@ async fn socket_viewer(state: &AppState, socket: Option<&SocketAuth>) -> Request
     let Some(socket) = socket else {
         return RequestAuth::Anonymous;
     };
-    if let Some(session_id) = socket.session_id {
-        if !matches!(session::is_live(&state.db, session_id).await, Ok(true)) {
-            // Revoked elsewhere (or unreadable): this socket's session is over too.
-            state.sockets.end_session(session_id);
+    if let Some(credential) = socket.credential {
+        if !matches!(is_credential_live(state, credential).await, Ok(true)) {
+            // Revoked elsewhere (or unreadable): this socket's credential is over too.
+            state.sockets.end(credential);
             return RequestAuth::Anonymous;
         }
     }
@@ -191,9 +196,40 @@ async fn socket_viewer(state: &AppState, socket: Option<&SocketAuth>) -> Request
                 user_id: user.id,
                 plan: user.plan,
             },
-            session_id: socket.session_id,
+            access: socket.access,
+            credential: socket.credential,
         },
         Err(_) => RequestAuth::Anonymous,
+    }
+}
+
+/// Whether a session or API key still works (not revoked, not expired).
+async fn is_credential_live(state: &AppState, credential: Credential) -> AppResult<bool> {
+    match credential {
+        Credential::Session(id) => session::is_live(&state.db, id).await,
+        Credential::ApiKey(id) => api_key::is_key_live(&state.db, id).await,
+    }
+}
+
+/// Resolves with the reason when a socket's credential ends: revoked (`ended`) or expired.
+async fn credential_end(
+    ended: CancellationToken,
+    expires_at: Option<u64>,
+    credential: Option<Credential>,
+) -> &'static str {
+    let expiry = async {
+        match expires_at {
+            Some(at) => tokio::time::sleep(until_unix_time(at)).await,
+            None => futures_util::future::pending().await,
+        }
+    };
+    let (revoked, expired) = match credential {
+        Some(Credential::ApiKey(_)) => ("the API key was revoked", "the API key has expired"),
+        _ => ("the session has ended", "the token has expired"),
+    };
+    tokio::select! {
+        _ = ended.cancelled() => revoked,
+        _ = expiry => expired,
     }
 }
 

@@ -2,6 +2,7 @@
 //! to it over HTTP and WebSocket.
 
 mod accounts;
+mod api_keys;
 mod conformance;
 mod credits;
 mod errors;
