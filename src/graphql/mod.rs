@@ -8,6 +8,7 @@ pub mod loaders;
 pub mod mutation;
 pub mod query;
 pub mod rate_limit;
+pub mod sse;
 pub mod subscription;
 pub mod types;
 pub mod ws;

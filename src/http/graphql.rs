@@ -1,4 +1,5 @@
-//! Mounts the GraphQL endpoints: HTTP at `/graphql`, WebSocket at `/graphql/ws`, GraphiQL.
+//! Mounts the GraphQL endpoints: HTTP at `/graphql`, WebSocket at `/graphql/ws`, Server-Sent
+//! Events at `/graphql/stream`, GraphiQL.
 
 use std::any::TypeId;
 use std::time::Duration;
@@ -7,21 +8,25 @@ use async_graphql::http::GraphiQLSource;
 use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::ConnectInfo;
+use axum::extract::Request as HttpRequest;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
+use futures_util::FutureExt;
 use serde_json::Value;
 use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::config::Config;
+use crate::error::AppError;
 use crate::error::AppResult;
-use crate::graphql::build_schema;
 use crate::graphql::context::{loader_data, ClientAddress, RequestAuth};
 use crate::graphql::http::graphql_http_router;
+use crate::graphql::sse::{accepts_event_stream, execute_sse, not_acceptable};
 use crate::graphql::ws::{close_code, GraphQLWs, WsInitError};
+use crate::graphql::{build_schema, AppSchema};
 use crate::services::access::{Access, Credential};
 use crate::services::socket::SocketPermit;
 use crate::services::user::{authenticate_header, find_user};
@@ -50,7 +55,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
     });
     let init_state = state.clone();
     let operation_state = state.clone();
-    let ws = GraphQLWs::new(schema)
+    let ws = GraphQLWs::new(schema.clone())
         .on_connection_init(move |payload| {
             let state = init_state.clone();
             async move {
@@ -89,9 +94,16 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .connection_init_timeout(Duration::from_millis(state.config.ws_init_timeout_ms))
         .max_message_bytes(state.config.ws_max_message_bytes)
         .max_operations(state.config.ws_max_subscriptions);
+    let stream_state = state.clone();
+    let stream = post(move |request: HttpRequest| {
+        let state = stream_state.clone();
+        let schema = schema.clone();
+        async move { graphql_stream(&state, &schema, request).await }
+    });
     Router::new()
         .merge(http)
         .route("/graphql/ws", ws.method_router())
+        .route("/graphql/stream", stream)
         .route(
             "/graphiql",
             get(graphiql).layer(super::security_headers::graphiql_csp()),
@@ -140,6 +152,51 @@ async fn authenticate(state: &AppState, header: Option<&str>) -> Result<RequestA
         Err(crate::error::AppError::Unauthenticated) => Ok(RequestAuth::Anonymous),
         Err(err) => Err(err.into_response()),
     }
+}
+
+/// One operation streamed over SSE, with the auth and limits of a WebSocket: a valid token or
+/// API key (401 before any streaming), a connection counted against the user's, and an end
+/// when the credential is revoked or expires.
+async fn graphql_stream(state: &AppState, schema: &AppSchema, request: HttpRequest) -> Response {
+    if !accepts_event_stream(request.headers()) {
+        return not_acceptable();
+    }
+    let (parts, body) = request.into_parts();
+    let header = parts
+        .headers
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok());
+    let found = match authenticate_header(&state.db, &state.auth, header).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return AppError::Unauthenticated.into_response(),
+        Err(err) => return err.into_response(),
+    };
+    let permit = match state.sockets.open(found.viewer.user_id, found.credential) {
+        Ok(permit) => permit,
+        Err(err) => return err.into_response(),
+    };
+    let mut data = loader_data(state);
+    data.insert(RequestAuth::Viewer {
+        viewer: found.viewer,
+        access: found.access,
+        credential: found.credential,
+    });
+    if let Some(address) = client_address(&state.config, &parts) {
+        data.insert(ClientAddress(address));
+    }
+    let ends = credential_end(permit.ended(), found.expires_at, found.credential)
+        .map(drop)
+        .boxed();
+    let keep_alive = Duration::from_secs(state.config.sse_keep_alive_secs);
+    execute_sse(
+        schema,
+        HttpRequest::from_parts(parts, body),
+        data,
+        ends,
+        keep_alive,
+        permit,
+    )
+    .await
 }
 
 /// What `connection_init` established. Each operation re-reads the viewer from it, so a plan

@@ -23,6 +23,7 @@ mod sandbox_e2b;
 mod sandbox_local;
 mod schema;
 mod sessions;
+mod sse;
 mod subscriptions;
 mod support;
 mod web_client;
