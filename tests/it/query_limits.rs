@@ -207,7 +207,7 @@ async fn the_web_client_and_readme_queries_pass_the_limits() {
     let variables = json!({
         "id": project_id, "projectId": project_id, "runId": run_id, "fragmentId": fragment_id,
         "first": 20, "after": null, "email": "other@example.com", "password": "correct horse",
-        "prompt": "a clock", "content": "make it blue", "name": "renamed",
+        "prompt": "a clock", "content": "make it blue", "name": "renamed", "scopes": ["READ"],
     });
     let mut documents: Vec<(String, Value)> = client_queries
         .into_iter()
@@ -296,14 +296,17 @@ async fn first_subscription_message(
     }
 }
 
-/// `(name, document)` of every entry of `export const Q = { … }` in `api.js`, with
-/// `${RUN_FIELDS}` filled in.
+/// `(name, document)` of every entry of `export const Q = { … }` in `api.js`, with the field
+/// lists (`${RUN_FIELDS}`, `${API_KEY_FIELDS}`) filled in.
 fn web_client_queries(source: &str) -> Vec<(String, String)> {
-    let run_fields = source
-        .split_once("const RUN_FIELDS = '")
-        .and_then(|(_, rest)| rest.split_once('\''))
-        .expect("RUN_FIELDS in api.js")
-        .0;
+    let fields = |name: &str| {
+        source
+            .split_once(&format!("const {name} = '"))
+            .and_then(|(_, rest)| rest.split_once('\''))
+            .unwrap_or_else(|| panic!("{name} in api.js"))
+            .0
+    };
+    let (run_fields, api_key_fields) = (fields("RUN_FIELDS"), fields("API_KEY_FIELDS"));
     let mut rest = source
         .split_once("export const Q = {")
         .expect("the Q object in api.js")
@@ -324,7 +327,9 @@ fn web_client_queries(source: &str) -> Vec<(String, String)> {
         let (query, after) = value[1..].split_once(quote).expect("a closing quote");
         queries.push((
             name.trim().to_owned(),
-            query.replace("${RUN_FIELDS}", run_fields),
+            query
+                .replace("${RUN_FIELDS}", run_fields)
+                .replace("${API_KEY_FIELDS}", api_key_fields),
         ));
         rest = after.trim_start().strip_prefix(',').unwrap_or(after);
     }
