@@ -311,3 +311,60 @@ async fn keys_are_capped_per_user_and_their_input_checked() {
         assert_eq!(error_code(&refused), "BAD_USER_INPUT", "{refused}");
     }
 }
+
+/// Every mutation but signing up and in needs more than READ: a READ key is refused each one,
+/// before its arguments are even looked at (so none can be added and forgotten).
+#[tokio::test]
+async fn a_read_key_is_refused_every_mutation() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let token = app.sign_up("auditor@example.com").await;
+    let (_, read_key) = create_key(&app, &token, &["READ"]).await;
+    let schema = app
+        .data(
+            None,
+            "{ __schema { mutationType { fields { name type { ofType { kind } } args { name type { kind ofType { kind name } } } } } } }",
+            json!({}),
+        )
+        .await;
+    let fields = schema["__schema"]["mutationType"]["fields"]
+        .as_array()
+        .unwrap();
+    assert!(fields.len() >= 12, "{schema}");
+    for field in fields {
+        let name = field["name"].as_str().unwrap();
+        if matches!(name, "signUp" | "signIn") {
+            continue;
+        }
+        // Required arguments get a value of their type; optional ones are left out.
+        let args: Vec<String> = field["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|arg| arg["type"]["kind"] == "NON_NULL")
+            .map(|arg| {
+                let inner = &arg["type"]["ofType"];
+                let value = match (inner["kind"].as_str(), inner["name"].as_str()) {
+                    (Some("LIST"), _) => "[READ]",
+                    (_, Some("ID")) => "\"00000000-0000-7000-8000-000000000000\"",
+                    (_, Some("String")) => "\"x\"",
+                    (_, Some("Int")) => "1",
+                    other => panic!("{name}: no sample value for {other:?}"),
+                };
+                format!("{}: {value}", arg["name"].as_str().unwrap())
+            })
+            .collect();
+        let args = if args.is_empty() {
+            String::new()
+        } else {
+            format!("({})", args.join(", "))
+        };
+        // Scalar results take no selection.
+        let selection = match field["type"]["ofType"]["kind"].as_str() {
+            Some("SCALAR") => "",
+            _ => " { __typename }",
+        };
+        let query = format!("mutation {{ {name}{args}{selection} }}");
+        let refused = app.gql(Some(&read_key), &query, json!({})).await;
+        assert_eq!(error_code(&refused), "FORBIDDEN", "{query}: {refused}");
+    }
+}
