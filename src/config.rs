@@ -146,6 +146,10 @@ pub struct Config {
     /// Open WebSockets and SSE streams of one user on this server.
     #[arg(long, env = "WS_MAX_CONNECTIONS_PER_USER", default_value_t = 16)]
     pub ws_max_connections_per_user: usize,
+    /// Seconds between checks of an open WebSocket's or SSE stream's session or API key in the
+    /// database: one revoked on another server closes its sockets here by the next check.
+    #[arg(long, env = "SOCKET_CREDENTIAL_CHECK_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub socket_credential_check_secs: u64,
     /// Seconds between keep-alive comments on an idle SSE stream (`/graphql/stream`).
     #[arg(long, env = "SSE_KEEP_ALIVE_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
     pub sse_keep_alive_secs: u64,

@@ -55,6 +55,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
     });
     let init_state = state.clone();
     let operation_state = state.clone();
+    let end_state = state.clone();
     let ws = GraphQLWs::new(schema.clone())
         .on_connection_init(move |payload| {
             let state = init_state.clone();
@@ -77,7 +78,8 @@ pub fn routes(state: AppState) -> Router<AppState> {
                 data
             }
         })
-        .session_end(|connection| {
+        .session_end(move |connection| {
+            let state = end_state.clone();
             let socket = connection
                 .get(&TypeId::of::<SocketAuth>())
                 .and_then(|socket| socket.downcast_ref::<SocketAuth>())
@@ -86,7 +88,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
                 let Some((ended, expires_at, credential)) = socket else {
                     return futures_util::future::pending().await;
                 };
-                credential_end(ended, expires_at, credential)
+                credential_end(state, ended, expires_at, credential)
                     .await
                     .to_owned()
             }
@@ -184,9 +186,14 @@ async fn graphql_stream(state: &AppState, schema: &AppSchema, request: HttpReque
     if let Some(address) = client_address(&state.config, &parts) {
         data.insert(ClientAddress(address));
     }
-    let ends = credential_end(permit.ended(), found.expires_at, found.credential)
-        .map(drop)
-        .boxed();
+    let ends = credential_end(
+        state.clone(),
+        permit.ended(),
+        found.expires_at,
+        found.credential,
+    )
+    .map(drop)
+    .boxed();
     let keep_alive = Duration::from_secs(state.config.sse_keep_alive_secs);
     execute_sse(
         schema,
@@ -268,8 +275,10 @@ async fn is_credential_live(state: &AppState, credential: Credential) -> AppResu
     }
 }
 
-/// Resolves with the reason when a socket's credential ends: revoked (`ended`) or expired.
+/// Resolves with the reason when a socket's credential ends: revoked on this server (`ended`),
+/// revoked on another one (seen at the next periodic check), or expired.
 async fn credential_end(
+    state: AppState,
     ended: CancellationToken,
     expires_at: Option<u64>,
     credential: Option<Credential>,
@@ -280,12 +289,29 @@ async fn credential_end(
             None => futures_util::future::pending().await,
         }
     };
+    let revoked_elsewhere = async {
+        let Some(credential) = credential else {
+            return futures_util::future::pending().await;
+        };
+        let mut every = tokio::time::interval(Duration::from_secs(
+            state.config.socket_credential_check_secs,
+        ));
+        every.tick().await;
+        loop {
+            every.tick().await;
+            // A failed read is tried again at the next tick: a database hiccup closes nothing.
+            if let Ok(false) = is_credential_live(&state, credential).await {
+                return;
+            }
+        }
+    };
     let (revoked, expired) = match credential {
         Some(Credential::ApiKey(_)) => ("the API key was revoked", "the API key has expired"),
         _ => ("the session has ended", "the token has expired"),
     };
     tokio::select! {
         _ = ended.cancelled() => revoked,
+        _ = revoked_elsewhere => revoked,
         _ = expiry => expired,
     }
 }

@@ -2,8 +2,9 @@
 //! per user, and a signal per revocable credential so that ending a session (`signOut`) or
 //! revoking an API key closes its sockets at once.
 //!
-//! In memory: each server counts its own sockets, and a credential revoked on another server
-//! closes this server's WebSockets only when they next start an operation (which re-reads it).
+//! In memory: each server counts its own sockets; a credential revoked on another server closes
+//! this server's sockets when they next check it (each operation, and periodically: see
+//! `SOCKET_CREDENTIAL_CHECK_SECS`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -230,3 +230,45 @@ async fn signing_out_closes_the_sessions_streams() {
         assert_eq!(event.event, "next", "{event:?}");
     }
 }
+
+on_both_backends!(
+    a_key_revoked_on_another_server_closes_its_streams_and_sockets_here,
+    |backend: Backend| async move {
+        let check_often = |config: &mut codekraft::config::Config| {
+            config.socket_credential_check_secs = 1;
+        };
+        let here = TestApp::builder(backend).config(check_often).start().await;
+        let there = TestApp::builder(backend)
+            .database_url(here.database_url())
+            .config(check_often)
+            .start()
+            .await;
+        let token = there.sign_up("two-servers@example.com").await;
+        let (project_id, _) = there.create_project(&token, "a todo app").await;
+        let (key_id, key) = create_key(&there, &token, &["READ"]).await;
+        let mut stream = SseStream::new(
+            sse_client::post(
+                &stream_url(&here),
+                Some(&key),
+                PROJECT_EVENTS,
+                json!({ "id": project_id }),
+            )
+            .await,
+        );
+        assert_eq!(stream.expect_event().await.event, "next");
+        let mut socket = here.ws(&key).await;
+
+        there
+            .data(
+                Some(&token),
+                "mutation($id: ID!) { revokeApiKey(id: $id) { id } }",
+                json!({ "id": key_id }),
+            )
+            .await;
+        let (code, reason) = socket.expect_close().await;
+        assert_eq!((code, reason.as_str()), (4403, "the API key was revoked"));
+        while let Some(event) = stream.next_event().await {
+            assert_eq!(event.event, "next", "{event:?}");
+        }
+    }
+);
