@@ -212,7 +212,7 @@ pub async fn authenticate_header<C: TransactionTrait + ConnectionTrait>(
     };
     let token = crate::auth::parse_bearer(header).map_err(|_| AppError::Unauthenticated)?;
     if token.starts_with(api_key::SECRET_PREFIX) {
-        return authenticate_api_key(db, token).await.map(Some);
+        return authenticated_by_key(db, token).await.map(Some);
     }
     let verified = authenticator.verify(token).await.map_err(|err| {
         tracing::debug!(%err, "token refused");
@@ -244,7 +244,7 @@ pub async fn authenticate_header<C: TransactionTrait + ConnectionTrait>(
     }))
 }
 
-async fn authenticate_api_key(db: &impl ConnectionTrait, secret: &str) -> AppResult<Authenticated> {
+async fn authenticated_by_key(db: &impl ConnectionTrait, secret: &str) -> AppResult<Authenticated> {
     let key = api_key::authenticate_api_key(db, secret).await?;
     // The key's rows cascade with its user: a live key has one.
     let user = find_user(db, key.user_id).await?;
