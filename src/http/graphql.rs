@@ -16,23 +16,21 @@ use axum::routing::{get, post};
 use axum::Router;
 use futures_util::FutureExt;
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::config::Config;
 use crate::error::AppError;
-use crate::error::AppResult;
 use crate::graphql::context::{loader_data, ClientAddress, RequestAuth};
 use crate::graphql::http::graphql_http_router;
 use crate::graphql::sse::{accepts_event_stream, execute_sse, not_acceptable};
 use crate::graphql::ws::{close_code, GraphQLWs, WsInitError};
 use crate::graphql::{build_schema, AppSchema};
-use crate::services::access::{Access, Credential};
+use crate::services::access::{is_credential_live, Access, Credential};
 use crate::services::socket::SocketPermit;
 use crate::services::user::{authenticate_header, find_user};
 use crate::services::Viewer;
-use crate::services::{api_key, session};
-use tokio_util::sync::CancellationToken;
 
 pub fn routes(state: AppState) -> Router<AppState> {
     let schema = build_schema(state.clone());
@@ -208,7 +206,7 @@ async fn graphql_stream(state: &AppState, schema: &AppSchema, request: HttpReque
 
 /// What `connection_init` established. Each operation re-reads the viewer from it, so a plan
 /// change (or a deleted account, a session revoked on another server) is seen on the next
-/// `subscribe`; the socket closes when the token expires or its session ends.
+/// `subscribe`; the socket closes when its token or key expires or is revoked.
 struct SocketAuth {
     user_id: Uuid,
     access: Access,
@@ -248,7 +246,7 @@ async fn socket_viewer(state: &AppState, socket: Option<&SocketAuth>) -> Request
         return RequestAuth::Anonymous;
     };
     if let Some(credential) = socket.credential {
-        if !matches!(is_credential_live(state, credential).await, Ok(true)) {
+        if !matches!(is_credential_live(&state.db, credential).await, Ok(true)) {
             // Revoked elsewhere (or unreadable): this socket's credential is over too.
             state.sockets.end(credential);
             return RequestAuth::Anonymous;
@@ -264,14 +262,6 @@ async fn socket_viewer(state: &AppState, socket: Option<&SocketAuth>) -> Request
             credential: socket.credential,
         },
         Err(_) => RequestAuth::Anonymous,
-    }
-}
-
-/// Whether a session or API key still works (not revoked, not expired).
-async fn is_credential_live(state: &AppState, credential: Credential) -> AppResult<bool> {
-    match credential {
-        Credential::Session(id) => session::is_live(&state.db, id).await,
-        Credential::ApiKey(id) => api_key::is_key_live(&state.db, id).await,
     }
 }
 
@@ -300,7 +290,7 @@ async fn credential_end(
         loop {
             every.tick().await;
             // A failed read is tried again at the next tick: a database hiccup closes nothing.
-            if let Ok(false) = is_credential_live(&state, credential).await {
+            if let Ok(false) = is_credential_live(&state.db, credential).await {
                 return;
             }
         }

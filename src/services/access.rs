@@ -2,6 +2,7 @@
 //! may; an API key only what its scopes allow, and never manage keys or the account. Every
 //! check goes through [`Access::require`].
 
+use sea_orm::ConnectionTrait;
 use uuid::Uuid;
 
 use crate::error::{AppError, AppResult};
@@ -121,6 +122,17 @@ pub enum Credential {
     /// A built-in token's session (its `sid`).
     Session(Uuid),
     ApiKey(Uuid),
+}
+
+/// Whether a session or API key still works (not revoked, not expired).
+pub async fn is_credential_live(
+    db: &impl ConnectionTrait,
+    credential: Credential,
+) -> AppResult<bool> {
+    match credential {
+        Credential::Session(id) => super::session::is_live(db, id).await,
+        Credential::ApiKey(id) => super::api_key::is_key_live(db, id).await,
+    }
 }
 
 #[cfg(test)]
