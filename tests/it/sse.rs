@@ -272,3 +272,45 @@ on_both_backends!(
         }
     }
 );
+
+#[tokio::test]
+async fn query_limits_and_rate_limits_apply_over_sse() {
+    let app = TestApp::builder(Backend::Sqlite)
+        .config(|config| {
+            config.rate_limit_user_mutations_per_minute = 1;
+            config.graphql_max_depth = 3;
+        })
+        .start()
+        .await;
+    let token = app.sign_up("limited@example.com").await;
+    let url = stream_url(&app);
+    let first_result = |query: &'static str| {
+        let (url, token) = (url.clone(), token.clone());
+        async move {
+            let mut stream =
+                SseStream::new(sse_client::post(&url, Some(&token), query, json!({})).await);
+            let result = stream.expect_event().await.json();
+            assert_eq!(stream.expect_event().await.event, "complete");
+            result
+        }
+    };
+    let deep =
+        first_result("{ projects { edges { node { messages { edges { node { id } } } } } } }")
+            .await;
+    assert_eq!(
+        deep["errors"][0]["extensions"]["code"], "QUERY_TOO_DEEP",
+        "{deep}"
+    );
+
+    const RENAME: &str = "mutation { renameProject(id: \"00000000-0000-7000-8000-000000000000\", name: \"x\") { id } }";
+    let charged = first_result(RENAME).await;
+    assert_eq!(
+        charged["errors"][0]["extensions"]["code"], "NOT_FOUND",
+        "{charged}"
+    );
+    let limited = first_result(RENAME).await;
+    assert_eq!(
+        limited["errors"][0]["extensions"]["code"], "RATE_LIMITED",
+        "{limited}"
+    );
+}
