@@ -143,9 +143,19 @@ pub struct Config {
     /// Operations (subscriptions, queries) running at once on one WebSocket.
     #[arg(long, env = "WS_MAX_SUBSCRIPTIONS", default_value_t = 32)]
     pub ws_max_subscriptions: usize,
-    /// Open WebSockets of one user on this server.
+    /// Open WebSockets and SSE streams of one user on this server.
     #[arg(long, env = "WS_MAX_CONNECTIONS_PER_USER", default_value_t = 16)]
     pub ws_max_connections_per_user: usize,
+    /// Seconds between checks of an open WebSocket's or SSE stream's session or API key in the
+    /// database: one revoked on another server closes its sockets here by the next check.
+    #[arg(long, env = "SOCKET_CREDENTIAL_CHECK_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub socket_credential_check_secs: u64,
+    /// Seconds between keep-alive comments on an idle SSE stream (`/graphql/stream`).
+    #[arg(long, env = "SSE_KEEP_ALIVE_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
+    pub sse_keep_alive_secs: u64,
+    /// API keys one user may hold (revoked and expired ones do not count).
+    #[arg(long, env = "API_KEYS_MAX_PER_USER", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    pub api_keys_max_per_user: u32,
     /// Directory of the built web client served at `/`.
     #[arg(long, env = "WEB_CLIENT_DIR", default_value = "./web-client")]
     pub web_client_dir: PathBuf,

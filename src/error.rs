@@ -10,6 +10,9 @@ pub enum AppError {
     NotFound(&'static str),
     #[error("authentication required")]
     Unauthenticated,
+    /// Signed in, but the credential may not do this (an API key without the scope).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     BadUserInput(String),
     #[error("no credits left; they renew at {reset_at}")]
@@ -37,6 +40,7 @@ impl AppError {
         match self {
             Self::NotFound(_) => "NOT_FOUND",
             Self::Unauthenticated => "UNAUTHENTICATED",
+            Self::Forbidden(_) => "FORBIDDEN",
             Self::BadUserInput(_) => "BAD_USER_INPUT",
             Self::CreditsExhausted { .. } => "CREDITS_EXHAUSTED",
             Self::RateLimited { .. } => "RATE_LIMITED",

@@ -13,6 +13,7 @@ mod m20261125_000008_create_sign_in_failure;
 mod m20261125_000009_project_events_without_run;
 mod m20261128_000001_run_queued_at;
 mod m20261128_000010_create_session;
+mod m20261128_000020_create_api_key;
 mod m20261128_103000_content_addressed_files;
 
 pub struct Migrator;
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000009_project_events_without_run::Migration),
             Box::new(m20261128_000001_run_queued_at::Migration),
             Box::new(m20261128_000010_create_session::Migration),
+            Box::new(m20261128_000020_create_api_key::Migration),
             Box::new(m20261128_103000_content_addressed_files::Migration),
         ]
     }

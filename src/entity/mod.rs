@@ -1,5 +1,6 @@
 //! One module per table. Reads of owned rows go through the scoped finders next to each entity.
 
+pub mod api_key;
 pub mod file_blob;
 pub mod fragment;
 pub mod fragment_file;

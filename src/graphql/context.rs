@@ -12,8 +12,8 @@ use super::loaders::{
 };
 use crate::app::AppState;
 use crate::error::AppError;
+use crate::services::access::{Access, Credential, Permission};
 use crate::services::Viewer;
-use uuid::Uuid;
 
 /// How the request authenticated. A missing or bad token is anonymous: fields that need a
 /// viewer answer UNAUTHENTICATED, public ones (sign-in, introspection) still work.
@@ -22,8 +22,10 @@ pub enum RequestAuth {
     Anonymous,
     Viewer {
         viewer: Viewer,
-        /// The revocable session of the token, when it has one (see `services::session`).
-        session_id: Option<Uuid>,
+        /// What the credential may do: all for a session, its scopes for an API key.
+        access: Access,
+        /// The revocable credential (a built-in token's session, an API key), if any.
+        credential: Option<Credential>,
     },
 }
 
@@ -58,9 +60,12 @@ where
 
 pub trait ContextExt {
     fn state(&self) -> &AppState;
-    fn viewer(&self) -> async_graphql::Result<Viewer>;
-    /// The session of the request's token (`None` for tokens we cannot revoke).
-    fn session_id(&self) -> Option<Uuid>;
+    /// The viewer, if the request's credential grants `needed` (UNAUTHENTICATED without one,
+    /// FORBIDDEN for an API key without the scope). Every resolver that needs a viewer says
+    /// what for here: the one place scopes are checked.
+    fn viewer(&self, needed: Permission) -> async_graphql::Result<Viewer>;
+    /// The revocable credential of the request (`None` for tokens we cannot revoke).
+    fn credential(&self) -> Option<Credential>;
 }
 
 impl ContextExt for Context<'_> {
@@ -68,16 +73,19 @@ impl ContextExt for Context<'_> {
         self.data_unchecked::<AppState>()
     }
 
-    fn viewer(&self) -> async_graphql::Result<Viewer> {
+    fn viewer(&self, needed: Permission) -> async_graphql::Result<Viewer> {
         match self.data_opt::<RequestAuth>() {
-            Some(RequestAuth::Viewer { viewer, .. }) => Ok(*viewer),
+            Some(RequestAuth::Viewer { viewer, access, .. }) => {
+                access.require(needed).gql()?;
+                Ok(*viewer)
+            }
             _ => Err(AppError::Unauthenticated).gql(),
         }
     }
 
-    fn session_id(&self) -> Option<Uuid> {
+    fn credential(&self) -> Option<Credential> {
         match self.data_opt::<RequestAuth>() {
-            Some(RequestAuth::Viewer { session_id, .. }) => *session_id,
+            Some(RequestAuth::Viewer { credential, .. }) => *credential,
             _ => None,
         }
     }

@@ -231,6 +231,19 @@ pub async fn execute_http<E: Executor>(
 
 type ParamsResult = Result<Request, (StatusCode, String)>;
 
+/// The GraphQL request in a POST's JSON body, or the JSON error response that refuses it
+/// (for other transports that take the same body, such as SSE).
+pub(crate) async fn request_from_body(request: HttpRequest) -> Result<Request, HttpResponse> {
+    params_from_body(request)
+        .await
+        .map_err(|(status, message)| error_response(MediaType::Json, status, &message))
+}
+
+/// A JSON `{"errors": [{"message"}]}` response.
+pub(crate) fn json_error(status: StatusCode, message: &str) -> HttpResponse {
+    error_response(MediaType::Json, status, message)
+}
+
 fn bad_request(message: impl Into<String>) -> (StatusCode, String) {
     (StatusCode::BAD_REQUEST, message.into())
 }

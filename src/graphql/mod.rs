@@ -8,6 +8,7 @@ pub mod loaders;
 pub mod mutation;
 pub mod query;
 pub mod rate_limit;
+pub mod sse;
 pub mod subscription;
 pub mod types;
 pub mod ws;
@@ -35,9 +36,13 @@ pub(crate) fn is_request_error(response: &async_graphql::Response) -> bool {
 pub type AppSchema = Schema<query::Query, mutation::Mutation, subscription::Subscription>;
 
 fn builder() -> SchemaBuilder<query::Query, mutation::Mutation, subscription::Subscription> {
-    Schema::build(query::Query, mutation::Mutation, subscription::Subscription)
-        .extension(ErrorCodes)
-        .extension(rate_limit::ChargeMutations)
+    Schema::build(
+        query::Query::default(),
+        mutation::Mutation::default(),
+        subscription::Subscription,
+    )
+    .extension(ErrorCodes)
+    .extension(rate_limit::ChargeMutations)
 }
 
 pub fn build_schema(state: AppState) -> AppSchema {

@@ -12,6 +12,7 @@ impl IntoResponse for AppError {
         let status = match &self {
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::BadUserInput(_) => StatusCode::BAD_REQUEST,
             AppError::CreditsExhausted { .. } => StatusCode::PAYMENT_REQUIRED,
             AppError::RateLimited { .. } | AppError::TooManyRuns { .. } => {

@@ -1,6 +1,8 @@
 //! The rules of the product. Services take `&impl ConnectionTrait` (or a connection that can open
 //! transactions) so they compose; they know nothing of GraphQL or HTTP.
 
+pub mod access;
+pub mod api_key;
 pub mod credits;
 pub mod export;
 pub mod file_blob;

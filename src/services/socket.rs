@@ -1,8 +1,10 @@
-//! The open WebSocket connections of this process: at most so many per user, and a signal per
-//! session so that ending a session (`signOut`) closes its sockets at once.
+//! The open WebSocket connections and SSE streams ("sockets") of this process: at most so many
+//! per user, and a signal per revocable credential so that ending a session (`signOut`) or
+//! revoking an API key closes its sockets at once.
 //!
-//! In memory: each server counts its own sockets, and a session ended on another server closes
-//! this server's sockets only when they next start an operation (which re-reads the session).
+//! In memory: each server counts its own sockets; a credential revoked on another server closes
+//! this server's sockets when they next check it (each operation, and periodically: see
+//! `SOCKET_CREDENTIAL_CHECK_SECS`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -10,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::access::Credential;
 use crate::error::{AppError, AppResult};
 
 #[derive(Debug, Clone)]
@@ -21,8 +24,9 @@ pub struct SocketRegistry {
 #[derive(Debug, Default)]
 struct Sockets {
     per_user: HashMap<Uuid, usize>,
-    /// Sessions with open sockets: cancelled when the session ends, with the number of sockets.
-    sessions: HashMap<Uuid, (CancellationToken, usize)>,
+    /// Credentials with open sockets: cancelled when the credential ends, with the number of
+    /// sockets.
+    credentials: HashMap<Credential, (CancellationToken, usize)>,
 }
 
 /// One open socket, counted until dropped.
@@ -30,12 +34,12 @@ struct Sockets {
 pub struct SocketPermit {
     inner: Arc<Mutex<Sockets>>,
     user_id: Uuid,
-    session_id: Option<Uuid>,
+    credential: Option<Credential>,
     ended: CancellationToken,
 }
 
 impl SocketPermit {
-    /// Cancelled when the socket's session ends; never for tokens without a session.
+    /// Cancelled when the socket's credential ends; never for tokens we cannot revoke.
     pub fn ended(&self) -> CancellationToken {
         self.ended.clone()
     }
@@ -54,16 +58,16 @@ impl SocketRegistry {
     }
 
     /// Counts a new socket of `user_id`; RATE_LIMITED when the user already has the maximum.
-    pub fn open(&self, user_id: Uuid, session_id: Option<Uuid>) -> AppResult<SocketPermit> {
+    pub fn open(&self, user_id: Uuid, credential: Option<Credential>) -> AppResult<SocketPermit> {
         let mut sockets = self.lock();
         let count = sockets.per_user.entry(user_id).or_default();
         if *count >= self.max_per_user {
             return Err(AppError::rate_limited(std::time::Duration::from_secs(1)));
         }
         *count += 1;
-        let ended = match session_id {
-            Some(session_id) => {
-                let (token, sockets) = sockets.sessions.entry(session_id).or_default();
+        let ended = match credential {
+            Some(credential) => {
+                let (token, sockets) = sockets.credentials.entry(credential).or_default();
                 *sockets += 1;
                 token.clone()
             }
@@ -72,14 +76,14 @@ impl SocketRegistry {
         Ok(SocketPermit {
             inner: self.inner.clone(),
             user_id,
-            session_id,
+            credential,
             ended,
         })
     }
 
-    /// Closes the sockets of a session that has ended.
-    pub fn end_session(&self, session_id: Uuid) {
-        if let Some((token, _)) = self.lock().sessions.get(&session_id) {
+    /// Closes the sockets of a credential that has ended (signed out, revoked).
+    pub fn end(&self, credential: Credential) {
+        if let Some((token, _)) = self.lock().credentials.get(&credential) {
             token.cancel();
         }
     }
@@ -101,11 +105,11 @@ impl Drop for SocketPermit {
                 sockets.per_user.remove(&self.user_id);
             }
         }
-        if let Some(session_id) = self.session_id {
-            if let Some((_, count)) = sockets.sessions.get_mut(&session_id) {
+        if let Some(credential) = self.credential {
+            if let Some((_, count)) = sockets.credentials.get_mut(&credential) {
                 *count -= 1;
                 if *count == 0 {
-                    sockets.sessions.remove(&session_id);
+                    sockets.credentials.remove(&credential);
                 }
             }
         }
@@ -132,16 +136,22 @@ mod tests {
     }
 
     #[test]
-    fn ending_a_session_cancels_its_sockets_only() {
+    fn ending_a_credential_cancels_its_sockets_only() {
         let registry = SocketRegistry::new(10);
-        let (user, session, other) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let user = Uuid::new_v4();
+        let session = Credential::Session(Uuid::new_v4());
+        let other = Credential::Session(Uuid::new_v4());
+        let key = Credential::ApiKey(Uuid::new_v4());
         let a = registry.open(user, Some(session)).unwrap();
         let b = registry.open(user, Some(session)).unwrap();
         let c = registry.open(user, Some(other)).unwrap();
-        registry.end_session(session);
+        let d = registry.open(user, Some(key)).unwrap();
+        registry.end(session);
         assert!(a.ended().is_cancelled() && b.ended().is_cancelled());
-        assert!(!c.ended().is_cancelled());
+        assert!(!c.ended().is_cancelled() && !d.ended().is_cancelled());
+        registry.end(key);
+        assert!(d.ended().is_cancelled() && !c.ended().is_cancelled());
         drop((a, b));
-        assert!(!registry.lock().sessions.contains_key(&session));
+        assert!(!registry.lock().credentials.contains_key(&session));
     }
 }

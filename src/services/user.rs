@@ -6,8 +6,9 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::credits;
+use super::access::{Access, Credential, ScopeSet};
 use super::limit::SignInLimiter;
+use super::{api_key, credits};
 use crate::auth::PasswordHashing;
 use crate::entity::user::{self, Plan};
 use crate::error::{AppError, AppResult};
@@ -188,18 +189,19 @@ pub async fn find_user(db: &impl ConnectionTrait, user_id: Uuid) -> AppResult<us
         .ok_or(AppError::NotFound("user"))
 }
 
-/// Who a verified token speaks for, and what ends its authority.
+/// Who a verified token or API key speaks for, what it may do, and what ends its authority.
 #[derive(Debug, Clone, Copy)]
 pub struct Authenticated {
     pub viewer: super::Viewer,
-    /// The revocable session of a built-in token (see `services::session`).
-    pub session_id: Option<Uuid>,
-    /// The token's `exp`, in seconds since the Unix epoch.
-    pub expires_at: u64,
+    pub access: Access,
+    /// The credential that can be revoked: a built-in token's session, an API key.
+    pub credential: Option<Credential>,
+    /// When the token or key expires, in seconds since the Unix epoch (`None`: never).
+    pub expires_at: Option<u64>,
 }
 
 /// Whom an `Authorization` header speaks for: `None` without a header, an error for a bad,
-/// expired or revoked token. A first valid token provisions the user.
+/// expired or revoked token or API key. A first valid token provisions the user.
 pub async fn authenticate_header<C: TransactionTrait + ConnectionTrait>(
     db: &C,
     authenticator: &crate::auth::Authenticator,
@@ -209,6 +211,9 @@ pub async fn authenticate_header<C: TransactionTrait + ConnectionTrait>(
         return Ok(None);
     };
     let token = crate::auth::parse_bearer(header).map_err(|_| AppError::Unauthenticated)?;
+    if token.starts_with(api_key::SECRET_PREFIX) {
+        return authenticated_by_key(db, token).await.map(Some);
+    }
     let verified = authenticator.verify(token).await.map_err(|err| {
         tracing::debug!(%err, "token refused");
         AppError::Unauthenticated
@@ -233,7 +238,25 @@ pub async fn authenticate_header<C: TransactionTrait + ConnectionTrait>(
             user_id: user.id,
             plan: user.plan,
         },
-        session_id,
-        expires_at: verified.expires_at,
+        access: Access::Session,
+        credential: session_id.map(Credential::Session),
+        expires_at: Some(verified.expires_at),
     }))
+}
+
+async fn authenticated_by_key(db: &impl ConnectionTrait, secret: &str) -> AppResult<Authenticated> {
+    let key = api_key::authenticate_api_key(db, secret).await?;
+    // The key's rows cascade with its user: a live key has one.
+    let user = find_user(db, key.user_id).await?;
+    Ok(Authenticated {
+        viewer: super::Viewer {
+            user_id: user.id,
+            plan: user.plan,
+        },
+        access: Access::ApiKey(ScopeSet::from_stored(&key.scopes)),
+        credential: Some(Credential::ApiKey(key.id)),
+        expires_at: key
+            .expires_at
+            .map(|at| u64::try_from(at.timestamp()).unwrap_or_default()),
+    })
 }

@@ -1,7 +1,7 @@
 // End-to-end check of the web client in a real browser (Debian's Chromium via playwright-core).
 //
 //   node e2e.mjs <base-url> [--screenshot <png>] [--chromium /usr/bin/chromium] [--headed]
-//                [--scenario main|runs|previews] [--other-preview <url>]
+//                [--scenario main|runs|previews|api-keys] [--other-preview <url>]
 //
 // Signs up, sees the offline banner, builds "a todo app with dark mode", waits for the reply and
 // its fragment (title, preview URL, files tab with app/page.tsx), sends follow-ups, restores the
@@ -9,7 +9,8 @@
 // still there and the latest version is shown at the live URL of openPreview (also from the
 // reload button, with its "waking" state), signs out and in again, and saves screenshots.
 // `runs`: cancel and retry. `previews`: a preview reads nothing of the web client's storage nor of
-// another preview's (`--other-preview`). Exits 0 when every step passed.
+// another preview's (`--other-preview`). `api-keys`: create a key (its secret shown once, copied),
+// use it, revoke it. Exits 0 when every step passed.
 
 import { chromium } from 'playwright-core';
 import { mkdtempSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
@@ -106,6 +107,7 @@ async function main() {
   try {
     if (scenario === 'runs') await runsScenario(page, t);
     else if (scenario === 'previews') await previewsScenario(page, t);
+    else if (scenario === 'api-keys') await apiKeysScenario(page, t);
     else await happyPath(page, t, wsSent, previews);
 
     check(pageErrors.length === 0, `no page errors: ${pageErrors.join(' | ')}`);
@@ -448,6 +450,62 @@ async function happyPath(page, t, wsSent, previews) {
   await page.evaluate(() => localStorage.setItem('codekraft.token', 'not-a-valid-token'));
   await page.reload();
   await t('auth-form').waitFor();
+}
+
+/** The API keys page: create a key, see and copy its secret once, use it, revoke it. */
+async function apiKeysScenario(page, t) {
+  step = 'sign up and open the API keys page';
+  const email = `keys-${Date.now()}@example.com`;
+  await page.context().grantPermissions(['clipboard-read', 'clipboard-write'], { origin: base });
+  await page.goto(`${base}/`);
+  await t('auth-mode-signup').click();
+  await t('auth-email').fill(email);
+  await t('auth-password').fill('correct horse battery');
+  await t('auth-submit').click();
+  await t('api-keys-link').click();
+  await t('api-keys-page').waitFor();
+  await t('api-key-list-empty').waitFor();
+  check(new URL(page.url()).pathname === '/settings/api-keys', 'the page has its own URL');
+
+  step = 'create a key: its secret is shown once';
+  await t('api-key-name').fill('nightly CI');
+  await t('api-key-scope-GENERATE').check();
+  await t('api-key-create').click();
+  const secret = (await t('api-key-secret').textContent()).trim();
+  check(/^ckp_[0-9A-Za-z]{38}$/.test(secret), `a ckp_ secret: ${secret}`);
+  await t('api-key-item').waitFor();
+  check(/READ \+ GENERATE/.test(await t('api-key-item').textContent()), 'the list shows the scopes');
+
+  step = 'copy the secret';
+  await t('api-key-copy').click();
+  await page.locator('[data-testid="api-key-copied"]', { hasText: 'Copied' }).waitFor();
+  check((await page.evaluate(() => navigator.clipboard.readText())) === secret, 'the clipboard holds the secret');
+
+  step = 'the key works';
+  const meWith = (key) =>
+    page.evaluate(async (key) => {
+      const response = await fetch('/graphql', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${key}` },
+        body: JSON.stringify({ query: '{ me { email } }' }),
+      });
+      const body = await response.json();
+      return body.errors ? body.errors[0].extensions.code : body.data.me.email;
+    }, key);
+  check((await meWith(secret)) === email, 'the key speaks for its owner');
+
+  step = 'after a reload the secret is gone';
+  await page.reload();
+  await t('api-key-item').waitFor();
+  check((await t('api-key-secret').count()) === 0, 'no secret shown');
+  check(!(await page.content()).includes(secret.slice(4)), 'the secret is nowhere in the page');
+  mkdirSync(dirname(screenshot), { recursive: true });
+  await page.screenshot({ path: screenshot });
+
+  step = 'revoke the key';
+  await t('api-key-revoke').click();
+  await page.locator('[data-testid="api-key-item-state"]', { hasText: 'revoked' }).waitFor();
+  check((await meWith(secret)) === 'UNAUTHENTICATED', 'a revoked key is refused');
 }
 
 /**

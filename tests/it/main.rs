@@ -2,6 +2,7 @@
 //! to it over HTTP and WebSocket.
 
 mod accounts;
+mod api_keys;
 mod conformance;
 mod credits;
 mod errors;
@@ -26,6 +27,7 @@ mod sandbox_e2b;
 mod sandbox_local;
 mod schema;
 mod sessions;
+mod sse;
 mod subscriptions;
 mod support;
 mod versions;

@@ -207,7 +207,7 @@ async fn the_web_client_and_readme_queries_pass_the_limits() {
     let variables = json!({
         "id": project_id, "projectId": project_id, "runId": run_id, "fragmentId": fragment_id,
         "first": 20, "after": null, "email": "other@example.com", "password": "correct horse",
-        "prompt": "a clock", "content": "make it blue", "name": "renamed",
+        "prompt": "a clock", "content": "make it blue", "name": "renamed", "scopes": ["READ"],
         "path": "app/page.tsx", "against": fragment_id,
     });
     let mut documents: Vec<(String, Value)> = client_queries
@@ -297,8 +297,6 @@ async fn first_subscription_message(
     }
 }
 
-/// `(name, document)` of every entry of `export const Q = { … }` in `api.js`, with
-/// `${RUN_FIELDS}` filled in.
 /// The text of the string constant `name` of api.js, quoted with `quote`.
 fn constant<'a>(source: &'a str, name: &str, quote: char) -> &'a str {
     source
@@ -308,9 +306,12 @@ fn constant<'a>(source: &'a str, name: &str, quote: char) -> &'a str {
         .0
 }
 
+/// `(name, document)` of every entry of `export const Q = { … }` in `api.js`, with the field
+/// lists (`${RUN_FIELDS}`, `${EVENT_DATA}`, `${API_KEY_FIELDS}`) filled in.
 fn web_client_queries(source: &str) -> Vec<(String, String)> {
     let run_fields = constant(source, "RUN_FIELDS", '\'');
     let event_data = constant(source, "EVENT_DATA", '`');
+    let api_key_fields = constant(source, "API_KEY_FIELDS", '\'');
     let mut rest = source
         .split_once("export const Q = {")
         .expect("the Q object in api.js")
@@ -333,7 +334,8 @@ fn web_client_queries(source: &str) -> Vec<(String, String)> {
             name.trim().to_owned(),
             query
                 .replace("${RUN_FIELDS}", run_fields)
-                .replace("${EVENT_DATA}", event_data),
+                .replace("${EVENT_DATA}", event_data)
+                .replace("${API_KEY_FIELDS}", api_key_fields),
         ));
         rest = after.trim_start().strip_prefix(',').unwrap_or(after);
     }

@@ -103,6 +103,7 @@ const EVENT_DATA = `__typename
   ... on RunFinished { status error inputTokens outputTokens costUsd }`;
 
 const RUN_FIELDS = 'id status inputTokens outputTokens costUsd error';
+const API_KEY_FIELDS = 'id name prefix scopes createdAt expiresAt lastUsedAt revokedAt';
 
 export const Q = {
   serverInfo: '{ serverInfo { modelProvider model modelOffline sandboxProvider } }',
@@ -145,6 +146,10 @@ export const Q = {
     forkProject(fragmentId: $fragmentId) { id name createdAt updatedAt } }`,
   cancelRun: `mutation($runId: ID!) { cancelRun(runId: $runId) { ${RUN_FIELDS} } }`,
   retryRun: `mutation($runId: ID!) { retryRun(runId: $runId) { ${RUN_FIELDS} } }`,
+  apiKeys: `{ apiKeys { ${API_KEY_FIELDS} } }`,
+  createApiKey: `mutation($name: String!, $scopes: [ApiKeyScope!]!, $expiresAt: DateTime) {
+    createApiKey(name: $name, scopes: $scopes, expiresAt: $expiresAt) { secret apiKey { ${API_KEY_FIELDS} } } }`,
+  revokeApiKey: `mutation($id: ID!) { revokeApiKey(id: $id) { ${API_KEY_FIELDS} } }`,
   projectEvents: `subscription($projectId: ID!, $after: Int) {
     projectEvents(projectId: $projectId, after: $after) { seq runId kind data { ${EVENT_DATA} } createdAt } }`,
 };

@@ -3,6 +3,7 @@
 import { auth, downloadExport, gql, GqlError, Q } from './api.js';
 import { h, mount, icon, formatDate, timeAgo, fmtInt, fmtUsd } from './dom.js';
 import { WsClient, wsUrl } from './ws.js';
+import { renderApiKeysPage } from './api_keys.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -105,9 +106,11 @@ function sessionEnded() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Routing (history API): `/` is home, `/projects/{id}` a project.
+// Routing (history API): `/` is home, `/projects/{id}` a project, `/settings/api-keys` the API
+// keys page.
 
 function route() {
+  if (/^\/settings\/api-keys\/?$/.test(window.location.pathname)) return { name: 'api-keys' };
   const match = window.location.pathname.match(/^\/projects\/([^/]+)\/?$/);
   return match ? { name: 'project', id: decodeURIComponent(match[1]) } : { name: 'home' };
 }
@@ -183,7 +186,10 @@ function render() {
   renderSidebar();
   const r = route();
   if (r.name === 'project') openProject(r.id);
-  else {
+  else if (r.name === 'api-keys') {
+    closeProject();
+    renderApiKeysPage($('content'), showError);
+  } else {
     closeProject();
     renderHome();
   }
@@ -224,6 +230,20 @@ function renderHeader() {
         )
       : null,
     h('span', { class: 'user-email muted', testid: 'user-email' }, state.user.email || ''),
+    h(
+      'a',
+      {
+        class: 'btn btn-ghost',
+        href: '/settings/api-keys',
+        testid: 'api-keys-link',
+        onclick: (event) => {
+          event.preventDefault();
+          navigate('/settings/api-keys');
+        },
+      },
+      icon('bolt'),
+      h('span', { class: 'hide-sm' }, 'API keys'),
+    ),
     h(
       'button',
       { class: 'btn btn-ghost', testid: 'sign-out', onclick: signOut, 'aria-label': 'Sign out' },

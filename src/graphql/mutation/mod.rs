@@ -1,14 +1,22 @@
-use async_graphql::{Context, Object, SimpleObject, ID};
+mod api_key;
+
+use async_graphql::{Context, MergedObject, Object, SimpleObject, ID};
 
 use super::context::ContextExt;
 use super::error::GqlResult;
 use super::types::{parse_id, to_id, AuthPayload, Message, Project, Run};
 use crate::error::AppError;
+use crate::services::access::{Credential, Permission};
 use crate::services::sandbox_access::ensure_sandbox_access;
 use crate::services::{fork, message, project, run, sandbox, session, user};
 
+// Every mutation, merged from the per-domain roots.
+#[derive(MergedObject, Default)]
+pub struct Mutation(AccountAndBuildMutation, api_key::ApiKeyMutation);
+
+/// Accounts, projects and their builds.
 #[derive(Default)]
-pub struct Mutation;
+pub struct AccountAndBuildMutation;
 
 #[derive(SimpleObject)]
 pub struct GenerationPayload {
@@ -53,7 +61,7 @@ async fn auth_payload(
 }
 
 #[Object]
-impl Mutation {
+impl AccountAndBuildMutation {
     /// Creates a built-in account (argon2id-hashed password) and signs it in.
     async fn sign_up(
         &self,
@@ -88,18 +96,19 @@ impl Mutation {
     }
 
     /// Ends the session of the token this request carries: the token is refused from now on and
-    /// its WebSockets close (4403). False for tokens we cannot revoke: those of the external
-    /// identity provider (sign out there) and built-in ones minted without a session.
+    /// its WebSockets and SSE streams close. False for tokens we cannot revoke: those of the
+    /// external identity provider (sign out there) and built-in ones minted without a session.
+    /// API keys are refused (see `revokeApiKey`).
     async fn sign_out(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
-        let viewer = ctx.viewer()?;
-        let Some(session_id) = ctx.session_id() else {
+        let viewer = ctx.viewer(Permission::Account)?;
+        let Some(Credential::Session(session_id)) = ctx.credential() else {
             return Ok(false);
         };
         let state = ctx.state();
         session::revoke_session(&state.db, viewer.user_id, session_id)
             .await
             .gql()?;
-        state.sockets.end_session(session_id);
+        state.sockets.end(Credential::Session(session_id));
         Ok(true)
     }
 
@@ -110,7 +119,7 @@ impl Mutation {
         ctx: &Context<'_>,
         prompt: String,
     ) -> async_graphql::Result<GenerationPayload> {
-        let viewer = ctx.viewer()?;
+        let viewer = ctx.viewer(Permission::Generate)?;
         let state = ctx.state();
         ensure_sandbox_access(&state.db, &state.sandboxes.isolation(), viewer)
             .await
@@ -138,7 +147,7 @@ impl Mutation {
         project_id: ID,
         content: String,
     ) -> async_graphql::Result<GenerationPayload> {
-        let viewer = ctx.viewer()?;
+        let viewer = ctx.viewer(Permission::Generate)?;
         let state = ctx.state();
         ensure_sandbox_access(&state.db, &state.sandboxes.isolation(), viewer)
             .await
@@ -167,7 +176,7 @@ impl Mutation {
         id: ID,
         name: String,
     ) -> async_graphql::Result<Project> {
-        let viewer = ctx.viewer()?;
+        let viewer = ctx.viewer(Permission::Account)?;
         let id = parse_id(&id, "project").gql()?;
         Ok(project::rename_project(&ctx.state().db, viewer, id, &name)
             .await
@@ -181,7 +190,7 @@ impl Mutation {
         ctx: &Context<'_>,
         id: ID,
     ) -> async_graphql::Result<DeleteProjectPayload> {
-        let viewer = ctx.viewer()?;
+        let viewer = ctx.viewer(Permission::Account)?;
         let state = ctx.state();
         let id = parse_id(&id, "project").gql()?;
         let deleted = project::delete_project(
@@ -205,7 +214,7 @@ impl Mutation {
         ctx: &Context<'_>,
         project_id: ID,
     ) -> async_graphql::Result<Preview> {
-        let viewer = ctx.viewer()?;
+        let viewer = ctx.viewer(Permission::Generate)?;
         let state = ctx.state();
         ensure_sandbox_access(&state.db, &state.sandboxes.isolation(), viewer)
             .await
@@ -224,7 +233,7 @@ impl Mutation {
         ctx: &Context<'_>,
         fragment_id: ID,
     ) -> async_graphql::Result<Message> {
-        let viewer = ctx.viewer()?;
+        let viewer = ctx.viewer(Permission::Generate)?;
         let state = ctx.state();
         ensure_sandbox_access(&state.db, &state.sandboxes.isolation(), viewer)
             .await
@@ -250,7 +259,7 @@ impl Mutation {
         fragment_id: ID,
         name: Option<String>,
     ) -> async_graphql::Result<Project> {
-        let viewer = ctx.viewer()?;
+        let viewer = ctx.viewer(Permission::Generate)?;
         let state = ctx.state();
         ensure_sandbox_access(&state.db, &state.sandboxes.isolation(), viewer)
             .await
@@ -271,7 +280,7 @@ impl Mutation {
 
     /// Stops a queued or running generation; it keeps its credit.
     async fn cancel_run(&self, ctx: &Context<'_>, run_id: ID) -> async_graphql::Result<Run> {
-        let viewer = ctx.viewer()?;
+        let viewer = ctx.viewer(Permission::Generate)?;
         let state = ctx.state();
         let run_id = parse_id(&run_id, "run").gql()?;
         Ok(
@@ -284,7 +293,7 @@ impl Mutation {
 
     /// Queues a failed generation again, behind the runs already queued. Takes a credit.
     async fn retry_run(&self, ctx: &Context<'_>, run_id: ID) -> async_graphql::Result<Run> {
-        let viewer = ctx.viewer()?;
+        let viewer = ctx.viewer(Permission::Generate)?;
         let state = ctx.state();
         ensure_sandbox_access(&state.db, &state.sandboxes.isolation(), viewer)
             .await

@@ -1,5 +1,7 @@
+mod api_key;
+
 use async_graphql::connection::Connection;
-use async_graphql::{Context, Object, SimpleObject, ID};
+use async_graphql::{Context, MergedObject, Object, SimpleObject, ID};
 
 use super::context::ContextExt;
 use super::error::GqlResult;
@@ -7,11 +9,17 @@ use super::limits;
 use super::types::project::project_page;
 use super::types::{parse_id, Fragment, Project, Run, Usage, User};
 use crate::sandbox::SandboxIsolation;
+use crate::services::access::Permission;
 use crate::services::page::PageRequest;
 use crate::services::{credits, fragment, project, run, user};
 
+// Every query, merged from the per-domain roots.
+#[derive(MergedObject, Default)]
+pub struct Query(AccountAndBuildQuery, api_key::ApiKeyQuery);
+
+/// Accounts, projects and their builds.
 #[derive(Default)]
-pub struct Query;
+pub struct AccountAndBuildQuery;
 
 /// What this server runs on, for the UI (e.g. to say that the model is offline).
 #[derive(SimpleObject)]
@@ -36,10 +44,10 @@ pub enum SandboxIsolationKind {
 }
 
 #[Object]
-impl Query {
+impl AccountAndBuildQuery {
     /// The signed-in user.
     async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
-        let viewer = ctx.viewer()?;
+        let viewer = ctx.viewer(Permission::Read)?;
         Ok(user::find_user(&ctx.state().db, viewer.user_id)
             .await
             .gql()?
@@ -48,7 +56,7 @@ impl Query {
 
     /// Credits left in the current window.
     async fn usage(&self, ctx: &Context<'_>) -> async_graphql::Result<Usage> {
-        let viewer = ctx.viewer()?;
+        let viewer = ctx.viewer(Permission::Read)?;
         Ok(
             credits::usage_summary(&ctx.state().db, viewer.user_id, viewer.plan)
                 .await
@@ -65,7 +73,7 @@ impl Query {
         first: Option<i32>,
         after: Option<String>,
     ) -> async_graphql::Result<Connection<String, Project>> {
-        let viewer = ctx.viewer()?;
+        let viewer = ctx.viewer(Permission::Read)?;
         let request = PageRequest::parse(first, after.as_deref()).gql()?;
         let page = project::list_projects(&ctx.state().db, viewer, request)
             .await
@@ -74,7 +82,7 @@ impl Query {
     }
 
     async fn project(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Project> {
-        let viewer = ctx.viewer()?;
+        let viewer = ctx.viewer(Permission::Read)?;
         let id = parse_id(&id, "project").gql()?;
         Ok(project::find_project(&ctx.state().db, viewer, id)
             .await
@@ -83,7 +91,7 @@ impl Query {
     }
 
     async fn fragment(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Fragment> {
-        let viewer = ctx.viewer()?;
+        let viewer = ctx.viewer(Permission::Read)?;
         let id = parse_id(&id, "fragment").gql()?;
         Ok(fragment::find_fragment(&ctx.state().db, viewer, id)
             .await
@@ -92,7 +100,7 @@ impl Query {
     }
 
     async fn run(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Run> {
-        let viewer = ctx.viewer()?;
+        let viewer = ctx.viewer(Permission::Read)?;
         let id = parse_id(&id, "run").gql()?;
         Ok(run::find_run(&ctx.state().db, viewer, id)
             .await

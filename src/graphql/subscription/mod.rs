@@ -6,6 +6,7 @@ use super::error::GqlResult;
 use super::types::{parse_id, RunEvent};
 use crate::error::AppError;
 use crate::events::{event_stream, EventFilter, EventKind};
+use crate::services::access::Permission;
 use crate::services::{project, run};
 
 #[derive(Default)]
@@ -27,7 +28,7 @@ impl Subscription {
         project_id: ID,
         after: Option<i64>,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<RunEvent>>> {
-        let viewer = ctx.viewer()?;
+        let viewer = ctx.viewer(Permission::Read)?;
         let state = ctx.state();
         let project_id = parse_id(&project_id, "project").gql()?;
         project::find_project(&state.db, viewer, project_id)
@@ -48,7 +49,7 @@ impl Subscription {
         run_id: ID,
         after: Option<i64>,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<RunEvent>>> {
-        let viewer = ctx.viewer()?;
+        let viewer = ctx.viewer(Permission::Read)?;
         let state = ctx.state();
         let run_id = parse_id(&run_id, "run").gql()?;
         let found = run::find_run(&state.db, viewer, run_id).await.gql()?;

@@ -9,6 +9,7 @@ use crate::error::AppError;
 use crate::graphql::context::ContextExt;
 use crate::graphql::error::GqlResult;
 use crate::graphql::limits;
+use crate::services::access::Permission;
 use crate::graphql::loaders::{
     DiffByVersions, DiffKey, FileByPath, FileEntriesByFragment, FilesByFragment,
 };
@@ -143,7 +144,7 @@ impl Fragment {
     #[graphql(complexity = "limits::DIFF_COST")]
     async fn diff(&self, ctx: &Context<'_>, against: ID) -> async_graphql::Result<Vec<FileDiff>> {
         let key = DiffKey {
-            viewer_id: ctx.viewer()?.user_id,
+            viewer_id: ctx.viewer(Permission::Read)?.user_id,
             fragment_id: self.uuid,
             against: parse_id(&against, "fragment").gql()?,
         };

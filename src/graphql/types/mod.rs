@@ -1,5 +1,6 @@
 //! Output types: explicit structs over the entity models, relations resolved through loaders.
 
+mod api_key;
 mod event;
 mod fragment;
 mod message;
@@ -7,6 +8,7 @@ pub mod project;
 mod run;
 mod user;
 
+pub use api_key::{ApiKey, ApiKeyScope, CreatedApiKey};
 pub use event::RunEvent;
 pub use fragment::Fragment;
 pub use message::Message;

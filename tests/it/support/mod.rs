@@ -7,6 +7,7 @@ pub mod fake_e2b;
 pub mod fake_llm;
 pub mod output;
 pub mod postgres;
+pub mod sse_client;
 pub mod stand_in_next;
 pub mod toy;
 pub mod ws_client;
