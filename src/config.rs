@@ -36,6 +36,7 @@ pub enum Command {
 pub enum ModelProviderKind {
     Gemini,
     Openai,
+    Anthropic,
     Offline,
     Replay,
 }
@@ -150,7 +151,8 @@ pub struct Config {
     #[arg(long, env = "WEB_CLIENT_DIR", default_value = "./web-client")]
     pub web_client_dir: PathBuf,
 
-    /// `gemini`, `openai`, `offline` or `replay`; unset: gemini when a Gemini key is set, else offline.
+    /// `gemini`, `openai`, `anthropic`, `offline` or `replay`; unset: gemini when a Gemini key is
+    /// set, else offline.
     #[arg(long, env = "MODEL_PROVIDER", value_enum)]
     pub model_provider: Option<ModelProviderKind>,
     /// Gemini API key (the seed's GOOGLE_AI_API_KEY is accepted too).
@@ -177,6 +179,20 @@ pub struct Config {
     pub openai_api_key: Option<String>,
     #[arg(long, env = "OPENAI_MODEL", default_value = "qwen2.5-coder:7b")]
     pub openai_model: String,
+    #[arg(long, env = "ANTHROPIC_API_KEY", hide_env_values = true)]
+    pub anthropic_api_key: Option<String>,
+    #[arg(
+        long,
+        env = "ANTHROPIC_BASE_URL",
+        default_value = crate::agent::provider::anthropic::DEFAULT_ANTHROPIC_BASE_URL
+    )]
+    pub anthropic_base_url: String,
+    #[arg(
+        long,
+        env = "ANTHROPIC_MODEL",
+        default_value = crate::agent::provider::anthropic::DEFAULT_ANTHROPIC_MODEL
+    )]
+    pub anthropic_model: String,
     /// Recorded transcript (JSON list of model responses) for MODEL_PROVIDER=replay.
     #[arg(long, env = "REPLAY_FILE")]
     pub replay_file: Option<PathBuf>,

@@ -63,6 +63,10 @@ impl AgentError {
             Self::Model(ModelError::Protocol(_)) => {
                 "the model sent an answer that could not be read".to_owned()
             }
+            Self::Model(ModelError::ToolsUnsupported { model }) => format!(
+                "{TOOLS_UNSUPPORTED_CODE}: the model {model} cannot call tools, and the agent \
+                 builds apps with tools; configure a model that supports tool calling"
+            ),
             Self::Model(err @ ModelError::ReplayExhausted) => err.to_string(),
             Self::Sandbox(SandboxError::Timeout(_)) => {
                 "the sandbox did not answer in time".to_owned()
@@ -73,6 +77,9 @@ impl AgentError {
         }
     }
 }
+
+/// Leads `Run.error` when the configured model cannot call tools, so clients can tell.
+pub const TOOLS_UNSUPPORTED_CODE: &str = "MODEL_CANNOT_CALL_TOOLS";
 
 #[derive(Debug, Clone)]
 pub struct AgentSettings {
@@ -155,7 +162,7 @@ impl AgentContext<'_> {
             .tool_loop(
                 sandbox.as_ref(),
                 &sandbox_url,
-                &system_prompt(&previous_files),
+                &previous_files,
                 &mut conversation,
                 &mut written,
                 usage,
@@ -216,11 +223,12 @@ impl AgentContext<'_> {
         &self,
         sandbox: &dyn Sandbox,
         preview_url: &str,
-        system: &str,
+        previous_files: &FileMap,
         conversation: &mut Vec<ChatMessage>,
         written: &mut FileMap,
         usage: &mut RunUsage,
     ) -> Result<String, AgentError> {
+        let system = system_prompt(previous_files);
         let tools = tool_specs();
         let mut fix_rounds = 0;
         let mut steps = 0;
@@ -230,11 +238,23 @@ impl AgentContext<'_> {
                 return Err(AgentError::StepLimit(self.settings.max_steps));
             }
             let request = ChatRequest {
-                system: system.to_owned(),
+                system: system.clone(),
                 messages: conversation.clone(),
                 tools: tools.clone(),
             };
             let response = self.complete(&request, true, usage).await?;
+            // A model without tool support answers in prose: on a project with nothing built
+            // yet that can only be a failure, and it is better named than summarised.
+            if steps == 1
+                && previous_files.is_empty()
+                && response.tool_calls.is_empty()
+                && self.models.may_lack_tool_support()
+            {
+                return Err(ModelError::ToolsUnsupported {
+                    model: self.models.model().to_owned(),
+                }
+                .into());
+            }
             conversation.push(ChatMessage::Assistant {
                 text: response.text.clone(),
                 tool_calls: response.tool_calls.clone(),

@@ -9,6 +9,7 @@ mod fuzz;
 mod headers;
 mod http_protocol;
 mod local_app;
+mod model_runs;
 mod previews;
 mod processes;
 mod projects;
