@@ -226,6 +226,10 @@ pub struct Config {
     /// the rest is counted in one `truncated` event. The model gets head and tail either way.
     #[arg(long, env = "AGENT_OUTPUT_STREAM_BYTES", default_value_t = 1024 * 1024)]
     pub agent_output_stream_bytes: usize,
+    /// Token budget of one model request of the agent (at least 4096); unset: the model's
+    /// default. Seen tool results are cut and older turns dropped to stay under it.
+    #[arg(long, env = "AGENT_CONTEXT_TOKENS", value_parser = clap::value_parser!(u64).range(crate::agent::context::MIN_CONTEXT_TOKENS..))]
+    pub agent_context_tokens: Option<u64>,
     /// A running run's lease; a worker that stops heartbeating loses the run after this long.
     #[arg(long, env = "RUN_LEASE_SECS", default_value_t = 30)]
     pub run_lease_secs: u64,

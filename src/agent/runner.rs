@@ -8,6 +8,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
+use super::context::{default_context_tokens, ContextBudget, ContextOverflow};
 use super::emitter::{DeltaRelay, Emitter};
 use super::preview_check::PreviewCheck;
 use super::prompt::{reply_prompt, task_summary, title_prompt, SYSTEM_PROMPT};
@@ -34,6 +35,8 @@ pub enum AgentError {
     #[error("cancelled")]
     Cancelled,
     #[error(transparent)]
+    Context(#[from] ContextOverflow),
+    #[error(transparent)]
     App(#[from] crate::error::AppError),
 }
 
@@ -50,7 +53,7 @@ impl AgentError {
             Self::Model(_) | Self::App(_) => true,
             Self::Sandbox(err) => !matches!(err, SandboxError::Cancelled),
             // The prompt asked for more than a run may do: the work was done, the credit spent.
-            Self::StepLimit(_) | Self::TimeLimit(_) | Self::Cancelled => false,
+            Self::StepLimit(_) | Self::TimeLimit(_) | Self::Cancelled | Self::Context(_) => false,
         }
     }
 
@@ -73,7 +76,9 @@ impl AgentError {
             }
             Self::Sandbox(_) => "the sandbox could not be reached".to_owned(),
             Self::App(err) => err.public_message(),
-            Self::StepLimit(_) | Self::TimeLimit(_) | Self::Cancelled => self.to_string(),
+            Self::StepLimit(_) | Self::TimeLimit(_) | Self::Cancelled | Self::Context(_) => {
+                self.to_string()
+            }
         }
     }
 }
@@ -86,6 +91,8 @@ pub struct AgentSettings {
     pub max_steps: u32,
     pub max_fix_rounds: u32,
     pub command_timeout: Duration,
+    /// Token budget of one model request; `None`: the model's default.
+    pub context_tokens: Option<u64>,
     /// Bytes of one command's output that stream as events; the rest is only counted.
     pub output_stream_limit: usize,
     /// Run after the model is done; a non-zero exit is fed back for a fix round.
@@ -230,6 +237,16 @@ impl AgentContext<'_> {
     ) -> Result<String, AgentError> {
         let system = system_prompt(previous_files);
         let tools = tool_specs();
+        let mut context =
+            ContextBudget::new(self.settings.context_tokens.unwrap_or_else(|| {
+                default_context_tokens(self.models.name(), self.models.model())
+            }));
+        let task = conversation
+            .iter()
+            .rposition(|m| matches!(m, ChatMessage::User { .. }))
+            .unwrap_or(0);
+        // Messages the previous request carried: their tool results have been read.
+        let mut seen = 0;
         let mut fix_rounds = 0;
         let mut steps = 0;
         loop {
@@ -237,12 +254,11 @@ impl AgentContext<'_> {
             if steps > self.settings.max_steps {
                 return Err(AgentError::StepLimit(self.settings.max_steps));
             }
-            let request = ChatRequest {
-                system: system.clone(),
-                messages: conversation.clone(),
-                tools: tools.clone(),
-            };
+            ContextBudget::forget_seen_results(conversation, seen);
+            let request = context.fit(&system, &tools, conversation, task)?;
+            seen = conversation.len();
             let response = self.complete(&request, true, usage).await?;
+            context.observe(&request, response.usage.input_tokens);
             // A model without tool support answers in prose: on a project with nothing built
             // yet that can only be a failure, and it is better named than summarised.
             if steps == 1
@@ -417,16 +433,30 @@ impl AgentContext<'_> {
     }
 }
 
-/// The coding loop's instructions; a follow-up is told which files exist, so it builds on them
-/// instead of starting over.
+/// Files named in the system prompt; the model lists the rest with its tools.
+const MAX_LISTED_FILES: usize = 200;
+
+/// The coding loop's instructions; a follow-up is told which files exist and their sizes (not
+/// their content: the model reads what it needs), so it builds on them instead of starting
+/// over.
 fn system_prompt(files: &FileMap) -> String {
     if files.is_empty() {
         return SYSTEM_PROMPT.to_owned();
     }
-    let listing: Vec<&str> = files.keys().map(String::as_str).collect();
+    let mut listing: Vec<String> = files
+        .iter()
+        .take(MAX_LISTED_FILES)
+        .map(|(path, content)| format!("- {path} ({} bytes)", content.len()))
+        .collect();
+    if files.len() > MAX_LISTED_FILES {
+        listing.push(format!(
+            "- … and {} more (listFiles shows them)",
+            files.len() - MAX_LISTED_FILES
+        ));
+    }
     format!(
-        "{SYSTEM_PROMPT}\n\nThe project already has these files from earlier requests; read and change them rather than starting over: {}",
-        listing.join(", ")
+        "{SYSTEM_PROMPT}\n\nThe project already has these files from earlier requests; read the ones you need with readFiles and change them rather than starting over:\n{}",
+        listing.join("\n")
     )
 }
 
@@ -464,10 +494,33 @@ pub fn settings_from_config(config: &crate::config::Config) -> AgentSettings {
         max_steps: config.agent_max_steps,
         max_fix_rounds: config.agent_max_fix_rounds,
         command_timeout: config.command_timeout(),
+        context_tokens: config.agent_context_tokens,
         output_stream_limit: config.agent_output_stream_bytes,
         check_command: Some(config.agent_check_command.clone()).filter(|c| !c.trim().is_empty()),
         preview_check: config
             .agent_preview_check
             .then(|| PreviewCheck::new(config.command_timeout())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_system_prompt_lists_files_with_sizes_not_content() {
+        let mut files = FileMap::new();
+        files.insert("app/page.tsx".into(), "x".repeat(1234));
+        let prompt = system_prompt(&files);
+        assert!(prompt.contains("- app/page.tsx (1234 bytes)"), "{prompt}");
+        assert!(!prompt.contains("xxxx"));
+        for i in 0..MAX_LISTED_FILES + 5 {
+            files.insert(format!("lib/f{i:03}.ts"), String::new());
+        }
+        let prompt = system_prompt(&files);
+        assert!(
+            prompt.contains("… and 6 more (listFiles shows them)"),
+            "{prompt}"
+        );
     }
 }

@@ -3,6 +3,7 @@
 
 mod accounts;
 mod conformance;
+mod context_budget;
 mod credits;
 mod errors;
 mod fuzz;
