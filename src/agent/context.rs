@@ -5,7 +5,8 @@
 //! - If the request is still too large, whole older turns go, oldest first: earlier requests'
 //!   messages, then this run's oldest steps (a step is a model turn with its tool results, so
 //!   calls and results stay paired). A note on the task message says so.
-//! - A result too large for the room left is cut before the model sees it at all.
+//! - Only when that is not enough, a fresh result is cut before the model sees it, as are the
+//!   newest turn's large call arguments (a whole file written) and long notes (build errors).
 //!
 //! Tokens are measured as request bytes / 4, scaled up by the provider-reported input tokens
 //! of the previous request when those show a denser tokenizer (bytes / 4 is the fallback where
@@ -158,11 +159,18 @@ impl ContextBudget {
         messages.extend_from_slice(&conversation[loop_start..]);
 
         // Still too large: the newest results, unseen, get an equal share of what is left, and
-        // the newest model turn's own large arguments (a whole file written) are cut too.
+        // the newest model turn's own large arguments (a whole file written) and long notes
+        // (a build check's errors) are cut too.
         if total > target {
             for message in &mut messages {
-                if message_bytes(message) > SEEN_RESULT_KEEP_BYTES * 2 {
-                    cut_model_turn(message);
+                match message {
+                    ChatMessage::User { text } => {
+                        *text = head_and_tail(std::mem::take(text), LONG_NOTE_KEEP_BYTES);
+                    }
+                    _ if message_bytes(message) > SEEN_RESULT_KEEP_BYTES * 2 => {
+                        cut_model_turn(message)
+                    }
+                    _ => {}
                 }
             }
             let results = messages
@@ -204,6 +212,8 @@ impl ContextBudget {
 
 /// Room reserved for the note that turns were dropped.
 const NOTE_BYTES: usize = 300;
+/// What is kept of a long user turn when nothing else helps.
+const LONG_NOTE_KEEP_BYTES: usize = 8_000;
 /// A result's name, id and JSON framing.
 const RESULT_FRAMING_BYTES: usize = 120;
 /// A cut result keeps at least this much, marker included.
@@ -429,6 +439,20 @@ mod tests {
         };
         assert_eq!(raw, &None);
         assert_eq!(tool_calls[0].arguments["files"][0]["path"], "big.txt");
+    }
+
+    #[test]
+    fn a_long_build_check_note_is_cut_to_fit() {
+        let budget = ContextBudget::new(MIN_CONTEXT_TOKENS);
+        let mut conversation = vec![user("task")];
+        conversation.extend(step(0, 100));
+        conversation.push(user(&"error TS2322\n".repeat(3_000)));
+        let request = budget.fit("system", &[], &conversation, 0).unwrap();
+        assert!(budget.estimate(&request) <= MIN_CONTEXT_TOKENS);
+        assert!(
+            matches!(request.messages.last(), Some(ChatMessage::User { text })
+            if text.starts_with("error TS2322") && text.contains("bytes omitted"))
+        );
     }
 
     #[test]
