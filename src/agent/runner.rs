@@ -214,6 +214,14 @@ impl AgentContext<'_> {
         })
     }
 
+    fn context_budget(&self) -> ContextBudget {
+        ContextBudget::new(
+            self.settings
+                .context_tokens
+                .unwrap_or_else(|| default_context_tokens(self.models.name(), self.models.model())),
+        )
+    }
+
     async fn cancellable<T>(
         &self,
         work: impl std::future::Future<Output = T>,
@@ -237,10 +245,7 @@ impl AgentContext<'_> {
     ) -> Result<String, AgentError> {
         let system = system_prompt(previous_files);
         let tools = tool_specs();
-        let mut context =
-            ContextBudget::new(self.settings.context_tokens.unwrap_or_else(|| {
-                default_context_tokens(self.models.name(), self.models.model())
-            }));
+        let mut context = self.context_budget();
         let task = conversation
             .iter()
             .rposition(|m| matches!(m, ChatMessage::User { .. }))
@@ -409,19 +414,23 @@ impl AgentContext<'_> {
         }
     }
 
-    /// A small tool-less completion (title, reply); `None` if the model fails: these are extras.
+    /// A small tool-less completion (title, reply), fitted to the context budget like every
+    /// request; `None` if the model fails or it cannot fit: these are extras.
     async fn helper_answer(
         &self,
         system: &str,
         prompt: &str,
         usage: &mut RunUsage,
     ) -> Option<String> {
-        let request = ChatRequest {
-            system: system.to_owned(),
-            messages: vec![ChatMessage::User {
-                text: prompt.to_owned(),
-            }],
-            tools: Vec::new(),
+        let messages = [ChatMessage::User {
+            text: prompt.to_owned(),
+        }];
+        let request = match self.context_budget().fit(system, &[], &messages, 0) {
+            Ok(request) => request,
+            Err(err) => {
+                tracing::warn!(%err, "helper prompt skipped");
+                return None;
+            }
         };
         match self.complete(&request, false, usage).await {
             Ok(response) => Some(response.text),
