@@ -457,6 +457,22 @@ mod tests {
     }
 
     #[test]
+    fn anthropic_keys_and_the_context_budget_floor() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["codekraft"], args].concat());
+        let cli = parse(&["--model-provider", "anthropic", "--anthropic-api-key", "k"]).unwrap();
+        assert_eq!(
+            cli.config.model_provider_kind(),
+            ModelProviderKind::Anthropic
+        );
+        assert_eq!(cli.config.anthropic_model, "claude-sonnet-4-5");
+        assert_eq!(cli.config.anthropic_base_url, "https://api.anthropic.com");
+        assert_eq!(cli.config.agent_context_tokens, None);
+        assert!(parse(&["--agent-context-tokens", "4095"]).is_err());
+        let cli = parse(&["--agent-context-tokens", "4096"]).unwrap();
+        assert_eq!(cli.config.agent_context_tokens, Some(4096));
+    }
+
+    #[test]
     fn defaults_ignore_the_environment_and_pick_embedded_parts() {
         let config = Config::defaults();
         assert_eq!(config.bind.to_string(), "127.0.0.1:8080");
