@@ -55,6 +55,10 @@ pub struct ContextBudget {
     max_tokens: u64,
     /// Tokens per request byte: 1 / [`BYTES_PER_TOKEN`] until the provider reports more.
     tokens_per_byte: f64,
+    /// First kept message of the earlier requests' history.
+    history_start: usize,
+    /// First kept message of this run's steps (at most the task's index + 1: none dropped).
+    loop_start: usize,
 }
 
 impl ContextBudget {
@@ -62,6 +66,8 @@ impl ContextBudget {
         Self {
             max_tokens,
             tokens_per_byte: 1.0 / BYTES_PER_TOKEN as f64,
+            history_start: 0,
+            loop_start: 0,
         }
     }
 
@@ -107,9 +113,11 @@ impl ContextBudget {
 
     /// The request for the next step: `conversation` with older turns dropped (and too-large
     /// fresh results cut) until it fits. `task` is the index of this run's request, which is
-    /// always kept.
+    /// always kept. Dropping goes down to three quarters of the target at once, and a dropped
+    /// turn stays dropped: the kept prefix, and so the provider's prompt cache, holds for
+    /// several steps between drops.
     pub fn fit(
-        &self,
+        &mut self,
         system: &str,
         tools: &[ToolSpec],
         conversation: &[ChatMessage],
@@ -117,46 +125,61 @@ impl ContextBudget {
     ) -> Result<ChatRequest, ContextOverflow> {
         let mut request = ChatRequest {
             system: system.to_owned(),
-            messages: conversation.to_vec(),
+            messages: Vec::new(),
             tools: tools.to_vec(),
         };
         let target = self.target_bytes();
-        let fixed = request_bytes(&ChatRequest {
-            messages: Vec::new(),
-            ..request.clone()
-        }) + NOTE_BYTES;
-        let sizes: Vec<usize> = conversation.iter().map(message_bytes).collect();
-        let mut total = fixed + sizes.iter().sum::<usize>();
-        if total <= target {
-            return Ok(request);
-        }
+        let low_water = target / 4 * 3;
+        let fixed = request_bytes(&request) + NOTE_BYTES;
         let task = task.min(conversation.len().saturating_sub(1));
+        let sizes: Vec<usize> = conversation.iter().map(message_bytes).collect();
+        let mut history_start = self.history_start.min(task);
+        let mut loop_start = self
+            .loop_start
+            .clamp(task + 1, conversation.len().max(task + 1));
+        let kept_bytes =
+            |range: std::ops::Range<usize>| sizes.get(range).map_or(0, |s| s.iter().sum::<usize>());
+        let mut total =
+            fixed + kept_bytes(history_start..task + 1) + kept_bytes(loop_start..sizes.len());
 
-        // Earlier requests' messages, oldest first; the kept part starts with a user turn.
-        let mut history_start = 0;
-        while history_start < task
-            && (total > target || !matches!(conversation[history_start], ChatMessage::User { .. }))
-        {
-            total -= sizes[history_start];
-            history_start += 1;
-        }
-        // Then this run's oldest steps, never the newest one.
-        let step_starts: Vec<usize> = (task + 1..conversation.len())
-            .filter(|&i| matches!(conversation[i], ChatMessage::Assistant { .. }))
-            .collect();
-        let mut loop_start = task + 1;
-        for next in step_starts.iter().skip(1) {
-            if total <= target {
-                break;
+        if total > target {
+            // Earlier requests' messages, oldest first; the kept part starts with a user turn.
+            while history_start < task
+                && (total > low_water
+                    || !matches!(conversation[history_start], ChatMessage::User { .. }))
+            {
+                total -= sizes[history_start];
+                history_start += 1;
             }
-            total -= sizes[loop_start..*next].iter().sum::<usize>();
-            loop_start = *next;
+            // Then this run's oldest steps, never the newest one.
+            let step_starts: Vec<usize> = (loop_start + 1..conversation.len())
+                .filter(|&i| matches!(conversation[i], ChatMessage::Assistant { .. }))
+                .collect();
+            for &next in &step_starts {
+                if total <= low_water {
+                    break;
+                }
+                total -= sizes[loop_start..next].iter().sum::<usize>();
+                loop_start = next;
+            }
+            if (history_start, loop_start) != (self.history_start, self.loop_start) {
+                tracing::info!(
+                    dropped_history = history_start,
+                    dropped_steps_to = loop_start,
+                    budget = self.max_tokens,
+                    "older turns dropped to fit the context budget"
+                );
+            }
+            self.history_start = history_start;
+            self.loop_start = loop_start;
         }
-        let dropped = history_start + (loop_start - task - 1);
+        let dropped = history_start + loop_start.min(conversation.len()) - (task + 1);
         let mut messages = Vec::with_capacity(conversation.len() - dropped);
         messages.extend_from_slice(&conversation[history_start..task]);
-        messages.push(with_note(&conversation[task], dropped));
-        messages.extend_from_slice(&conversation[loop_start..]);
+        if let Some(task_message) = conversation.get(task) {
+            messages.push(with_note(task_message, dropped));
+        }
+        messages.extend_from_slice(conversation.get(loop_start..).unwrap_or_default());
 
         // Still too large: the newest results, unseen, get an equal share of what is left, and
         // the newest model turn's own large arguments (a whole file written) and long notes
@@ -197,14 +220,6 @@ impl ContextBudget {
                 needed,
                 budget: self.max_tokens,
             });
-        }
-        if dropped > 0 {
-            tracing::info!(
-                dropped,
-                tokens = needed,
-                budget = self.max_tokens,
-                "older turns dropped to fit the context budget"
-            );
         }
         Ok(request)
     }
@@ -377,7 +392,7 @@ mod tests {
 
     #[test]
     fn old_turns_are_dropped_whole_with_a_note_and_the_task_stays() {
-        let budget = ContextBudget::new(MIN_CONTEXT_TOKENS);
+        let mut budget = ContextBudget::new(MIN_CONTEXT_TOKENS);
         let mut conversation = vec![user("old request"), user("task")];
         for i in 0..20 {
             conversation.extend(step(i, 1_500));
@@ -396,8 +411,27 @@ mod tests {
     }
 
     #[test]
+    fn dropped_turns_stay_dropped_so_the_kept_prefix_holds_between_drops() {
+        let mut budget = ContextBudget::new(MIN_CONTEXT_TOKENS);
+        let mut conversation = vec![user("task")];
+        let mut first_kept = Vec::new();
+        for i in 0..40 {
+            conversation.extend(step(i, 1_500));
+            let request = budget.fit("system", &[], &conversation, 0).unwrap();
+            assert!(budget.estimate(&request) <= MIN_CONTEXT_TOKENS);
+            first_kept.push(request.messages[1].clone());
+        }
+        first_kept.dedup();
+        assert!(
+            first_kept.len() < 20,
+            "the oldest kept turn moves in jumps, not every step: {}",
+            first_kept.len()
+        );
+    }
+
+    #[test]
     fn a_fresh_result_larger_than_the_room_is_cut() {
-        let budget = ContextBudget::new(MIN_CONTEXT_TOKENS);
+        let mut budget = ContextBudget::new(MIN_CONTEXT_TOKENS);
         let mut conversation = vec![user("task")];
         conversation.extend(step(0, 100_000));
         let request = budget.fit("system", &[], &conversation, 0).unwrap();
@@ -410,7 +444,7 @@ mod tests {
 
     #[test]
     fn a_huge_file_written_by_the_newest_turn_is_cut_to_fit() {
-        let budget = ContextBudget::new(MIN_CONTEXT_TOKENS);
+        let mut budget = ContextBudget::new(MIN_CONTEXT_TOKENS);
         let conversation = vec![
             user("task"),
             ChatMessage::Assistant {
@@ -443,7 +477,7 @@ mod tests {
 
     #[test]
     fn a_long_build_check_note_is_cut_to_fit() {
-        let budget = ContextBudget::new(MIN_CONTEXT_TOKENS);
+        let mut budget = ContextBudget::new(MIN_CONTEXT_TOKENS);
         let mut conversation = vec![user("task")];
         conversation.extend(step(0, 100));
         conversation.push(user(&"error TS2322\n".repeat(3_000)));
@@ -476,7 +510,7 @@ mod tests {
 
     #[test]
     fn a_system_prompt_over_the_budget_is_an_error() {
-        let budget = ContextBudget::new(MIN_CONTEXT_TOKENS);
+        let mut budget = ContextBudget::new(MIN_CONTEXT_TOKENS);
         let err = budget
             .fit(&"s".repeat(100_000), &[], &[user("task")], 0)
             .unwrap_err();
