@@ -319,6 +319,16 @@ fn parse_usage(usage: &Value) -> TokenUsage {
     }
 }
 
+/// The stream events we act on (§3); others (`ping`, `content_block_stop`, new ones) are ignored.
+const KNOWN_EVENTS: [&str; 6] = [
+    "message_start",
+    "content_block_start",
+    "content_block_delta",
+    "message_delta",
+    "message_stop",
+    "error",
+];
+
 #[derive(Debug, PartialEq, Eq)]
 enum Flow {
     Continue,
@@ -345,8 +355,23 @@ struct StreamAccumulator {
 
 impl StreamAccumulator {
     fn on_event(&mut self, event: SseEvent, on_delta: DeltaSink<'_>) -> Result<Flow, Failure> {
-        let data: Value = serde_json::from_str(event.data.trim())
-            .map_err(|e| Failure::fatal(ModelError::Protocol(format!("invalid SSE event: {e}"))))?;
+        let data: Value = match serde_json::from_str(event.data.trim()) {
+            Ok(data) => data,
+            // Event types added later may carry anything.
+            Err(_)
+                if event
+                    .event
+                    .as_deref()
+                    .is_some_and(|name| !KNOWN_EVENTS.contains(&name)) =>
+            {
+                return Ok(Flow::Continue)
+            }
+            Err(e) => {
+                return Err(Failure::fatal(ModelError::Protocol(format!(
+                    "invalid SSE event: {e}"
+                ))))
+            }
+        };
         let kind = data
             .get("type")
             .and_then(Value::as_str)
@@ -636,6 +661,21 @@ mod tests {
                 {"type":"tool_use","id":"toolu_1","name":"terminal","input":{"command":"ls"}}
             ])
         );
+    }
+
+    #[test]
+    fn unknown_events_are_ignored_whatever_they_carry() {
+        let mut acc = StreamAccumulator::default();
+        let unknown = SseEvent {
+            event: Some("future_event".into()),
+            data: "not json".into(),
+        };
+        assert_eq!(acc.on_event(unknown, &|_| {}).unwrap(), Flow::Continue);
+        let broken = SseEvent {
+            event: Some("message_start".into()),
+            data: "not json".into(),
+        };
+        assert!(!acc.on_event(broken, &|_| {}).unwrap_err().retryable);
     }
 
     #[test]
