@@ -173,7 +173,7 @@ impl ContextBudget {
             self.history_start = history_start;
             self.loop_start = loop_start;
         }
-        let dropped = history_start + loop_start.min(conversation.len()) - (task + 1);
+        let dropped = history_start + (loop_start - (task + 1));
         let mut messages = Vec::with_capacity(conversation.len() - dropped);
         messages.extend_from_slice(&conversation[history_start..task]);
         if let Some(task_message) = conversation.get(task) {
@@ -506,6 +506,14 @@ mod tests {
         assert_eq!(budget.estimate(&request), bytes_over_four);
         budget.observe(&request, 2 * bytes_over_four);
         assert!(budget.estimate(&request).abs_diff(2 * bytes_over_four) <= 1);
+    }
+
+    #[test]
+    fn an_empty_conversation_fits() {
+        let request = ContextBudget::new(MIN_CONTEXT_TOKENS)
+            .fit("system", &[], &[], 0)
+            .unwrap();
+        assert!(request.messages.is_empty());
     }
 
     #[test]
