@@ -10,8 +10,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::provider::{
-    GeminiConfig, GeminiProvider, ModelProvider, OfflineProvider, OpenAiCompatProvider,
-    OpenAiConfig, ReplayProvider,
+    AnthropicConfig, AnthropicProvider, GeminiConfig, GeminiProvider, ModelProvider,
+    OfflineProvider, OpenAiCompatProvider, OpenAiConfig, ReplayProvider,
 };
 use crate::auth::{AuthConfig, Authenticator, PasswordHashing};
 use crate::config::{Config, ModelProviderKind, SandboxProviderKind};
@@ -207,6 +207,18 @@ fn model_provider_from_config(config: &Config) -> anyhow::Result<Arc<dyn ModelPr
             let mut openai = OpenAiConfig::new(&config.openai_base_url, &config.openai_model);
             openai.api_key = config.openai_api_key.clone().filter(|key| !key.is_empty());
             Arc::new(OpenAiCompatProvider::new(openai)?)
+        }
+        ModelProviderKind::Anthropic => {
+            let key = config
+                .anthropic_api_key
+                .clone()
+                .filter(|key| !key.is_empty())
+                .context("MODEL_PROVIDER=anthropic needs ANTHROPIC_API_KEY")?;
+            let mut anthropic = AnthropicConfig::new(key);
+            anthropic.model = config.anthropic_model.clone();
+            anthropic.base_url = config.anthropic_base_url.clone();
+            anthropic.timeout = timeout;
+            Arc::new(AnthropicProvider::new(anthropic)?)
         }
         ModelProviderKind::Replay => {
             let file = config

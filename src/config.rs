@@ -36,6 +36,7 @@ pub enum Command {
 pub enum ModelProviderKind {
     Gemini,
     Openai,
+    Anthropic,
     Offline,
     Replay,
 }
@@ -160,7 +161,8 @@ pub struct Config {
     #[arg(long, env = "WEB_CLIENT_DIR", default_value = "./web-client")]
     pub web_client_dir: PathBuf,
 
-    /// `gemini`, `openai`, `offline` or `replay`; unset: gemini when a Gemini key is set, else offline.
+    /// `gemini`, `openai`, `anthropic`, `offline` or `replay`; unset: gemini when a Gemini key is
+    /// set, else offline.
     #[arg(long, env = "MODEL_PROVIDER", value_enum)]
     pub model_provider: Option<ModelProviderKind>,
     /// Gemini API key (the seed's GOOGLE_AI_API_KEY is accepted too).
@@ -187,6 +189,20 @@ pub struct Config {
     pub openai_api_key: Option<String>,
     #[arg(long, env = "OPENAI_MODEL", default_value = "qwen2.5-coder:7b")]
     pub openai_model: String,
+    #[arg(long, env = "ANTHROPIC_API_KEY", hide_env_values = true)]
+    pub anthropic_api_key: Option<String>,
+    #[arg(
+        long,
+        env = "ANTHROPIC_BASE_URL",
+        default_value = crate::agent::provider::anthropic::DEFAULT_ANTHROPIC_BASE_URL
+    )]
+    pub anthropic_base_url: String,
+    #[arg(
+        long,
+        env = "ANTHROPIC_MODEL",
+        default_value = crate::agent::provider::anthropic::DEFAULT_ANTHROPIC_MODEL
+    )]
+    pub anthropic_model: String,
     /// Recorded transcript (JSON list of model responses) for MODEL_PROVIDER=replay.
     #[arg(long, env = "REPLAY_FILE")]
     pub replay_file: Option<PathBuf>,
@@ -220,6 +236,10 @@ pub struct Config {
     /// the rest is counted in one `truncated` event. The model gets head and tail either way.
     #[arg(long, env = "AGENT_OUTPUT_STREAM_BYTES", default_value_t = 1024 * 1024)]
     pub agent_output_stream_bytes: usize,
+    /// Token budget of one model request of the agent (at least 4096); unset: the model's
+    /// default. Seen tool results are cut and older turns dropped to stay under it.
+    #[arg(long, env = "AGENT_CONTEXT_TOKENS", value_parser = clap::value_parser!(u64).range(crate::agent::context::MIN_CONTEXT_TOKENS..))]
+    pub agent_context_tokens: Option<u64>,
     /// A running run's lease; a worker that stops heartbeating loses the run after this long.
     #[arg(long, env = "RUN_LEASE_SECS", default_value_t = 30)]
     pub run_lease_secs: u64,
@@ -444,6 +464,22 @@ mod tests {
             cli.config.trusted_proxy_header.unwrap().as_str(),
             "x-forwarded-for"
         );
+    }
+
+    #[test]
+    fn anthropic_keys_and_the_context_budget_floor() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["codekraft"], args].concat());
+        let cli = parse(&["--model-provider", "anthropic", "--anthropic-api-key", "k"]).unwrap();
+        assert_eq!(
+            cli.config.model_provider_kind(),
+            ModelProviderKind::Anthropic
+        );
+        assert_eq!(cli.config.anthropic_model, "claude-sonnet-4-5");
+        assert_eq!(cli.config.anthropic_base_url, "https://api.anthropic.com");
+        assert_eq!(cli.config.agent_context_tokens, None);
+        assert!(parse(&["--agent-context-tokens", "4095"]).is_err());
+        let cli = parse(&["--agent-context-tokens", "4096"]).unwrap();
+        assert_eq!(cli.config.agent_context_tokens, Some(4096));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The agent: the model's tool loop against a project's sandbox.
 
+pub mod context;
 pub mod preview_check;
 pub mod prompt;
 pub mod provider;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use tokio_util::sync::CancellationToken;
 
+use super::context::{default_context_tokens, ContextBudget, ContextOverflow};
 use super::preview_check::PreviewCheck;
 use super::prompt::{reply_prompt, task_summary, title_prompt, SYSTEM_PROMPT};
 use super::provider::{
@@ -32,6 +33,8 @@ pub enum AgentError {
     #[error("cancelled")]
     Cancelled,
     #[error(transparent)]
+    Context(#[from] ContextOverflow),
+    #[error(transparent)]
     App(#[from] crate::error::AppError),
 }
 
@@ -48,7 +51,7 @@ impl AgentError {
             Self::Model(_) | Self::App(_) => true,
             Self::Sandbox(err) => !matches!(err, SandboxError::Cancelled),
             // The prompt asked for more than a run may do: the work was done, the credit spent.
-            Self::StepLimit(_) | Self::TimeLimit(_) | Self::Cancelled => false,
+            Self::StepLimit(_) | Self::TimeLimit(_) | Self::Cancelled | Self::Context(_) => false,
         }
     }
 
@@ -61,22 +64,33 @@ impl AgentError {
             Self::Model(ModelError::Protocol(_)) => {
                 "the model sent an answer that could not be read".to_owned()
             }
+            Self::Model(ModelError::ToolsUnsupported { model }) => format!(
+                "{TOOLS_UNSUPPORTED_CODE}: the model {model} cannot call tools, and the agent \
+                 builds apps with tools; configure a model that supports tool calling"
+            ),
             Self::Model(err @ ModelError::ReplayExhausted) => err.to_string(),
             Self::Sandbox(SandboxError::Timeout(_)) => {
                 "the sandbox did not answer in time".to_owned()
             }
             Self::Sandbox(_) => "the sandbox could not be reached".to_owned(),
             Self::App(err) => err.public_message(),
-            Self::StepLimit(_) | Self::TimeLimit(_) | Self::Cancelled => self.to_string(),
+            Self::StepLimit(_) | Self::TimeLimit(_) | Self::Cancelled | Self::Context(_) => {
+                self.to_string()
+            }
         }
     }
 }
+
+/// Leads `Run.error` when the configured model cannot call tools, so clients can tell.
+pub const TOOLS_UNSUPPORTED_CODE: &str = "MODEL_CANNOT_CALL_TOOLS";
 
 #[derive(Debug, Clone)]
 pub struct AgentSettings {
     pub max_steps: u32,
     pub max_fix_rounds: u32,
     pub command_timeout: Duration,
+    /// Token budget of one model request; `None`: the model's default.
+    pub context_tokens: Option<u64>,
     /// Bytes of one command's output that stream as events; the rest is only counted.
     pub output_stream_limit: usize,
     /// Run after the model is done; a non-zero exit is fed back for a fix round.
@@ -155,7 +169,7 @@ impl AgentContext<'_> {
             .tool_loop(
                 sandbox.as_ref(),
                 &sandbox_url,
-                &system_prompt(&previous_files),
+                &previous_files,
                 &mut conversation,
                 &mut written,
                 usage,
@@ -200,6 +214,14 @@ impl AgentContext<'_> {
         })
     }
 
+    fn context_budget(&self) -> ContextBudget {
+        ContextBudget::new(
+            self.settings
+                .context_tokens
+                .unwrap_or_else(|| default_context_tokens(self.models.name(), self.models.model())),
+        )
+    }
+
     async fn cancellable<T>(
         &self,
         work: impl std::future::Future<Output = T>,
@@ -216,12 +238,20 @@ impl AgentContext<'_> {
         &self,
         sandbox: &dyn Sandbox,
         preview_url: &str,
-        system: &str,
+        previous_files: &FileMap,
         conversation: &mut Vec<ChatMessage>,
         written: &mut FileMap,
         usage: &mut RunUsage,
     ) -> Result<String, AgentError> {
+        let system = system_prompt(previous_files);
         let tools = tool_specs();
+        let mut context = self.context_budget();
+        let task = conversation
+            .iter()
+            .rposition(|m| matches!(m, ChatMessage::User { .. }))
+            .unwrap_or(0);
+        // Messages the previous request carried: their tool results have been read.
+        let mut seen = 0;
         let mut fix_rounds = 0;
         let mut steps = 0;
         loop {
@@ -229,12 +259,23 @@ impl AgentContext<'_> {
             if steps > self.settings.max_steps {
                 return Err(AgentError::StepLimit(self.settings.max_steps));
             }
-            let request = ChatRequest {
-                system: system.to_owned(),
-                messages: conversation.clone(),
-                tools: tools.clone(),
-            };
+            ContextBudget::forget_seen_results(conversation, seen);
+            let request = context.fit(&system, &tools, conversation, task)?;
+            seen = conversation.len();
             let response = self.complete(&request, true, usage).await?;
+            context.observe(&request, response.usage.input_tokens);
+            // A model without tool support answers in prose: on a project with nothing built
+            // yet that can only be a failure, and it is better named than summarised.
+            if steps == 1
+                && previous_files.is_empty()
+                && response.tool_calls.is_empty()
+                && self.models.may_lack_tool_support()
+            {
+                return Err(ModelError::ToolsUnsupported {
+                    model: self.models.model().to_owned(),
+                }
+                .into());
+            }
             conversation.push(ChatMessage::Assistant {
                 text: response.text.clone(),
                 tool_calls: response.tool_calls.clone(),
@@ -371,19 +412,23 @@ impl AgentContext<'_> {
         }
     }
 
-    /// A small tool-less completion (title, reply); `None` if the model fails: these are extras.
+    /// A small tool-less completion (title, reply), fitted to the context budget like every
+    /// request; `None` if the model fails or it cannot fit: these are extras.
     async fn helper_answer(
         &self,
         system: &str,
         prompt: &str,
         usage: &mut RunUsage,
     ) -> Option<String> {
-        let request = ChatRequest {
-            system: system.to_owned(),
-            messages: vec![ChatMessage::User {
-                text: prompt.to_owned(),
-            }],
-            tools: Vec::new(),
+        let messages = [ChatMessage::User {
+            text: prompt.to_owned(),
+        }];
+        let request = match self.context_budget().fit(system, &[], &messages, 0) {
+            Ok(request) => request,
+            Err(err) => {
+                tracing::warn!(%err, "helper prompt skipped");
+                return None;
+            }
         };
         match self.complete(&request, false, usage).await {
             Ok(response) => Some(response.text),
@@ -395,16 +440,30 @@ impl AgentContext<'_> {
     }
 }
 
-/// The coding loop's instructions; a follow-up is told which files exist, so it builds on them
-/// instead of starting over.
+/// Files named in the system prompt; the model lists the rest with its tools.
+const MAX_LISTED_FILES: usize = 200;
+
+/// The coding loop's instructions; a follow-up is told which files exist and their sizes (not
+/// their content: the model reads what it needs), so it builds on them instead of starting
+/// over.
 fn system_prompt(files: &FileMap) -> String {
     if files.is_empty() {
         return SYSTEM_PROMPT.to_owned();
     }
-    let listing: Vec<&str> = files.keys().map(String::as_str).collect();
+    let mut listing: Vec<String> = files
+        .iter()
+        .take(MAX_LISTED_FILES)
+        .map(|(path, content)| format!("- {path} ({} bytes)", content.len()))
+        .collect();
+    if files.len() > MAX_LISTED_FILES {
+        listing.push(format!(
+            "- … and {} more (listFiles shows them)",
+            files.len() - MAX_LISTED_FILES
+        ));
+    }
     format!(
-        "{SYSTEM_PROMPT}\n\nThe project already has these files from earlier requests; read and change them rather than starting over: {}",
-        listing.join(", ")
+        "{SYSTEM_PROMPT}\n\nThe project already has these files from earlier requests; read the ones you need with readFiles and change them rather than starting over:\n{}",
+        listing.join("\n")
     )
 }
 
@@ -442,10 +501,33 @@ pub fn settings_from_config(config: &crate::config::Config) -> AgentSettings {
         max_steps: config.agent_max_steps,
         max_fix_rounds: config.agent_max_fix_rounds,
         command_timeout: config.command_timeout(),
+        context_tokens: config.agent_context_tokens,
         output_stream_limit: config.agent_output_stream_bytes,
         check_command: Some(config.agent_check_command.clone()).filter(|c| !c.trim().is_empty()),
         preview_check: config
             .agent_preview_check
             .then(|| PreviewCheck::new(config.command_timeout())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_system_prompt_lists_files_with_sizes_not_content() {
+        let mut files = FileMap::new();
+        files.insert("app/page.tsx".into(), "x".repeat(1234));
+        let prompt = system_prompt(&files);
+        assert!(prompt.contains("- app/page.tsx (1234 bytes)"), "{prompt}");
+        assert!(!prompt.contains("xxxx"));
+        for i in 0..MAX_LISTED_FILES + 5 {
+            files.insert(format!("lib/f{i:03}.ts"), String::new());
+        }
+        let prompt = system_prompt(&files);
+        assert!(
+            prompt.contains("… and 6 more (listFiles shows them)"),
+            "{prompt}"
+        );
     }
 }

@@ -7,7 +7,7 @@ pub mod local;
 mod output;
 mod path;
 
-pub use output::OutputSink;
+pub use output::{CappedText, OutputSink};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

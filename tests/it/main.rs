@@ -4,6 +4,7 @@
 mod accounts;
 mod api_keys;
 mod conformance;
+mod context_budget;
 mod credits;
 mod errors;
 mod event_fanout;
@@ -14,6 +15,7 @@ mod fuzz;
 mod headers;
 mod http_protocol;
 mod local_app;
+mod model_runs;
 mod previews;
 mod processes;
 mod projects;

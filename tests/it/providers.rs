@@ -5,13 +5,14 @@ use std::time::{Duration, Instant};
 
 use codekraft::agent::provider::retry::RetryPolicy;
 use codekraft::agent::provider::{
-    ChatMessage, ChatRequest, GeminiConfig, GeminiProvider, ModelError, ModelProvider,
-    ModelResponse, OfflineProvider, OpenAiCompatProvider, OpenAiConfig, ReplayProvider, TokenUsage,
-    ToolCall, ToolSpec, REPLY_MARKER, TITLE_MARKER,
+    AnthropicConfig, AnthropicProvider, ChatMessage, ChatRequest, GeminiConfig, GeminiProvider,
+    ModelError, ModelProvider, ModelResponse, OfflineProvider, OpenAiCompatProvider, OpenAiConfig,
+    ReplayProvider, TokenUsage, ToolCall, ToolSpec, REPLY_MARKER, TITLE_MARKER,
 };
 use serde_json::{json, Value};
 
 use crate::support::fake_llm::{
+    anthropic_message, anthropic_text_block, anthropic_text_reply, anthropic_tool_use_block,
     gemini_call_part, gemini_chunk, gemini_text_chunk, openai_chunk, openai_usage_chunk, FakeLlm,
     Reply, INVALID_API_KEY,
 };
@@ -859,6 +860,254 @@ async fn openai_without_key_or_usage_option() {
     let request = &fake.requests()[0];
     assert_eq!(request.header("authorization"), None);
     assert!(request.body.get("stream_options").is_none());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Anthropic
+
+fn anthropic(fake: &FakeLlm) -> AnthropicProvider {
+    let config = AnthropicConfig {
+        base_url: fake.base_url(),
+        timeout: Duration::from_secs(5),
+        ..AnthropicConfig::new("sk-ant-test")
+    };
+    AnthropicProvider::new(config)
+        .unwrap()
+        .with_retry_policy(fast_retries(3))
+}
+
+#[tokio::test]
+async fn anthropic_tool_use_split_across_chunks_round_trip() {
+    // The tool input arrives as four `input_json_delta` pieces, and the SSE frames themselves
+    // are cut mid-line and mid-JSON across network chunks.
+    let mut blocks = anthropic_text_block(0, &["Let me ", "look."]);
+    blocks.push(json!({ "type": "ping" }));
+    blocks.extend(anthropic_tool_use_block(
+        1,
+        "toolu_01",
+        "terminal",
+        &["", "{\"comm", "and\": \"ls ", "app\"}"],
+    ));
+    blocks.extend(anthropic_tool_use_block(
+        2,
+        "toolu_02",
+        "readFiles",
+        &["{\"files\": [\"app/page.tsx\"]}"],
+    ));
+    let events = anthropic_message(blocks, "tool_use", 120, 40);
+    let frames: String = events
+        .iter()
+        .map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap()))
+        .collect();
+    let pieces: Vec<String> = frames
+        .as_bytes()
+        .chunks(37)
+        .map(|c| String::from_utf8(c.to_vec()).unwrap())
+        .collect();
+    let fake = FakeLlm::start([
+        Reply::raw_stream(pieces).with_delay(Duration::from_millis(1)),
+        anthropic_text_reply("Done."),
+    ])
+    .await;
+    let provider = anthropic(&fake);
+    let deltas = Deltas::default();
+    let mut request = user_request("list the app");
+
+    let first = provider.complete(&request, &deltas.sink()).await.unwrap();
+
+    assert_eq!(deltas.all().concat(), "Let me look.");
+    assert_eq!(first.text, "Let me look.");
+    assert_eq!(
+        first.tool_calls,
+        vec![
+            ToolCall {
+                id: "toolu_01".into(),
+                name: "terminal".into(),
+                arguments: json!({ "command": "ls app" })
+            },
+            ToolCall {
+                id: "toolu_02".into(),
+                name: "readFiles".into(),
+                arguments: json!({ "files": ["app/page.tsx"] })
+            },
+        ]
+    );
+    assert_eq!(
+        first.usage,
+        TokenUsage {
+            input_tokens: 120,
+            output_tokens: 40
+        }
+    );
+    assert!(provider.estimate_cost_usd(first.usage) > 0.0);
+
+    request.messages.push(assistant_turn(&first));
+    request.messages.push(ChatMessage::ToolResult {
+        call_id: "toolu_01".into(),
+        name: "terminal".into(),
+        content: json!("page.tsx\n"),
+        is_error: false,
+    });
+    request.messages.push(ChatMessage::ToolResult {
+        call_id: "toolu_02".into(),
+        name: "readFiles".into(),
+        content: json!("no such file"),
+        is_error: true,
+    });
+    assert_eq!(
+        provider.complete(&request, &|_| {}).await.unwrap().text,
+        "Done."
+    );
+
+    let requests = fake.requests();
+    let first_request = &requests[0];
+    assert_eq!(first_request.path, "/v1/messages");
+    assert_eq!(first_request.header("x-api-key"), Some("sk-ant-test"));
+    assert_eq!(
+        first_request.header("anthropic-version"),
+        Some("2023-06-01")
+    );
+    assert_eq!(first_request.header("authorization"), None);
+    let body = &first_request.body;
+    assert_eq!(body["model"], "claude-sonnet-4-5");
+    assert_eq!(body["stream"], true);
+    assert!(body["max_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(
+        body["system"],
+        json!([{ "type": "text", "text": "You build Next.js apps.", "cache_control": { "type": "ephemeral" } }])
+    );
+    assert_eq!(body["tools"][0]["name"], "terminal");
+    assert_eq!(
+        body["tools"][0]["input_schema"]["required"],
+        json!(["command"])
+    );
+
+    let messages = requests[1].body["messages"].as_array().unwrap().clone();
+    assert_eq!(messages.len(), 3);
+    assert_eq!(
+        messages[1],
+        json!({ "role": "assistant", "content": [
+            { "type": "text", "text": "Let me look." },
+            { "type": "tool_use", "id": "toolu_01", "name": "terminal", "input": { "command": "ls app" } },
+            { "type": "tool_use", "id": "toolu_02", "name": "readFiles", "input": { "files": ["app/page.tsx"] } }
+        ] }),
+        "the assistant turn is sent back as it came"
+    );
+    assert_eq!(
+        messages[2],
+        json!({ "role": "user", "content": [
+            { "type": "tool_result", "tool_use_id": "toolu_01", "content": "page.tsx\n" },
+            { "type": "tool_result", "tool_use_id": "toolu_02", "content": "no such file", "is_error": true,
+              "cache_control": { "type": "ephemeral" } }
+        ] })
+    );
+}
+
+#[tokio::test]
+async fn anthropic_429_with_retry_after_then_success() {
+    let fake = FakeLlm::start([
+        Reply::anthropic_error(
+            429,
+            "rate_limit_error",
+            "Number of request tokens has exceeded your per-minute rate limit",
+        )
+        .with_header("retry-after", "1"),
+        anthropic_text_reply("after the wait"),
+    ])
+    .await;
+    let started = Instant::now();
+    let response = anthropic(&fake)
+        .complete(&user_request("hi"), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(response.text, "after the wait");
+    assert_eq!(fake.request_count(), 2);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "the retry-after was honoured: {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn anthropic_overload_and_mid_stream_errors_before_text_are_retried() {
+    let overloaded_mid_stream = Reply::raw_stream([
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":3}}}\n\n",
+        "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n",
+    ]);
+    let fake = FakeLlm::start([
+        Reply::anthropic_error(529, "overloaded_error", "Overloaded"),
+        overloaded_mid_stream,
+        anthropic_text_reply("third time"),
+    ])
+    .await;
+    let response = anthropic(&fake)
+        .complete(&user_request("hi"), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(response.text, "third time");
+    assert_eq!(fake.request_count(), 3);
+}
+
+#[tokio::test]
+async fn anthropic_bad_key_is_rejected_once_without_echoing_it() {
+    let fake = FakeLlm::start([]).await;
+    let config = AnthropicConfig {
+        base_url: fake.base_url(),
+        ..AnthropicConfig::new(INVALID_API_KEY)
+    };
+    let provider = AnthropicProvider::new(config)
+        .unwrap()
+        .with_retry_policy(fast_retries(3));
+    let err = provider
+        .complete(&user_request("hi"), &|_| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ModelError::Rejected { status: 401, .. }),
+        "{err:?}"
+    );
+    assert!(!err.to_string().contains(INVALID_API_KEY), "{err}");
+    assert!(!format!("{provider:?}").contains(INVALID_API_KEY));
+    assert_eq!(fake.request_count(), 1);
+}
+
+#[tokio::test]
+async fn anthropic_stream_cut_after_text_is_not_retried() {
+    let mut events = anthropic_message(anthropic_text_block(0, &["partial"]), "end_turn", 1, 1);
+    events.truncate(3);
+    let fake = FakeLlm::start([
+        Reply::anthropic_stream(events)
+            .with_delay(Duration::from_millis(5))
+            .then_disconnect(),
+        anthropic_text_reply("never"),
+    ])
+    .await;
+    let err = anthropic(&fake)
+        .complete(&user_request("hi"), &|_| {})
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ModelError::Unavailable(_)), "{err:?}");
+    assert_eq!(fake.request_count(), 1);
+}
+
+#[tokio::test]
+async fn openai_model_without_tool_support_is_named() {
+    let fake = FakeLlm::start([Reply::openai_error(
+        400,
+        "registry.ollama.ai/library/gemma:2b does not support tools",
+        "invalid_request_error",
+    )])
+    .await;
+    let err = openai(&fake)
+        .complete(&user_request("hi"), &|_| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ModelError::ToolsUnsupported { ref model } if model == "qwen3:8b"),
+        "{err:?}"
+    );
+    assert_eq!(fake.request_count(), 1);
 }
 
 // ---------------------------------------------------------------------------------------------

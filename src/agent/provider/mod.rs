@@ -1,9 +1,10 @@
-//! Model providers behind one trait: Gemini, OpenAI-compatible, offline and replay.
+//! Model providers behind one trait: Gemini, OpenAI-compatible, Anthropic, offline and replay.
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub mod anthropic;
 pub mod gemini;
 pub mod offline;
 pub mod openai_compat;
@@ -12,6 +13,7 @@ pub mod replay;
 pub mod retry;
 pub mod sse;
 
+pub use anthropic::{AnthropicConfig, AnthropicProvider};
 pub use gemini::{GeminiConfig, GeminiProvider};
 pub use offline::{OfflineProvider, REPLY_MARKER, TITLE_MARKER};
 pub use openai_compat::{OpenAiCompatProvider, OpenAiConfig};
@@ -28,6 +30,9 @@ pub enum ModelError {
     /// The provider answered something we could not understand.
     #[error("model protocol error: {0}")]
     Protocol(String),
+    /// The model cannot call tools (a small local model): the agent cannot work with it.
+    #[error("the model {model} cannot call tools")]
+    ToolsUnsupported { model: String },
     /// A replay transcript has no more responses.
     #[error("replay exhausted")]
     ReplayExhausted,
@@ -100,11 +105,17 @@ pub type DeltaSink<'a> = &'a (dyn Fn(&str) + Send + Sync);
 
 #[async_trait]
 pub trait ModelProvider: Send + Sync {
-    /// `gemini`, `openai`, `offline`, `replay`.
+    /// `gemini`, `openai`, `anthropic`, `offline`, `replay`.
     fn name(&self) -> &'static str;
     fn model(&self) -> &str;
     /// Whether this provider is a stand-in that runs without any model (the UI says so).
     fn is_offline(&self) -> bool {
+        false
+    }
+    /// Whether the model may be unable to call tools (any model behind an OpenAI-compatible
+    /// endpoint): a first answer without a tool call on a project with no files then means
+    /// [`ModelError::ToolsUnsupported`] rather than a summary of nothing.
+    fn may_lack_tool_support(&self) -> bool {
         false
     }
     /// Estimated cost in US dollars of `usage` on this model (0 where unknown or free).

@@ -96,6 +96,25 @@ impl OpenAiCompatProvider {
         self
     }
 
+    /// Ollama refuses `tools` for a model without tool support with a 400 "… does not support
+    /// tools"; other servers word it alike.
+    fn name_missing_tool_support(&self, failure: Failure) -> Failure {
+        match &failure.error {
+            ModelError::Rejected {
+                status: 400,
+                message,
+            } if message
+                .to_ascii_lowercase()
+                .contains("does not support tools") =>
+            {
+                Failure::fatal(ModelError::ToolsUnsupported {
+                    model: self.config.model.clone(),
+                })
+            }
+            _ => failure,
+        }
+    }
+
     async fn attempt(
         &self,
         body: &Value,
@@ -109,7 +128,9 @@ impl OpenAiCompatProvider {
         if let Some(key) = &self.config.api_key {
             request = request.bearer_auth(key);
         }
-        let response = retry::send(request).await?;
+        let response = retry::send(request)
+            .await
+            .map_err(|failure| self.name_missing_tool_support(failure))?;
         let is_sse = response
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
@@ -162,6 +183,10 @@ impl ModelProvider for OpenAiCompatProvider {
 
     fn model(&self) -> &str {
         &self.config.model
+    }
+
+    fn may_lack_tool_support(&self) -> bool {
+        true
     }
 
     fn estimate_cost_usd(&self, usage: TokenUsage) -> f64 {

@@ -40,6 +40,38 @@ pub fn gemini_price(model: &str) -> Option<ModelPrice> {
     })
 }
 
+/// List prices of the Claude models we know, by model id or its dated snapshot
+/// (`claude-sonnet-4-5-20250929`); `None` for anything else. Cache writes (1.25x) and reads
+/// (0.1x) are billed at the plain input price here: the estimate errs high.
+pub fn anthropic_price(model: &str) -> Option<ModelPrice> {
+    const FAMILIES: [(&str, f64, f64); 8] = [
+        ("claude-opus-4-5", 5.0, 25.0),
+        ("claude-opus-4-1", 15.0, 75.0),
+        ("claude-opus-4", 15.0, 75.0),
+        ("claude-sonnet-4-5", 3.0, 15.0),
+        ("claude-sonnet-4", 3.0, 15.0),
+        ("claude-haiku-4-5", 1.0, 5.0),
+        ("claude-3-7-sonnet", 3.0, 15.0),
+        ("claude-3-5-haiku", 0.80, 4.0),
+    ];
+    let is_snapshot = |rest: &str| {
+        rest == "latest" || (rest.len() == 8 && rest.chars().all(|c| c.is_ascii_digit()))
+    };
+    FAMILIES
+        .iter()
+        .find(|(family, _, _)| {
+            model == *family
+                || model
+                    .strip_prefix(family)
+                    .and_then(|rest| rest.strip_prefix('-'))
+                    .is_some_and(is_snapshot)
+        })
+        .map(|&(_, input, output)| ModelPrice {
+            input_per_mtok: input,
+            output_per_mtok: output,
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,5 +94,22 @@ mod tests {
         assert!(gemini_price("gemini-2.0-flash").is_some());
         assert_eq!(gemini_price("llama3"), None);
         assert_eq!(ModelPrice::FREE.cost_usd(usage), 0.0);
+    }
+
+    #[test]
+    fn claude_models_and_snapshots() {
+        let usage = TokenUsage {
+            input_tokens: 1_000_000,
+            output_tokens: 1_000_000,
+        };
+        let cost = |model: &str| anthropic_price(model).map(|p| p.cost_usd(usage));
+        assert_eq!(cost("claude-sonnet-4-5"), Some(18.0));
+        assert_eq!(cost("claude-sonnet-4-5-20250929"), Some(18.0));
+        assert_eq!(cost("claude-opus-4-5-20251101"), Some(30.0));
+        assert_eq!(cost("claude-opus-4-20250514"), Some(90.0));
+        assert_eq!(cost("claude-3-7-sonnet-latest"), Some(18.0));
+        assert_eq!(cost("claude-sonnet-4-5-evil"), None);
+        assert_eq!(cost("claude-opus-4-6"), None, "not read as claude-opus-4");
+        assert_eq!(cost("gpt-4o"), None);
     }
 }

@@ -3,7 +3,7 @@
 //! Retries connect/read errors and 408/429/500/502/503/504/529 with exponential backoff and
 //! jitter, honours a server-supplied delay (`retry-after-ms`, `Retry-After`, Gemini
 //! `RetryInfo.retryDelay`), caps the total wait, and never retries 400/401/403/404/413/422,
-//! a daily quota, OpenAI's `insufficient_quota`, or anything after streamed text reached the
+//! a daily quota, OpenAI's `insufficient_quota`, Anthropic's spend limit, or anything after streamed text reached the
 //! caller (the providers mark such failures as final).
 
 use std::future::Future;
@@ -218,12 +218,16 @@ fn error_object(body: &Value) -> Option<&Value> {
     }
 }
 
-/// A daily quota (Gemini `…PerDay…` quota id) or OpenAI billing quota: waiting will not help.
+/// A daily quota (Gemini `…PerDay…` quota id), OpenAI billing quota or Anthropic spend limit:
+/// waiting will not help.
 fn is_hard_quota(body: &Value) -> bool {
     let Some(err) = error_object(body) else {
         return false;
     };
-    if err.get("code").and_then(Value::as_str) == Some("insufficient_quota") {
+    if err.get("code").and_then(Value::as_str) == Some("insufficient_quota")
+        || err.pointer("/details/error_code").and_then(Value::as_str)
+            == Some("enforced_spend_limit_reached")
+    {
         return true;
     }
     let details = err
@@ -370,6 +374,17 @@ mod tests {
                 other => panic!("unexpected {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn anthropic_overload_is_retried_but_not_a_spend_limit() {
+        let overloaded = r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"},"request_id":"req_1"}"#;
+        let f = status_failure(529, &HeaderMap::new(), overloaded);
+        assert!(f.retryable);
+        assert!(matches!(f.error, ModelError::Unavailable(ref m) if m.contains("Overloaded")));
+        let spent = r#"{"type":"error","error":{"type":"rate_limit_error","message":"spend limit",
+            "details":{"error_code":"enforced_spend_limit_reached"}}}"#;
+        assert!(!status_failure(429, &HeaderMap::new(), spent).retryable);
     }
 
     #[test]

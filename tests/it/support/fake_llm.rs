@@ -1,11 +1,13 @@
-//! Local fake Gemini and OpenAI-compatible servers speaking the wire format of
-//! `llm-apis.md` §1 and §2, for provider and agent tests.
+//! Local fake Gemini, OpenAI-compatible and Anthropic servers speaking the wire format of
+//! `llm-apis.md` §1, §2 and §3, for provider and agent tests.
 //!
-//! One server serves both APIs:
+//! One server serves all three APIs:
 //! - `POST /v1beta/models/{model}:{generateContent|streamGenerateContent}` (Gemini): requires
 //!   `x-goog-api-key` or `?key=` (missing → 403 `PERMISSION_DENIED`; the key
 //!   [`INVALID_API_KEY`] → 400 `API_KEY_INVALID`), and `alt=sse` for streaming.
 //! - `POST {anything}/chat/completions` (OpenAI-compatible; use [`FakeLlm::openai_base_url`]).
+//! - `POST /v1/messages` (Anthropic): requires `x-api-key` (missing or [`INVALID_API_KEY`] → 401
+//!   `authentication_error`), `anthropic-version`, `model`, `max_tokens` and `messages`.
 //!
 //! Responses come from a script of [`Reply`]s served in order (an exhausted script answers 500).
 //! Every request is captured so tests can assert what the client sent.
@@ -24,7 +26,7 @@ use axum::response::Response;
 use axum::Router;
 use serde_json::{json, Value};
 
-/// The API key the fake Gemini server treats as invalid.
+/// The API key the fake Gemini and Anthropic servers treat as invalid.
 pub const INVALID_API_KEY: &str = "invalid-key";
 
 /// A request the fake received.
@@ -156,6 +158,24 @@ impl Reply {
         )
     }
 
+    /// Anthropic SSE: `event: <type>\ndata: <JSON>\n\n` per event, the name taken from the
+    /// event's `type`.
+    pub fn anthropic_stream(events: impl IntoIterator<Item = Value>) -> Self {
+        Self::raw_stream(events.into_iter().map(|e| {
+            let name = e["type"].as_str().unwrap_or("unknown").to_owned();
+            format!("event: {name}\ndata: {e}\n\n")
+        }))
+    }
+
+    /// An Anthropic error body (§3).
+    pub fn anthropic_error(status: u16, error_type: &str, message: &str) -> Self {
+        Self::json(
+            status,
+            json!({ "type": "error", "error": { "type": error_type, "message": message },
+                    "request_id": "req_fake" }),
+        )
+    }
+
     pub fn with_header(mut self, name: &str, value: &str) -> Self {
         self.headers.push((name.to_owned(), value.to_owned()));
         self
@@ -227,6 +247,65 @@ pub fn openai_usage_chunk(prompt_tokens: u64, completion_tokens: u64) -> Value {
             "choices": [],
             "usage": { "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                        "total_tokens": prompt_tokens + completion_tokens } })
+}
+
+/// The events of a whole streamed Anthropic message: `message_start`, the given content
+/// block events, `message_delta` with `stop_reason` and usage, `message_stop`.
+pub fn anthropic_message(
+    blocks: Vec<Value>,
+    stop_reason: &str,
+    input_tokens: u64,
+    output_tokens: u64,
+) -> Vec<Value> {
+    let mut events = vec![json!({ "type": "message_start", "message": {
+        "id": "msg_fake", "type": "message", "role": "assistant", "content": [],
+        "model": "claude-sonnet-4-5", "stop_reason": null, "stop_sequence": null,
+        "usage": { "input_tokens": input_tokens, "output_tokens": 1 } } })];
+    events.extend(blocks);
+    events.push(json!({ "type": "message_delta",
+        "delta": { "stop_reason": stop_reason, "stop_sequence": null },
+        "usage": { "output_tokens": output_tokens } }));
+    events.push(json!({ "type": "message_stop" }));
+    events
+}
+
+/// The events of one text block at `index`, its text split into `pieces`.
+pub fn anthropic_text_block(index: u64, pieces: &[&str]) -> Vec<Value> {
+    let mut events = vec![json!({ "type": "content_block_start", "index": index,
+                                  "content_block": { "type": "text", "text": "" } })];
+    for piece in pieces {
+        events.push(json!({ "type": "content_block_delta", "index": index,
+                            "delta": { "type": "text_delta", "text": piece } }));
+    }
+    events.push(json!({ "type": "content_block_stop", "index": index }));
+    events
+}
+
+/// The events of one `tool_use` block at `index`, its input JSON split into `json_pieces`.
+pub fn anthropic_tool_use_block(
+    index: u64,
+    id: &str,
+    name: &str,
+    json_pieces: &[&str],
+) -> Vec<Value> {
+    let mut events = vec![json!({ "type": "content_block_start", "index": index,
+        "content_block": { "type": "tool_use", "id": id, "name": name, "input": {} } })];
+    for piece in json_pieces {
+        events.push(json!({ "type": "content_block_delta", "index": index,
+                            "delta": { "type": "input_json_delta", "partial_json": piece } }));
+    }
+    events.push(json!({ "type": "content_block_stop", "index": index }));
+    events
+}
+
+/// A whole streamed Anthropic answer that is just `text`.
+pub fn anthropic_text_reply(text: &str) -> Reply {
+    Reply::anthropic_stream(anthropic_message(
+        anthropic_text_block(0, &[text]),
+        "end_turn",
+        20,
+        5,
+    ))
 }
 
 #[derive(Default)]
@@ -345,6 +424,9 @@ fn validate(request: &CapturedRequest) -> Option<Reply> {
         }
         return None;
     }
+    if request.path == "/v1/messages" {
+        return validate_anthropic(request);
+    }
     let Some(segment) = request.path.strip_prefix("/v1beta/models/") else {
         return Some(Reply::gemini_error(404, "NOT_FOUND", "unknown path"));
     };
@@ -380,6 +462,36 @@ fn validate(request: &CapturedRequest) -> Option<Reply> {
         )),
         _ => Some(Reply::gemini_error(404, "NOT_FOUND", "unknown method")),
     }
+}
+
+fn validate_anthropic(request: &CapturedRequest) -> Option<Reply> {
+    match request.header("x-api-key") {
+        None | Some(INVALID_API_KEY) => {
+            return Some(Reply::anthropic_error(
+                401,
+                "authentication_error",
+                "invalid x-api-key",
+            ))
+        }
+        Some(_) => {}
+    }
+    if request.header("anthropic-version").is_none() {
+        return Some(Reply::anthropic_error(
+            400,
+            "invalid_request_error",
+            "anthropic-version: header is required",
+        ));
+    }
+    for field in ["model", "max_tokens", "messages"] {
+        if request.body.get(field).is_none() {
+            return Some(Reply::anthropic_error(
+                400,
+                "invalid_request_error",
+                &format!("{field}: Field required"),
+            ));
+        }
+    }
+    None
 }
 
 fn into_response(reply: Reply) -> Response {
