@@ -13,6 +13,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use uuid::Uuid;
 
 use super::bus::{BusMessage, EventBus};
+use super::StoredEvent;
 use crate::entity::run_event;
 
 /// Batches a feed keeps for a subscriber that falls behind; one that falls further behind
@@ -27,12 +28,12 @@ pub(super) const PAGE: u64 = 200;
 #[derive(Debug, Clone)]
 pub struct EventBatch {
     pub after: i64,
-    pub events: Arc<[run_event::Model]>,
+    pub events: Arc<[Arc<StoredEvent>]>,
 }
 
 impl EventBatch {
     pub fn last_seq(&self) -> i64 {
-        self.events.last().map_or(self.after, |event| event.seq)
+        self.events.last().map_or(self.after, |event| event.row.seq)
     }
 }
 
@@ -191,7 +192,10 @@ async fn run_feed(
             }
             let batch = EventBatch {
                 after: last_seq,
-                events: page.into(),
+                events: page
+                    .into_iter()
+                    .map(|row| Arc::new(StoredEvent::from(row)))
+                    .collect(),
             };
             last_seq = batch.last_seq();
             let full = u64::try_from(batch.events.len()).is_ok_and(|len| len == PAGE);

@@ -23,9 +23,9 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 pub use bus::{wait_for_work, BusMessage, EventBus, InProcessBus};
-pub use hub::{EventBatch, EventHub, FeedReceiver, DEFAULT_FEED_CAPACITY};
 pub use data::{OutputStream, RunEventData};
 pub use emitter::{DeltaRelay, Emitter};
+pub use hub::{EventBatch, EventHub, FeedReceiver, DEFAULT_FEED_CAPACITY};
 pub use postgres::PostgresBus;
 
 use crate::entity::run_event;
@@ -160,6 +160,24 @@ async fn next_seq(db: &impl ConnectionTrait, project_id: Uuid) -> Result<i64, Db
     Ok(hub::max_seq(db, project_id).await? + 1)
 }
 
+/// A stored event with its payload read once, however many subscribers it reaches.
+#[derive(Debug)]
+pub struct StoredEvent {
+    pub row: run_event::Model,
+    /// `Err` (why) for a row this server cannot read, written by a newer version, say.
+    pub data: Result<RunEventData, String>,
+}
+
+impl From<run_event::Model> for StoredEvent {
+    fn from(row: run_event::Model) -> Self {
+        let data = RunEventData::from_row(&row.kind, &row.payload).map_err(|err| {
+            tracing::error!(kind = %row.kind, seq = row.seq, %err, "unreadable run event");
+            err.to_string()
+        });
+        Self { row, data }
+    }
+}
+
 /// Which events a subscriber wants.
 #[derive(Debug, Clone, Copy)]
 pub struct EventFilter {
@@ -170,9 +188,9 @@ pub struct EventFilter {
 }
 
 impl EventFilter {
-    fn wants(&self, event: &run_event::Model) -> bool {
+    fn wants(&self, event: &StoredEvent) -> bool {
         self.run_id
-            .is_none_or(|run_id| event.run_id == Some(run_id))
+            .is_none_or(|run_id| event.row.run_id == Some(run_id))
     }
 }
 
@@ -185,7 +203,7 @@ pub fn event_stream(
     db: DatabaseConnection,
     hub: Arc<EventHub>,
     filter: EventFilter,
-) -> impl Stream<Item = Result<run_event::Model, DbErr>> {
+) -> impl Stream<Item = Result<Arc<StoredEvent>, DbErr>> {
     let subscriber = Subscriber {
         db,
         hub,
@@ -213,12 +231,12 @@ struct Subscriber {
     cursor: i64,
     /// The table must be read up to the project's latest event before the feed is trusted.
     catching_up: bool,
-    buffered: VecDeque<run_event::Model>,
+    buffered: VecDeque<Arc<StoredEvent>>,
     feed: Option<FeedReceiver>,
 }
 
 impl Subscriber {
-    async fn next(&mut self) -> Result<Option<run_event::Model>, DbErr> {
+    async fn next(&mut self) -> Result<Option<Arc<StoredEvent>>, DbErr> {
         loop {
             if let Some(event) = self.buffered.pop_front() {
                 return Ok(Some(event));
@@ -236,7 +254,7 @@ impl Subscriber {
                 Ok(batch) if batch.after > self.cursor => self.catching_up = true,
                 Ok(batch) => {
                     let (cursor, filter) = (self.cursor, self.filter);
-                    let fresh = batch.events.iter().filter(|event| event.seq > cursor);
+                    let fresh = batch.events.iter().filter(|event| event.row.seq > cursor);
                     self.buffered
                         .extend(fresh.filter(|event| filter.wants(event)).cloned());
                     self.cursor = cursor.max(batch.last_seq());
@@ -258,9 +276,10 @@ impl Subscriber {
         let page = hub::rows_after(&self.db, project_id, self.filter.run_id, self.cursor).await?;
         let full = u64::try_from(page.len()).is_ok_and(|len| len == hub::PAGE);
         let page = page.into_iter().filter(|event| event.seq <= latest);
-        self.buffered.extend(page);
+        self.buffered
+            .extend(page.map(|row| Arc::new(StoredEvent::from(row))));
         match self.buffered.back() {
-            Some(last) if full && last.seq < latest => self.cursor = last.seq,
+            Some(last) if full && last.row.seq < latest => self.cursor = last.row.seq,
             _ => {
                 self.cursor = latest;
                 self.catching_up = false;

@@ -39,14 +39,15 @@
 
 use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 
-use async_graphql::{Data, Executor, Request, Response};
+use async_graphql::{Data, Executor, Request};
 use axum::{
     extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade},
     http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response as HttpResponse},
     routing::{get, MethodRouter},
 };
-use futures_util::{future::BoxFuture, FutureExt, StreamExt};
+use futures_util::{future::BoxFuture, FutureExt, SinkExt, StreamExt};
+use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::{
     sync::mpsc,
@@ -165,9 +166,12 @@ pub const DEFAULT_LEGACY_KEEP_ALIVE: Duration = Duration::from_secs(20);
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 256 * 1024;
 /// Default number of operations running at once on one socket.
 pub const DEFAULT_MAX_OPERATIONS: usize = 32;
-/// Socket read and write buffers: small, since most messages are small and every idle socket
-/// holds them (tungstenite's default is 128 KiB each).
-const SOCKET_BUFFER_BYTES: usize = 8 * 1024;
+/// Socket read buffer: small, since client messages are small (a larger one is read in several
+/// steps) and every idle socket holds it; tungstenite also zeroes it before each read. Its
+/// default is 128 KiB.
+const SOCKET_READ_BUFFER_BYTES: usize = 2 * 1024;
+/// Outgoing messages gathered before they are written (the buffer grows only while gathering).
+const SOCKET_WRITE_BUFFER_BYTES: usize = 8 * 1024;
 
 /// A GraphQL-over-WebSocket endpoint around an executor (any `Schema<Q, M, S>`).
 ///
@@ -332,8 +336,8 @@ impl<E: Executor> GraphQLWs<E> {
         let upgrade = upgrade
             .max_message_size(self.max_message_bytes)
             .max_frame_size(self.max_message_bytes)
-            .read_buffer_size(SOCKET_BUFFER_BYTES)
-            .write_buffer_size(SOCKET_BUFFER_BYTES);
+            .read_buffer_size(SOCKET_READ_BUFFER_BYTES)
+            .write_buffer_size(SOCKET_WRITE_BUFFER_BYTES);
         let connection = Connection {
             executor: self.executor.clone(),
             protocol,
@@ -355,23 +359,46 @@ impl<E: Executor> GraphQLWs<E> {
     }
 }
 
-/// What an operation task sends to the socket loop. `generation` tells a live operation from
-/// an earlier one that used the same id (its late messages are dropped).
-enum Outgoing {
-    Next {
-        id: String,
+/// What an operation task sends to the socket loop: a message serialised in the task (so the
+/// loop only writes), and whether it ends the operation. `generation` tells a live operation
+/// from an earlier one that used the same id (its late messages are dropped).
+struct Outgoing {
+    id: Arc<str>,
+    generation: u64,
+    text: String,
+    ends_operation: bool,
+}
+
+/// A server → client message of an operation, serialised without an intermediate JSON tree.
+#[derive(Serialize)]
+struct OperationMessage<'a, P> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<P>,
+}
+
+impl Outgoing {
+    fn new<P: Serialize>(
+        id: &Arc<str>,
         generation: u64,
-        payload: Response,
-    },
-    Error {
-        id: String,
-        generation: u64,
-        payload: Response,
-    },
-    Complete {
-        id: String,
-        generation: u64,
-    },
+        kind: &'static str,
+        payload: Option<P>,
+    ) -> Self {
+        let message = OperationMessage {
+            id: id.as_ref(),
+            kind,
+            payload,
+        };
+        Self {
+            id: Arc::clone(id),
+            generation,
+            // Serialising a response (strings, numbers, maps with string keys) cannot fail.
+            text: serde_json::to_string(&message).unwrap_or_default(),
+            ends_operation: kind != "next" && kind != "data",
+        }
+    }
 }
 
 /// Why the socket loop stops: a close frame to send, or nothing (peer gone).
@@ -379,7 +406,7 @@ type Close = Option<(u16, String)>;
 
 enum Event {
     Incoming(Vec<u8>),
-    Outgoing(Box<Outgoing>),
+    Outgoing(Outgoing),
     InitTimeout,
     SessionEnded(String),
     MessageTooBig,
@@ -435,14 +462,14 @@ impl<E: Executor> Connection<E> {
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => Event::PeerGone,
                 },
                 reason = &mut self.ends => Event::SessionEnded(reason),
-                Some(out) = rx.recv() => Event::Outgoing(Box::new(out)),
+                Some(out) = rx.recv() => Event::Outgoing(out),
                 _ = sleep_until(self.init_deadline), if !acked => Event::InitTimeout,
                 _ = keep_alive.tick(), if legacy && acked => Event::KeepAlive,
                 Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => Event::Reaped,
             };
             let step: Result<(), Close> = match event {
                 Event::Incoming(bytes) => self.on_message(&mut socket, &bytes, &tx).await,
-                Event::Outgoing(out) => self.on_outgoing(&mut socket, *out).await,
+                Event::Outgoing(out) => self.on_outgoing(&mut socket, out, &mut rx).await,
                 Event::InitTimeout => Err(Some((
                     close_code::CONNECTION_INIT_TIMEOUT,
                     "Connection initialisation timeout".into(),
@@ -595,7 +622,7 @@ impl<E: Executor> Connection<E> {
         let build_data = self.operation_data.clone();
         let tx = tx.clone();
         let legacy = self.protocol == WsProtocol::LegacyGraphQLWs;
-        let task_id = id.clone();
+        let task_id: Arc<str> = Arc::from(id.as_str());
         let handle = self.tasks.spawn(async move {
             let id = task_id;
             if let Some(build) = build_data {
@@ -604,60 +631,56 @@ impl<E: Executor> Connection<E> {
             let mut stream = executor.execute_stream(request, Some(session));
             let mut first = true;
             while let Some(payload) = stream.next().await {
-                let message = if first && !legacy && is_request_error(&payload) {
+                if first && !legacy && is_request_error(&payload) {
                     // graphql-transport-ws: request errors end the operation with `error`
-                    let _ = tx
-                        .send(Outgoing::Error {
-                            id,
-                            generation,
-                            payload,
-                        })
-                        .await;
+                    let error = Outgoing::new(&id, generation, "error", Some(&payload.errors));
+                    let _ = tx.send(error).await;
                     return;
-                } else {
-                    Outgoing::Next {
-                        id: id.clone(),
-                        generation,
-                        payload,
-                    }
-                };
+                }
                 first = false;
-                if tx.send(message).await.is_err() {
+                let kind = if legacy { "data" } else { "next" };
+                if tx
+                    .send(Outgoing::new(&id, generation, kind, Some(&payload)))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
-            let _ = tx.send(Outgoing::Complete { id, generation }).await;
+            let complete = Outgoing::new::<()>(&id, generation, "complete", None);
+            let _ = tx.send(complete).await;
         });
         self.operations.insert(id, (generation, handle));
         Ok(())
     }
 
-    async fn on_outgoing(&mut self, socket: &mut WebSocket, out: Outgoing) -> Result<(), Close> {
-        let (id, generation) = match &out {
-            Outgoing::Next { id, generation, .. }
-            | Outgoing::Error { id, generation, .. }
-            | Outgoing::Complete { id, generation } => (id, *generation),
-        };
-        // Drop messages of operations the client completed (or of an earlier use of the id).
-        if self.operations.get(id).map(|(g, _)| *g) != Some(generation) {
-            return Ok(());
+    /// Writes `first` and whatever else is already waiting (up to a batch), with one flush: a
+    /// batch of events costs one write to the socket.
+    async fn on_outgoing(
+        &mut self,
+        socket: &mut WebSocket,
+        first: Outgoing,
+        rx: &mut mpsc::Receiver<Outgoing>,
+    ) -> Result<(), Close> {
+        let mut next = Some(first);
+        let mut written = 0;
+        while let Some(out) = next.take() {
+            // Drop messages of operations the client completed (or of an earlier use of the id).
+            if self.operations.get(out.id.as_ref()).map(|(g, _)| *g) == Some(out.generation) {
+                if out.ends_operation {
+                    self.operations.remove(out.id.as_ref());
+                }
+                socket
+                    .feed(Message::Text(out.text.into()))
+                    .await
+                    .map_err(|_| None)?;
+                written += 1;
+            }
+            if written < OUTGOING_BUFFER {
+                next = rx.try_recv().ok();
+            }
         }
-        let legacy = self.protocol == WsProtocol::LegacyGraphQLWs;
-        let message = match out {
-            Outgoing::Next { id, payload, .. } => {
-                let kind = if legacy { "data" } else { "next" };
-                json!({ "id": id, "type": kind, "payload": payload })
-            }
-            Outgoing::Error { id, payload, .. } => {
-                self.operations.remove(&id);
-                json!({ "id": id, "type": "error", "payload": payload.errors })
-            }
-            Outgoing::Complete { id, .. } => {
-                self.operations.remove(&id);
-                json!({ "id": id, "type": "complete" })
-            }
-        };
-        send_json(socket, message).await
+        socket.flush().await.map_err(|_| None)
     }
 }
 

@@ -193,7 +193,7 @@ on_both_backends!(
         // Both have read the history and joined the feed.
         let start = project.last_seq;
         for stream in [&mut reader, &mut laggard] {
-            assert_eq!(stream.next().await.unwrap().unwrap().seq, start);
+            assert_eq!(stream.next().await.unwrap().unwrap().row.seq, start);
         }
 
         // Ten batches, each read by `reader` before the next is written.
@@ -201,12 +201,12 @@ on_both_backends!(
             restore(&app, &token, &mut project).await;
             let mut got = Vec::new();
             while got.last() != Some(&project.last_seq) {
-                got.push(reader.next().await.unwrap().unwrap().seq);
+                got.push(reader.next().await.unwrap().unwrap().row.seq);
             }
         }
         let mut got = Vec::new();
         while got.last() != Some(&project.last_seq) {
-            got.push(laggard.next().await.unwrap().unwrap().seq);
+            got.push(laggard.next().await.unwrap().unwrap().row.seq);
         }
         assert_eq!(got, ((start + 1)..=project.last_seq).collect::<Vec<_>>());
         shutdown.cancel();

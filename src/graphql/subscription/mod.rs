@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use async_graphql::{Context, Subscription, ID};
 use futures_util::{Stream, StreamExt};
 
@@ -5,16 +7,14 @@ use super::context::ContextExt;
 use super::error::GqlResult;
 use super::types::{parse_id, RunEvent};
 use crate::error::AppError;
-use crate::events::{event_stream, EventFilter, EventKind};
+use crate::events::{event_stream, EventFilter, EventKind, StoredEvent};
 use crate::services::access::Permission;
 use crate::services::{project, run};
 
 #[derive(Default)]
 pub struct Subscription;
 
-fn to_graphql(
-    item: Result<crate::entity::run_event::Model, sea_orm::DbErr>,
-) -> async_graphql::Result<RunEvent> {
+fn to_graphql(item: Result<Arc<StoredEvent>, sea_orm::DbErr>) -> async_graphql::Result<RunEvent> {
     item.map(RunEvent::from).map_err(AppError::from).gql()
 }
 
@@ -73,7 +73,7 @@ impl Subscription {
                 }
                 let item = events.next().await?;
                 let finished =
-                    matches!(&item, Ok(event) if event.kind == EventKind::RunFinished.as_str());
+                    matches!(&item, Ok(event) if event.row.kind == EventKind::RunFinished.as_str());
                 Some((item, (events, finished)))
             });
         Ok(events.map(to_graphql))

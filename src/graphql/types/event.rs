@@ -1,4 +1,6 @@
-use async_graphql::{Enum, SimpleObject, Union, ID};
+use std::sync::Arc;
+
+use async_graphql::{Enum, Object, SimpleObject, Union, ID};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
@@ -6,7 +8,7 @@ use super::message::{MessageRole, MessageType};
 use super::run::RunStatus;
 use super::to_id;
 use crate::entity::run_event;
-use crate::events::{self, EventKind};
+use crate::events::{self, EventKind, StoredEvent};
 
 /// What a run event reports; `data` is the object of the same name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -30,44 +32,61 @@ pub enum RunEventKind {
 /// A persisted step of a run, or a change outside one (a restored version). `seq` grows by
 /// one per project: resume a subscription with `after: <last seq seen>` to get every missed
 /// event exactly once.
-#[derive(SimpleObject)]
-pub struct RunEvent {
-    pub seq: i64,
-    /// `null` for an event outside a run.
-    pub run_id: Option<ID>,
-    pub kind: RunEventKind,
-    pub data: RunEventData,
-    /// The stored fields of `data` as JSON.
-    #[graphql(deprecation = "use data")]
-    pub payload: async_graphql::Json<Value>,
-    pub created_at: DateTime<Utc>,
+///
+/// Shared, not copied, by the subscribers an event reaches: fields are read from the stored
+/// event when a query selects them.
+pub struct RunEvent(Arc<StoredEvent>);
+
+impl From<Arc<StoredEvent>> for RunEvent {
+    fn from(event: Arc<StoredEvent>) -> Self {
+        Self(event)
+    }
 }
 
 impl From<run_event::Model> for RunEvent {
-    fn from(model: run_event::Model) -> Self {
-        // Rows are only written from `RunEventData` (tests read every kind and the older
-        // shapes back); a row that still does not read (say, from a newer version) is logged
-        // and shown as what it is.
-        let (kind, data) = match events::RunEventData::from_row(&model.kind, &model.payload) {
-            Ok(data) => (data.kind(), data.into()),
-            Err(err) => {
-                tracing::error!(kind = %model.kind, seq = model.seq, %err, "unreadable run event");
-                let kind = EventKind::parse(&model.kind).unwrap_or(EventKind::RunQueued);
-                let data = RunEventData::UnreadableEvent(UnreadableEvent {
-                    kind: model.kind,
-                    reason: err.to_string(),
-                });
-                (kind, data)
-            }
-        };
-        Self {
-            seq: model.seq,
-            run_id: model.run_id.map(to_id),
-            kind: kind.into(),
-            data,
-            payload: async_graphql::Json(model.payload),
-            created_at: model.created_at,
+    fn from(row: run_event::Model) -> Self {
+        Self(Arc::new(StoredEvent::from(row)))
+    }
+}
+
+#[Object]
+impl RunEvent {
+    async fn seq(&self) -> i64 {
+        self.0.row.seq
+    }
+
+    /// `null` for an event outside a run.
+    async fn run_id(&self) -> Option<ID> {
+        self.0.row.run_id.map(to_id)
+    }
+
+    async fn kind(&self) -> RunEventKind {
+        // An unreadable row (say, from a newer version) shows as its run's lifecycle event.
+        match &self.0.data {
+            Ok(data) => data.kind(),
+            Err(_) => EventKind::parse(&self.0.row.kind).unwrap_or(EventKind::RunQueued),
         }
+        .into()
+    }
+
+    async fn data(&self) -> RunEventData {
+        match &self.0.data {
+            Ok(data) => data.clone().into(),
+            Err(reason) => RunEventData::UnreadableEvent(UnreadableEvent {
+                kind: self.0.row.kind.clone(),
+                reason: reason.clone(),
+            }),
+        }
+    }
+
+    /// The stored fields of `data` as JSON.
+    #[graphql(deprecation = "use data")]
+    async fn payload(&self) -> async_graphql::Json<Value> {
+        async_graphql::Json(self.0.row.payload.clone())
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.row.created_at
     }
 }
 
