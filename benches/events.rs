@@ -25,12 +25,14 @@ use codekraft::app::{self, AppBuilder};
 use codekraft::config::Config;
 use codekraft::sandbox::fake::FakeSandboxProvider;
 use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
 const EVENTS_PER_RESTORE: usize = 2;
@@ -175,6 +177,33 @@ impl Api {
     }
 }
 
+/// A `next` message of the subscription.
+#[derive(Deserialize)]
+struct Next<'a> {
+    #[serde(borrow)]
+    payload: Payload<'a>,
+}
+
+#[derive(Deserialize)]
+struct Payload<'a> {
+    #[serde(borrow)]
+    data: Data<'a>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Data<'a> {
+    #[serde(borrow)]
+    project_events: Event<'a>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Event<'a> {
+    seq: i64,
+    created_at: &'a str,
+}
+
 /// What one subscriber saw.
 #[derive(Default)]
 struct Received {
@@ -198,7 +227,10 @@ async fn subscribe(
         "Sec-WebSocket-Protocol",
         HeaderValue::from_static("graphql-transport-ws"),
     );
-    let (mut socket, _) = tokio_tungstenite::connect_async(request).await?;
+    // A small read buffer: tungstenite zeroes it before every read (its default is 128 KiB).
+    let config = WebSocketConfig::default().read_buffer_size(4096);
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async_with_config(request, Some(config), true).await?;
     let init = json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } });
     socket.send(Message::text(init.to_string())).await?;
     socket.next().await.context("connection_ack")??;
@@ -215,13 +247,10 @@ async fn subscribe(
             continue;
         };
         let now = Utc::now();
-        let message: Value = serde_json::from_str(&text)?;
-        let event = &message["payload"]["data"]["projectEvents"];
-        let (Some(seq), Some(created)) = (event["seq"].as_i64(), event["createdAt"].as_str())
-        else {
-            bail!("unexpected message {message}");
-        };
-        let stored: DateTime<Utc> = created.parse()?;
+        let message: Next<'_> = serde_json::from_str(&text)
+            .with_context(|| format!("unexpected message {}", text.as_str()))?;
+        let Event { seq, created_at } = message.payload.data.project_events;
+        let stored: DateTime<Utc> = created_at.parse()?;
         let latency = (now - stored).num_microseconds().unwrap_or(0).max(0);
         if received.seqs.insert(seq) {
             received.latencies_us.push(u64::try_from(latency)?);

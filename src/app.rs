@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use axum::serve::ListenerExt;
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -371,6 +372,13 @@ fn serve(
     tokio::spawn(async move {
         // The peer address is the client's (or the proxy's: see TRUSTED_PROXY_HEADER).
         let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        // Small writes (an event to a subscriber) go out at once, not after the peer's
+        // delayed ACK.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(err) = tcp.set_nodelay(true) {
+                tracing::debug!(%err, "could not set TCP_NODELAY");
+            }
+        });
         axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await
