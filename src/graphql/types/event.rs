@@ -29,12 +29,8 @@ pub enum RunEventKind {
     RunFinished,
 }
 
-/// A persisted step of a run, or a change outside one (a restored version). `seq` grows by
-/// one per project: resume a subscription with `after: <last seq seen>` to get every missed
-/// event exactly once.
-///
-/// Shared, not copied, by the subscribers an event reaches: fields are read from the stored
-/// event when a query selects them.
+/// A run event shared, not copied, by the subscribers it reaches: fields are read from the
+/// stored event when a query selects them.
 pub struct RunEvent(Arc<StoredEvent>);
 
 impl From<Arc<StoredEvent>> for RunEvent {
@@ -49,6 +45,9 @@ impl From<run_event::Model> for RunEvent {
     }
 }
 
+/// A persisted step of a run, or a change outside one (a restored version). `seq` grows by
+/// one per project: resume a subscription with `after: <last seq seen>` to get every missed
+/// event exactly once.
 #[Object]
 impl RunEvent {
     async fn seq(&self) -> i64 {
