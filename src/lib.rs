@@ -14,3 +14,4 @@ pub mod net;
 pub mod sandbox;
 pub mod services;
 pub mod telemetry;
+pub mod webhook;
