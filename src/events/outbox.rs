@@ -71,10 +71,9 @@ pub(super) async fn enqueue_deliveries(
                 .add(webhook::Column::ProjectId.eq(event.project_id)),
         )
         // `events` is a comma-separated list of kinds (none contains a comma or `%`).
-        .filter(Expr::cust_with_values(
-            "(',' || events || ',') LIKE ?",
-            [format!("%,{},%", event.kind)],
-        ))
+        .filter(
+            Expr::expr(Expr::cust("(',' || events || ',')")).like(format!("%,{},%", event.kind)),
+        )
         .into_tuple()
         .all(db)
         .await?;

@@ -12,7 +12,7 @@ use futures_util::future::join_all;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, EntityTrait,
-    QueryFilter, Statement,
+    QueryFilter, QueryOrder, Statement,
 };
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -27,6 +27,8 @@ use crate::events::{BusMessage, EventBus};
 
 /// Without a wake-up (a retry coming due, a redelivery) the worker still looks this often.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// The shortest nap between claims, so a row that cannot be claimed yet never spins the loop.
+const MIN_IDLE: Duration = Duration::from_millis(10);
 /// After a wake-up, events that follow within this long are claimed together.
 const COALESCE: Duration = Duration::from_millis(100);
 /// Deliveries one claim takes (sent concurrently).
@@ -130,9 +132,20 @@ impl Worker {
                 Ok(_) => {}
                 Err(err) => tracing::warn!(%err, "claiming webhook deliveries failed"),
             }
+            let idle = match next_due(&self.db).await {
+                Ok(Some(at)) => (at - Utc::now())
+                    .to_std()
+                    .unwrap_or_default()
+                    .clamp(MIN_IDLE, POLL_INTERVAL),
+                Ok(None) => POLL_INTERVAL,
+                Err(err) => {
+                    tracing::warn!(%err, "reading the next webhook retry failed");
+                    POLL_INTERVAL
+                }
+            };
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(POLL_INTERVAL) => {}
+                () = tokio::time::sleep(idle) => {}
                 () = wait_for_events(&mut wakeups) => tokio::time::sleep(COALESCE).await,
             }
         }
@@ -305,6 +318,19 @@ async fn claim_due(
         .from_raw_sql(statement)
         .all(db)
         .await
+}
+
+/// When the earliest unleased retry is due (a retry 5 s away is sent after 5 s, not at the
+/// next poll).
+async fn next_due(db: &DatabaseConnection) -> Result<Option<DateTime<Utc>>, DbErr> {
+    let next = webhook_delivery::Entity::find()
+        .filter(webhook_delivery::Column::Status.eq(DeliveryStatus::Pending))
+        .filter(webhook_delivery::Column::LockedUntil.is_null())
+        .filter(webhook_delivery::Column::NextAttemptAt.is_not_null())
+        .order_by_asc(webhook_delivery::Column::NextAttemptAt)
+        .one(db)
+        .await?;
+    Ok(next.and_then(|delivery| delivery.next_attempt_at))
 }
 
 /// Only while the claim is still ours: a reclaimed delivery counts one more attempt.
