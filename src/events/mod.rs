@@ -27,6 +27,7 @@ pub use bus::{wait_for_work, BusMessage, EventBus, InProcessBus};
 pub use data::{OutputStream, RunEventData};
 pub use emitter::{DeltaRelay, Emitter};
 pub use hub::{EventBatch, EventHub, FeedReceiver, DEFAULT_FEED_CAPACITY};
+pub use outbox::enqueued_count;
 pub use postgres::PostgresBus;
 
 use crate::entity::run_event;

@@ -218,6 +218,7 @@ pub async fn redeliver(
         .filter(webhook_delivery::Column::Status.ne(DeliveryStatus::Pending))
         .exec(db)
         .await?;
+    crate::webhook::delivery::wake_for_redelivery();
     webhook_delivery::Entity::find_by_id(delivery.id)
         .one(db)
         .await?

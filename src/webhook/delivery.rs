@@ -14,7 +14,7 @@ use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, EntityTrait,
     QueryFilter, QueryOrder, Statement,
 };
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, Notify};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -23,10 +23,21 @@ use super::{message_id, signature, DISABLE_AFTER, RETRY_SCHEDULE};
 use crate::config::Config;
 use crate::entity::webhook;
 use crate::entity::webhook_delivery::{self, DeliveryStatus};
-use crate::events::{BusMessage, EventBus};
+use crate::events::{enqueued_count, BusMessage, EventBus};
 
-/// Without a wake-up (a retry coming due, a redelivery) the worker still looks this often.
+/// Redeliveries (written outside an event's transaction) wake the workers of this process.
+static REDELIVERED: Notify = Notify::const_new();
+
+/// Wakes this process's delivery worker: a delivery was queued again.
+pub fn wake_for_redelivery() {
+    REDELIVERED.notify_waiters();
+}
+
+/// While retries are pending the worker looks at least this often (their due times may change).
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// With nothing pending here, it still looks this often: for rows of a server that died right
+/// after writing them, and leases of a worker that died.
+const IDLE_POLL_INTERVAL: Duration = Duration::from_secs(60);
 /// The shortest nap between claims, so a row that cannot be claimed yet never spins the loop.
 const MIN_IDLE: Duration = Duration::from_millis(10);
 /// After a wake-up, events that follow within this long are claimed together.
@@ -122,6 +133,8 @@ impl Worker {
             if shutdown.is_cancelled() {
                 return;
             }
+            let seen = enqueued_count();
+            let redelivered = REDELIVERED.notified();
             match claim_due(&self.db, self.settings.lease()).await {
                 Ok(batch) if !batch.is_empty() => {
                     if let Err(err) = self.deliver_batch(batch).await {
@@ -137,7 +150,7 @@ impl Worker {
                     .to_std()
                     .unwrap_or_default()
                     .clamp(MIN_IDLE, POLL_INTERVAL),
-                Ok(None) => POLL_INTERVAL,
+                Ok(None) => IDLE_POLL_INTERVAL,
                 Err(err) => {
                     tracing::warn!(%err, "reading the next webhook retry failed");
                     POLL_INTERVAL
@@ -146,7 +159,8 @@ impl Worker {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(idle) => {}
-                () = wait_for_events(&mut wakeups) => tokio::time::sleep(COALESCE).await,
+                () = redelivered => {}
+                () = wait_for_deliveries(&mut wakeups, seen) => tokio::time::sleep(COALESCE).await,
             }
         }
     }
@@ -280,12 +294,13 @@ impl Worker {
     }
 }
 
-/// Waits for new events (or lost wake-ups); `Closed` means no bus, so polling alone serves.
-async fn wait_for_events(wakeups: &mut broadcast::Receiver<BusMessage>) {
+/// Waits for committed events after which this process wrote deliveries (the outbox count moved
+/// past `seen`), or lost wake-ups; `Closed` means no bus, so polling alone serves.
+async fn wait_for_deliveries(wakeups: &mut broadcast::Receiver<BusMessage>, seen: u64) {
     loop {
         match wakeups.recv().await {
-            Ok(BusMessage::ProjectEvents(_) | BusMessage::Resync)
-            | Err(broadcast::error::RecvError::Lagged(_)) => return,
+            Ok(BusMessage::ProjectEvents(_)) if enqueued_count() != seen => return,
+            Ok(BusMessage::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => return,
             Ok(_) => {}
             Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
         }
