@@ -42,6 +42,10 @@ const IDLE_POLL_INTERVAL: Duration = Duration::from_secs(60);
 const MIN_IDLE: Duration = Duration::from_millis(10);
 /// After a wake-up, events that follow within this long are claimed together.
 const COALESCE: Duration = Duration::from_millis(100);
+/// Finished deliveries are kept this long (the list of a webhook's deliveries), then deleted.
+const DELIVERY_RETENTION: chrono::TimeDelta = chrono::TimeDelta::days(30);
+/// How often a worker deletes the deliveries past their retention.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 /// Deliveries one claim takes (sent concurrently).
 const BATCH: u64 = 16;
 /// How long a claimed delivery stays this worker's beyond the request timeout.
@@ -129,9 +133,16 @@ impl Outcome {
 
 impl Worker {
     async fn run(self, mut wakeups: broadcast::Receiver<BusMessage>, shutdown: CancellationToken) {
+        let mut pruned_at: Option<std::time::Instant> = None;
         loop {
             if shutdown.is_cancelled() {
                 return;
+            }
+            if pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_INTERVAL) {
+                pruned_at = Some(std::time::Instant::now());
+                if let Err(err) = prune_finished(&self.db).await {
+                    tracing::warn!(%err, "deleting old webhook deliveries failed");
+                }
             }
             let seen = enqueued_count();
             let redelivered = REDELIVERED.notified();
@@ -333,6 +344,16 @@ async fn claim_due(
         .from_raw_sql(statement)
         .all(db)
         .await
+}
+
+/// Deletes finished deliveries older than [`DELIVERY_RETENTION`].
+async fn prune_finished(db: &DatabaseConnection) -> Result<(), DbErr> {
+    webhook_delivery::Entity::delete_many()
+        .filter(webhook_delivery::Column::Status.ne(DeliveryStatus::Pending))
+        .filter(webhook_delivery::Column::CreatedAt.lt(Utc::now() - DELIVERY_RETENTION))
+        .exec(db)
+        .await?;
+    Ok(())
 }
 
 /// When the earliest unleased retry is due (a retry 5 s away is sent after 5 s, not at the

@@ -511,3 +511,57 @@ async fn api_keys_cannot_manage_webhooks() {
         assert_eq!(error_code(&refused), "FORBIDDEN", "{query}: {refused}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_deliveries_are_deleted_after_30_days() {
+    use codekraft::entity::webhook_delivery::{self, DeliveryStatus};
+    use sea_orm::{ActiveModelTrait, EntityTrait, Set};
+
+    let receiver = WebhookReceiver::start([], 200).await;
+    let first = builder(Backend::Sqlite).start().await;
+    let token = first.sign_up("retention@example.com").await;
+    let (id, _) = create_webhook(&first, &token, &receiver.url(), &["RUN_QUEUED"]).await;
+    let db = &first.server.state.db;
+    let row = |age_days: i64, status| {
+        let created_at = chrono::Utc::now() - chrono::TimeDelta::days(age_days);
+        webhook_delivery::ActiveModel {
+            id: Set(uuid::Uuid::now_v7()),
+            webhook_id: Set(id.parse().unwrap()),
+            event_kind: Set("RUN_QUEUED".into()),
+            body: Set("{}".into()),
+            status: Set(status),
+            attempts: Set(1),
+            response_status: Set(Some(200)),
+            next_attempt_at: Set(None),
+            locked_until: Set(None),
+            created_at: Set(created_at),
+        }
+    };
+    let old = row(31, DeliveryStatus::Succeeded).insert(db).await.unwrap();
+    let recent = row(29, DeliveryStatus::Failed).insert(db).await.unwrap();
+
+    // A worker prunes when it starts (then hourly).
+    let second = builder(Backend::Sqlite)
+        .database_url(first.database_url())
+        .start()
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let db = &second.server.state.db;
+    while webhook_delivery::Entity::find_by_id(old.id)
+        .one(db)
+        .await
+        .unwrap()
+        .is_some()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the old delivery was never deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let kept = webhook_delivery::Entity::find_by_id(recent.id)
+        .one(db)
+        .await
+        .unwrap();
+    assert!(kept.is_some(), "a delivery younger than 30 days stays");
+}
