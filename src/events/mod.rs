@@ -6,7 +6,7 @@ mod bus;
 mod data;
 mod emitter;
 mod hub;
-mod outbox;
+pub mod outbox;
 mod postgres;
 
 use std::collections::VecDeque;
@@ -27,7 +27,6 @@ pub use bus::{wait_for_work, BusMessage, EventBus, InProcessBus};
 pub use data::{OutputStream, RunEventData};
 pub use emitter::{DeltaRelay, Emitter};
 pub use hub::{EventBatch, EventHub, FeedReceiver, DEFAULT_FEED_CAPACITY};
-pub use outbox::enqueued_count;
 pub use postgres::PostgresBus;
 
 use crate::entity::run_event;

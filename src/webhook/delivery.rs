@@ -23,7 +23,8 @@ use super::{message_id, signature, DISABLE_AFTER, RETRY_SCHEDULE};
 use crate::config::Config;
 use crate::entity::webhook;
 use crate::entity::webhook_delivery::{self, DeliveryStatus};
-use crate::events::{enqueued_count, BusMessage, EventBus};
+use crate::events::outbox::enqueued_count;
+use crate::events::{BusMessage, EventBus};
 
 /// Redeliveries (written outside an event's transaction) wake the workers of this process.
 static REDELIVERED: Notify = Notify::const_new();
