@@ -331,6 +331,13 @@ pub async fn start(state: AppState, listener: TcpListener) -> anyhow::Result<Ser
     let previews = preview_listener
         .map(|(listener, local)| serve(listener, crate::http::preview::router(local), &shutdown));
     crate::jobs::start_workers(state.clone());
+    crate::webhook::start_delivery_worker(
+        state.db.clone(),
+        state.bus.as_ref(),
+        crate::webhook::DeliverySettings::from_config(&state.config),
+        shutdown.clone(),
+    )
+    .context("starting webhook deliveries")?;
     tokio::spawn(forget_idle_buckets(
         state.rate_limits.clone(),
         shutdown.clone(),

@@ -157,6 +157,20 @@ pub struct Config {
     /// API keys one user may hold (revoked and expired ones do not count).
     #[arg(long, env = "API_KEYS_MAX_PER_USER", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
     pub api_keys_max_per_user: u32,
+    /// Webhooks one user may have.
+    #[arg(long, env = "WEBHOOKS_MAX_PER_USER", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub webhooks_max_per_user: u32,
+    /// Seconds a webhook endpoint has to answer one delivery (1 to 15).
+    #[arg(long, env = "WEBHOOK_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=15))]
+    pub webhook_timeout_secs: u64,
+    /// Let webhooks target loopback, private, link-local and other non-global addresses
+    /// (development only: it lets users reach the server's own network).
+    #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub webhook_allow_private: bool,
+    /// Multiplies the webhook retry delays and the time after which a failing endpoint is
+    /// disabled: 1 is the real schedule (5 s to 10 h, 5 days), tests use far less.
+    #[arg(long, env = "WEBHOOK_RETRY_SCALE", default_value_t = 1.0, value_parser = parse_scale)]
+    pub webhook_retry_scale: f64,
     /// Directory of the built web client served at `/`.
     #[arg(long, env = "WEB_CLIENT_DIR", default_value = "./web-client")]
     pub web_client_dir: PathBuf,
@@ -315,6 +329,18 @@ pub struct Config {
     pub sandbox_egress_allow: String,
 }
 
+/// A finite factor from 0 to 1000.
+fn parse_scale(value: &str) -> Result<f64, String> {
+    let scale: f64 = value
+        .parse()
+        .map_err(|_| format!("{value:?} is not a number"))?;
+    if scale.is_finite() && (0.0..=1000.0).contains(&scale) {
+        Ok(scale)
+    } else {
+        Err(format!("{value} is not between 0 and 1000"))
+    }
+}
+
 impl Config {
     /// Config for tests and embedding: the defaults, whatever the environment says.
     pub fn defaults() -> Self {
@@ -459,6 +485,16 @@ mod tests {
         assert!(parse(&["--rate-limit-address-sign-ups-per-hour", "0"]).is_err());
         assert!(parse(&["--password-hash-concurrency", "0"]).is_err());
         assert!(parse(&["--trusted-proxy-header", "not a header"]).is_err());
+        assert!(parse(&["--webhook-timeout-secs", "16"]).is_err());
+        assert!(parse(&["--webhook-retry-scale", "-1"]).is_err());
+        assert!(parse(&["--webhook-retry-scale", "NaN"]).is_err());
+        assert_eq!(
+            parse(&["--webhook-retry-scale", "0.001"])
+                .unwrap()
+                .config
+                .webhook_retry_scale,
+            0.001
+        );
         let cli = parse(&["--trusted-proxy-header", "X-Forwarded-For"]).unwrap();
         assert_eq!(
             cli.config.trusted_proxy_header.unwrap().as_str(),

@@ -10,6 +10,8 @@ pub mod events;
 pub mod graphql;
 pub mod http;
 pub mod jobs;
+pub mod net;
 pub mod sandbox;
 pub mod services;
 pub mod telemetry;
+pub mod webhook;

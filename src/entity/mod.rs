@@ -12,3 +12,5 @@ pub mod session;
 pub mod sign_in_failure;
 pub mod usage;
 pub mod user;
+pub mod webhook;
+pub mod webhook_delivery;

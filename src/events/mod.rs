@@ -6,6 +6,7 @@ mod bus;
 mod data;
 mod emitter;
 mod hub;
+pub mod outbox;
 mod postgres;
 
 use std::collections::VecDeque;
@@ -94,8 +95,9 @@ impl EventKind {
     }
 }
 
-/// Inserts an event with the next sequence number of its project. Call it inside the
-/// transaction that made the change it reports, then `EventBus::publish` after the commit.
+/// Inserts an event with the next sequence number of its project, and its webhook deliveries
+/// (the outbox). Call it inside the transaction that made the change it reports, then
+/// `EventBus::publish` after the commit.
 ///
 /// The number is `MAX(seq) + 1` under a unique index: a concurrent writer that took the same
 /// number fails and retries (in a savepoint, so the caller's transaction survives), so numbers
@@ -117,7 +119,14 @@ where
     let mut attempt = 0;
     loop {
         let savepoint = db.begin().await?;
-        match insert_event(&savepoint, project_id, run_id, kind, payload.clone()).await {
+        let inserted =
+            match insert_event(&savepoint, project_id, run_id, kind, payload.clone()).await {
+                Ok(event) => outbox::enqueue_deliveries(&savepoint, &event)
+                    .await
+                    .map(|()| event),
+                Err(err) => Err(err),
+            };
+        match inserted {
             Ok(event) => {
                 savepoint.commit().await?;
                 return Ok(event);

@@ -21,6 +21,7 @@ pub mod session;
 pub mod socket;
 pub mod user;
 pub mod version_diff;
+pub mod webhook;
 
 use uuid::Uuid;
 

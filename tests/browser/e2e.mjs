@@ -10,7 +10,8 @@
 // reload button, with its "waking" state), signs out and in again, and saves screenshots.
 // `runs`: cancel and retry. `previews`: a preview reads nothing of the web client's storage nor of
 // another preview's (`--other-preview`). `api-keys`: create a key (its secret shown once, copied),
-// use it, revoke it. Exits 0 when every step passed.
+// use it, revoke it; create a webhook (its secret shown once, copied), see a delivery, delete it.
+// Exits 0 when every step passed.
 
 import { chromium } from 'playwright-core';
 import { mkdtempSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
@@ -506,6 +507,47 @@ async function apiKeysScenario(page, t) {
   await t('api-key-revoke').click();
   await page.locator('[data-testid="api-key-item-state"]', { hasText: 'revoked' }).waitFor();
   check((await meWith(secret)) === 'UNAUTHENTICATED', 'a revoked key is refused');
+
+  step = 'a webhook needs an http(s) URL';
+  await t('webhook-list-empty').waitFor();
+  await t('webhook-url').fill('ftp://example.com/hook');
+  await t('webhook-create').click();
+  await page.locator('[data-testid="webhook-error"]', { hasText: 'BAD_USER_INPUT' }).waitFor();
+
+  step = 'create a webhook: its secret is shown once';
+  // The server allows loopback targets (WEBHOOK_ALLOW_PRIVATE): deliveries go to itself, which
+  // answers 404, so they are retried.
+  await t('webhook-url').fill(`${base}/webhook-sink`);
+  await t('webhook-event-RUN_QUEUED').check();
+  await t('webhook-create').click();
+  const hookSecret = (await t('webhook-secret').textContent()).trim();
+  check(/^whsec_[A-Za-z0-9+/=]{40,}$/.test(hookSecret), `a whsec_ secret: ${hookSecret}`);
+  check(/RUN_QUEUED \+ RUN_FINISHED/.test(await t('webhook-item').textContent()), 'the list shows the events');
+  await t('webhook-copy').click();
+  await page.locator('[data-testid="webhook-copied"]', { hasText: 'Copied' }).waitFor();
+  check((await page.evaluate(() => navigator.clipboard.readText())) === hookSecret, 'the clipboard holds the webhook secret');
+
+  step = 'a build shows up in the recent deliveries';
+  await page.evaluate(async () => {
+    const response = await fetch('/graphql', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${localStorage.getItem('codekraft.token')}` },
+      body: JSON.stringify({ query: 'mutation { createProject(prompt: "a todo app") { project { id } } }' }),
+    });
+    const body = await response.json();
+    if (body.errors) throw new Error(JSON.stringify(body.errors));
+  });
+  // Listed once attempted, with the answer's status.
+  const delivery = page.locator('[data-testid="webhook-delivery"]', { hasText: /RUN_QUEUED .* HTTP \d{3}/ });
+  for (let tries = 0; (await delivery.count()) === 0; tries++) {
+    check(tries < 100, 'an attempted delivery is listed');
+    await t('webhook-refresh').click();
+    await page.waitForTimeout(100);
+  }
+
+  step = 'delete the webhook';
+  await t('webhook-delete').click();
+  await t('webhook-list-empty').waitFor();
 }
 
 /**

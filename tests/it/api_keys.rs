@@ -322,7 +322,7 @@ async fn a_read_key_is_refused_every_mutation() {
     let schema = app
         .data(
             None,
-            "{ __schema { mutationType { fields { name type { ofType { kind } } args { name type { kind ofType { kind name } } } } } } }",
+            "{ __schema { mutationType { fields { name type { ofType { kind } } args { name type { kind ofType { kind name ofType { ofType { name } } } } } } } } }",
             json!({}),
         )
         .await;
@@ -343,7 +343,9 @@ async fn a_read_key_is_refused_every_mutation() {
             .filter(|arg| arg["type"]["kind"] == "NON_NULL")
             .map(|arg| {
                 let inner = &arg["type"]["ofType"];
+                let element = inner["ofType"]["ofType"]["name"].as_str();
                 let value = match (inner["kind"].as_str(), inner["name"].as_str()) {
+                    (Some("LIST"), _) if element == Some("RunEventKind") => "[RUN_QUEUED]",
                     (Some("LIST"), _) => "[READ]",
                     (_, Some("ID")) => "\"00000000-0000-7000-8000-000000000000\"",
                     (_, Some("String")) => "\"x\"",

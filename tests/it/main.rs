@@ -34,5 +34,6 @@ mod subscriptions;
 mod support;
 mod versions;
 mod web_client;
+mod webhooks;
 mod ws_limits;
 mod ws_protocol;

@@ -241,12 +241,16 @@ async fn previews_cannot_read_the_web_client_or_each_other_in_a_browser() {
 }
 
 /// The API keys page: a key created with its scopes, its secret shown once and copied, used,
-/// then revoked.
+/// then revoked; a webhook created (to the server itself), its secret copied, its deliveries
+/// listed, then deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_keys_are_created_copied_and_revoked_in_a_browser() {
     if !browser_available().await {
         return;
     }
-    let app = TestApp::spawn(Backend::Sqlite).await;
+    let app = TestApp::builder(Backend::Sqlite)
+        .config(|config| config.webhook_allow_private = true)
+        .start()
+        .await;
     run_e2e(&app, "api-keys", "web-client-api-keys.png", &[]).await;
 }

@@ -104,6 +104,7 @@ const EVENT_DATA = `__typename
 
 const RUN_FIELDS = 'id status inputTokens outputTokens costUsd error';
 const API_KEY_FIELDS = 'id name prefix scopes createdAt expiresAt lastUsedAt revokedAt';
+const WEBHOOK_FIELDS = 'id url events projectId enabled disabledAt createdAt';
 
 export const Q = {
   serverInfo: '{ serverInfo { modelProvider model modelOffline sandboxProvider } }',
@@ -150,6 +151,11 @@ export const Q = {
   createApiKey: `mutation($name: String!, $scopes: [ApiKeyScope!]!, $expiresAt: DateTime) {
     createApiKey(name: $name, scopes: $scopes, expiresAt: $expiresAt) { secret apiKey { ${API_KEY_FIELDS} } } }`,
   revokeApiKey: `mutation($id: ID!) { revokeApiKey(id: $id) { ${API_KEY_FIELDS} } }`,
+  webhooks: `{ webhooks { ${WEBHOOK_FIELDS}
+    deliveries(first: 5) { edges { node { id eventKind status attempts responseStatus nextAttemptAt createdAt } } } } }`,
+  createWebhook: `mutation($url: String!, $events: [RunEventKind!]!) {
+    createWebhook(url: $url, events: $events) { secret webhook { ${WEBHOOK_FIELDS} } } }`,
+  deleteWebhook: 'mutation($id: ID!) { deleteWebhook(id: $id) { id } }',
   projectEvents: `subscription($projectId: ID!, $after: Int) {
     projectEvents(projectId: $projectId, after: $after) { seq runId kind data { ${EVENT_DATA} } createdAt } }`,
 };

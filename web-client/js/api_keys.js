@@ -1,18 +1,22 @@
 // The API keys page (`/settings/api-keys`): create a key with a name and scopes, see its secret
-// once (with a copy button), list and revoke keys.
+// once (with a copy button), list and revoke keys; below, the webhooks (see webhooks.js).
 
 import { gql, GqlError, Q } from './api.js';
 import { h, mount, icon, formatDate, timeAgo } from './dom.js';
+import { webhooksSection } from './webhooks.js';
 
 const page = {
   keys: [],
   // The secret of the key created last: shown until the page is left, never again.
   created: null,
+  // The webhooks section, kept across redraws of the keys.
+  webhooks: null,
 };
 
 /** Renders the page into `content`; `onError` shows a failure in the app's error banner. */
 export async function renderApiKeysPage(content, onError) {
   page.created = null;
+  page.webhooks = webhooksSection(onError);
   draw(content, onError);
   try {
     page.keys = (await gql(Q.apiKeys)).apiKeys;
@@ -37,9 +41,10 @@ function draw(content, onError) {
       createForm(content, onError),
       page.created ? secretCard(page.created) : null,
       keyList(content, onError),
+      page.webhooks,
     ),
   );
-  document.title = 'API keys · CodeKraft';
+  document.title = 'API keys and webhooks · CodeKraft';
 }
 
 function createForm(content, onError) {

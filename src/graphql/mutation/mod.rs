@@ -1,4 +1,5 @@
 mod api_key;
+mod webhook;
 
 use async_graphql::{Context, MergedObject, Object, SimpleObject, ID};
 
@@ -12,7 +13,11 @@ use crate::services::{fork, message, project, run, sandbox, session, user};
 
 // Every mutation, merged from the per-domain roots.
 #[derive(MergedObject, Default)]
-pub struct Mutation(AccountAndBuildMutation, api_key::ApiKeyMutation);
+pub struct Mutation(
+    AccountAndBuildMutation,
+    api_key::ApiKeyMutation,
+    webhook::WebhookMutation,
+);
 
 /// Accounts, projects and their builds.
 #[derive(Default)]

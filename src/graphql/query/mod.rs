@@ -1,4 +1,5 @@
 mod api_key;
+mod webhook;
 
 use async_graphql::connection::Connection;
 use async_graphql::{Context, MergedObject, Object, SimpleObject, ID};
@@ -15,7 +16,11 @@ use crate::services::{credits, fragment, project, run, user};
 
 // Every query, merged from the per-domain roots.
 #[derive(MergedObject, Default)]
-pub struct Query(AccountAndBuildQuery, api_key::ApiKeyQuery);
+pub struct Query(
+    AccountAndBuildQuery,
+    api_key::ApiKeyQuery,
+    webhook::WebhookQuery,
+);
 
 /// Accounts, projects and their builds.
 #[derive(Default)]

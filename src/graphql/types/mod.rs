@@ -7,14 +7,16 @@ mod message;
 pub mod project;
 mod run;
 mod user;
+mod webhook;
 
 pub use api_key::{ApiKey, ApiKeyScope, CreatedApiKey};
-pub use event::RunEvent;
+pub use event::{RunEvent, RunEventKind};
 pub use fragment::Fragment;
 pub use message::Message;
 pub use project::Project;
 pub use run::Run;
 pub use user::{AuthPayload, Usage, User};
+pub use webhook::{CreatedWebhook, Webhook, WebhookDelivery};
 
 use async_graphql::ID;
 use uuid::Uuid;

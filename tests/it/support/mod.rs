@@ -10,4 +10,5 @@ pub mod postgres;
 pub mod sse_client;
 pub mod stand_in_next;
 pub mod toy;
+pub mod webhook_receiver;
 pub mod ws_client;
