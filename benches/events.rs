@@ -11,6 +11,7 @@
 //!
 //! The server is this same executable started with `--serve`: the real app (release build, the
 //! offline model) with the in-memory sandbox, so a restore costs no disk or `npm`.
+//! `BENCH_SERVER_WRAPPER=heaptrack` (or `perf record -g --`…) runs the server under a profiler.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -114,7 +115,15 @@ impl ServerProcess {
         workers: usize,
         database_url: Option<&str>,
     ) -> anyhow::Result<Self> {
-        let mut command = Command::new(std::env::current_exe()?);
+        // BENCH_SERVER_WRAPPER (e.g. `heaptrack`) runs the server under a profiler.
+        let mut command = match std::env::var_os("BENCH_SERVER_WRAPPER") {
+            Some(wrapper) => {
+                let mut command = Command::new(wrapper);
+                command.arg(std::env::current_exe()?);
+                command
+            }
+            None => Command::new(std::env::current_exe()?),
+        };
         command
             .arg("--serve")
             .arg(data_dir)
@@ -125,11 +134,16 @@ impl ServerProcess {
             .kill_on_drop(true);
         let mut child = command.spawn()?;
         let stdout = child.stdout.take().context("server stdout")?;
-        let addr = BufReader::new(stdout)
-            .lines()
-            .next_line()
-            .await?
-            .context("the server printed no address")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            let line = lines
+                .next_line()
+                .await?
+                .context("the server printed no address")?;
+            if line.parse::<std::net::SocketAddr>().is_ok() {
+                break line;
+            }
+        };
         Ok(Self { child, addr })
     }
 
