@@ -8,6 +8,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use tokio_util::sync::CancellationToken;
 
 use super::context::{default_context_tokens, ContextBudget, ContextOverflow};
+use super::diagnostic::{fingerprint, parse_check_output, to_model_list, Diagnostic, Fingerprint};
 use super::preview_check::PreviewCheck;
 use super::prompt::{reply_prompt, task_summary, title_prompt, SYSTEM_PROMPT};
 use super::provider::{
@@ -110,6 +111,61 @@ pub struct RunOutput {
     pub files: FileMap,
 }
 
+/// Why the build check stopped the loop with problems left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CheckStop {
+    /// The check passed (or there is none).
+    Passed,
+    FixRoundsSpent,
+    /// A fix round left the same diagnostics as the round before: more rounds would only spend.
+    Repeated,
+}
+
+/// How the tool loop ended: the model's summary and what the check still reports.
+#[derive(Debug)]
+struct LoopEnd {
+    summary: String,
+    unresolved: Vec<Diagnostic>,
+    stop: CheckStop,
+}
+
+impl LoopEnd {
+    fn done(summary: String) -> Self {
+        Self {
+            summary,
+            unresolved: Vec::new(),
+            stop: CheckStop::Passed,
+        }
+    }
+
+    /// The honest note on what the check still reports, if anything.
+    fn still_broken(&self) -> Option<String> {
+        let why = match self.stop {
+            CheckStop::Passed => return None,
+            CheckStop::FixRoundsSpent => {
+                "The build check still reports errors after the fix rounds I had:"
+            }
+            CheckStop::Repeated => {
+                "I stopped fixing because my last fix left the same errors as before. Still broken:"
+            }
+        };
+        let list: Vec<String> = self
+            .unresolved
+            .iter()
+            .map(|d| format!("- {}", d.describe()))
+            .collect();
+        Some(format!("{why}\n{}", list.join("\n")))
+    }
+
+    /// The summary the title and reply are written from.
+    fn summary_for_user(&self) -> String {
+        match self.still_broken() {
+            Some(note) => format!("{}\n\n{note}", self.summary),
+            None => self.summary.clone(),
+        }
+    }
+}
+
 /// Everything the loop needs, borrowed from the app.
 pub struct AgentContext<'a> {
     pub db: &'a sea_orm::DatabaseConnection,
@@ -165,7 +221,7 @@ impl AgentContext<'_> {
 
         let mut conversation = history(self.db, project.id, run.user_message_id).await?;
         let mut written = FileMap::new();
-        let summary = self
+        let end = self
             .tool_loop(
                 sandbox.as_ref(),
                 &sandbox_url,
@@ -184,6 +240,7 @@ impl AgentContext<'_> {
                 _ => None,
             })
             .unwrap_or_default();
+        let summary = end.summary_for_user();
         let title = self
             .helper_answer(&title_prompt(&summary), &prompt, usage)
             .await
@@ -201,7 +258,12 @@ impl AgentContext<'_> {
             .helper_answer(&reply_prompt(&summary), &prompt, usage)
             .await
             .filter(|reply| !reply.trim().is_empty())
-            .unwrap_or_else(|| summary.clone());
+            .unwrap_or_else(|| end.summary.clone());
+        // What is still broken is said in our words, whatever the model made of it.
+        let reply = match end.still_broken() {
+            Some(note) => format!("{}\n\n{note}", reply.trim_end()),
+            None => reply,
+        };
 
         let mut files = previous_files;
         files.extend(written);
@@ -232,8 +294,8 @@ impl AgentContext<'_> {
         }
     }
 
-    /// Steps until the model gives its summary (or stops calling tools) and the check passes
-    /// or the fix rounds are spent. Returns the summary.
+    /// Steps until the model gives its summary (or stops calling tools) and the check passes,
+    /// the fix rounds are spent or a fix round changes nothing.
     async fn tool_loop(
         &self,
         sandbox: &dyn Sandbox,
@@ -242,7 +304,7 @@ impl AgentContext<'_> {
         conversation: &mut Vec<ChatMessage>,
         written: &mut FileMap,
         usage: &mut RunUsage,
-    ) -> Result<String, AgentError> {
+    ) -> Result<LoopEnd, AgentError> {
         let system = system_prompt(previous_files);
         let tools = tool_specs();
         let mut context = self.context_budget();
@@ -253,6 +315,8 @@ impl AgentContext<'_> {
         // Messages the previous request carried: their tool results have been read.
         let mut seen = 0;
         let mut fix_rounds = 0;
+        let mut checks = 0;
+        let mut last_fingerprint: Option<Fingerprint> = None;
         let mut steps = 0;
         loop {
             steps += 1;
@@ -285,24 +349,42 @@ impl AgentContext<'_> {
                 let summary = task_summary(&response.text)
                     .unwrap_or(response.text.trim())
                     .to_owned();
-                match self.check(sandbox, preview_url).await? {
-                    Some(errors) if fix_rounds < self.settings.max_fix_rounds => {
-                        fix_rounds += 1;
-                        conversation.push(ChatMessage::User {
-                            text: format!(
-                                "The build check failed (fix round {fix_rounds} of {}):\n{errors}\n\nFix these errors, then reply with a new <task_summary>.",
-                                self.settings.max_fix_rounds
-                            ),
-                        });
-                        continue;
-                    }
-                    Some(errors) => {
-                        return Ok(format!(
-                            "{summary}\n\nThe build check still reports errors:\n{errors}"
-                        ))
-                    }
-                    None => return Ok(summary),
+                checks += 1;
+                let diagnostics = self.check(sandbox, preview_url).await?;
+                self.emitter
+                    .emit(RunEventData::BuildDiagnostics {
+                        round: checks,
+                        diagnostics: diagnostics.clone(),
+                    })
+                    .await;
+                if diagnostics.is_empty() {
+                    return Ok(LoopEnd::done(summary));
                 }
+                let print = fingerprint(&diagnostics);
+                if last_fingerprint.as_ref() == Some(&print) {
+                    return Ok(LoopEnd {
+                        summary,
+                        unresolved: diagnostics,
+                        stop: CheckStop::Repeated,
+                    });
+                }
+                if fix_rounds >= self.settings.max_fix_rounds {
+                    return Ok(LoopEnd {
+                        summary,
+                        unresolved: diagnostics,
+                        stop: CheckStop::FixRoundsSpent,
+                    });
+                }
+                fix_rounds += 1;
+                last_fingerprint = Some(print);
+                conversation.push(ChatMessage::User {
+                    text: format!(
+                        "The build check failed (fix round {fix_rounds} of {}). Its diagnostics, one JSON object per line:\n{}\n\nFix these errors, then reply with a new <task_summary>.",
+                        self.settings.max_fix_rounds,
+                        to_model_list(&diagnostics),
+                    ),
+                });
+                continue;
             }
             let mut runner = ToolRunner {
                 sandbox,
@@ -371,24 +453,29 @@ impl AgentContext<'_> {
         Ok(response)
     }
 
-    /// `Some(errors)` when the check command fails, or else the preview does not render.
+    /// The check command's diagnostics, or else the preview's error; none: the check passed.
     async fn check(
         &self,
         sandbox: &dyn Sandbox,
         preview_url: &str,
-    ) -> Result<Option<String>, AgentError> {
-        if let Some(errors) = self.check_command(sandbox).await? {
-            return Ok(Some(errors));
+    ) -> Result<Vec<Diagnostic>, AgentError> {
+        let diagnostics = self.check_command(sandbox).await?;
+        if !diagnostics.is_empty() {
+            return Ok(diagnostics);
         }
         match &self.settings.preview_check {
-            Some(check) => self.cancellable(check.errors(preview_url)).await,
-            None => Ok(None),
+            Some(check) => Ok(self
+                .cancellable(check.errors(preview_url))
+                .await?
+                .into_iter()
+                .collect()),
+            None => Ok(Vec::new()),
         }
     }
 
-    async fn check_command(&self, sandbox: &dyn Sandbox) -> Result<Option<String>, AgentError> {
+    async fn check_command(&self, sandbox: &dyn Sandbox) -> Result<Vec<Diagnostic>, AgentError> {
         let Some(command) = &self.settings.check_command else {
-            return Ok(None);
+            return Ok(Vec::new());
         };
         let output = sandbox
             .run_command(
@@ -398,16 +485,15 @@ impl AgentContext<'_> {
             )
             .await;
         match output {
-            Ok(output) if output.exit_code == 0 => Ok(None),
-            Ok(output) => Ok(Some(
-                format!("{}{}", output.stdout, output.stderr)
-                    .trim()
-                    .to_owned(),
-            )),
-            Err(SandboxError::Timeout(after)) => Ok(Some(format!(
+            Ok(output) if output.exit_code == 0 => Ok(Vec::new()),
+            Ok(output) => Ok(parse_check_output(&format!(
+                "{}{}",
+                output.stdout, output.stderr
+            ))),
+            Err(SandboxError::Timeout(after)) => Ok(vec![Diagnostic::unlocated(&format!(
                 "the check timed out after {}s",
                 after.as_secs()
-            ))),
+            ))]),
             Err(err) => Err(err.into()),
         }
     }

@@ -9,6 +9,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::EventKind;
+use crate::agent::diagnostic::Diagnostic;
 use crate::agent::provider::ModelResponse;
 use crate::entity::message::{MessageType, Role};
 use crate::entity::run::RunStatus;
@@ -70,6 +71,11 @@ pub enum RunEventData {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<Value>,
     },
+    /// What a build check found (nothing: it passed); `round` counts the run's checks from 1.
+    BuildDiagnostics {
+        round: u32,
+        diagnostics: Vec<Diagnostic>,
+    },
     /// Outside a run for a restored version.
     MessageCreated {
         message_id: Uuid,
@@ -124,6 +130,7 @@ impl RunEventData {
             Self::ToolOutput { .. } => EventKind::ToolOutput,
             Self::FileWritten { .. } => EventKind::FileWritten,
             Self::ToolCallFinished { .. } => EventKind::ToolCallFinished,
+            Self::BuildDiagnostics { .. } => EventKind::BuildDiagnostics,
             Self::MessageCreated { .. } => EventKind::MessageCreated,
             Self::MessageDeleted { .. } => EventKind::MessageDeleted,
             Self::FragmentCreated { .. } => EventKind::FragmentCreated,

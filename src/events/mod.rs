@@ -23,9 +23,9 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 pub use bus::{wait_for_work, BusMessage, EventBus, InProcessBus};
-pub use hub::{EventBatch, EventHub, FeedReceiver, DEFAULT_FEED_CAPACITY};
 pub use data::{OutputStream, RunEventData};
 pub use emitter::{DeltaRelay, Emitter};
+pub use hub::{EventBatch, EventHub, FeedReceiver, DEFAULT_FEED_CAPACITY};
 pub use postgres::PostgresBus;
 
 use crate::entity::run_event;
@@ -44,6 +44,7 @@ pub enum EventKind {
     ToolOutput,
     FileWritten,
     ToolCallFinished,
+    BuildDiagnostics,
     MessageCreated,
     MessageDeleted,
     FragmentCreated,
@@ -52,7 +53,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, in the order a run goes through them.
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 14] = [
         Self::RunQueued,
         Self::RunStarted,
         Self::SandboxReady,
@@ -62,6 +63,7 @@ impl EventKind {
         Self::ToolOutput,
         Self::FileWritten,
         Self::ToolCallFinished,
+        Self::BuildDiagnostics,
         Self::MessageCreated,
         Self::MessageDeleted,
         Self::FragmentCreated,
@@ -79,6 +81,7 @@ impl EventKind {
             Self::ToolOutput => "TOOL_OUTPUT",
             Self::FileWritten => "FILE_WRITTEN",
             Self::ToolCallFinished => "TOOL_CALL_FINISHED",
+            Self::BuildDiagnostics => "BUILD_DIAGNOSTICS",
             Self::MessageCreated => "MESSAGE_CREATED",
             Self::MessageDeleted => "MESSAGE_DELETED",
             Self::FragmentCreated => "FRAGMENT_CREATED",

@@ -1,6 +1,7 @@
 //! Typed run events through GraphQL: every kind's `data`, rows in older shapes, and the README's
 //! table of them.
 
+use codekraft::agent::diagnostic::{Diagnostic, Severity};
 use codekraft::agent::provider::{ModelResponse, TokenUsage, ToolCall};
 use codekraft::entity::message::{MessageType, Role};
 use codekraft::entity::run::RunStatus;
@@ -25,6 +26,7 @@ fragment Data on RunEventData {
   ... on ToolOutput { callId stream text truncated omittedBytes }
   ... on FileWritten { path bytes }
   ... on ToolCallFinished { callId name ok toolError: error }
+  ... on BuildDiagnostics { round diagnostics { file line column code severity message } }
   ... on MessageCreated { messageId role type }
   ... on MessageDeleted { messageId }
   ... on FragmentCreated { fragmentId messageId sandboxUrl title }
@@ -115,6 +117,26 @@ fn example(kind: EventKind, id: Uuid) -> (RunEventData, Value) {
             json!({
                 "__typename": "ToolCallFinished", "callId": "c1", "name": "terminal", "ok": false,
                 "toolError": { "exitCode": 1 },
+            }),
+        ),
+        EventKind::BuildDiagnostics => (
+            RunEventData::BuildDiagnostics {
+                round: 2,
+                diagnostics: vec![Diagnostic {
+                    file: Some("app/page.tsx".into()),
+                    line: Some(3),
+                    column: Some(7),
+                    code: Some("TS2322".into()),
+                    severity: Severity::Error,
+                    message: "Type 'string' is not assignable to type 'number'.".into(),
+                }],
+            },
+            json!({
+                "__typename": "BuildDiagnostics", "round": 2,
+                "diagnostics": [{
+                    "file": "app/page.tsx", "line": 3, "column": 7, "code": "TS2322",
+                    "severity": "ERROR", "message": "Type 'string' is not assignable to type 'number'.",
+                }],
             }),
         ),
         EventKind::MessageCreated => (

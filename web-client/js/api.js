@@ -97,6 +97,7 @@ const EVENT_DATA = `__typename
   ... on ToolOutput { callId stream text truncated omittedBytes }
   ... on FileWritten { path bytes }
   ... on ToolCallFinished { callId name ok toolError: error }
+  ... on BuildDiagnostics { round diagnostics { file line column code severity message } }
   ... on MessageCreated { messageId role type }
   ... on MessageDeleted { messageId }
   ... on FragmentCreated { fragmentId messageId sandboxUrl title }

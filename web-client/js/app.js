@@ -922,6 +922,15 @@ function onEvent(event) {
       } else pushActivity(event);
       break;
     }
+    case 'BUILD_DIAGNOSTICS': {
+      pushActivity(event);
+      // Each problem also shows under the newest write of its file.
+      for (const d of p.diagnostics || []) {
+        const write = [...state.activity].reverse().find((a) => a.kind === 'FILE_WRITTEN' && a.data.path === d.file);
+        if (write) write.diagnostics = [...(write.diagnostics || []).filter((w) => w.round === p.round), { ...d, round: p.round }];
+      }
+      break;
+    }
     default:
       pushActivity(event);
   }
@@ -1277,6 +1286,7 @@ const KIND_LABEL = {
   TOOL_OUTPUT: 'Output',
   FILE_WRITTEN: 'Wrote',
   TOOL_CALL_FINISHED: 'Tool finished',
+  BUILD_DIAGNOSTICS: 'Build check',
   MESSAGE_CREATED: 'Message',
   MESSAGE_DELETED: 'Message removed',
   FRAGMENT_CREATED: 'App ready',
@@ -1317,6 +1327,10 @@ function describe(item) {
       return p.path;
     case 'TOOL_CALL_FINISHED':
       return `${p.name} ${p.ok ? 'ok' : `failed${p.toolError ? `: ${toolErrorText(p.toolError)}` : ''}`}`;
+    case 'BUILD_DIAGNOSTICS': {
+      const count = (p.diagnostics || []).length;
+      return count ? `round ${p.round}: ${count} problem${count === 1 ? '' : 's'}` : `round ${p.round}: passed`;
+    }
     case 'FRAGMENT_CREATED':
       return p.title || '';
     case 'MESSAGE_CREATED':
@@ -1335,6 +1349,24 @@ function describe(item) {
     default:
       return '';
   }
+}
+
+/** `file:line:col CODE message`, one per problem; nothing for none. */
+function diagnosticList(diagnostics) {
+  if (!diagnostics?.length) return null;
+  return h(
+    'ul',
+    { class: 'diagnostics', testid: 'diagnostics' },
+    ...diagnostics.map((d) =>
+      h(
+        'li',
+        { class: `diagnostic severity-${(d.severity || 'ERROR').toLowerCase()}` },
+        h('span', { class: 'diagnostic-place' }, [d.file, d.line, d.column].filter((x) => x !== null && x !== undefined).join(':')),
+        d.code ? h('span', { class: 'diagnostic-code' }, d.code) : null,
+        h('span', { class: 'diagnostic-message' }, d.message),
+      ),
+    ),
+  );
 }
 
 let activityFrame = 0;
@@ -1365,6 +1397,7 @@ function drawActivity() {
         ? h('span', { class: `activity-status ${finished.ok ? 'ok' : 'bad'}` }, finished.ok ? '✓' : `✗ ${finished.error || ''}`)
         : null,
       item.output ? h('pre', { class: 'activity-output' }, item.output) : null,
+      diagnosticList(item.kind === 'BUILD_DIAGNOSTICS' ? item.data.diagnostics : item.diagnostics),
     );
   });
   mount(list, items.length ? items : h('li', { class: 'muted empty' }, 'Waiting for events…'));

@@ -21,6 +21,7 @@ pub enum RunEventKind {
     ToolOutput,
     FileWritten,
     ToolCallFinished,
+    BuildDiagnostics,
     MessageCreated,
     MessageDeleted,
     FragmentCreated,
@@ -83,6 +84,7 @@ pub enum RunEventData {
     ToolOutput(ToolOutput),
     FileWritten(FileWritten),
     ToolCallFinished(ToolCallFinished),
+    BuildDiagnostics(BuildDiagnostics),
     MessageCreated(MessageCreated),
     MessageDeleted(MessageDeleted),
     FragmentCreated(FragmentCreated),
@@ -174,6 +176,47 @@ pub struct ToolCallFinished {
     pub ok: bool,
     /// What the tool told the model when it failed.
     pub error: Option<async_graphql::Json<Value>>,
+}
+
+/// What a build check found; an empty list: it passed. `round` counts the run's checks from 1.
+#[derive(SimpleObject)]
+pub struct BuildDiagnostics {
+    pub round: u32,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[graphql(remote = "crate::agent::diagnostic::Severity")]
+pub enum DiagnosticSeverity {
+    Error,
+    Warning,
+    Info,
+}
+
+/// One problem of the build (`tsc`, or the error `next dev` reports for the page). `file` is
+/// relative to the app root, null for a problem of the whole build.
+#[derive(SimpleObject)]
+pub struct Diagnostic {
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    pub column: Option<u32>,
+    /// `TS2304` for `tsc`.
+    pub code: Option<String>,
+    pub severity: DiagnosticSeverity,
+    pub message: String,
+}
+
+impl From<crate::agent::diagnostic::Diagnostic> for Diagnostic {
+    fn from(d: crate::agent::diagnostic::Diagnostic) -> Self {
+        Self {
+            file: d.file,
+            line: d.line,
+            column: d.column,
+            code: d.code,
+            severity: d.severity.into(),
+            message: d.message,
+        }
+    }
 }
 
 /// A message was stored; `runId` is null for a restored version.
@@ -280,6 +323,12 @@ impl From<events::RunEventData> for RunEventData {
                 ok,
                 error: error.map(async_graphql::Json),
             }),
+            Data::BuildDiagnostics { round, diagnostics } => {
+                Self::BuildDiagnostics(BuildDiagnostics {
+                    round,
+                    diagnostics: diagnostics.into_iter().map(Into::into).collect(),
+                })
+            }
             Data::MessageCreated {
                 message_id,
                 role,
