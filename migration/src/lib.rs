@@ -15,6 +15,7 @@ mod m20261128_000001_run_queued_at;
 mod m20261128_000010_create_session;
 mod m20261128_000020_create_api_key;
 mod m20261128_103000_content_addressed_files;
+mod m20261128_120000_usage_spent_usd;
 
 pub struct Migrator;
 
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000010_create_session::Migration),
             Box::new(m20261128_000020_create_api_key::Migration),
             Box::new(m20261128_103000_content_addressed_files::Migration),
+            Box::new(m20261128_120000_usage_spent_usd::Migration),
         ]
     }
 }

@@ -17,7 +17,7 @@ use super::provider::{
 use super::tools::{tool_specs, ToolRunner};
 use crate::entity::message::{self, MessageType, Role};
 use crate::entity::{project, run};
-use crate::events::{DeltaRelay, Emitter, RunEventData};
+use crate::events::{DeltaRelay, Emitter, RunEventData, StopReason};
 use crate::sandbox::{CommandSpec, FileMap, OutputSink, Sandbox, SandboxError, SandboxProvider};
 use crate::services;
 
@@ -31,6 +31,10 @@ pub enum AgentError {
     StepLimit(u32),
     #[error("the agent did not finish within {} seconds", .0.as_secs())]
     TimeLimit(Duration),
+    #[error("the run reached its cost budget of ${0} (estimated)")]
+    CostLimit(f64),
+    #[error("your generations reached their spending cap for this period")]
+    SpendCap,
     #[error("cancelled")]
     Cancelled,
     #[error(transparent)]
@@ -52,7 +56,26 @@ impl AgentError {
             Self::Model(_) | Self::App(_) => true,
             Self::Sandbox(err) => !matches!(err, SandboxError::Cancelled),
             // The prompt asked for more than a run may do: the work was done, the credit spent.
-            Self::StepLimit(_) | Self::TimeLimit(_) | Self::Cancelled | Self::Context(_) => false,
+            Self::StepLimit(_)
+            | Self::TimeLimit(_)
+            | Self::CostLimit(_)
+            | Self::SpendCap
+            | Self::Cancelled
+            | Self::Context(_) => false,
+        }
+    }
+
+    /// What RUN_FINISHED reports as the reason.
+    pub fn stop_reason(&self) -> StopReason {
+        match self {
+            Self::StepLimit(_) => StopReason::StepLimit,
+            Self::TimeLimit(_) => StopReason::TimeLimit,
+            Self::CostLimit(_) => StopReason::CostLimit,
+            Self::SpendCap => StopReason::SpendCap,
+            Self::Cancelled | Self::Sandbox(SandboxError::Cancelled) => StopReason::Cancelled,
+            Self::Model(_) | Self::Sandbox(_) | Self::Context(_) | Self::App(_) => {
+                StopReason::Error
+            }
         }
     }
 
@@ -75,9 +98,12 @@ impl AgentError {
             }
             Self::Sandbox(_) => "the sandbox could not be reached".to_owned(),
             Self::App(err) => err.public_message(),
-            Self::StepLimit(_) | Self::TimeLimit(_) | Self::Cancelled | Self::Context(_) => {
-                self.to_string()
-            }
+            Self::StepLimit(_)
+            | Self::TimeLimit(_)
+            | Self::CostLimit(_)
+            | Self::SpendCap
+            | Self::Cancelled
+            | Self::Context(_) => self.to_string(),
         }
     }
 }
@@ -90,6 +116,8 @@ pub struct AgentSettings {
     pub max_steps: u32,
     pub max_fix_rounds: u32,
     pub command_timeout: Duration,
+    /// Estimated cost (USD) the run may reach before its next model call; `None`: no limit.
+    pub max_run_usd: Option<f64>,
     /// Token budget of one model request; `None`: the model's default.
     pub context_tokens: Option<u64>,
     /// Bytes of one command's output that stream as events; the rest is only counted.
@@ -109,16 +137,7 @@ pub struct RunOutput {
     pub sandbox_url: String,
     /// Every file written in the project so far (the previous fragment's plus this run's).
     pub files: FileMap,
-}
-
-/// Why the build check stopped the loop with problems left.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CheckStop {
-    /// The check passed (or there is none).
-    Passed,
-    FixRoundsSpent,
-    /// A fix round left the same diagnostics as the round before: more rounds would only spend.
-    Repeated,
+    pub stop_reason: StopReason,
 }
 
 /// How the tool loop ended: the model's summary and what the check still reports.
@@ -126,7 +145,8 @@ enum CheckStop {
 struct LoopEnd {
     summary: String,
     unresolved: Vec<Diagnostic>,
-    stop: CheckStop,
+    /// COMPLETED, FIX_ROUNDS_SPENT or REPEATED_DIAGNOSTICS.
+    stop: StopReason,
 }
 
 impl LoopEnd {
@@ -134,20 +154,19 @@ impl LoopEnd {
         Self {
             summary,
             unresolved: Vec::new(),
-            stop: CheckStop::Passed,
+            stop: StopReason::Completed,
         }
     }
 
     /// The honest note on what the check still reports, if anything.
     fn still_broken(&self) -> Option<String> {
-        let why = match self.stop {
-            CheckStop::Passed => return None,
-            CheckStop::FixRoundsSpent => {
-                "The build check still reports errors after the fix rounds I had:"
-            }
-            CheckStop::Repeated => {
-                "I stopped fixing because my last fix left the same errors as before. Still broken:"
-            }
+        if self.unresolved.is_empty() {
+            return None;
+        }
+        let why = if self.stop == StopReason::RepeatedDiagnostics {
+            "I stopped fixing because my last fix left the same errors as before. Still broken:"
+        } else {
+            "The build check still reports errors after the fix rounds I had:"
         };
         let list: Vec<String> = self
             .unresolved
@@ -174,6 +193,8 @@ pub struct AgentContext<'a> {
     pub emitter: &'a Emitter,
     pub settings: &'a AgentSettings,
     pub cancel: &'a CancellationToken,
+    /// What the owner's runs may still spend in this window; `None`: no cap.
+    pub spend_left_usd: Option<f64>,
 }
 
 /// Usage of the whole run so far.
@@ -273,6 +294,7 @@ impl AgentContext<'_> {
             summary,
             sandbox_url,
             files,
+            stop_reason: end.stop,
         })
     }
 
@@ -365,14 +387,14 @@ impl AgentContext<'_> {
                     return Ok(LoopEnd {
                         summary,
                         unresolved: diagnostics,
-                        stop: CheckStop::Repeated,
+                        stop: StopReason::RepeatedDiagnostics,
                     });
                 }
                 if fix_rounds >= self.settings.max_fix_rounds {
                     return Ok(LoopEnd {
                         summary,
                         unresolved: diagnostics,
-                        stop: CheckStop::FixRoundsSpent,
+                        stop: StopReason::FixRoundsSpent,
                     });
                 }
                 fix_rounds += 1;
@@ -429,6 +451,7 @@ impl AgentContext<'_> {
         publish_deltas: bool,
         usage: &mut RunUsage,
     ) -> Result<ModelResponse, AgentError> {
+        self.ensure_budget(usage)?;
         let deltas = DeltaRelay::default();
         let on_delta = |text: &str| {
             if publish_deltas {
@@ -451,6 +474,20 @@ impl AgentContext<'_> {
             .emit(RunEventData::ModelResponse(response.clone()))
             .await;
         Ok(response)
+    }
+
+    /// Refuses the next model call once the run's estimated cost reached its budget or what
+    /// the owner's runs may still spend.
+    fn ensure_budget(&self, usage: &RunUsage) -> Result<(), AgentError> {
+        if let Some(limit) = self.settings.max_run_usd {
+            if usage.cost_usd >= limit {
+                return Err(AgentError::CostLimit(limit));
+            }
+        }
+        match self.spend_left_usd {
+            Some(left) if usage.cost_usd >= left => Err(AgentError::SpendCap),
+            _ => Ok(()),
+        }
     }
 
     /// The check command's diagnostics, or else the preview's error; none: the check passed.
@@ -587,6 +624,7 @@ pub fn settings_from_config(config: &crate::config::Config) -> AgentSettings {
         max_steps: config.agent_max_steps,
         max_fix_rounds: config.agent_max_fix_rounds,
         command_timeout: config.command_timeout(),
+        max_run_usd: config.agent_max_run_usd,
         context_tokens: config.agent_context_tokens,
         output_stream_limit: config.agent_output_stream_bytes,
         check_command: Some(config.agent_check_command.clone()).filter(|c| !c.trim().is_empty()),

@@ -101,7 +101,33 @@ pub enum RunEventData {
         input_tokens: i64,
         output_tokens: i64,
         cost_usd: f64,
+        /// `None` in events stored before reasons were recorded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stop_reason: Option<StopReason>,
     },
+}
+
+/// Why a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StopReason {
+    /// The model finished and the build check passed (or there is none).
+    Completed,
+    /// The build check still failed when the fix rounds were spent.
+    FixRoundsSpent,
+    /// A fix round left the same diagnostics as the round before.
+    RepeatedDiagnostics,
+    /// `AGENT_MAX_STEPS`.
+    StepLimit,
+    /// `AGENT_MAX_RUN_SECS`.
+    TimeLimit,
+    /// `AGENT_MAX_RUN_USD`.
+    CostLimit,
+    /// `USER_MAX_SPEND_USD_PER_WINDOW`.
+    SpendCap,
+    Cancelled,
+    /// Anything else that failed it (the model, the sandbox, the server).
+    Error,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -235,6 +261,7 @@ mod tests {
                 input_tokens: 3,
                 output_tokens: 4,
                 cost_usd: 0.0,
+                stop_reason: None,
             }
         );
         // A cancelled run's event had no `error` at all.

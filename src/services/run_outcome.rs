@@ -11,7 +11,7 @@ use crate::entity::message::{self, MessageType, Role};
 use crate::entity::project;
 use crate::entity::run::{self, RunStatus};
 use crate::error::AppResult;
-use crate::events::{record_event, RunEventData};
+use crate::events::{record_event, RunEventData, StopReason};
 use crate::sandbox::FileMap;
 
 /// What a run spent, as its RUN_FINISHED event reports it.
@@ -20,6 +20,16 @@ pub struct Spend {
     pub input_tokens: i64,
     pub output_tokens: i64,
     pub cost_usd: f64,
+}
+
+/// How a run failed.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// What the user sees (a public message), in `Run.error` and the reply.
+    pub error: String,
+    /// A failure of the system rather than of the generation: the credit goes back.
+    pub system_failure: bool,
+    pub reason: StopReason,
 }
 
 /// A version of the app: what its fragment stores.
@@ -90,13 +100,14 @@ where
     Ok(message)
 }
 
-/// The RUN_FINISHED event of a run that just ended as `status`.
+/// The RUN_FINISHED event of a run that just ended as `status`, for `reason`.
 pub async fn record_finished<C>(
     txn: &C,
     run: &run::Model,
     status: RunStatus,
     error: Option<&str>,
     spend: Spend,
+    reason: StopReason,
 ) -> AppResult<()>
 where
     C: ConnectionTrait + TransactionTrait,
@@ -107,6 +118,7 @@ where
         input_tokens: spend.input_tokens,
         output_tokens: spend.output_tokens,
         cost_usd: spend.cost_usd,
+        stop_reason: Some(reason),
     };
     record_event(txn, run.project_id, run.id, finished).await?;
     Ok(())
@@ -119,27 +131,31 @@ pub async fn record_success<C>(
     reply: String,
     version: Version,
     spend: Spend,
+    reason: StopReason,
 ) -> AppResult<()>
 where
     C: ConnectionTrait + TransactionTrait,
 {
     record_version(txn, run.project_id, Some(run.id), reply, version).await?;
-    record_finished(txn, run, RunStatus::Succeeded, None, spend).await
+    record_finished(txn, run, RunStatus::Succeeded, None, spend, reason).await
 }
 
-/// A run that failed with `error` (what the user sees): an ERROR reply and RUN_FINISHED; a
-/// system failure gives the credit back.
+/// A run that failed: an ERROR reply and RUN_FINISHED; a system failure gives the credit back.
 pub async fn record_failure<C>(
     txn: &C,
     run: &run::Model,
-    error: &str,
-    system_failure: bool,
+    failure: &Failure,
     spend: Spend,
 ) -> AppResult<()>
 where
     C: ConnectionTrait + TransactionTrait,
 {
-    if system_failure {
+    let Failure {
+        error,
+        system_failure,
+        reason,
+    } = failure;
+    if *system_failure {
         let owner = project::Entity::find_by_id(run.project_id)
             .one(txn)
             .await?
@@ -148,7 +164,7 @@ where
             super::credits::refund_credit(txn, owner).await?;
         }
     }
-    let content = if system_failure {
+    let content = if *system_failure {
         format!("Something went wrong on our side: {error}. Your credit was given back; try again.")
     } else {
         format!("Something went wrong: {error}.")
@@ -161,5 +177,5 @@ where
         content,
     )
     .await?;
-    record_finished(txn, run, RunStatus::Failed, Some(error), spend).await
+    record_finished(txn, run, RunStatus::Failed, Some(error), spend, *reason).await
 }

@@ -6,7 +6,7 @@ use codekraft::agent::provider::{ModelResponse, TokenUsage, ToolCall};
 use codekraft::entity::message::{MessageType, Role};
 use codekraft::entity::run::RunStatus;
 use codekraft::entity::run_event;
-use codekraft::events::{record_event, EventKind, OutputStream, RunEventData};
+use codekraft::events::{record_event, EventKind, OutputStream, RunEventData, StopReason};
 use sea_orm::{ActiveModelTrait, Set};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -30,7 +30,7 @@ fragment Data on RunEventData {
   ... on MessageCreated { messageId role type }
   ... on MessageDeleted { messageId }
   ... on FragmentCreated { fragmentId messageId sandboxUrl title }
-  ... on RunFinished { status error inputTokens outputTokens costUsd }
+  ... on RunFinished { status error inputTokens outputTokens costUsd stopReason }
   ... on UnreadableEvent { storedKind: kind reason }
 }";
 
@@ -170,10 +170,11 @@ fn example(kind: EventKind, id: Uuid) -> (RunEventData, Value) {
                 input_tokens: 10,
                 output_tokens: 5,
                 cost_usd: 0.25,
+                stop_reason: Some(StopReason::CostLimit),
             },
             json!({
                 "__typename": "RunFinished", "status": "FAILED", "error": "boom",
-                "inputTokens": 10, "outputTokens": 5, "costUsd": 0.25,
+                "inputTokens": 10, "outputTokens": 5, "costUsd": 0.25, "stopReason": "COST_LIMIT",
             }),
         ),
     }

@@ -101,15 +101,15 @@ const EVENT_DATA = `__typename
   ... on MessageCreated { messageId role type }
   ... on MessageDeleted { messageId }
   ... on FragmentCreated { fragmentId messageId sandboxUrl title }
-  ... on RunFinished { status error inputTokens outputTokens costUsd }`;
+  ... on RunFinished { status error inputTokens outputTokens costUsd stopReason }`;
 
 const RUN_FIELDS = 'id status inputTokens outputTokens costUsd error';
 const API_KEY_FIELDS = 'id name prefix scopes createdAt expiresAt lastUsedAt revokedAt';
 
 export const Q = {
   serverInfo: '{ serverInfo { modelProvider model modelOffline sandboxProvider } }',
-  me: '{ me { id email plan } usage { plan limit consumed remaining resetsAt } }',
-  usage: '{ usage { plan limit consumed remaining resetsAt } }',
+  me: '{ me { id email plan } usage { plan limit consumed remaining resetsAt spentUsd spendCapUsd } }',
+  usage: '{ usage { plan limit consumed remaining resetsAt spentUsd spendCapUsd } }',
   signUp: `mutation($email: String!, $password: String!) {
     signUp(email: $email, password: $password) { token user { id email plan } } }`,
   signIn: `mutation($email: String!, $password: String!) {

@@ -227,6 +227,13 @@ function renderHeader() {
             { class: 'muted usage-reset', testid: 'usage-reset' },
             `renews ${formatDate(u.resetsAt, { dateStyle: 'medium' })}`,
           ),
+          h(
+            'span',
+            { class: 'muted usage-spend', testid: 'usage-spend' },
+            u.spendCapUsd === null || u.spendCapUsd === undefined
+              ? `${fmtUsd(u.spentUsd || 0)} spent`
+              : `${fmtUsd(u.spentUsd || 0)} of ${fmtUsd(u.spendCapUsd)} spent`,
+          ),
         )
       : null,
     h('span', { class: 'user-email muted', testid: 'user-email' }, state.user.email || ''),
@@ -1342,6 +1349,7 @@ function describe(item) {
         (p.status || '').toLowerCase(),
         p.inputTokens !== undefined ? `${fmtInt(p.inputTokens)} in · ${fmtInt(p.outputTokens)} out` : '',
         p.costUsd !== undefined ? fmtUsd(p.costUsd) : '',
+        p.stopReason && !['COMPLETED', 'CANCELLED', 'ERROR'].includes(p.stopReason) ? p.stopReason.toLowerCase().replaceAll('_', ' ') : '',
         p.error || '',
       ]
         .filter(Boolean)

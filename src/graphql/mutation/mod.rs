@@ -129,7 +129,7 @@ impl AccountAndBuildMutation {
             state.bus.as_ref(),
             viewer,
             &prompt,
-            state.config.max_active_runs_per_user,
+            run::RunLimits::from_config(&state.config),
         )
         .await
         .gql()?;
@@ -159,7 +159,7 @@ impl AccountAndBuildMutation {
             viewer,
             project_id,
             &content,
-            state.config.max_active_runs_per_user,
+            run::RunLimits::from_config(&state.config),
         )
         .await
         .gql()?;
@@ -304,7 +304,7 @@ impl AccountAndBuildMutation {
             state.bus.as_ref(),
             viewer,
             run_id,
-            state.config.max_active_runs_per_user,
+            run::RunLimits::from_config(&state.config),
         )
         .await
         .gql()?

@@ -251,6 +251,31 @@ pub struct RunFinished {
     pub input_tokens: i64,
     pub output_tokens: i64,
     pub cost_usd: f64,
+    /// Null for runs that ended before reasons were recorded.
+    pub stop_reason: Option<StopReason>,
+}
+
+/// Why a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[graphql(remote = "crate::events::StopReason")]
+pub enum StopReason {
+    /// The model finished and the build check passed (or there is none).
+    Completed,
+    /// The build check still failed when the fix rounds were spent.
+    FixRoundsSpent,
+    /// A fix round left the same diagnostics as the round before.
+    RepeatedDiagnostics,
+    /// `AGENT_MAX_STEPS`.
+    StepLimit,
+    /// `AGENT_MAX_RUN_SECS`.
+    TimeLimit,
+    /// `AGENT_MAX_RUN_USD`.
+    CostLimit,
+    /// `USER_MAX_SPEND_USD_PER_WINDOW`.
+    SpendCap,
+    Cancelled,
+    /// Anything else that failed it (the model, the sandbox, the server).
+    Error,
 }
 
 /// A stored event this server cannot read (its `kind` is then RUN_QUEUED).
@@ -358,12 +383,14 @@ impl From<events::RunEventData> for RunEventData {
                 input_tokens,
                 output_tokens,
                 cost_usd,
+                stop_reason,
             } => Self::RunFinished(RunFinished {
                 status: status.into(),
                 error,
                 input_tokens,
                 output_tokens,
                 cost_usd,
+                stop_reason: stop_reason.map(Into::into),
             }),
         }
     }
