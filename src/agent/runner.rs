@@ -20,6 +20,7 @@ use crate::entity::{project, run};
 use crate::events::{DeltaRelay, Emitter, RunEventData, StopReason};
 use crate::sandbox::{CommandSpec, FileMap, OutputSink, Sandbox, SandboxError, SandboxProvider};
 use crate::services;
+use crate::services::run_outcome::Version;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -140,6 +141,37 @@ pub struct RunOutput {
     pub stop_reason: StopReason,
 }
 
+/// What a run has done so far, kept by the caller however the run ends: the work of a run
+/// that is cancelled, fails or hits a budget becomes a draft version.
+#[derive(Debug, Default)]
+pub struct RunProgress {
+    pub usage: RunUsage,
+    /// The project's files when the run started.
+    pub previous_files: FileMap,
+    /// Files this run wrote.
+    pub written: FileMap,
+    /// The preview, once the sandbox is connected.
+    pub sandbox_url: String,
+}
+
+impl RunProgress {
+    /// The project's files with this run's writes, as a draft; `None` if it wrote nothing.
+    pub fn draft(&self) -> Option<Version> {
+        if self.written.is_empty() {
+            return None;
+        }
+        let mut files = self.previous_files.clone();
+        files.extend(self.written.clone());
+        Some(Version {
+            sandbox_url: self.sandbox_url.clone(),
+            title: DRAFT_TITLE.to_owned(),
+            files,
+        })
+    }
+}
+
+const DRAFT_TITLE: &str = "Unfinished draft";
+
 /// How the tool loop ended: the model's summary and what the check still reports.
 #[derive(Debug)]
 struct LoopEnd {
@@ -209,7 +241,7 @@ impl AgentContext<'_> {
     pub async fn execute(
         &self,
         run: &run::Model,
-        usage: &mut RunUsage,
+        progress: &mut RunProgress,
     ) -> Result<RunOutput, AgentError> {
         self.emitter
             .emit(RunEventData::RunStarted {
@@ -220,7 +252,13 @@ impl AgentContext<'_> {
             .one(self.db)
             .await?
             .ok_or(crate::error::AppError::NotFound("project"))?;
-        let previous_files = services::fragment::latest_files(self.db, project.id).await?;
+        progress.previous_files = services::fragment::latest_files(self.db, project.id).await?;
+        let RunProgress {
+            usage,
+            previous_files,
+            written,
+            sandbox_url,
+        } = progress;
 
         // Cancelling only stops the waiting: a sandbox connected meanwhile is still recorded,
         // or destroyed if the project was deleted.
@@ -229,10 +267,10 @@ impl AgentContext<'_> {
                 self.db,
                 self.sandboxes,
                 &project,
-                &previous_files,
+                previous_files,
             ))
             .await??;
-        let sandbox_url = self.cancellable(sandbox.preview_url()).await??;
+        *sandbox_url = self.cancellable(sandbox.preview_url()).await??;
         self.emitter
             .emit(RunEventData::SandboxReady {
                 sandbox_id: sandbox.id().to_owned(),
@@ -241,14 +279,13 @@ impl AgentContext<'_> {
             .await;
 
         let mut conversation = history(self.db, project.id, run.user_message_id).await?;
-        let mut written = FileMap::new();
         let end = self
             .tool_loop(
                 sandbox.as_ref(),
-                &sandbox_url,
-                &previous_files,
+                sandbox_url,
+                previous_files,
                 &mut conversation,
-                &mut written,
+                written,
                 usage,
             )
             .await?;
@@ -286,13 +323,13 @@ impl AgentContext<'_> {
             None => reply,
         };
 
-        let mut files = previous_files;
-        files.extend(written);
+        let mut files = previous_files.clone();
+        files.extend(written.clone());
         Ok(RunOutput {
             reply,
             title,
             summary,
-            sandbox_url,
+            sandbox_url: sandbox_url.clone(),
             files,
             stop_reason: end.stop,
         })

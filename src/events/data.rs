@@ -93,6 +93,13 @@ pub enum RunEventData {
         message_id: Uuid,
         sandbox_url: String,
         title: String,
+        /// What a cancelled or failed run wrote, kept to restore or discard.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        draft: bool,
+    },
+    /// Outside a run: `discardDraft`.
+    DraftDiscarded {
+        fragment_id: Uuid,
     },
     RunFinished {
         status: RunStatus,
@@ -160,6 +167,7 @@ impl RunEventData {
             Self::MessageCreated { .. } => EventKind::MessageCreated,
             Self::MessageDeleted { .. } => EventKind::MessageDeleted,
             Self::FragmentCreated { .. } => EventKind::FragmentCreated,
+            Self::DraftDiscarded { .. } => EventKind::DraftDiscarded,
             Self::RunFinished { .. } => EventKind::RunFinished,
         }
     }

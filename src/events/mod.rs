@@ -48,12 +48,13 @@ pub enum EventKind {
     MessageCreated,
     MessageDeleted,
     FragmentCreated,
+    DraftDiscarded,
     RunFinished,
 }
 
 impl EventKind {
     /// Every kind, in the order a run goes through them.
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 15] = [
         Self::RunQueued,
         Self::RunStarted,
         Self::SandboxReady,
@@ -67,6 +68,7 @@ impl EventKind {
         Self::MessageCreated,
         Self::MessageDeleted,
         Self::FragmentCreated,
+        Self::DraftDiscarded,
         Self::RunFinished,
     ];
 
@@ -85,6 +87,7 @@ impl EventKind {
             Self::MessageCreated => "MESSAGE_CREATED",
             Self::MessageDeleted => "MESSAGE_DELETED",
             Self::FragmentCreated => "FRAGMENT_CREATED",
+            Self::DraftDiscarded => "DRAFT_DISCARDED",
             Self::RunFinished => "RUN_FINISHED",
         }
     }

@@ -169,7 +169,36 @@ pub async fn fail_run(
     {
         return Ok(false);
     }
-    run_outcome::record_failure(&txn, run, &failure, spend(usage)).await?;
+    run_outcome::record_failure(&txn, run, failure, spend(usage)).await?;
+    txn.commit().await?;
+    bus.publish(BusMessage::ProjectEvents(run.project_id)).await;
+    Ok(true)
+}
+
+/// Keeps what a run cancelled by its user wrote as a draft version. Does nothing (returns
+/// `false`) unless the run is CANCELLED and has no reply yet.
+pub async fn keep_cancelled_draft(
+    db: &DatabaseConnection,
+    bus: &dyn EventBus,
+    run: &run::Model,
+    draft: Version,
+) -> Result<bool, JobError> {
+    let txn = db.begin().await?;
+    let cancelled = run::Entity::find_by_id(run.id)
+        .filter(run::Column::Status.eq(RunStatus::Cancelled))
+        .one(&txn)
+        .await?
+        .is_some();
+    let replied = crate::entity::message::Entity::find()
+        .filter(crate::entity::message::Column::RunId.eq(run.id))
+        .filter(crate::entity::message::Column::Role.eq(crate::entity::message::Role::Assistant))
+        .one(&txn)
+        .await?
+        .is_some();
+    if !cancelled || replied {
+        return Ok(false);
+    }
+    run_outcome::record_cancelled_draft(&txn, run, draft).await?;
     txn.commit().await?;
     bus.publish(BusMessage::ProjectEvents(run.project_id)).await;
     Ok(true)

@@ -29,7 +29,8 @@ fragment Data on RunEventData {
   ... on BuildDiagnostics { round diagnostics { file line column code severity message } }
   ... on MessageCreated { messageId role type }
   ... on MessageDeleted { messageId }
-  ... on FragmentCreated { fragmentId messageId sandboxUrl title }
+  ... on FragmentCreated { fragmentId messageId sandboxUrl title draft }
+  ... on DraftDiscarded { fragmentId }
   ... on RunFinished { status error inputTokens outputTokens costUsd stopReason }
   ... on UnreadableEvent { storedKind: kind reason }
 }";
@@ -157,11 +158,16 @@ fn example(kind: EventKind, id: Uuid) -> (RunEventData, Value) {
                 message_id: id,
                 sandbox_url: "http://preview".into(),
                 title: "Todo app".into(),
+                draft: true,
             },
             json!({
                 "__typename": "FragmentCreated", "fragmentId": id, "messageId": id,
-                "sandboxUrl": "http://preview", "title": "Todo app",
+                "sandboxUrl": "http://preview", "title": "Todo app", "draft": true,
             }),
+        ),
+        EventKind::DraftDiscarded => (
+            RunEventData::DraftDiscarded { fragment_id: id },
+            json!({ "__typename": "DraftDiscarded", "fragmentId": id }),
         ),
         EventKind::RunFinished => (
             RunEventData::RunFinished {

@@ -288,3 +288,136 @@ async fn the_spend_cap_stops_a_running_run_and_refuses_a_new_one() {
     let accepted = app.gql(Some(&other), CREATE, json!({ "p": "mine" })).await;
     assert!(accepted["errors"].is_null(), "{accepted}");
 }
+
+const REPLIES: &str = "query($id: ID!) { project(id: $id) { messages { edges { node { role type content fragment { id title draft files } } } } } }";
+
+/// The project's ASSISTANT messages.
+async fn replies(app: &TestApp, token: &str, project_id: &str) -> Vec<Value> {
+    let data = app
+        .data(Some(token), REPLIES, json!({ "id": project_id }))
+        .await;
+    data["project"]["messages"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"].clone())
+        .filter(|m| m["role"] == "ASSISTANT")
+        .collect()
+}
+
+#[tokio::test]
+async fn a_run_stopped_by_its_budget_keeps_its_files_as_a_draft() {
+    let fake = expensive_writer(100_000).await;
+    let app = TestApp::builder(Backend::Sqlite)
+        .models(gemini(&fake))
+        .config(|c| c.agent_max_run_usd = Some(0.01))
+        .start()
+        .await;
+    let token = app.sign_up("drafter@example.com").await;
+    let (project_id, run_id) = app.create_project(&token, "anything").await;
+    assert_eq!(app.wait_for_run(&token, &run_id).await["status"], "FAILED");
+    let replies = replies(&app, &token, &project_id).await;
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    assert_eq!(replies[0]["type"], "ERROR");
+    assert!(
+        replies[0]["content"]
+            .as_str()
+            .unwrap()
+            .contains("kept as a draft"),
+        "{}",
+        replies[0]
+    );
+    let draft = &replies[0]["fragment"];
+    assert_eq!(draft["draft"], true);
+    assert_eq!(draft["files"]["app/page.tsx"], "half done");
+    // A draft is not the project's version: a follow-up does not build on it.
+    let db = &app.server.state.db;
+    let latest = codekraft::services::fragment::latest_fragment(db, project_id.parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(latest, None);
+}
+
+#[tokio::test]
+async fn a_cancelled_run_keeps_its_files_as_a_draft_that_restores_or_discards() {
+    let page = json!({ "files": [{ "path": "app/page.tsx", "content": "begun" }] });
+    let fake = FakeLlm::start([
+        Reply::gemini_stream([gemini_chunk(
+            vec![gemini_call_part("createOrUpdateFiles", page, None)],
+            Some("STOP"),
+            None,
+        )]),
+        Reply::gemini_stream([gemini_chunk(vec![json!({ "text": "slow" })], None, None)])
+            .with_delay(Duration::from_secs(60)),
+    ])
+    .await;
+    let app = TestApp::builder(Backend::Sqlite)
+        .models(gemini(&fake))
+        .start()
+        .await;
+    let token = app.sign_up("canceller@example.com").await;
+    let (project_id, run_id) = app.create_project(&token, "anything").await;
+    // Wait until the second model call is in flight: the file is written.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while fake.request_count() < 2 {
+        assert!(std::time::Instant::now() < deadline, "the run never wrote");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.data(
+        Some(&token),
+        "mutation($id: ID!) { cancelRun(runId: $id) { status } }",
+        json!({ "id": run_id }),
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let draft = loop {
+        let replies = replies(&app, &token, &project_id).await;
+        if let Some(reply) = replies.first() {
+            break reply.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "no draft was kept");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(draft["type"], "RESULT");
+    assert!(draft["content"].as_str().unwrap().contains("cancelled"));
+    assert_eq!(draft["fragment"]["draft"], true);
+    assert_eq!(draft["fragment"]["files"]["app/page.tsx"], "begun");
+    let draft_id = draft["fragment"]["id"].as_str().unwrap().to_owned();
+    let (_, finished) = finished_event(&app, &token, &run_id).await;
+    assert_eq!(finished["stopReason"], "CANCELLED");
+
+    // Restoring it makes its files the newest version.
+    let restored = app
+        .data(
+            Some(&token),
+            "mutation($id: ID!) { restoreFragment(fragmentId: $id) { fragment { id draft files } } }",
+            json!({ "id": draft_id }),
+        )
+        .await;
+    let restored = &restored["restoreFragment"]["fragment"];
+    assert_eq!(restored["draft"], false);
+    assert_eq!(restored["files"]["app/page.tsx"], "begun");
+
+    // The draft can then go; a version that is not a draft cannot.
+    const DISCARD: &str = "mutation($id: ID!) { discardDraft(fragmentId: $id) }";
+    let refused = app
+        .gql(Some(&token), DISCARD, json!({ "id": restored["id"] }))
+        .await;
+    assert_eq!(error_code(&refused), "CONFLICT", "{refused}");
+    let stranger = app.sign_up("stranger@example.com").await;
+    let hidden = app
+        .gql(Some(&stranger), DISCARD, json!({ "id": draft_id }))
+        .await;
+    assert_eq!(error_code(&hidden), "NOT_FOUND", "{hidden}");
+    let discarded = app
+        .data(Some(&token), DISCARD, json!({ "id": draft_id }))
+        .await;
+    assert_eq!(discarded["discardDraft"], draft_id);
+    let left: Vec<Value> = replies(&app, &token, &project_id)
+        .await
+        .into_iter()
+        .filter(|m| !m["fragment"].is_null())
+        .collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0]["fragment"]["id"], restored["id"]);
+}

@@ -100,7 +100,8 @@ const EVENT_DATA = `__typename
   ... on BuildDiagnostics { round diagnostics { file line column code severity message } }
   ... on MessageCreated { messageId role type }
   ... on MessageDeleted { messageId }
-  ... on FragmentCreated { fragmentId messageId sandboxUrl title }
+  ... on FragmentCreated { fragmentId messageId sandboxUrl title draft }
+  ... on DraftDiscarded { fragmentId }
   ... on RunFinished { status error inputTokens outputTokens costUsd stopReason }`;
 
 const RUN_FIELDS = 'id status inputTokens outputTokens costUsd error';
@@ -126,7 +127,7 @@ export const Q = {
         pageInfo { hasNextPage endCursor }
         edges { node {
           id role type content createdAt
-          fragment { id title sandboxUrl fileList { path size hash } createdAt }
+          fragment { id title sandboxUrl draft fileList { path size hash } createdAt }
           run { ${RUN_FIELDS} }
         } }
       } } }`,
@@ -141,6 +142,7 @@ export const Q = {
   fragmentFile: 'query($id: ID!, $path: String!) { fragment(id: $id) { id file(path: $path) } }',
   fragmentDiff: `query($id: ID!, $against: ID!) {
     fragment(id: $id) { id diff(against: $against) { path status patch } } }`,
+  discardDraft: 'mutation($fragmentId: ID!) { discardDraft(fragmentId: $fragmentId) }',
   restoreFragment: `mutation($fragmentId: ID!) {
     restoreFragment(fragmentId: $fragmentId) { id content fragment { id title sandboxUrl } } }`,
   forkProject: `mutation($fragmentId: ID!) {

@@ -784,6 +784,16 @@ function previewUrlOf(f) {
 }
 
 /** Undo: makes an earlier version the newest again, then follows it. */
+async function discardDraft(event, fragment) {
+  event.currentTarget.disabled = true;
+  const data = await attempt(() => gql(Q.discardDraft, { fragmentId: fragment.id }));
+  if (data) {
+    clearError();
+    if (state.selectedFragmentId === fragment.id) state.selectedFragmentId = null;
+  }
+  await loadConversation();
+}
+
 async function restoreVersion(event, fragment) {
   event.currentTarget.disabled = true;
   state.restoringFragmentId = fragment.id;
@@ -943,7 +953,7 @@ function onEvent(event) {
   }
   if (event.kind === 'RUN_FINISHED') state.liveText.delete(event.runId);
   if (event.kind === 'RUN_STARTED') state.liveText.set(event.runId, '');
-  if (['MESSAGE_CREATED', 'MESSAGE_DELETED', 'RUN_FINISHED', 'RUN_STARTED', 'RUN_QUEUED', 'FRAGMENT_CREATED'].includes(event.kind)) {
+  if (['MESSAGE_CREATED', 'MESSAGE_DELETED', 'RUN_FINISHED', 'RUN_STARTED', 'RUN_QUEUED', 'FRAGMENT_CREATED', 'DRAFT_DISCARDED'].includes(event.kind)) {
     scheduleRefresh();
   }
   if (event.kind === 'RUN_FINISHED') {
@@ -1048,9 +1058,11 @@ function renderProjectHeader() {
   document.title = state.project.name ? `${state.project.name} · CodeKraft` : 'CodeKraft';
 }
 
+/** The project's current version: drafts are not one until restored. */
 function latestFragment() {
   for (let i = state.messages.length - 1; i >= 0; i--) {
-    if (state.messages[i].fragment) return state.messages[i].fragment;
+    const fragment = state.messages[i].fragment;
+    if (fragment && !fragment.draft) return fragment;
   }
   return null;
 }
@@ -1139,13 +1151,28 @@ function renderFragment(f, selected, busy) {
         'span',
         { class: 'fragment-text' },
         h('span', { class: 'fragment-title', testid: 'fragment-title' }, f.title),
+        f.draft ? h('span', { class: 'badge draft-badge', testid: 'draft-badge', title: 'What an unfinished run wrote' }, 'Draft') : null,
         h('span', { class: 'muted fragment-files' }, `${plural((f.fileList || []).length, 'file')} · ${f.sandboxUrl}`),
       ),
     ),
     h(
       'div',
       { class: 'fragment-actions' },
-      latest && latest.id !== f.id
+      f.draft
+        ? h(
+            'button',
+            {
+              class: 'btn btn-ghost btn-xs discard-btn',
+              testid: 'discard-draft',
+              dataset: { fragmentId: f.id },
+              disabled: Boolean(state.restoringFragmentId),
+              title: `Delete the draft “${f.title}”`,
+              onclick: (e) => discardDraft(e, f),
+            },
+            'Discard',
+          )
+        : null,
+      f.draft || (latest && latest.id !== f.id)
         ? h(
             'button',
             {
@@ -1157,7 +1184,7 @@ function renderFragment(f, selected, busy) {
               onclick: (e) => restoreVersion(e, f),
             },
             icon('undo'),
-            state.restoringFragmentId === f.id ? 'Restoring…' : 'Restore this version',
+            state.restoringFragmentId === f.id ? 'Restoring…' : f.draft ? 'Restore' : 'Restore this version',
           )
         : null,
       h(
@@ -1297,6 +1324,7 @@ const KIND_LABEL = {
   MESSAGE_CREATED: 'Message',
   MESSAGE_DELETED: 'Message removed',
   FRAGMENT_CREATED: 'App ready',
+  DRAFT_DISCARDED: 'Draft discarded',
   RUN_FINISHED: 'Finished',
 };
 
@@ -1339,7 +1367,7 @@ function describe(item) {
       return count ? `round ${p.round}: ${count} problem${count === 1 ? '' : 's'}` : `round ${p.round}: passed`;
     }
     case 'FRAGMENT_CREATED':
-      return p.title || '';
+      return `${p.title || ''}${p.draft ? ' (draft)' : ''}`;
     case 'MESSAGE_CREATED':
       return `${(p.role || '').toLowerCase()} ${p.type === 'ERROR' ? 'error' : 'message'}`;
     case 'RUN_QUEUED':

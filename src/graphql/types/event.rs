@@ -25,6 +25,7 @@ pub enum RunEventKind {
     MessageCreated,
     MessageDeleted,
     FragmentCreated,
+    DraftDiscarded,
     RunFinished,
 }
 
@@ -88,6 +89,7 @@ pub enum RunEventData {
     MessageCreated(MessageCreated),
     MessageDeleted(MessageDeleted),
     FragmentCreated(FragmentCreated),
+    DraftDiscarded(DraftDiscarded),
     RunFinished(RunFinished),
     UnreadableEvent(UnreadableEvent),
 }
@@ -241,6 +243,15 @@ pub struct FragmentCreated {
     pub message_id: ID,
     pub sandbox_url: String,
     pub title: String,
+    /// What a cancelled or failed run wrote, kept to restore (`restoreFragment`) or discard
+    /// (`discardDraft`).
+    pub draft: bool,
+}
+
+/// A draft version was discarded.
+#[derive(SimpleObject)]
+pub struct DraftDiscarded {
+    pub fragment_id: ID,
 }
 
 /// The run ended: the last event of a run.
@@ -371,11 +382,16 @@ impl From<events::RunEventData> for RunEventData {
                 message_id,
                 sandbox_url,
                 title,
+                draft,
             } => Self::FragmentCreated(FragmentCreated {
                 fragment_id: to_id(fragment_id),
                 message_id: to_id(message_id),
                 sandbox_url,
                 title,
+                draft,
+            }),
+            Data::DraftDiscarded { fragment_id } => Self::DraftDiscarded(DraftDiscarded {
+                fragment_id: to_id(fragment_id),
             }),
             Data::RunFinished {
                 status,
