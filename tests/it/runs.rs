@@ -942,3 +942,58 @@ async fn a_preview_that_does_not_render_gets_a_fix_round() {
         .starts_with("\"use client\""));
     assert_eq!(fake.remaining(), 0);
 }
+
+#[tokio::test]
+async fn fix_rounds_that_change_the_errors_are_bounded() {
+    let replay = ReplayProvider::from_responses(vec![
+        text("<task_summary>First try.</task_summary>"),
+        text("<task_summary>Second try.</task_summary>"),
+        text("<task_summary>Third try.</task_summary>"),
+        text("Title"),
+        text("Reply"),
+    ]);
+    let app = TestApp::builder(Backend::Sqlite)
+        .models(Arc::new(replay))
+        .config(|c| c.agent_max_fix_rounds = 2)
+        .start()
+        .await;
+    // Each look at the page finds another error, so no round repeats the one before.
+    let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let preview = axum::Router::new().fallback(move || {
+        let n = served.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let page = NEXT_ERROR_PAGE.replace("`useState`", &format!("`useHook{n}`"));
+        async move { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, page) }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    app.sandboxes
+        .set_preview_base(&format!("http://{}", listener.local_addr().unwrap()));
+    tokio::spawn(async move { axum::serve(listener, preview).await.unwrap() });
+
+    let token = app.sign_up("rounds@example.com").await;
+    let (project_id, run_id) = app.create_project(&token, "anything").await;
+    assert_eq!(
+        app.wait_for_run(&token, &run_id).await["status"],
+        "SUCCEEDED"
+    );
+    let run = run_of(&app, &token, &run_id).await;
+    let kinds = kinds(&run);
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "BUILD_DIAGNOSTICS").count(),
+        3
+    );
+    // The first try and 2 fix rounds, then title and reply.
+    assert_eq!(kinds.iter().filter(|k| *k == "MODEL_RESPONSE").count(), 5);
+    let data = app
+        .data(Some(&token), MESSAGES, json!({ "id": project_id }))
+        .await;
+    let reply = data["project"]["messages"]["edges"][1]["node"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        reply.starts_with("Reply")
+            && reply.contains("after the fix rounds")
+            && reply.contains("useHook2"),
+        "{reply}"
+    );
+}
