@@ -120,7 +120,7 @@ fn main() {
         let wall = Instant::now();
         let mut server_times = Vec::new();
         for n in 0..RUNS {
-            let (_, generation) = services::project::create_project(&state.db, state.bus.as_ref(), viewer, &format!("bench app {n}"), state.config.max_active_runs_per_user)
+            let (_, generation) = services::project::create_project(&state.db, state.bus.as_ref(), viewer, &format!("bench app {n}"), services::run::RunLimits::from_config(&state.config))
                 .await
                 .unwrap();
             let finished = loop {

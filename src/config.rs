@@ -53,6 +53,16 @@ pub enum LogFormat {
     Json,
 }
 
+/// An amount of US dollars: finite and not negative.
+fn parse_usd(value: &str) -> Result<f64, String> {
+    match value.trim().parse::<f64>() {
+        Ok(usd) if usd.is_finite() && usd >= 0.0 => Ok(usd),
+        _ => Err(format!(
+            "{value:?} is not an amount of USD (a number, 0 or more)"
+        )),
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct Config {
     /// Address the server listens on.
@@ -229,6 +239,14 @@ pub struct Config {
     /// Wall-clock seconds a run may take before it ends FAILED (its work so far is kept).
     #[arg(long, env = "AGENT_MAX_RUN_SECS", default_value_t = 1800)]
     pub agent_max_run_secs: u64,
+    /// Estimated model cost (USD) one run may reach: it stops before its next model call once
+    /// it has (its work kept). Unset: no limit.
+    #[arg(long, env = "AGENT_MAX_RUN_USD", value_parser = parse_usd)]
+    pub agent_max_run_usd: Option<f64>,
+    /// Estimated model cost (USD) one user's runs may reach per credit window: then new runs
+    /// are refused (SPEND_CAP_REACHED) and a running one stops. Unset: no cap.
+    #[arg(long, env = "USER_MAX_SPEND_USD_PER_WINDOW", value_parser = parse_usd)]
+    pub user_max_spend_usd_per_window: Option<f64>,
     /// Generations one user may have queued or running at once, over all their projects.
     #[arg(long, env = "MAX_ACTIVE_RUNS_PER_USER", default_value_t = 2)]
     pub max_active_runs_per_user: u32,
@@ -516,6 +534,24 @@ mod tests {
         assert!(parse(&["--agent-context-tokens", "4095"]).is_err());
         let cli = parse(&["--agent-context-tokens", "4096"]).unwrap();
         assert_eq!(cli.config.agent_context_tokens, Some(4096));
+    }
+
+    #[test]
+    fn budgets_in_usd_are_finite_and_not_negative() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["codekraft"], args].concat());
+        assert_eq!(parse(&[]).unwrap().config.agent_max_run_usd, None);
+        let cli = parse(&[
+            "--agent-max-run-usd",
+            "0.5",
+            "--user-max-spend-usd-per-window",
+            "20",
+        ])
+        .unwrap();
+        assert_eq!(cli.config.agent_max_run_usd, Some(0.5));
+        assert_eq!(cli.config.user_max_spend_usd_per_window, Some(20.0));
+        for bad in ["-1", "NaN", "inf", "lots"] {
+            assert!(parse(&["--agent-max-run-usd", bad]).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -25,6 +25,12 @@ pub enum AppError {
         "you already have {limit} generations queued or running; wait for one to end or cancel it"
     )]
     TooManyRuns { limit: u32 },
+    /// The user's runs reached `USER_MAX_SPEND_USD_PER_WINDOW` in this credit window.
+    #[error("your generations reached their spending cap of ${cap_usd:.2} for this period; it renews at {reset_at}")]
+    SpendCapReached {
+        cap_usd: f64,
+        reset_at: DateTime<Utc>,
+    },
     #[error("{0}")]
     Conflict(String),
     /// This account may not use the server's sandboxes (see `services::sandbox_access`).
@@ -45,6 +51,7 @@ impl AppError {
             Self::CreditsExhausted { .. } => "CREDITS_EXHAUSTED",
             Self::RateLimited { .. } => "RATE_LIMITED",
             Self::TooManyRuns { .. } => "TOO_MANY_RUNS",
+            Self::SpendCapReached { .. } => "SPEND_CAP_REACHED",
             Self::Conflict(_) => "CONFLICT",
             Self::SandboxUnavailable(_) => "SANDBOX_UNAVAILABLE",
             Self::Internal(_) => "INTERNAL",

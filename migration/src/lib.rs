@@ -16,6 +16,8 @@ mod m20261128_000010_create_session;
 mod m20261128_000020_create_api_key;
 mod m20261128_103000_content_addressed_files;
 mod m20261128_120000_create_webhook;
+mod m20261128_120000_usage_spent_usd;
+mod m20261128_120010_fragment_draft;
 
 pub struct Migrator;
 
@@ -37,6 +39,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000020_create_api_key::Migration),
             Box::new(m20261128_103000_content_addressed_files::Migration),
             Box::new(m20261128_120000_create_webhook::Migration),
+            Box::new(m20261128_120000_usage_spent_usd::Migration),
+            Box::new(m20261128_120010_fragment_draft::Migration),
         ]
     }
 }

@@ -1,11 +1,13 @@
 //! The check after the type check: the preview itself. A page that type-checks can still fail
 //! to render (a hook in a Server Component, an import that does not resolve); `next dev` then
-//! answers 500 and puts the error in the page's `__NEXT_DATA__`. That error goes back to the
-//! model like a failed build check.
+//! answers 500 and puts the error in the page's `__NEXT_DATA__`. That error, as a diagnostic,
+//! goes back to the model like a failed build check.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
+
+use super::diagnostic::{parse_next_error, Diagnostic};
 
 /// What a model gets to read of a failing page at most.
 const MAX_ERROR_CHARS: usize = 4000;
@@ -35,7 +37,7 @@ impl PreviewCheck {
     /// `Some(error)` when the preview answers with a server error. A preview that cannot be
     /// reached says nothing about the app (the server may not reach its own public URL): that
     /// passes, with a warning in the log.
-    pub async fn errors(&self, url: &str) -> Option<String> {
+    pub async fn errors(&self, url: &str) -> Option<Diagnostic> {
         let response = match self.http.get(url).timeout(self.timeout).send().await {
             Ok(response) => response,
             Err(err) => {
@@ -93,13 +95,16 @@ impl reqwest::dns::Resolve for LocalhostIsLoopback {
 }
 
 /// The error `next dev` embedded in its error page, else the start of the body.
-fn describe_failure(status: u16, body: &str) -> String {
-    let message = next_data_error(body).unwrap_or_else(|| body.trim().to_owned());
-    let message: String = message.chars().take(MAX_ERROR_CHARS).collect();
-    format!(
+fn describe_failure(status: u16, body: &str) -> Diagnostic {
+    if let Some(error) = next_data_error(body) {
+        let error: String = error.chars().take(MAX_ERROR_CHARS).collect();
+        return parse_next_error(&error);
+    }
+    let body: String = body.trim().chars().take(MAX_ERROR_CHARS).collect();
+    Diagnostic::unlocated(&format!(
         "The preview page answers HTTP {status}:\n{}",
-        message.trim()
-    )
+        body.trim()
+    ))
 }
 
 fn next_data_error(body: &str) -> Option<String> {
@@ -118,9 +123,10 @@ mod tests {
     fn the_error_of_a_next_error_page_is_read_from_next_data() {
         let page = r#"<html><body><script id="__NEXT_DATA__" type="application/json">{"props":{},"err":{"name":"Error","message":"./app/page.tsx:1:10\nError: You're importing a module that depends on `useState` into a React Server Component module."}}</script></body></html>"#;
         let described = describe_failure(500, page);
-        assert!(described.starts_with("The preview page answers HTTP 500:\n./app/page.tsx:1:10"));
-        assert!(described.contains("`useState`"));
-        assert!(!described.contains("<script"));
+        assert_eq!(described.file.as_deref(), Some("app/page.tsx"));
+        assert_eq!((described.line, described.column), (Some(1), Some(10)));
+        assert!(described.message.starts_with("You're importing"));
+        assert!(described.message.contains("`useState`"));
     }
 
     /// Accepts one connection, reads its request head and writes `head` then `body_bytes`
@@ -174,7 +180,7 @@ mod tests {
         let check = PreviewCheck::new(Duration::from_secs(10));
         let errors = check.errors(&format!("http://{host}/preview/x/")).await;
         assert_eq!(
-            errors.as_deref(),
+            errors.map(|d| d.message).as_deref(),
             Some("The preview page answers HTTP 500:\nInternal Server Error: boom")
         );
         let head = served.await.unwrap().0.to_ascii_lowercase();
@@ -215,7 +221,8 @@ mod tests {
         let errors = check
             .errors(&format!("http://127.0.0.1:{port}/"))
             .await
-            .unwrap();
+            .unwrap()
+            .message;
         assert!(errors.starts_with("The preview page answers HTTP 500:\nxxx"));
         assert!(errors.len() < MAX_ERROR_CHARS + 100);
         let (_, sent) = served.await.unwrap();
@@ -225,7 +232,7 @@ mod tests {
 
     #[test]
     fn another_error_page_is_shown_as_it_is_but_capped() {
-        let described = describe_failure(502, &"x".repeat(10_000));
+        let described = describe_failure(502, &"x".repeat(10_000)).message;
         assert!(described.starts_with("The preview page answers HTTP 502:\nxxx"));
         assert!(described.len() < MAX_ERROR_CHARS + 100);
     }

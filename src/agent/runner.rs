@@ -8,6 +8,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use tokio_util::sync::CancellationToken;
 
 use super::context::{default_context_tokens, ContextBudget, ContextOverflow};
+use super::diagnostic::{fingerprint, parse_check_output, to_model_list, Diagnostic, Fingerprint};
 use super::preview_check::PreviewCheck;
 use super::prompt::{reply_prompt, task_summary, title_prompt, SYSTEM_PROMPT};
 use super::provider::{
@@ -16,9 +17,10 @@ use super::provider::{
 use super::tools::{tool_specs, ToolRunner};
 use crate::entity::message::{self, MessageType, Role};
 use crate::entity::{project, run};
-use crate::events::{DeltaRelay, Emitter, RunEventData};
+use crate::events::{DeltaRelay, Emitter, RunEventData, StopReason};
 use crate::sandbox::{CommandSpec, FileMap, OutputSink, Sandbox, SandboxError, SandboxProvider};
 use crate::services;
+use crate::services::run_outcome::Version;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -30,6 +32,10 @@ pub enum AgentError {
     StepLimit(u32),
     #[error("the agent did not finish within {} seconds", .0.as_secs())]
     TimeLimit(Duration),
+    #[error("the run reached its cost budget of ${0} (estimated)")]
+    CostLimit(f64),
+    #[error("your generations reached their spending cap for this period")]
+    SpendCap,
     #[error("cancelled")]
     Cancelled,
     #[error(transparent)]
@@ -51,7 +57,26 @@ impl AgentError {
             Self::Model(_) | Self::App(_) => true,
             Self::Sandbox(err) => !matches!(err, SandboxError::Cancelled),
             // The prompt asked for more than a run may do: the work was done, the credit spent.
-            Self::StepLimit(_) | Self::TimeLimit(_) | Self::Cancelled | Self::Context(_) => false,
+            Self::StepLimit(_)
+            | Self::TimeLimit(_)
+            | Self::CostLimit(_)
+            | Self::SpendCap
+            | Self::Cancelled
+            | Self::Context(_) => false,
+        }
+    }
+
+    /// What RUN_FINISHED reports as the reason.
+    pub fn stop_reason(&self) -> StopReason {
+        match self {
+            Self::StepLimit(_) => StopReason::StepLimit,
+            Self::TimeLimit(_) => StopReason::TimeLimit,
+            Self::CostLimit(_) => StopReason::CostLimit,
+            Self::SpendCap => StopReason::SpendCap,
+            Self::Cancelled | Self::Sandbox(SandboxError::Cancelled) => StopReason::Cancelled,
+            Self::Model(_) | Self::Sandbox(_) | Self::Context(_) | Self::App(_) => {
+                StopReason::Error
+            }
         }
     }
 
@@ -74,9 +99,12 @@ impl AgentError {
             }
             Self::Sandbox(_) => "the sandbox could not be reached".to_owned(),
             Self::App(err) => err.public_message(),
-            Self::StepLimit(_) | Self::TimeLimit(_) | Self::Cancelled | Self::Context(_) => {
-                self.to_string()
-            }
+            Self::StepLimit(_)
+            | Self::TimeLimit(_)
+            | Self::CostLimit(_)
+            | Self::SpendCap
+            | Self::Cancelled
+            | Self::Context(_) => self.to_string(),
         }
     }
 }
@@ -89,6 +117,8 @@ pub struct AgentSettings {
     pub max_steps: u32,
     pub max_fix_rounds: u32,
     pub command_timeout: Duration,
+    /// Estimated cost (USD) the run may reach before its next model call; `None`: no limit.
+    pub max_run_usd: Option<f64>,
     /// Token budget of one model request; `None`: the model's default.
     pub context_tokens: Option<u64>,
     /// Bytes of one command's output that stream as events; the rest is only counted.
@@ -108,6 +138,83 @@ pub struct RunOutput {
     pub sandbox_url: String,
     /// Every file written in the project so far (the previous fragment's plus this run's).
     pub files: FileMap,
+    pub stop_reason: StopReason,
+}
+
+/// What a run has done so far, kept by the caller however the run ends: the work of a run
+/// that is cancelled, fails or hits a budget becomes a draft version.
+#[derive(Debug, Default)]
+pub struct RunProgress {
+    pub usage: RunUsage,
+    /// The project's files when the run started.
+    pub previous_files: FileMap,
+    /// Files this run wrote.
+    pub written: FileMap,
+    /// The preview, once the sandbox is connected.
+    pub sandbox_url: String,
+}
+
+impl RunProgress {
+    /// The project's files with this run's writes, as a draft; `None` if it wrote nothing.
+    pub fn draft(&self) -> Option<Version> {
+        if self.written.is_empty() {
+            return None;
+        }
+        let mut files = self.previous_files.clone();
+        files.extend(self.written.clone());
+        Some(Version {
+            sandbox_url: self.sandbox_url.clone(),
+            title: DRAFT_TITLE.to_owned(),
+            files,
+        })
+    }
+}
+
+const DRAFT_TITLE: &str = "Unfinished draft";
+
+/// How the tool loop ended: the model's summary and what the check still reports.
+#[derive(Debug)]
+struct LoopEnd {
+    summary: String,
+    unresolved: Vec<Diagnostic>,
+    /// COMPLETED, FIX_ROUNDS_SPENT or REPEATED_DIAGNOSTICS.
+    stop: StopReason,
+}
+
+impl LoopEnd {
+    fn done(summary: String) -> Self {
+        Self {
+            summary,
+            unresolved: Vec::new(),
+            stop: StopReason::Completed,
+        }
+    }
+
+    /// The honest note on what the check still reports, if anything.
+    fn still_broken(&self) -> Option<String> {
+        if self.unresolved.is_empty() {
+            return None;
+        }
+        let why = if self.stop == StopReason::RepeatedDiagnostics {
+            "I stopped fixing because my last fix left the same errors as before. Still broken:"
+        } else {
+            "The build check still reports errors after the fix rounds I had:"
+        };
+        let list: Vec<String> = self
+            .unresolved
+            .iter()
+            .map(|d| format!("- {}", d.describe()))
+            .collect();
+        Some(format!("{why}\n{}", list.join("\n")))
+    }
+
+    /// The summary the title and reply are written from.
+    fn summary_for_user(&self) -> String {
+        match self.still_broken() {
+            Some(note) => format!("{}\n\n{note}", self.summary),
+            None => self.summary.clone(),
+        }
+    }
 }
 
 /// Everything the loop needs, borrowed from the app.
@@ -118,6 +225,8 @@ pub struct AgentContext<'a> {
     pub emitter: &'a Emitter,
     pub settings: &'a AgentSettings,
     pub cancel: &'a CancellationToken,
+    /// What the owner's runs may still spend in this window; `None`: no cap.
+    pub spend_left_usd: Option<f64>,
 }
 
 /// Usage of the whole run so far.
@@ -132,7 +241,7 @@ impl AgentContext<'_> {
     pub async fn execute(
         &self,
         run: &run::Model,
-        usage: &mut RunUsage,
+        progress: &mut RunProgress,
     ) -> Result<RunOutput, AgentError> {
         self.emitter
             .emit(RunEventData::RunStarted {
@@ -143,7 +252,13 @@ impl AgentContext<'_> {
             .one(self.db)
             .await?
             .ok_or(crate::error::AppError::NotFound("project"))?;
-        let previous_files = services::fragment::latest_files(self.db, project.id).await?;
+        progress.previous_files = services::fragment::latest_files(self.db, project.id).await?;
+        let RunProgress {
+            usage,
+            previous_files,
+            written,
+            sandbox_url,
+        } = progress;
 
         // Cancelling only stops the waiting: a sandbox connected meanwhile is still recorded,
         // or destroyed if the project was deleted.
@@ -152,10 +267,10 @@ impl AgentContext<'_> {
                 self.db,
                 self.sandboxes,
                 &project,
-                &previous_files,
+                previous_files,
             ))
             .await??;
-        let sandbox_url = self.cancellable(sandbox.preview_url()).await??;
+        *sandbox_url = self.cancellable(sandbox.preview_url()).await??;
         self.emitter
             .emit(RunEventData::SandboxReady {
                 sandbox_id: sandbox.id().to_owned(),
@@ -164,14 +279,13 @@ impl AgentContext<'_> {
             .await;
 
         let mut conversation = history(self.db, project.id, run.user_message_id).await?;
-        let mut written = FileMap::new();
-        let summary = self
+        let end = self
             .tool_loop(
                 sandbox.as_ref(),
-                &sandbox_url,
-                &previous_files,
+                sandbox_url,
+                previous_files,
                 &mut conversation,
-                &mut written,
+                written,
                 usage,
             )
             .await?;
@@ -184,6 +298,7 @@ impl AgentContext<'_> {
                 _ => None,
             })
             .unwrap_or_default();
+        let summary = end.summary_for_user();
         let title = self
             .helper_answer(&title_prompt(&summary), &prompt, usage)
             .await
@@ -201,16 +316,22 @@ impl AgentContext<'_> {
             .helper_answer(&reply_prompt(&summary), &prompt, usage)
             .await
             .filter(|reply| !reply.trim().is_empty())
-            .unwrap_or_else(|| summary.clone());
+            .unwrap_or_else(|| end.summary.clone());
+        // What is still broken is said in our words, whatever the model made of it.
+        let reply = match end.still_broken() {
+            Some(note) => format!("{}\n\n{note}", reply.trim_end()),
+            None => reply,
+        };
 
-        let mut files = previous_files;
-        files.extend(written);
+        let mut files = previous_files.clone();
+        files.extend(written.clone());
         Ok(RunOutput {
             reply,
             title,
             summary,
-            sandbox_url,
+            sandbox_url: sandbox_url.clone(),
             files,
+            stop_reason: end.stop,
         })
     }
 
@@ -232,8 +353,8 @@ impl AgentContext<'_> {
         }
     }
 
-    /// Steps until the model gives its summary (or stops calling tools) and the check passes
-    /// or the fix rounds are spent. Returns the summary.
+    /// Steps until the model gives its summary (or stops calling tools) and the check passes,
+    /// the fix rounds are spent or a fix round changes nothing.
     async fn tool_loop(
         &self,
         sandbox: &dyn Sandbox,
@@ -242,7 +363,7 @@ impl AgentContext<'_> {
         conversation: &mut Vec<ChatMessage>,
         written: &mut FileMap,
         usage: &mut RunUsage,
-    ) -> Result<String, AgentError> {
+    ) -> Result<LoopEnd, AgentError> {
         let system = system_prompt(previous_files);
         let tools = tool_specs();
         let mut context = self.context_budget();
@@ -253,6 +374,8 @@ impl AgentContext<'_> {
         // Messages the previous request carried: their tool results have been read.
         let mut seen = 0;
         let mut fix_rounds = 0;
+        let mut checks = 0;
+        let mut last_fingerprint: Option<Fingerprint> = None;
         let mut steps = 0;
         loop {
             steps += 1;
@@ -285,24 +408,42 @@ impl AgentContext<'_> {
                 let summary = task_summary(&response.text)
                     .unwrap_or(response.text.trim())
                     .to_owned();
-                match self.check(sandbox, preview_url).await? {
-                    Some(errors) if fix_rounds < self.settings.max_fix_rounds => {
-                        fix_rounds += 1;
-                        conversation.push(ChatMessage::User {
-                            text: format!(
-                                "The build check failed (fix round {fix_rounds} of {}):\n{errors}\n\nFix these errors, then reply with a new <task_summary>.",
-                                self.settings.max_fix_rounds
-                            ),
-                        });
-                        continue;
-                    }
-                    Some(errors) => {
-                        return Ok(format!(
-                            "{summary}\n\nThe build check still reports errors:\n{errors}"
-                        ))
-                    }
-                    None => return Ok(summary),
+                checks += 1;
+                let diagnostics = self.check(sandbox, preview_url).await?;
+                self.emitter
+                    .emit(RunEventData::BuildDiagnostics {
+                        round: checks,
+                        diagnostics: diagnostics.clone(),
+                    })
+                    .await;
+                if diagnostics.is_empty() {
+                    return Ok(LoopEnd::done(summary));
                 }
+                let print = fingerprint(&diagnostics);
+                if last_fingerprint.as_ref() == Some(&print) {
+                    return Ok(LoopEnd {
+                        summary,
+                        unresolved: diagnostics,
+                        stop: StopReason::RepeatedDiagnostics,
+                    });
+                }
+                if fix_rounds >= self.settings.max_fix_rounds {
+                    return Ok(LoopEnd {
+                        summary,
+                        unresolved: diagnostics,
+                        stop: StopReason::FixRoundsSpent,
+                    });
+                }
+                fix_rounds += 1;
+                last_fingerprint = Some(print);
+                conversation.push(ChatMessage::User {
+                    text: format!(
+                        "The build check failed (fix round {fix_rounds} of {}). Its diagnostics, one JSON object per line:\n{}\n\nFix these errors, then reply with a new <task_summary>.",
+                        self.settings.max_fix_rounds,
+                        to_model_list(&diagnostics),
+                    ),
+                });
+                continue;
             }
             let mut runner = ToolRunner {
                 sandbox,
@@ -347,6 +488,7 @@ impl AgentContext<'_> {
         publish_deltas: bool,
         usage: &mut RunUsage,
     ) -> Result<ModelResponse, AgentError> {
+        self.ensure_budget(usage)?;
         let deltas = DeltaRelay::default();
         let on_delta = |text: &str| {
             if publish_deltas {
@@ -371,24 +513,43 @@ impl AgentContext<'_> {
         Ok(response)
     }
 
-    /// `Some(errors)` when the check command fails, or else the preview does not render.
+    /// Refuses the next model call once the run's estimated cost reached its budget or what
+    /// the owner's runs may still spend.
+    fn ensure_budget(&self, usage: &RunUsage) -> Result<(), AgentError> {
+        if let Some(limit) = self.settings.max_run_usd {
+            if usage.cost_usd >= limit {
+                return Err(AgentError::CostLimit(limit));
+            }
+        }
+        match self.spend_left_usd {
+            Some(left) if usage.cost_usd >= left => Err(AgentError::SpendCap),
+            _ => Ok(()),
+        }
+    }
+
+    /// The check command's diagnostics, or else the preview's error; none: the check passed.
     async fn check(
         &self,
         sandbox: &dyn Sandbox,
         preview_url: &str,
-    ) -> Result<Option<String>, AgentError> {
-        if let Some(errors) = self.check_command(sandbox).await? {
-            return Ok(Some(errors));
+    ) -> Result<Vec<Diagnostic>, AgentError> {
+        let diagnostics = self.check_command(sandbox).await?;
+        if !diagnostics.is_empty() {
+            return Ok(diagnostics);
         }
         match &self.settings.preview_check {
-            Some(check) => self.cancellable(check.errors(preview_url)).await,
-            None => Ok(None),
+            Some(check) => Ok(self
+                .cancellable(check.errors(preview_url))
+                .await?
+                .into_iter()
+                .collect()),
+            None => Ok(Vec::new()),
         }
     }
 
-    async fn check_command(&self, sandbox: &dyn Sandbox) -> Result<Option<String>, AgentError> {
+    async fn check_command(&self, sandbox: &dyn Sandbox) -> Result<Vec<Diagnostic>, AgentError> {
         let Some(command) = &self.settings.check_command else {
-            return Ok(None);
+            return Ok(Vec::new());
         };
         let output = sandbox
             .run_command(
@@ -398,16 +559,15 @@ impl AgentContext<'_> {
             )
             .await;
         match output {
-            Ok(output) if output.exit_code == 0 => Ok(None),
-            Ok(output) => Ok(Some(
-                format!("{}{}", output.stdout, output.stderr)
-                    .trim()
-                    .to_owned(),
-            )),
-            Err(SandboxError::Timeout(after)) => Ok(Some(format!(
+            Ok(output) if output.exit_code == 0 => Ok(Vec::new()),
+            Ok(output) => Ok(parse_check_output(&format!(
+                "{}{}",
+                output.stdout, output.stderr
+            ))),
+            Err(SandboxError::Timeout(after)) => Ok(vec![Diagnostic::unlocated(&format!(
                 "the check timed out after {}s",
                 after.as_secs()
-            ))),
+            ))]),
             Err(err) => Err(err.into()),
         }
     }
@@ -501,6 +661,7 @@ pub fn settings_from_config(config: &crate::config::Config) -> AgentSettings {
         max_steps: config.agent_max_steps,
         max_fix_rounds: config.agent_max_fix_rounds,
         command_timeout: config.command_timeout(),
+        max_run_usd: config.agent_max_run_usd,
         context_tokens: config.agent_context_tokens,
         output_stream_limit: config.agent_output_stream_bytes,
         check_command: Some(config.agent_check_command.clone()).filter(|c| !c.trim().is_empty()),

@@ -11,6 +11,9 @@ pub struct Model {
     pub sandbox_url: String,
     pub title: String,
     pub created_at: DateTimeUtc,
+    /// Files a run wrote before it was cancelled, failed or hit a budget: kept, but not the
+    /// project's current version until restored.
+    pub draft: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,6 +1,6 @@
 use sea_orm::entity::prelude::*;
 
-#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
 #[sea_orm(table_name = "usage")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
@@ -8,6 +8,8 @@ pub struct Model {
     /// Credits consumed since `window_start`.
     pub consumed: i32,
     pub window_start: DateTimeUtc,
+    /// Estimated model cost (USD) of the user's runs since `window_start`.
+    pub spent_usd: f64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -9,6 +9,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::EventKind;
+use crate::agent::diagnostic::Diagnostic;
 use crate::agent::provider::ModelResponse;
 use crate::entity::message::{MessageType, Role};
 use crate::entity::run::RunStatus;
@@ -70,6 +71,11 @@ pub enum RunEventData {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<Value>,
     },
+    /// What a build check found (nothing: it passed); `round` counts the run's checks from 1.
+    BuildDiagnostics {
+        round: u32,
+        diagnostics: Vec<Diagnostic>,
+    },
     /// Outside a run for a restored version.
     MessageCreated {
         message_id: Uuid,
@@ -87,6 +93,13 @@ pub enum RunEventData {
         message_id: Uuid,
         sandbox_url: String,
         title: String,
+        /// What a cancelled or failed run wrote, kept to restore or discard.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        draft: bool,
+    },
+    /// Outside a run: `discardDraft`.
+    DraftDiscarded {
+        fragment_id: Uuid,
     },
     RunFinished {
         status: RunStatus,
@@ -95,7 +108,33 @@ pub enum RunEventData {
         input_tokens: i64,
         output_tokens: i64,
         cost_usd: f64,
+        /// `None` in events stored before reasons were recorded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stop_reason: Option<StopReason>,
     },
+}
+
+/// Why a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StopReason {
+    /// The model finished and the build check passed (or there is none).
+    Completed,
+    /// The build check still failed when the fix rounds were spent.
+    FixRoundsSpent,
+    /// A fix round left the same diagnostics as the round before.
+    RepeatedDiagnostics,
+    /// `AGENT_MAX_STEPS`.
+    StepLimit,
+    /// `AGENT_MAX_RUN_SECS`.
+    TimeLimit,
+    /// `AGENT_MAX_RUN_USD`.
+    CostLimit,
+    /// `USER_MAX_SPEND_USD_PER_WINDOW`.
+    SpendCap,
+    Cancelled,
+    /// Anything else that failed it (the model, the sandbox, the server).
+    Error,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,9 +163,11 @@ impl RunEventData {
             Self::ToolOutput { .. } => EventKind::ToolOutput,
             Self::FileWritten { .. } => EventKind::FileWritten,
             Self::ToolCallFinished { .. } => EventKind::ToolCallFinished,
+            Self::BuildDiagnostics { .. } => EventKind::BuildDiagnostics,
             Self::MessageCreated { .. } => EventKind::MessageCreated,
             Self::MessageDeleted { .. } => EventKind::MessageDeleted,
             Self::FragmentCreated { .. } => EventKind::FragmentCreated,
+            Self::DraftDiscarded { .. } => EventKind::DraftDiscarded,
             Self::RunFinished { .. } => EventKind::RunFinished,
         }
     }
@@ -228,6 +269,7 @@ mod tests {
                 input_tokens: 3,
                 output_tokens: 4,
                 cost_usd: 0.0,
+                stop_reason: None,
             }
         );
         // A cancelled run's event had no `error` at all.

@@ -304,6 +304,11 @@ impl DeltaRelay {
 mod tests {
     use super::*;
 
+    const ONE_RUN: crate::services::run::RunLimits = crate::services::run::RunLimits {
+        max_active: 1,
+        max_spend_usd_per_window: None,
+    };
+
     fn stdout(call: &str, text: &str) -> Text {
         Text {
             source: TextSource::Stdout {
@@ -457,7 +462,7 @@ mod tests {
                 plan: Plan::Free,
             };
             let (project, generation) =
-                services::project::create_project(&db, bus.as_ref(), viewer, "an app", 1)
+                services::project::create_project(&db, bus.as_ref(), viewer, "an app", ONE_RUN)
                     .await
                     .unwrap();
             let run_id = generation.run.id;

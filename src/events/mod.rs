@@ -24,7 +24,7 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 pub use bus::{wait_for_work, BusMessage, EventBus, InProcessBus};
-pub use data::{OutputStream, RunEventData};
+pub use data::{OutputStream, RunEventData, StopReason};
 pub use emitter::{DeltaRelay, Emitter};
 pub use hub::{EventBatch, EventHub, FeedReceiver, DEFAULT_FEED_CAPACITY};
 pub use postgres::PostgresBus;
@@ -45,15 +45,17 @@ pub enum EventKind {
     ToolOutput,
     FileWritten,
     ToolCallFinished,
+    BuildDiagnostics,
     MessageCreated,
     MessageDeleted,
     FragmentCreated,
+    DraftDiscarded,
     RunFinished,
 }
 
 impl EventKind {
     /// Every kind, in the order a run goes through them.
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 15] = [
         Self::RunQueued,
         Self::RunStarted,
         Self::SandboxReady,
@@ -63,9 +65,11 @@ impl EventKind {
         Self::ToolOutput,
         Self::FileWritten,
         Self::ToolCallFinished,
+        Self::BuildDiagnostics,
         Self::MessageCreated,
         Self::MessageDeleted,
         Self::FragmentCreated,
+        Self::DraftDiscarded,
         Self::RunFinished,
     ];
 
@@ -80,9 +84,11 @@ impl EventKind {
             Self::ToolOutput => "TOOL_OUTPUT",
             Self::FileWritten => "FILE_WRITTEN",
             Self::ToolCallFinished => "TOOL_CALL_FINISHED",
+            Self::BuildDiagnostics => "BUILD_DIAGNOSTICS",
             Self::MessageCreated => "MESSAGE_CREATED",
             Self::MessageDeleted => "MESSAGE_DELETED",
             Self::FragmentCreated => "FRAGMENT_CREATED",
+            Self::DraftDiscarded => "DRAFT_DISCARDED",
             Self::RunFinished => "RUN_FINISHED",
         }
     }

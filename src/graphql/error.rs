@@ -12,7 +12,8 @@ impl ErrorExtensions for AppError {
         async_graphql::Error::new(self.public_message()).extend_with(|_, extensions| {
             extensions.set("code", self.code());
             match self {
-                AppError::CreditsExhausted { reset_at } => {
+                AppError::CreditsExhausted { reset_at }
+                | AppError::SpendCapReached { reset_at, .. } => {
                     extensions.set("resetAt", reset_at.to_rfc3339());
                 }
                 AppError::RateLimited { retry_after_secs } => {

@@ -14,7 +14,9 @@ impl IntoResponse for AppError {
             AppError::Unauthenticated => StatusCode::UNAUTHORIZED,
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::BadUserInput(_) => StatusCode::BAD_REQUEST,
-            AppError::CreditsExhausted { .. } => StatusCode::PAYMENT_REQUIRED,
+            AppError::CreditsExhausted { .. } | AppError::SpendCapReached { .. } => {
+                StatusCode::PAYMENT_REQUIRED
+            }
             AppError::RateLimited { .. } | AppError::TooManyRuns { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }

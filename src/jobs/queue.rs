@@ -15,7 +15,7 @@ use super::JobError;
 use crate::agent::runner::{RunOutput, RunUsage};
 use crate::entity::run::{self, RunStatus};
 use crate::events::{BusMessage, EventBus};
-use crate::services::run_outcome::{self, Spend, Version};
+use crate::services::run_outcome::{self, Failure, Spend, Version};
 
 /// Claims the run queued longest ago (a retry queues again at the back), or a running one whose lease expired (its worker died).
 pub async fn claim_next_run(
@@ -139,21 +139,20 @@ pub async fn succeed_run(
         title: output.title,
         files: output.files,
     };
-    run_outcome::record_success(&txn, run, output.reply, version, spend(usage)).await?;
+    let reason = output.stop_reason;
+    run_outcome::record_success(&txn, run, output.reply, version, spend(usage), reason).await?;
     txn.commit().await?;
     bus.publish(BusMessage::ProjectEvents(run.project_id)).await;
     Ok(true)
 }
 
-/// Ends the run FAILED and stores its outcome (see `run_outcome::record_failure`). `error` is
-/// what the user sees (the public message), in `Run.error` and the reply.
+/// Ends the run FAILED and stores its outcome (see `run_outcome::record_failure`).
 pub async fn fail_run(
     db: &DatabaseConnection,
     bus: &dyn EventBus,
     run: &run::Model,
     worker_id: &str,
-    error: &str,
-    system_failure: bool,
+    failure: Failure,
     usage: RunUsage,
 ) -> Result<bool, JobError> {
     let txn = db.begin().await?;
@@ -162,15 +161,44 @@ pub async fn fail_run(
         run.id,
         worker_id,
         RunStatus::Failed,
-        Some(error.to_owned()),
+        Some(failure.error.clone()),
         usage,
-        system_failure,
+        failure.system_failure,
     )
     .await?
     {
         return Ok(false);
     }
-    run_outcome::record_failure(&txn, run, error, system_failure, spend(usage)).await?;
+    run_outcome::record_failure(&txn, run, failure, spend(usage)).await?;
+    txn.commit().await?;
+    bus.publish(BusMessage::ProjectEvents(run.project_id)).await;
+    Ok(true)
+}
+
+/// Keeps what a run cancelled by its user wrote as a draft version. Does nothing (returns
+/// `false`) unless the run is CANCELLED and has no reply yet.
+pub async fn keep_cancelled_draft(
+    db: &DatabaseConnection,
+    bus: &dyn EventBus,
+    run: &run::Model,
+    draft: Version,
+) -> Result<bool, JobError> {
+    let txn = db.begin().await?;
+    let cancelled = run::Entity::find_by_id(run.id)
+        .filter(run::Column::Status.eq(RunStatus::Cancelled))
+        .one(&txn)
+        .await?
+        .is_some();
+    let replied = crate::entity::message::Entity::find()
+        .filter(crate::entity::message::Column::RunId.eq(run.id))
+        .filter(crate::entity::message::Column::Role.eq(crate::entity::message::Role::Assistant))
+        .one(&txn)
+        .await?
+        .is_some();
+    if !cancelled || replied {
+        return Ok(false);
+    }
+    run_outcome::record_cancelled_draft(&txn, run, draft).await?;
     txn.commit().await?;
     bus.publish(BusMessage::ProjectEvents(run.project_id)).await;
     Ok(true)

@@ -10,10 +10,12 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::queue;
-use crate::agent::runner::{settings_from_config, AgentContext, AgentError, RunUsage};
+use crate::agent::runner::{settings_from_config, AgentContext, AgentError, RunProgress, RunUsage};
 use crate::app::AppState;
 use crate::entity::run;
-use crate::events::{BusMessage, Emitter};
+use crate::events::{BusMessage, Emitter, StopReason};
+use crate::services::credits;
+use crate::services::run_outcome::Failure;
 
 /// Without a wake-up (a lost notification, an expired lease) workers still look this often.
 const POLL_INTERVAL: Duration = Duration::from_secs(2);
@@ -100,14 +102,18 @@ async fn process_run(
     running: &Running,
 ) {
     if run.attempts > run.max_attempts {
-        let error = format!("the run was interrupted {} times", run.max_attempts);
+        let failure = Failure {
+            error: format!("the run was interrupted {} times", run.max_attempts),
+            system_failure: true,
+            reason: StopReason::Error,
+            draft: None,
+        };
         if let Err(err) = queue::fail_run(
             &state.db,
             state.bus.as_ref(),
             &run,
             worker_id,
-            &error,
-            true,
+            failure,
             RunUsage::default(),
         )
         .await
@@ -131,26 +137,34 @@ async fn process_run(
 
     let emitter = Emitter::start(state.db.clone(), state.bus.clone(), run.project_id, run.id);
     let settings = settings_from_config(&state.config);
-    let context = AgentContext {
-        db: &state.db,
-        models: state.models.as_ref(),
-        sandboxes: &state.sandboxes,
-        emitter: &emitter,
-        settings: &settings,
-        cancel: &cancel,
+    let mut progress = RunProgress::default();
+    let spend_cap = state.config.user_max_spend_usd_per_window;
+    let outcome = match credits::project_spend_left(&state.db, run.project_id, spend_cap).await {
+        Ok(spend_left_usd) => {
+            let context = AgentContext {
+                db: &state.db,
+                models: state.models.as_ref(),
+                sandboxes: &state.sandboxes,
+                emitter: &emitter,
+                settings: &settings,
+                cancel: &cancel,
+                spend_left_usd,
+            };
+            let max_run_time = Duration::from_secs(state.config.agent_max_run_secs);
+            tokio::time::timeout(
+                time_left(&run, max_run_time),
+                context.execute(&run, &mut progress),
+            )
+            .await
+            .unwrap_or(Err(AgentError::TimeLimit(max_run_time)))
+        }
+        Err(err) => Err(err.into()),
     };
-    let mut usage = RunUsage::default();
-    let max_run_time = Duration::from_secs(state.config.agent_max_run_secs);
-    let outcome = tokio::time::timeout(
-        time_left(&run, max_run_time),
-        context.execute(&run, &mut usage),
-    )
-    .await
-    .unwrap_or(Err(AgentError::TimeLimit(max_run_time)));
     emitter.flush().await;
     heartbeat.abort();
     running.lock().expect("poisoned").remove(&run.id);
 
+    let usage = progress.usage;
     let stored = match outcome {
         Ok(output) => {
             queue::succeed_run(
@@ -163,29 +177,45 @@ async fn process_run(
             )
             .await
         }
-        // Cancelled by the user (the run is already CANCELLED) or by shutdown (the lease
-        // expires and another worker takes the run over): nothing to store.
+        // Cancelled by the user (the run is already CANCELLED): what it wrote is kept as a
+        // draft. By shutdown or a lost lease, another worker takes the run over: nothing to
+        // store.
         Err(AgentError::Cancelled)
         | Err(AgentError::Sandbox(crate::sandbox::SandboxError::Cancelled)) => {
-            queue::save_usage(&state.db, run.id, worker_id, usage)
-                .await
-                .map(|_| false)
+            if let Err(err) = queue::save_usage(&state.db, run.id, worker_id, usage).await {
+                tracing::warn!(%err, "could not save the run's usage");
+            }
+            match progress.draft() {
+                Some(draft) if !state.shutdown.is_cancelled() => {
+                    queue::keep_cancelled_draft(&state.db, state.bus.as_ref(), &run, draft).await
+                }
+                _ => Ok(false),
+            }
         }
         Err(err) => {
             // The detail stays here, in the run's span; the run keeps the public message.
             tracing::warn!(%err, "run failed");
+            let failure = Failure {
+                error: err.public_message(),
+                system_failure: err.is_system_failure(),
+                reason: err.stop_reason(),
+                draft: progress.draft(),
+            };
             queue::fail_run(
                 &state.db,
                 state.bus.as_ref(),
                 &run,
                 worker_id,
-                &err.public_message(),
-                err.is_system_failure(),
+                failure,
                 usage,
             )
             .await
         }
     };
+    // Whatever became of the run, what it spent counts against its owner's cap.
+    if let Err(err) = credits::add_project_spend(&state.db, run.project_id, usage.cost_usd).await {
+        tracing::error!(%err, "could not add the run's spend");
+    }
     match stored {
         Ok(true) => {}
         Ok(false) => tracing::info!("run ended elsewhere (cancelled or taken over)"),

@@ -94,6 +94,7 @@ async fn store_first_version(
         message_id: message.id,
         sandbox_url,
         title: title.to_owned(),
+        draft: false,
     };
     create_fragment(&txn, new, files).await?;
     txn.commit().await?;

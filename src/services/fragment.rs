@@ -33,6 +33,7 @@ pub struct NewFragment {
     pub message_id: Uuid,
     pub sandbox_url: String,
     pub title: String,
+    pub draft: bool,
 }
 
 /// Stores a version: its files go into the store (only the contents it lacks) and its
@@ -48,6 +49,7 @@ pub async fn create_fragment(
         sandbox_url: Set(new.sandbox_url),
         title: Set(new.title),
         created_at: Set(Utc::now()),
+        draft: Set(new.draft),
     }
     .insert(db)
     .await?;
@@ -219,7 +221,7 @@ pub async fn project_hashes(db: &impl ConnectionTrait, project_id: Uuid) -> AppR
         .await?)
 }
 
-/// The project's newest version, if it has one.
+/// The project's newest version, if it has one; drafts are not versions until restored.
 pub async fn latest_fragment(
     db: &impl ConnectionTrait,
     project_id: Uuid,
@@ -227,6 +229,7 @@ pub async fn latest_fragment(
     Ok(fragment::Entity::find()
         .inner_join(message::Entity)
         .filter(message::Column::ProjectId.eq(project_id))
+        .filter(fragment::Column::Draft.eq(false))
         .order_by_desc(fragment::Column::CreatedAt)
         .order_by_desc(fragment::Column::Id)
         .one(db)
@@ -240,4 +243,54 @@ pub async fn latest_files(db: &impl ConnectionTrait, project_id: Uuid) -> AppRes
         Some(latest) => fragment_files(db, latest.id).await,
         None => Ok(FileMap::new()),
     }
+}
+
+/// Deletes a draft version of the viewer's (its files stay in the store while another version
+/// names them). CONFLICT for a version that is not a draft.
+pub async fn discard_draft<C: ConnectionTrait + sea_orm::TransactionTrait>(
+    db: &C,
+    bus: &dyn crate::events::EventBus,
+    viewer: Viewer,
+    fragment_id: Uuid,
+) -> AppResult<Uuid> {
+    let txn = db.begin().await?;
+    let draft = find_fragment(&txn, viewer, fragment_id).await?;
+    if !draft.draft {
+        return Err(AppError::Conflict(
+            "only a draft version can be discarded".to_owned(),
+        ));
+    }
+    let project_id = message::Entity::find_by_id(draft.message_id)
+        .one(&txn)
+        .await?
+        .ok_or(AppError::NotFound("fragment"))?
+        .project_id;
+    let hashes: Vec<String> = fragment_file::Entity::find()
+        .select_only()
+        .column(fragment_file::Column::Hash)
+        .filter(fragment_file::Column::FragmentId.eq(draft.id))
+        .into_tuple()
+        .all(&txn)
+        .await?;
+    fragment_file::Entity::delete_many()
+        .filter(fragment_file::Column::FragmentId.eq(draft.id))
+        .exec(&txn)
+        .await?;
+    fragment::Entity::delete_by_id(draft.id).exec(&txn).await?;
+    crate::events::record_event(
+        &txn,
+        project_id,
+        None,
+        crate::events::RunEventData::DraftDiscarded {
+            fragment_id: draft.id,
+        },
+    )
+    .await?;
+    txn.commit().await?;
+    bus.publish(crate::events::BusMessage::ProjectEvents(project_id))
+        .await;
+    if let Err(err) = super::file_blob::delete_unused(db, &hashes).await {
+        tracing::warn!(%err, "could not delete the discarded draft's contents");
+    }
+    Ok(project_id)
 }

@@ -115,7 +115,7 @@ pub async fn send_message<C: TransactionTrait>(
     viewer: Viewer,
     project_id: Uuid,
     content: &str,
-    max_active_runs: u32,
+    limits: super::run::RunLimits,
 ) -> AppResult<(project::Model, Generation)> {
     let content = validate_content(content)?;
     let txn = db.begin().await?;
@@ -129,7 +129,7 @@ pub async fn send_message<C: TransactionTrait>(
             "a generation is already running for this project; wait for it or cancel it".to_owned(),
         ));
     }
-    super::run::ensure_run_slot(&txn, viewer.user_id, max_active_runs).await?;
+    super::run::ensure_run_slot(&txn, viewer.user_id, limits).await?;
     let generation = queue_generation(&txn, project.id, content).await?;
     txn.commit().await?;
     generation.announce(bus).await;

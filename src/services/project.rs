@@ -43,13 +43,13 @@ pub async fn create_project<C: TransactionTrait>(
     bus: &dyn EventBus,
     viewer: Viewer,
     prompt: &str,
-    max_active_runs: u32,
+    limits: super::run::RunLimits,
 ) -> AppResult<(project::Model, Generation)> {
     let prompt = message::validate_content(prompt)?;
     let txn = db.begin().await?;
     // The credit first: on SQLite a write as the first statement waits for the lock.
     super::credits::consume_credit(&txn, viewer.user_id, viewer.plan).await?;
-    super::run::ensure_run_slot(&txn, viewer.user_id, max_active_runs).await?;
+    super::run::ensure_run_slot(&txn, viewer.user_id, limits).await?;
     let now = Utc::now();
     let project = project::ActiveModel {
         id: Set(Uuid::now_v7()),

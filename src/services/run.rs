@@ -37,13 +37,34 @@ pub async fn active_run_ids(db: &impl ConnectionTrait, project_id: Uuid) -> AppR
         .await?)
 }
 
-/// Refuses another generation while the user has `limit` runs queued or running. Call it after
-/// the credit (whose row update serialises one user's concurrent requests until the commit).
+/// What one user's generations may take, beside the credits.
+#[derive(Debug, Clone, Copy)]
+pub struct RunLimits {
+    /// Runs queued or running at once.
+    pub max_active: u32,
+    /// Estimated model cost per credit window; `None`: no cap.
+    pub max_spend_usd_per_window: Option<f64>,
+}
+
+impl RunLimits {
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self {
+            max_active: config.max_active_runs_per_user,
+            max_spend_usd_per_window: config.user_max_spend_usd_per_window,
+        }
+    }
+}
+
+/// Refuses another generation while the user has `limits.max_active` runs queued or running,
+/// or their spending cap is reached. Call it after the credit (whose row update serialises
+/// one user's concurrent requests until the commit).
 pub async fn ensure_run_slot(
     db: &impl ConnectionTrait,
     user_id: Uuid,
-    limit: u32,
+    limits: RunLimits,
 ) -> AppResult<()> {
+    super::credits::spend_left(db, user_id, limits.max_spend_usd_per_window).await?;
+    let limit = limits.max_active;
     let active = run::Entity::find()
         .inner_join(project::Entity)
         .filter(project::Column::OwnerId.eq(user_id))
@@ -92,8 +113,15 @@ pub async fn cancel_run<C: ConnectionTrait + TransactionTrait>(
             output_tokens: found.output_tokens,
             cost_usd: found.cost_usd,
         };
-        super::run_outcome::record_finished(&txn, &found, RunStatus::Cancelled, None, spend)
-            .await?;
+        super::run_outcome::record_finished(
+            &txn,
+            &found,
+            RunStatus::Cancelled,
+            None,
+            spend,
+            crate::events::StopReason::Cancelled,
+        )
+        .await?;
     }
     txn.commit().await?;
     bus.publish(BusMessage::CancelRun(run_id)).await;
@@ -110,7 +138,7 @@ pub async fn retry_run<C: ConnectionTrait + TransactionTrait>(
     bus: &dyn EventBus,
     viewer: Viewer,
     run_id: Uuid,
-    max_active_runs: u32,
+    limits: RunLimits,
 ) -> AppResult<run::Model> {
     let txn = db.begin().await?;
     // The credit first: on SQLite a write as the first statement waits for the lock.
@@ -121,7 +149,7 @@ pub async fn retry_run<C: ConnectionTrait + TransactionTrait>(
             "only a failed run can be retried".to_owned(),
         ));
     }
-    ensure_run_slot(&txn, viewer.user_id, max_active_runs).await?;
+    ensure_run_slot(&txn, viewer.user_id, limits).await?;
     if !active_run_ids(&txn, found.project_id).await?.is_empty() {
         return Err(AppError::Conflict(
             "a generation is already running for this project".to_owned(),

@@ -11,7 +11,7 @@ use crate::entity::message::{self, MessageType, Role};
 use crate::entity::project;
 use crate::entity::run::{self, RunStatus};
 use crate::error::AppResult;
-use crate::events::{record_event, RunEventData};
+use crate::events::{record_event, RunEventData, StopReason};
 use crate::sandbox::FileMap;
 
 /// What a run spent, as its RUN_FINISHED event reports it.
@@ -20,6 +20,18 @@ pub struct Spend {
     pub input_tokens: i64,
     pub output_tokens: i64,
     pub cost_usd: f64,
+}
+
+/// How a run failed.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// What the user sees (a public message), in `Run.error` and the reply.
+    pub error: String,
+    /// A failure of the system rather than of the generation: the credit goes back.
+    pub system_failure: bool,
+    pub reason: StopReason,
+    /// What the run wrote before it failed, kept as a draft version.
+    pub draft: Option<Version>,
 }
 
 /// A version of the app: what its fragment stores.
@@ -74,10 +86,25 @@ where
     C: ConnectionTrait + TransactionTrait,
 {
     let message = record_reply(txn, project_id, run_id, MessageType::Result, reply).await?;
+    record_fragment(txn, &message, version, false).await?;
+    Ok(message)
+}
+
+/// The fragment of `message` and its FRAGMENT_CREATED event.
+async fn record_fragment<C>(
+    txn: &C,
+    message: &message::Model,
+    version: Version,
+    draft: bool,
+) -> AppResult<()>
+where
+    C: ConnectionTrait + TransactionTrait,
+{
     let new = super::fragment::NewFragment {
         message_id: message.id,
         sandbox_url: version.sandbox_url,
         title: version.title,
+        draft,
     };
     let fragment = super::fragment::create_fragment(txn, new, &version.files).await?;
     let created = RunEventData::FragmentCreated {
@@ -85,18 +112,48 @@ where
         message_id: message.id,
         sandbox_url: fragment.sandbox_url,
         title: fragment.title,
+        draft,
     };
-    record_event(txn, project_id, run_id, created).await?;
-    Ok(message)
+    record_event(txn, message.project_id, message.run_id, created).await?;
+    Ok(())
 }
 
-/// The RUN_FINISHED event of a run that just ended as `status`.
+/// A run that was cancelled after writing files: a RESULT reply saying so, holding them as a
+/// draft version.
+pub async fn record_cancelled_draft<C>(txn: &C, run: &run::Model, draft: Version) -> AppResult<()>
+where
+    C: ConnectionTrait + TransactionTrait,
+{
+    let content = format!(
+        "The run was cancelled. The {} it wrote are kept as a draft: restore it to use them, or discard it.",
+        files_phrase(&draft.files)
+    );
+    let message = record_reply(
+        txn,
+        run.project_id,
+        Some(run.id),
+        MessageType::Result,
+        content,
+    )
+    .await?;
+    record_fragment(txn, &message, draft, true).await
+}
+
+fn files_phrase(files: &FileMap) -> String {
+    match files.len() {
+        1 => "file".to_owned(),
+        n => format!("{n} files"),
+    }
+}
+
+/// The RUN_FINISHED event of a run that just ended as `status`, for `reason`.
 pub async fn record_finished<C>(
     txn: &C,
     run: &run::Model,
     status: RunStatus,
     error: Option<&str>,
     spend: Spend,
+    reason: StopReason,
 ) -> AppResult<()>
 where
     C: ConnectionTrait + TransactionTrait,
@@ -107,6 +164,7 @@ where
         input_tokens: spend.input_tokens,
         output_tokens: spend.output_tokens,
         cost_usd: spend.cost_usd,
+        stop_reason: Some(reason),
     };
     record_event(txn, run.project_id, run.id, finished).await?;
     Ok(())
@@ -119,26 +177,32 @@ pub async fn record_success<C>(
     reply: String,
     version: Version,
     spend: Spend,
+    reason: StopReason,
 ) -> AppResult<()>
 where
     C: ConnectionTrait + TransactionTrait,
 {
     record_version(txn, run.project_id, Some(run.id), reply, version).await?;
-    record_finished(txn, run, RunStatus::Succeeded, None, spend).await
+    record_finished(txn, run, RunStatus::Succeeded, None, spend, reason).await
 }
 
-/// A run that failed with `error` (what the user sees): an ERROR reply and RUN_FINISHED; a
-/// system failure gives the credit back.
+/// A run that failed: an ERROR reply (holding the draft, if any) and RUN_FINISHED; a system
+/// failure gives the credit back.
 pub async fn record_failure<C>(
     txn: &C,
     run: &run::Model,
-    error: &str,
-    system_failure: bool,
+    failure: Failure,
     spend: Spend,
 ) -> AppResult<()>
 where
     C: ConnectionTrait + TransactionTrait,
 {
+    let Failure {
+        error,
+        system_failure,
+        reason,
+        draft,
+    } = failure;
     if system_failure {
         let owner = project::Entity::find_by_id(run.project_id)
             .one(txn)
@@ -148,12 +212,18 @@ where
             super::credits::refund_credit(txn, owner).await?;
         }
     }
-    let content = if system_failure {
+    let mut content = if system_failure {
         format!("Something went wrong on our side: {error}. Your credit was given back; try again.")
     } else {
         format!("Something went wrong: {error}.")
     };
-    record_reply(
+    if let Some(draft) = &draft {
+        content.push_str(&format!(
+            " The {} it wrote are kept as a draft: restore it to use them, or discard it.",
+            files_phrase(&draft.files)
+        ));
+    }
+    let message = record_reply(
         txn,
         run.project_id,
         Some(run.id),
@@ -161,5 +231,8 @@ where
         content,
     )
     .await?;
-    record_finished(txn, run, RunStatus::Failed, Some(error), spend).await
+    if let Some(draft) = draft {
+        record_fragment(txn, &message, draft, true).await?;
+    }
+    record_finished(txn, run, RunStatus::Failed, Some(&error), spend, reason).await
 }

@@ -1,11 +1,12 @@
 //! Typed run events through GraphQL: every kind's `data`, rows in older shapes, and the README's
 //! table of them.
 
+use codekraft::agent::diagnostic::{Diagnostic, Severity};
 use codekraft::agent::provider::{ModelResponse, TokenUsage, ToolCall};
 use codekraft::entity::message::{MessageType, Role};
 use codekraft::entity::run::RunStatus;
 use codekraft::entity::run_event;
-use codekraft::events::{record_event, EventKind, OutputStream, RunEventData};
+use codekraft::events::{record_event, EventKind, OutputStream, RunEventData, StopReason};
 use sea_orm::{ActiveModelTrait, Set};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -25,10 +26,12 @@ fragment Data on RunEventData {
   ... on ToolOutput { callId stream text truncated omittedBytes }
   ... on FileWritten { path bytes }
   ... on ToolCallFinished { callId name ok toolError: error }
+  ... on BuildDiagnostics { round diagnostics { file line column code severity message } }
   ... on MessageCreated { messageId role type }
   ... on MessageDeleted { messageId }
-  ... on FragmentCreated { fragmentId messageId sandboxUrl title }
-  ... on RunFinished { status error inputTokens outputTokens costUsd }
+  ... on FragmentCreated { fragmentId messageId sandboxUrl title draft }
+  ... on DraftDiscarded { fragmentId }
+  ... on RunFinished { status error inputTokens outputTokens costUsd stopReason }
   ... on UnreadableEvent { storedKind: kind reason }
 }";
 
@@ -117,6 +120,26 @@ fn example(kind: EventKind, id: Uuid) -> (RunEventData, Value) {
                 "toolError": { "exitCode": 1 },
             }),
         ),
+        EventKind::BuildDiagnostics => (
+            RunEventData::BuildDiagnostics {
+                round: 2,
+                diagnostics: vec![Diagnostic {
+                    file: Some("app/page.tsx".into()),
+                    line: Some(3),
+                    column: Some(7),
+                    code: Some("TS2322".into()),
+                    severity: Severity::Error,
+                    message: "Type 'string' is not assignable to type 'number'.".into(),
+                }],
+            },
+            json!({
+                "__typename": "BuildDiagnostics", "round": 2,
+                "diagnostics": [{
+                    "file": "app/page.tsx", "line": 3, "column": 7, "code": "TS2322",
+                    "severity": "ERROR", "message": "Type 'string' is not assignable to type 'number'.",
+                }],
+            }),
+        ),
         EventKind::MessageCreated => (
             RunEventData::MessageCreated {
                 message_id: id,
@@ -135,11 +158,16 @@ fn example(kind: EventKind, id: Uuid) -> (RunEventData, Value) {
                 message_id: id,
                 sandbox_url: "http://preview".into(),
                 title: "Todo app".into(),
+                draft: true,
             },
             json!({
                 "__typename": "FragmentCreated", "fragmentId": id, "messageId": id,
-                "sandboxUrl": "http://preview", "title": "Todo app",
+                "sandboxUrl": "http://preview", "title": "Todo app", "draft": true,
             }),
+        ),
+        EventKind::DraftDiscarded => (
+            RunEventData::DraftDiscarded { fragment_id: id },
+            json!({ "__typename": "DraftDiscarded", "fragmentId": id }),
         ),
         EventKind::RunFinished => (
             RunEventData::RunFinished {
@@ -148,10 +176,11 @@ fn example(kind: EventKind, id: Uuid) -> (RunEventData, Value) {
                 input_tokens: 10,
                 output_tokens: 5,
                 cost_usd: 0.25,
+                stop_reason: Some(StopReason::CostLimit),
             },
             json!({
                 "__typename": "RunFinished", "status": "FAILED", "error": "boom",
-                "inputTokens": 10, "outputTokens": 5, "costUsd": 0.25,
+                "inputTokens": 10, "outputTokens": 5, "costUsd": 0.25, "stopReason": "COST_LIMIT",
             }),
         ),
     }

@@ -512,7 +512,7 @@ async fn the_step_cap_ends_the_run_with_an_error_message() {
 }
 
 #[tokio::test]
-async fn a_failing_build_check_gets_bounded_fix_rounds() {
+async fn the_same_type_error_twice_ends_the_fix_loop_with_an_honest_reply() {
     let replay = ReplayProvider::from_responses(vec![
         text("<task_summary>First try.</task_summary>"),
         call(
@@ -520,38 +520,76 @@ async fn a_failing_build_check_gets_bounded_fix_rounds() {
             json!({ "path": "app/page.tsx", "search": "a", "replace": "b" }),
         ),
         text("<task_summary>Second try.</task_summary>"),
-        text("<task_summary>Third try.</task_summary>"),
         text("Title"),
-        text("Reply"),
+        text("Here is your app."),
+        // A third fix round would have asked for this.
+        text("<task_summary>Third try.</task_summary>"),
     ]);
     let app = TestApp::builder(Backend::Sqlite)
         .models(Arc::new(replay))
         .config(|c| {
-            c.agent_check_command = "tsc --noEmit".into();
-            c.agent_max_fix_rounds = 2;
+            c.agent_check_command = "tsc --noEmit --pretty false".into();
+            c.agent_max_fix_rounds = 5;
         })
         .start()
         .await;
     app.sandboxes.fail_command(
         "tsc",
         2,
-        "app/page.tsx(1,1): error TS2304: Cannot find name 'x'.",
+        "app/page.tsx(1,1): error TS2304: Cannot find name 'x'.\n",
     );
     let token = app.sign_up("checker@example.com").await;
-    let (_, run_id) = app.create_project(&token, "anything").await;
+    let (project_id, run_id) = app.create_project(&token, "anything").await;
     assert_eq!(
         app.wait_for_run(&token, &run_id).await["status"],
         "SUCCEEDED"
     );
-    let run = run_of(&app, &token, &run_id).await;
-    let responses = run["events"]
-        .as_array()
-        .unwrap()
+    let events = app
+        .data(
+            Some(&token),
+            "query($id: ID!) { run(id: $id) { events(first: 500) { kind data {
+                ... on BuildDiagnostics { round diagnostics { file line column code severity message } }
+            } } } }",
+            json!({ "id": run_id }),
+        )
+        .await;
+    let events = events["run"]["events"].as_array().unwrap();
+    let checks: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "BUILD_DIAGNOSTICS")
+        .map(|e| &e["data"])
+        .collect();
+    let diagnostic = json!({
+        "file": "app/page.tsx", "line": 1, "column": 1, "code": "TS2304",
+        "severity": "ERROR", "message": "Cannot find name 'x'.",
+    });
+    assert_eq!(
+        checks,
+        [
+            &json!({ "round": 1, "diagnostics": [diagnostic.clone()] }),
+            &json!({ "round": 2, "diagnostics": [diagnostic] }),
+        ]
+    );
+    let responses = events
         .iter()
         .filter(|e| e["kind"] == "MODEL_RESPONSE")
         .count();
-    // 1 + 2 fix rounds (one of which edited a file) of the tool loop, then title and reply.
-    assert_eq!(responses, 6);
+    // The first try, one fix round (an edit, then its summary), then title and reply.
+    assert_eq!(responses, 5);
+    // The reply names what is still broken; the version is kept.
+    let data = app
+        .data(Some(&token), MESSAGES, json!({ "id": project_id }))
+        .await;
+    let reply = &data["project"]["messages"]["edges"][1]["node"];
+    let content = reply["content"].as_str().unwrap();
+    assert!(content.starts_with("Here is your app."), "{content}");
+    assert!(
+        content.contains("same errors")
+            && content.contains("- app/page.tsx:1:1 TS2304: Cannot find name 'x'."),
+        "{content}"
+    );
+    assert_eq!(reply["type"], "RESULT");
+    assert!(reply["fragment"]["title"].is_string());
 }
 
 #[tokio::test]
@@ -889,7 +927,8 @@ async fn a_preview_that_does_not_render_gets_a_fix_round() {
     // The model was shown the page's error, and its fix is what was kept.
     let fix_request = fake.requests()[2].body.to_string();
     assert!(
-        fix_request.contains("HTTP 500") && fix_request.contains("React Server Component"),
+        fix_request.contains(r#"\"file\":\"app/page.tsx\",\"line\":1,\"column\":10"#)
+            && fix_request.contains("React Server Component"),
         "{fix_request}"
     );
     let data = app
@@ -902,4 +941,59 @@ async fn a_preview_that_does_not_render_gets_a_fix_round() {
         .unwrap()
         .starts_with("\"use client\""));
     assert_eq!(fake.remaining(), 0);
+}
+
+#[tokio::test]
+async fn fix_rounds_that_change_the_errors_are_bounded() {
+    let replay = ReplayProvider::from_responses(vec![
+        text("<task_summary>First try.</task_summary>"),
+        text("<task_summary>Second try.</task_summary>"),
+        text("<task_summary>Third try.</task_summary>"),
+        text("Title"),
+        text("Reply"),
+    ]);
+    let app = TestApp::builder(Backend::Sqlite)
+        .models(Arc::new(replay))
+        .config(|c| c.agent_max_fix_rounds = 2)
+        .start()
+        .await;
+    // Each look at the page finds another error, so no round repeats the one before.
+    let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let preview = axum::Router::new().fallback(move || {
+        let n = served.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let page = NEXT_ERROR_PAGE.replace("`useState`", &format!("`useHook{n}`"));
+        async move { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, page) }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    app.sandboxes
+        .set_preview_base(&format!("http://{}", listener.local_addr().unwrap()));
+    tokio::spawn(async move { axum::serve(listener, preview).await.unwrap() });
+
+    let token = app.sign_up("rounds@example.com").await;
+    let (project_id, run_id) = app.create_project(&token, "anything").await;
+    assert_eq!(
+        app.wait_for_run(&token, &run_id).await["status"],
+        "SUCCEEDED"
+    );
+    let run = run_of(&app, &token, &run_id).await;
+    let kinds = kinds(&run);
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "BUILD_DIAGNOSTICS").count(),
+        3
+    );
+    // The first try and 2 fix rounds, then title and reply.
+    assert_eq!(kinds.iter().filter(|k| *k == "MODEL_RESPONSE").count(), 5);
+    let data = app
+        .data(Some(&token), MESSAGES, json!({ "id": project_id }))
+        .await;
+    let reply = data["project"]["messages"]["edges"][1]["node"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        reply.starts_with("Reply")
+            && reply.contains("after the fix rounds")
+            && reply.contains("useHook2"),
+        "{reply}"
+    );
 }

@@ -62,6 +62,7 @@ pub async fn add_version(app: &TestApp, project_id: Uuid, files: &FileMap) -> Uu
         message_id: message.id,
         sandbox_url: "http://preview.invalid".to_owned(),
         title: "A version".to_owned(),
+        draft: false,
     };
     create_fragment(db, new, files).await.unwrap().id
 }

@@ -97,10 +97,12 @@ const EVENT_DATA = `__typename
   ... on ToolOutput { callId stream text truncated omittedBytes }
   ... on FileWritten { path bytes }
   ... on ToolCallFinished { callId name ok toolError: error }
+  ... on BuildDiagnostics { round diagnostics { file line column code severity message } }
   ... on MessageCreated { messageId role type }
   ... on MessageDeleted { messageId }
-  ... on FragmentCreated { fragmentId messageId sandboxUrl title }
-  ... on RunFinished { status error inputTokens outputTokens costUsd }`;
+  ... on FragmentCreated { fragmentId messageId sandboxUrl title draft }
+  ... on DraftDiscarded { fragmentId }
+  ... on RunFinished { status error inputTokens outputTokens costUsd stopReason }`;
 
 const RUN_FIELDS = 'id status inputTokens outputTokens costUsd error';
 const API_KEY_FIELDS = 'id name prefix scopes createdAt expiresAt lastUsedAt revokedAt';
@@ -108,8 +110,8 @@ const WEBHOOK_FIELDS = 'id url events projectId enabled disabledAt createdAt';
 
 export const Q = {
   serverInfo: '{ serverInfo { modelProvider model modelOffline sandboxProvider } }',
-  me: '{ me { id email plan } usage { plan limit consumed remaining resetsAt } }',
-  usage: '{ usage { plan limit consumed remaining resetsAt } }',
+  me: '{ me { id email plan } usage { plan limit consumed remaining resetsAt spentUsd spendCapUsd } }',
+  usage: '{ usage { plan limit consumed remaining resetsAt spentUsd spendCapUsd } }',
   signUp: `mutation($email: String!, $password: String!) {
     signUp(email: $email, password: $password) { token user { id email plan } } }`,
   signIn: `mutation($email: String!, $password: String!) {
@@ -126,7 +128,7 @@ export const Q = {
         pageInfo { hasNextPage endCursor }
         edges { node {
           id role type content createdAt
-          fragment { id title sandboxUrl fileList { path size hash } createdAt }
+          fragment { id title sandboxUrl draft fileList { path size hash } createdAt }
           run { ${RUN_FIELDS} }
         } }
       } } }`,
@@ -141,6 +143,7 @@ export const Q = {
   fragmentFile: 'query($id: ID!, $path: String!) { fragment(id: $id) { id file(path: $path) } }',
   fragmentDiff: `query($id: ID!, $against: ID!) {
     fragment(id: $id) { id diff(against: $against) { path status patch } } }`,
+  discardDraft: 'mutation($fragmentId: ID!) { discardDraft(fragmentId: $fragmentId) }',
   restoreFragment: `mutation($fragmentId: ID!) {
     restoreFragment(fragmentId: $fragmentId) { id content fragment { id title sandboxUrl } } }`,
   forkProject: `mutation($fragmentId: ID!) {

@@ -227,6 +227,13 @@ function renderHeader() {
             { class: 'muted usage-reset', testid: 'usage-reset' },
             `renews ${formatDate(u.resetsAt, { dateStyle: 'medium' })}`,
           ),
+          h(
+            'span',
+            { class: 'muted usage-spend', testid: 'usage-spend' },
+            u.spendCapUsd === null || u.spendCapUsd === undefined
+              ? `${fmtUsd(u.spentUsd || 0)} spent`
+              : `${fmtUsd(u.spentUsd || 0)} of ${fmtUsd(u.spendCapUsd)} spent`,
+          ),
         )
       : null,
     h('span', { class: 'user-email muted', testid: 'user-email' }, state.user.email || ''),
@@ -777,6 +784,16 @@ function previewUrlOf(f) {
 }
 
 /** Undo: makes an earlier version the newest again, then follows it. */
+async function discardDraft(event, fragment) {
+  event.currentTarget.disabled = true;
+  const data = await attempt(() => gql(Q.discardDraft, { fragmentId: fragment.id }));
+  if (data) {
+    clearError();
+    if (state.selectedFragmentId === fragment.id) state.selectedFragmentId = null;
+  }
+  await loadConversation();
+}
+
 async function restoreVersion(event, fragment) {
   event.currentTarget.disabled = true;
   state.restoringFragmentId = fragment.id;
@@ -922,12 +939,21 @@ function onEvent(event) {
       } else pushActivity(event);
       break;
     }
+    case 'BUILD_DIAGNOSTICS': {
+      pushActivity(event);
+      // Each problem also shows under the newest write of its file.
+      for (const d of p.diagnostics || []) {
+        const write = [...state.activity].reverse().find((a) => a.kind === 'FILE_WRITTEN' && a.data.path === d.file);
+        if (write) write.diagnostics = [...(write.diagnostics || []).filter((w) => w.round === p.round), { ...d, round: p.round }];
+      }
+      break;
+    }
     default:
       pushActivity(event);
   }
   if (event.kind === 'RUN_FINISHED') state.liveText.delete(event.runId);
   if (event.kind === 'RUN_STARTED') state.liveText.set(event.runId, '');
-  if (['MESSAGE_CREATED', 'MESSAGE_DELETED', 'RUN_FINISHED', 'RUN_STARTED', 'RUN_QUEUED', 'FRAGMENT_CREATED'].includes(event.kind)) {
+  if (['MESSAGE_CREATED', 'MESSAGE_DELETED', 'RUN_FINISHED', 'RUN_STARTED', 'RUN_QUEUED', 'FRAGMENT_CREATED', 'DRAFT_DISCARDED'].includes(event.kind)) {
     scheduleRefresh();
   }
   if (event.kind === 'RUN_FINISHED') {
@@ -1032,9 +1058,11 @@ function renderProjectHeader() {
   document.title = state.project.name ? `${state.project.name} · CodeKraft` : 'CodeKraft';
 }
 
+/** The project's current version: drafts are not one until restored. */
 function latestFragment() {
   for (let i = state.messages.length - 1; i >= 0; i--) {
-    if (state.messages[i].fragment) return state.messages[i].fragment;
+    const fragment = state.messages[i].fragment;
+    if (fragment && !fragment.draft) return fragment;
   }
   return null;
 }
@@ -1123,13 +1151,28 @@ function renderFragment(f, selected, busy) {
         'span',
         { class: 'fragment-text' },
         h('span', { class: 'fragment-title', testid: 'fragment-title' }, f.title),
+        f.draft ? h('span', { class: 'badge draft-badge', testid: 'draft-badge', title: 'What an unfinished run wrote' }, 'Draft') : null,
         h('span', { class: 'muted fragment-files' }, `${plural((f.fileList || []).length, 'file')} · ${f.sandboxUrl}`),
       ),
     ),
     h(
       'div',
       { class: 'fragment-actions' },
-      latest && latest.id !== f.id
+      f.draft
+        ? h(
+            'button',
+            {
+              class: 'btn btn-ghost btn-xs discard-btn',
+              testid: 'discard-draft',
+              dataset: { fragmentId: f.id },
+              disabled: Boolean(state.restoringFragmentId),
+              title: `Delete the draft “${f.title}”`,
+              onclick: (e) => discardDraft(e, f),
+            },
+            'Discard',
+          )
+        : null,
+      f.draft || (latest && latest.id !== f.id)
         ? h(
             'button',
             {
@@ -1141,7 +1184,7 @@ function renderFragment(f, selected, busy) {
               onclick: (e) => restoreVersion(e, f),
             },
             icon('undo'),
-            state.restoringFragmentId === f.id ? 'Restoring…' : 'Restore this version',
+            state.restoringFragmentId === f.id ? 'Restoring…' : f.draft ? 'Restore' : 'Restore this version',
           )
         : null,
       h(
@@ -1277,9 +1320,11 @@ const KIND_LABEL = {
   TOOL_OUTPUT: 'Output',
   FILE_WRITTEN: 'Wrote',
   TOOL_CALL_FINISHED: 'Tool finished',
+  BUILD_DIAGNOSTICS: 'Build check',
   MESSAGE_CREATED: 'Message',
   MESSAGE_DELETED: 'Message removed',
   FRAGMENT_CREATED: 'App ready',
+  DRAFT_DISCARDED: 'Draft discarded',
   RUN_FINISHED: 'Finished',
 };
 
@@ -1317,8 +1362,12 @@ function describe(item) {
       return p.path;
     case 'TOOL_CALL_FINISHED':
       return `${p.name} ${p.ok ? 'ok' : `failed${p.toolError ? `: ${toolErrorText(p.toolError)}` : ''}`}`;
+    case 'BUILD_DIAGNOSTICS': {
+      const count = (p.diagnostics || []).length;
+      return count ? `round ${p.round}: ${count} problem${count === 1 ? '' : 's'}` : `round ${p.round}: passed`;
+    }
     case 'FRAGMENT_CREATED':
-      return p.title || '';
+      return `${p.title || ''}${p.draft ? ' (draft)' : ''}`;
     case 'MESSAGE_CREATED':
       return `${(p.role || '').toLowerCase()} ${p.type === 'ERROR' ? 'error' : 'message'}`;
     case 'RUN_QUEUED':
@@ -1328,6 +1377,7 @@ function describe(item) {
         (p.status || '').toLowerCase(),
         p.inputTokens !== undefined ? `${fmtInt(p.inputTokens)} in · ${fmtInt(p.outputTokens)} out` : '',
         p.costUsd !== undefined ? fmtUsd(p.costUsd) : '',
+        p.stopReason && !['COMPLETED', 'CANCELLED', 'ERROR'].includes(p.stopReason) ? p.stopReason.toLowerCase().replaceAll('_', ' ') : '',
         p.error || '',
       ]
         .filter(Boolean)
@@ -1335,6 +1385,24 @@ function describe(item) {
     default:
       return '';
   }
+}
+
+/** `file:line:col CODE message`, one per problem; nothing for none. */
+function diagnosticList(diagnostics) {
+  if (!diagnostics?.length) return null;
+  return h(
+    'ul',
+    { class: 'diagnostics', testid: 'diagnostics' },
+    ...diagnostics.map((d) =>
+      h(
+        'li',
+        { class: `diagnostic severity-${(d.severity || 'ERROR').toLowerCase()}` },
+        h('span', { class: 'diagnostic-place' }, [d.file, d.line, d.column].filter((x) => x !== null && x !== undefined).join(':')),
+        d.code ? h('span', { class: 'diagnostic-code' }, d.code) : null,
+        h('span', { class: 'diagnostic-message' }, d.message),
+      ),
+    ),
+  );
 }
 
 let activityFrame = 0;
@@ -1365,6 +1433,7 @@ function drawActivity() {
         ? h('span', { class: `activity-status ${finished.ok ? 'ok' : 'bad'}` }, finished.ok ? '✓' : `✗ ${finished.error || ''}`)
         : null,
       item.output ? h('pre', { class: 'activity-output' }, item.output) : null,
+      diagnosticList(item.kind === 'BUILD_DIAGNOSTICS' ? item.data.diagnostics : item.diagnostics),
     );
   });
   mount(list, items.length ? items : h('li', { class: 'muted empty' }, 'Waiting for events…'));

@@ -9,7 +9,7 @@ use super::types::{parse_id, to_id, AuthPayload, Message, Project, Run};
 use crate::error::AppError;
 use crate::services::access::{Credential, Permission};
 use crate::services::sandbox_access::ensure_sandbox_access;
-use crate::services::{fork, message, project, run, sandbox, session, user};
+use crate::services::{fork, fragment, message, project, run, sandbox, session, user};
 
 // Every mutation, merged from the per-domain roots.
 #[derive(MergedObject, Default)]
@@ -134,7 +134,7 @@ impl AccountAndBuildMutation {
             state.bus.as_ref(),
             viewer,
             &prompt,
-            state.config.max_active_runs_per_user,
+            run::RunLimits::from_config(&state.config),
         )
         .await
         .gql()?;
@@ -164,7 +164,7 @@ impl AccountAndBuildMutation {
             viewer,
             project_id,
             &content,
-            state.config.max_active_runs_per_user,
+            run::RunLimits::from_config(&state.config),
         )
         .await
         .gql()?;
@@ -256,6 +256,17 @@ impl AccountAndBuildMutation {
         .into())
     }
 
+    /// Deletes a draft version (what a cancelled or failed run wrote). Returns its id.
+    async fn discard_draft(&self, ctx: &Context<'_>, fragment_id: ID) -> async_graphql::Result<ID> {
+        let viewer = ctx.viewer(Permission::Generate)?;
+        let state = ctx.state();
+        let fragment_id = parse_id(&fragment_id, "fragment").gql()?;
+        fragment::discard_draft(&state.db, state.bus.as_ref(), viewer, fragment_id)
+            .await
+            .gql()?;
+        Ok(to_id(fragment_id))
+    }
+
     /// Starts a new project from any version of the viewer's: its files are the new project's
     /// first version, in a fresh sandbox. Free. `name` defaults to the source's with `-fork`.
     async fn fork_project(
@@ -309,7 +320,7 @@ impl AccountAndBuildMutation {
             state.bus.as_ref(),
             viewer,
             run_id,
-            state.config.max_active_runs_per_user,
+            run::RunLimits::from_config(&state.config),
         )
         .await
         .gql()?

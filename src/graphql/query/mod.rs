@@ -62,12 +62,15 @@ impl AccountAndBuildQuery {
     /// Credits left in the current window.
     async fn usage(&self, ctx: &Context<'_>) -> async_graphql::Result<Usage> {
         let viewer = ctx.viewer(Permission::Read)?;
-        Ok(
-            credits::usage_summary(&ctx.state().db, viewer.user_id, viewer.plan)
-                .await
-                .gql()?
-                .into(),
+        Ok(credits::usage_summary(
+            &ctx.state().db,
+            viewer.user_id,
+            viewer.plan,
+            ctx.state().config.user_max_spend_usd_per_window,
         )
+        .await
+        .gql()?
+        .into())
     }
 
     /// The viewer's projects, newest first.

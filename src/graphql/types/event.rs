@@ -23,9 +23,11 @@ pub enum RunEventKind {
     ToolOutput,
     FileWritten,
     ToolCallFinished,
+    BuildDiagnostics,
     MessageCreated,
     MessageDeleted,
     FragmentCreated,
+    DraftDiscarded,
     RunFinished,
 }
 
@@ -101,9 +103,11 @@ pub enum RunEventData {
     ToolOutput(ToolOutput),
     FileWritten(FileWritten),
     ToolCallFinished(ToolCallFinished),
+    BuildDiagnostics(BuildDiagnostics),
     MessageCreated(MessageCreated),
     MessageDeleted(MessageDeleted),
     FragmentCreated(FragmentCreated),
+    DraftDiscarded(DraftDiscarded),
     RunFinished(RunFinished),
     UnreadableEvent(UnreadableEvent),
 }
@@ -194,6 +198,47 @@ pub struct ToolCallFinished {
     pub error: Option<async_graphql::Json<Value>>,
 }
 
+/// What a build check found; an empty list: it passed. `round` counts the run's checks from 1.
+#[derive(SimpleObject)]
+pub struct BuildDiagnostics {
+    pub round: u32,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[graphql(remote = "crate::agent::diagnostic::Severity")]
+pub enum DiagnosticSeverity {
+    Error,
+    Warning,
+    Info,
+}
+
+/// One problem of the build (`tsc`, or the error `next dev` reports for the page). `file` is
+/// relative to the app root, null for a problem of the whole build.
+#[derive(SimpleObject)]
+pub struct Diagnostic {
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    pub column: Option<u32>,
+    /// `TS2304` for `tsc`.
+    pub code: Option<String>,
+    pub severity: DiagnosticSeverity,
+    pub message: String,
+}
+
+impl From<crate::agent::diagnostic::Diagnostic> for Diagnostic {
+    fn from(d: crate::agent::diagnostic::Diagnostic) -> Self {
+        Self {
+            file: d.file,
+            line: d.line,
+            column: d.column,
+            code: d.code,
+            severity: d.severity.into(),
+            message: d.message,
+        }
+    }
+}
+
 /// A message was stored; `runId` is null for a restored version.
 #[derive(SimpleObject)]
 pub struct MessageCreated {
@@ -216,6 +261,15 @@ pub struct FragmentCreated {
     pub message_id: ID,
     pub sandbox_url: String,
     pub title: String,
+    /// What a cancelled or failed run wrote, kept to restore (`restoreFragment`) or discard
+    /// (`discardDraft`).
+    pub draft: bool,
+}
+
+/// A draft version was discarded.
+#[derive(SimpleObject)]
+pub struct DraftDiscarded {
+    pub fragment_id: ID,
 }
 
 /// The run ended: the last event of a run.
@@ -226,6 +280,31 @@ pub struct RunFinished {
     pub input_tokens: i64,
     pub output_tokens: i64,
     pub cost_usd: f64,
+    /// Null for runs that ended before reasons were recorded.
+    pub stop_reason: Option<StopReason>,
+}
+
+/// Why a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[graphql(remote = "crate::events::StopReason")]
+pub enum StopReason {
+    /// The model finished and the build check passed (or there is none).
+    Completed,
+    /// The build check still failed when the fix rounds were spent.
+    FixRoundsSpent,
+    /// A fix round left the same diagnostics as the round before.
+    RepeatedDiagnostics,
+    /// `AGENT_MAX_STEPS`.
+    StepLimit,
+    /// `AGENT_MAX_RUN_SECS`.
+    TimeLimit,
+    /// `AGENT_MAX_RUN_USD`.
+    CostLimit,
+    /// `USER_MAX_SPEND_USD_PER_WINDOW`.
+    SpendCap,
+    Cancelled,
+    /// Anything else that failed it (the model, the sandbox, the server).
+    Error,
 }
 
 /// A stored event this server cannot read (its `kind` is then RUN_QUEUED).
@@ -298,6 +377,12 @@ impl From<events::RunEventData> for RunEventData {
                 ok,
                 error: error.map(async_graphql::Json),
             }),
+            Data::BuildDiagnostics { round, diagnostics } => {
+                Self::BuildDiagnostics(BuildDiagnostics {
+                    round,
+                    diagnostics: diagnostics.into_iter().map(Into::into).collect(),
+                })
+            }
             Data::MessageCreated {
                 message_id,
                 role,
@@ -315,11 +400,16 @@ impl From<events::RunEventData> for RunEventData {
                 message_id,
                 sandbox_url,
                 title,
+                draft,
             } => Self::FragmentCreated(FragmentCreated {
                 fragment_id: to_id(fragment_id),
                 message_id: to_id(message_id),
                 sandbox_url,
                 title,
+                draft,
+            }),
+            Data::DraftDiscarded { fragment_id } => Self::DraftDiscarded(DraftDiscarded {
+                fragment_id: to_id(fragment_id),
             }),
             Data::RunFinished {
                 status,
@@ -327,12 +417,14 @@ impl From<events::RunEventData> for RunEventData {
                 input_tokens,
                 output_tokens,
                 cost_usd,
+                stop_reason,
             } => Self::RunFinished(RunFinished {
                 status: status.into(),
                 error,
                 input_tokens,
                 output_tokens,
                 cost_usd,
+                stop_reason: stop_reason.map(Into::into),
             }),
         }
     }

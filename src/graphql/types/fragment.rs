@@ -28,6 +28,9 @@ pub struct Fragment {
     pub sandbox_url: String,
     pub title: String,
     pub created_at: DateTime<Utc>,
+    /// What a cancelled or failed run wrote: not the project's current version until restored
+    /// (`restoreFragment`); `discardDraft` deletes it.
+    pub draft: bool,
     #[graphql(skip)]
     pub uuid: Uuid,
 }
@@ -41,6 +44,7 @@ impl From<fragment::Model> for Fragment {
             sandbox_url: model.sandbox_url,
             title: model.title,
             created_at: model.created_at,
+            draft: model.draft,
         }
     }
 }

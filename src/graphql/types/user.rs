@@ -49,6 +49,10 @@ pub struct Usage {
     pub remaining: i32,
     /// When the window renews.
     pub resets_at: DateTime<Utc>,
+    /// Estimated model cost (USD) of the viewer's runs in this window.
+    pub spent_usd: f64,
+    /// What the runs may spend per window (`USER_MAX_SPEND_USD_PER_WINDOW`); null: no cap.
+    pub spend_cap_usd: Option<f64>,
 }
 
 impl From<UsageSummary> for Usage {
@@ -59,6 +63,8 @@ impl From<UsageSummary> for Usage {
             consumed: summary.consumed,
             remaining: summary.remaining,
             resets_at: summary.resets_at,
+            spent_usd: summary.spent_usd,
+            spend_cap_usd: summary.spend_cap_usd,
         }
     }
 }

@@ -250,7 +250,10 @@ pub async fn seed_project(app: &TestApp, token: &str, n: usize) {
         state.bus.as_ref(),
         viewer,
         &format!("seeded app {n}"),
-        u32::MAX,
+        codekraft::services::run::RunLimits {
+            max_active: u32::MAX,
+            max_spend_usd_per_window: None,
+        },
     )
     .await
     .expect("seeding a project");
