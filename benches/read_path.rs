@@ -118,7 +118,10 @@ async fn seed(state: &AppState, email: &str) -> anyhow::Result<Value> {
         plan: Plan::Pro,
     };
     let mut files: FileMap = (0..FILES)
-        .map(|n| (format!("app/part{n}.tsx"), "x".repeat(FILE_BYTES)))
+        .map(|n| {
+            let content = format!("// part {n}\n{}", "x".repeat(FILE_BYTES));
+            (format!("app/part{n}.tsx"), content)
+        })
         .collect();
     let mut storage = json!({});
     for n in 0..PROJECTS {
