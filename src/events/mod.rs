@@ -23,9 +23,9 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 pub use bus::{wait_for_work, BusMessage, EventBus, InProcessBus};
+pub use hub::{EventBatch, EventHub, FeedReceiver, DEFAULT_FEED_CAPACITY};
 pub use data::{OutputStream, RunEventData};
 pub use emitter::{DeltaRelay, Emitter};
-pub use hub::{EventBatch, EventHub, FeedReceiver, DEFAULT_FEED_CAPACITY};
 pub use postgres::PostgresBus;
 
 use crate::entity::run_event;

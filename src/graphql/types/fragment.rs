@@ -9,11 +9,11 @@ use crate::error::AppError;
 use crate::graphql::context::ContextExt;
 use crate::graphql::error::GqlResult;
 use crate::graphql::limits;
+use crate::services::access::Permission;
 use crate::graphql::loaders::{
     DiffByVersions, DiffKey, FileByPath, FileEntriesByFragment, FilesByFragment,
 };
 use crate::sandbox::FileMap;
-use crate::services::access::Permission;
 use crate::services::{fragment as versions, version_diff};
 
 /// Longest path `Fragment.file` looks up.
