@@ -7,8 +7,8 @@ use async_graphql::{Context, Data};
 
 use super::error::GqlResult;
 use super::loaders::{
-    DiffByVersions, FileByPath, FileEntriesByFragment, FilesByFragment, FragmentByMessage,
-    MessagesByProject, RunById,
+    DiffByVersions, EventsByRun, FileByPath, FileEntriesByFragment, FilesByFragment,
+    FragmentByMessage, MessagesByProject, RunById, TranscriptByRun,
 };
 use crate::app::AppState;
 use crate::error::AppError;
@@ -45,6 +45,8 @@ pub fn loader_data(state: &AppState) -> Data {
     data.insert(loader(FileEntriesByFragment(state.db.clone())));
     data.insert(loader(FileByPath(state.db.clone())));
     data.insert(loader(DiffByVersions(state.db.clone())));
+    data.insert(loader(EventsByRun(state.db.clone())));
+    data.insert(loader(TranscriptByRun(state.db.clone())));
     data
 }
 

@@ -5,6 +5,7 @@ pub mod error;
 pub mod http;
 pub mod limits;
 pub mod loaders;
+pub mod lookahead;
 pub mod mutation;
 pub mod query;
 pub mod rate_limit;

@@ -1,9 +1,14 @@
 //! Messages: a USER message starts a generation (a queued run); an ASSISTANT message ends it.
 
+use std::collections::HashMap;
+
 use chrono::Utc;
-use sea_orm::{ActiveModelTrait, ConnectionTrait, Set, TransactionTrait};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set, TransactionTrait,
+};
 use uuid::Uuid;
 
+use super::page::{page_per_group, Page, PageRequest};
 use super::Viewer;
 use crate::entity::message::{self, MessageType, Role};
 use crate::entity::project;
@@ -134,4 +139,42 @@ pub async fn send_message<C: TransactionTrait>(
     txn.commit().await?;
     generation.announce(bus).await;
     Ok((project, generation))
+}
+
+/// A page of each project's messages, oldest first, in one statement. Callers pass projects
+/// the viewer may see.
+pub async fn list_message_pages(
+    db: &impl ConnectionTrait,
+    project_ids: &[Uuid],
+    page: PageRequest,
+) -> AppResult<HashMap<Uuid, Page<message::Model>>> {
+    let mut select = message::Entity::find()
+        .filter(message::Column::ProjectId.is_in(project_ids.iter().copied()));
+    if let Some(after) = page.after {
+        select = select.filter(message::Column::Id.gt(after));
+    }
+    // One row past the page says whether there is more. Ids are UUIDv7: time order.
+    let statement = page_per_group(
+        db,
+        select,
+        message::Column::ProjectId,
+        message::Column::Id,
+        0,
+        page.first + 1,
+    );
+    let mut rows: HashMap<Uuid, Vec<message::Model>> = HashMap::new();
+    for row in message::Entity::find()
+        .from_raw_sql(statement)
+        .all(db)
+        .await?
+    {
+        rows.entry(row.project_id).or_default().push(row);
+    }
+    Ok(project_ids
+        .iter()
+        .map(|id| {
+            let overfetched = rows.remove(id).unwrap_or_default();
+            (*id, Page::from_overfetch(overfetched, page.first))
+        })
+        .collect())
 }

@@ -2,6 +2,8 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use sea_orm::sea_query::{Alias, Expr, Order, Query, WindowStatement};
+use sea_orm::{ConnectionTrait, EntityTrait, QueryTrait, Select, Statement};
 use uuid::Uuid;
 
 use crate::error::{AppError, AppResult};
@@ -9,7 +11,7 @@ use crate::error::{AppError, AppResult};
 pub const MAX_PAGE: u64 = 100;
 pub const DEFAULT_PAGE: u64 = 20;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PageRequest {
     pub first: u64,
     pub after: Option<Uuid>,
@@ -34,6 +36,7 @@ pub fn page_size(first: Option<i32>, default: u64) -> AppResult<u64> {
     }
 }
 
+#[derive(Debug, Clone)]
 pub struct Page<T> {
     pub items: Vec<T>,
     pub has_next_page: bool,
@@ -49,6 +52,38 @@ impl<T> Page<T> {
             has_next_page,
         }
     }
+}
+
+/// The rows of `select` numbered from 1 within each `group` in `order`, keeping numbers
+/// `skip + 1 ..= skip + take`: a page of every group in one statement (a window function,
+/// SQLite ≥ 3.25 and PostgreSQL). Load the models with `E::find().from_raw_sql(..)`.
+pub fn page_per_group<E: EntityTrait>(
+    db: &impl ConnectionTrait,
+    select: Select<E>,
+    group: E::Column,
+    order: E::Column,
+    skip: u64,
+    take: u64,
+) -> Statement {
+    // PostgreSQL has no unsigned integers.
+    let bound = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let row_number = Alias::new("row_number");
+    let mut numbered = select.into_query();
+    numbered.expr_window_as(
+        Expr::cust("ROW_NUMBER()"),
+        WindowStatement::partition_by(group)
+            .order_by(order, Order::Asc)
+            .to_owned(),
+        row_number.clone(),
+    );
+    let page = Query::select()
+        .column(sea_orm::sea_query::Asterisk)
+        .from_subquery(numbered, Alias::new("numbered"))
+        .and_where(Expr::col(row_number.clone()).gt(bound(skip)))
+        .and_where(Expr::col(row_number.clone()).lte(bound(skip.saturating_add(take))))
+        .order_by(row_number, Order::Asc)
+        .to_owned();
+    db.get_database_backend().build(&page)
 }
 
 pub fn encode_cursor(id: Uuid) -> String {

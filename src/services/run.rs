@@ -1,5 +1,7 @@
 //! Runs seen from the API: read, cancel, retry. Executing them is `jobs` + `agent`.
 
+use std::collections::HashMap;
+
 use chrono::Utc;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -8,9 +10,10 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use super::page::page_per_group;
 use super::Viewer;
 use crate::entity::run::{self, RunStatus};
-use crate::entity::{message, project};
+use crate::entity::{message, project, run_event};
 use crate::error::{AppError, AppResult};
 use crate::events::{record_event, BusMessage, EventBus, EventKind, RunEventData};
 
@@ -204,32 +207,69 @@ pub async fn retry_run<C: ConnectionTrait + TransactionTrait>(
     find_run(db, viewer, run_id).await
 }
 
-/// The run's model responses in order, `first` of them after skipping `skip`. The responses
-/// are only ever appended, so a position is a stable cursor.
-pub async fn list_transcript(
+/// Each run's model responses in order, `first` of them after skipping `skip`, in one
+/// statement. The responses are only ever appended, so a position is a stable cursor. Callers
+/// pass runs the viewer may see.
+pub async fn list_transcripts(
     db: &impl ConnectionTrait,
-    run_id: Uuid,
+    run_ids: &[Uuid],
     first: u64,
     skip: u64,
-) -> AppResult<Vec<serde_json::Value>> {
-    use crate::entity::run_event;
-    use sea_orm::QueryOrder;
-    Ok(run_event::Entity::find()
-        .select_only()
-        .column(run_event::Column::Payload)
-        .filter(run_event::Column::RunId.eq(run_id))
-        .filter(run_event::Column::Kind.eq(EventKind::ModelResponse.as_str()))
-        .order_by_asc(run_event::Column::Seq)
-        .offset(skip)
-        .limit(first)
-        .into_tuple()
+) -> AppResult<HashMap<Uuid, Vec<serde_json::Value>>> {
+    let responses = run_event::Entity::find()
+        .filter(run_event::Column::RunId.is_in(run_ids.iter().copied()))
+        .filter(run_event::Column::Kind.eq(EventKind::ModelResponse.as_str()));
+    let events = events_per_run(db, responses, skip, first).await?;
+    Ok(events
+        .into_iter()
+        .map(|(run_id, rows)| (run_id, rows.into_iter().map(|row| row.payload).collect()))
+        .collect())
+}
+
+/// Each run's stored events in order, `first` of them after the sequence number `after`, in
+/// one statement. Callers pass runs the viewer may see.
+pub async fn list_run_events(
+    db: &impl ConnectionTrait,
+    run_ids: &[Uuid],
+    after: i64,
+    first: u64,
+) -> AppResult<HashMap<Uuid, Vec<run_event::Model>>> {
+    let events = run_event::Entity::find()
+        .filter(run_event::Column::RunId.is_in(run_ids.iter().copied()))
+        .filter(run_event::Column::Seq.gt(after));
+    events_per_run(db, events, 0, first).await
+}
+
+/// The events `select` finds, `take` of each run's after skipping `skip`, in `seq` order.
+async fn events_per_run(
+    db: &impl ConnectionTrait,
+    select: sea_orm::Select<run_event::Entity>,
+    skip: u64,
+    take: u64,
+) -> AppResult<HashMap<Uuid, Vec<run_event::Model>>> {
+    let statement = page_per_group(
+        db,
+        select,
+        run_event::Column::RunId,
+        run_event::Column::Seq,
+        skip,
+        take,
+    );
+    let mut by_run: HashMap<Uuid, Vec<run_event::Model>> = HashMap::new();
+    for row in run_event::Entity::find()
+        .from_raw_sql(statement)
         .all(db)
-        .await?)
+        .await?
+    {
+        if let Some(run_id) = row.run_id {
+            by_run.entry(run_id).or_default().push(row);
+        }
+    }
+    Ok(by_run)
 }
 
 /// Sequence number of the run's RUN_FINISHED event, if it has one.
 pub async fn finished_event_seq(db: &impl ConnectionTrait, run_id: Uuid) -> AppResult<Option<i64>> {
-    use crate::entity::run_event;
     use sea_orm::QueryOrder;
     Ok(run_event::Entity::find()
         .select_only()

@@ -22,6 +22,7 @@ mod projects;
 mod providers;
 mod query_limits;
 mod rate_limits;
+mod read_path;
 mod run_limits;
 mod runs;
 mod sandbox_access;

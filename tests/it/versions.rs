@@ -27,7 +27,7 @@ pub async fn new_project(app: &TestApp, token: &str) -> Uuid {
 }
 
 /// Another project of the token's user, past the free plan's credits (see `seed_project`).
-async fn seeded_project(app: &TestApp, token: &str, n: usize) -> Uuid {
+pub async fn seeded_project(app: &TestApp, token: &str, n: usize) -> Uuid {
     crate::support::app::seed_project(app, token, n).await;
     let newest = app
         .data(

@@ -4,8 +4,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{to_id, Fragment, Run};
-use crate::entity::{fragment, message, run};
-use crate::graphql::loaders::{FragmentByMessage, LoadedMessage, RunById};
+use crate::entity::{fragment, message};
+use crate::graphql::loaders::{FragmentByMessage, LoadedMessage, LoadedRun, RunById};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 #[graphql(remote = "crate::entity::message::Role")]
@@ -38,7 +38,7 @@ pub struct Message {
     #[graphql(skip)]
     pub preloaded_fragment: Option<Option<fragment::Model>>,
     #[graphql(skip)]
-    pub preloaded_run: Option<Option<run::Model>>,
+    pub preloaded_run: Option<Option<LoadedRun>>,
 }
 
 impl From<LoadedMessage> for Message {

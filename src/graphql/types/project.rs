@@ -1,14 +1,21 @@
 use async_graphql::connection::{Connection, Edge};
 use async_graphql::dataloader::DataLoader;
+use std::collections::HashMap;
+
 use async_graphql::{ComplexObject, Context, Lookahead, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{to_id, Message};
 use crate::entity::project;
+use crate::graphql::context::ContextExt;
 use crate::graphql::error::GqlResult;
 use crate::graphql::limits;
-use crate::graphql::loaders::{LoadedMessage, MessageRelations, MessagesByProject};
+use crate::graphql::loaders::{
+    load_message_pages, EventsPage, LoadedMessage, MessagePageKey, MessageRelations,
+    MessagesByProject, TranscriptPage, DEFAULT_EVENTS,
+};
+use crate::graphql::lookahead::Arguments;
 use crate::services::page::{encode_cursor, Page, PageRequest};
 
 #[derive(SimpleObject)]
@@ -22,9 +29,9 @@ pub struct Project {
     pub updated_at: DateTime<Utc>,
     #[graphql(skip)]
     pub uuid: Uuid,
-    /// All its messages, when the parent list loaded them for the whole page at once.
+    /// A page of its messages, when the parent list loaded them for the whole page at once.
     #[graphql(skip)]
-    pub preloaded_messages: Option<Vec<LoadedMessage>>,
+    pub preloaded_messages: Option<(MessagePageKey, Page<LoadedMessage>)>,
 }
 
 impl From<project::Model> for Project {
@@ -51,68 +58,81 @@ impl Project {
         first: Option<i32>,
         after: Option<String>,
     ) -> async_graphql::Result<Connection<String, Message>> {
-        let page = PageRequest::parse(first, after.as_deref()).gql()?;
-        let all = match &self.preloaded_messages {
-            Some(preloaded) => preloaded.clone(),
-            None => ctx
-                .data_unchecked::<DataLoader<MessagesByProject>>()
-                .load_one((self.uuid, message_relations(ctx.look_ahead())))
-                .await?
-                .unwrap_or_default(),
+        let key = MessagePageKey {
+            project_id: self.uuid,
+            page: PageRequest::parse(first, after.as_deref()).gql()?,
+            relations: message_relations(ctx.look_ahead()),
         };
-        let rest: Vec<_> = all
-            .into_iter()
-            .filter(|loaded| page.after.is_none_or(|after| loaded.message.id > after))
-            .take(page.first as usize + 1)
-            .collect();
-        Ok(message_connection(
-            Page::from_overfetch(rest, page.first),
-            page.after.is_some(),
-        ))
+        let page = match &self.preloaded_messages {
+            Some((preloaded_key, page)) if *preloaded_key == key => page.clone(),
+            _ => ctx
+                .data_unchecked::<DataLoader<MessagesByProject>>()
+                .load_one(key)
+                .await?
+                .unwrap_or_else(|| Page::from_overfetch(Vec::new(), key.page.first)),
+        };
+        Ok(message_connection(page, key.page.after.is_some()))
     }
 }
 
 /// Which relations a `messages` selection asks for.
 fn message_relations(messages: Lookahead<'_>) -> MessageRelations {
     let node = messages.field("edges").field("node");
+    let run = node.field("run");
     MessageRelations {
         fragment: node.field("fragment").exists(),
-        run: node.field("run").exists(),
+        run: run.exists(),
+        run_events: Arguments::of(&run.field("events")).and_then(|args| {
+            let first = args.int32("first").ok()?.unwrap_or(DEFAULT_EVENTS);
+            EventsPage::parse(args.int("after").ok()?, first).ok()
+        }),
+        run_transcript: Arguments::of(&run.field("transcript")).and_then(|args| {
+            let after = args.int32("after").ok()?.unwrap_or(0);
+            TranscriptPage::parse(args.int32("first").ok()?, after).ok()
+        }),
     }
 }
 
-/// A page of projects. When the query selects their messages, those are loaded for the whole
-/// page in one batch here, rather than by each project's resolver (whose loads could land in
-/// several batches), so the statement count does not grow with the page size.
-pub async fn project_page(
-    ctx: &Context<'_>,
-    page: Page<project::Model>,
-    has_previous_page: bool,
-) -> async_graphql::Result<Connection<String, Project>> {
+/// The page of messages every project of a list asks for, when the query selects `messages`
+/// once. A bad argument is left for the resolver to report.
+fn wanted_message_page(ctx: &Context<'_>) -> Option<(PageRequest, MessageRelations)> {
     let messages = ctx
         .look_ahead()
         .field("edges")
         .field("node")
         .field("messages");
-    let wants_messages = messages.exists();
-    let mut preloaded = if wants_messages {
-        let relations = message_relations(messages);
-        ctx.data_unchecked::<DataLoader<MessagesByProject>>()
-            .load_many(page.items.iter().map(|project| (project.id, relations)))
-            .await?
-            .into_iter()
-            .map(|((project_id, _), loaded)| (project_id, loaded))
-            .collect()
-    } else {
-        std::collections::HashMap::new()
+    let args = Arguments::of(&messages)?;
+    let page = PageRequest::parse(args.int32("first").ok()?, args.string("after").ok()?).ok()?;
+    Some((page, message_relations(messages)))
+}
+
+/// A page of projects. When the query selects their messages, those are loaded for the whole
+/// page here, in one call and without a loader's wait, rather than by each project's
+/// resolver (whose loads could land in several batches), so the statement count does not
+/// grow with the page size.
+pub async fn project_page(
+    ctx: &Context<'_>,
+    page: Page<project::Model>,
+    has_previous_page: bool,
+) -> async_graphql::Result<Connection<String, Project>> {
+    let wanted = wanted_message_page(ctx);
+    let key = |project_id| {
+        wanted.map(|(page, relations)| MessagePageKey {
+            project_id,
+            page,
+            relations,
+        })
     };
+    let keys: Vec<MessagePageKey> = page.items.iter().filter_map(|p| key(p.id)).collect();
+    let mut preloaded = HashMap::new();
+    if !keys.is_empty() {
+        preloaded = load_message_pages(&ctx.state().db, &keys).await.gql()?;
+    }
     let mut connection = Connection::new(has_previous_page, page.has_next_page);
     connection.edges.extend(page.items.into_iter().map(|model| {
         let cursor = encode_cursor(model.id);
         let mut project = Project::from(model);
-        if wants_messages {
-            project.preloaded_messages = Some(preloaded.remove(&project.uuid).unwrap_or_default());
-        }
+        project.preloaded_messages = key(project.uuid).and_then(|k| preloaded.remove_entry(&k));
         Edge::new(cursor, project)
     }));
     Ok(connection)

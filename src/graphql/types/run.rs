@@ -1,17 +1,16 @@
+use async_graphql::dataloader::DataLoader;
 use async_graphql::{ComplexObject, Context, Enum, SimpleObject, ID};
 use chrono::{DateTime, Utc};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use uuid::Uuid;
 
 use super::{to_id, RunEvent};
 use crate::entity::run::{self, RunStatus as Status};
 use crate::entity::run_event;
-use crate::error::AppError;
-use crate::graphql::context::ContextExt;
 use crate::graphql::error::GqlResult;
 use crate::graphql::limits;
-use crate::services::page::{page_size, MAX_PAGE};
-use crate::services::run::list_transcript;
+use crate::graphql::loaders::{
+    EventsByRun, EventsPage, LoadedRun, TranscriptByRun, TranscriptPage, DEFAULT_EVENTS, MAX_EVENTS,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 pub enum RunStatus {
@@ -54,6 +53,21 @@ pub struct Run {
     pub finished_at: Option<DateTime<Utc>>,
     #[graphql(skip)]
     pub uuid: Uuid,
+    /// Pages of its events and transcript loaded with it (see `load_message_pages`).
+    #[graphql(skip)]
+    pub preloaded_events: Option<(EventsPage, Vec<run_event::Model>)>,
+    #[graphql(skip)]
+    pub preloaded_transcript: Option<(TranscriptPage, Vec<serde_json::Value>)>,
+}
+
+impl From<LoadedRun> for Run {
+    fn from(loaded: LoadedRun) -> Self {
+        Self {
+            preloaded_events: loaded.events,
+            preloaded_transcript: loaded.transcript,
+            ..loaded.run.into()
+        }
+    }
 }
 
 impl From<run::Model> for Run {
@@ -72,11 +86,11 @@ impl From<run::Model> for Run {
             created_at: model.created_at,
             started_at: model.started_at,
             finished_at: model.finished_at,
+            preloaded_events: None,
+            preloaded_transcript: None,
         }
     }
 }
-
-const MAX_EVENTS: i32 = 1000;
 
 #[ComplexObject]
 impl Run {
@@ -90,13 +104,15 @@ impl Run {
         first: Option<i32>,
         #[graphql(default = 0)] after: i32,
     ) -> async_graphql::Result<async_graphql::Json<Vec<serde_json::Value>>> {
-        let first = page_size(first, MAX_PAGE).gql()?;
-        let skip = u64::try_from(after)
-            .map_err(|_| AppError::bad_input("`after` must not be negative"))
-            .gql()?;
-        let responses = list_transcript(&ctx.state().db, self.uuid, first, skip)
-            .await
-            .gql()?;
+        let page = TranscriptPage::parse(first, after).gql()?;
+        let responses = match &self.preloaded_transcript {
+            Some((preloaded, responses)) if *preloaded == page => responses.clone(),
+            _ => ctx
+                .data_unchecked::<DataLoader<TranscriptByRun>>()
+                .load_one((self.uuid, page))
+                .await?
+                .unwrap_or_default(),
+        };
         Ok(async_graphql::Json(responses))
     }
 
@@ -106,23 +122,17 @@ impl Run {
         &self,
         ctx: &Context<'_>,
         after: Option<i64>,
-        #[graphql(default = 500)] first: i32,
+        #[graphql(default_with = "DEFAULT_EVENTS")] first: i32,
     ) -> async_graphql::Result<Vec<RunEvent>> {
-        if !(0..=MAX_EVENTS).contains(&first) {
-            return Err(AppError::bad_input(format!(
-                "`first` must be between 0 and {MAX_EVENTS}"
-            )))
-            .gql();
-        }
-        let rows = run_event::Entity::find()
-            .filter(run_event::Column::RunId.eq(self.uuid))
-            .filter(run_event::Column::Seq.gt(after.unwrap_or(0)))
-            .order_by_asc(run_event::Column::Seq)
-            .limit(first as u64)
-            .all(&ctx.state().db)
-            .await
-            .map_err(AppError::from)
-            .gql()?;
+        let page = EventsPage::parse(after, first).gql()?;
+        let rows = match &self.preloaded_events {
+            Some((preloaded, rows)) if *preloaded == page => rows.clone(),
+            _ => ctx
+                .data_unchecked::<DataLoader<EventsByRun>>()
+                .load_one((self.uuid, page))
+                .await?
+                .unwrap_or_default(),
+        };
         Ok(rows.into_iter().map(RunEvent::from).collect())
     }
 }
