@@ -126,8 +126,17 @@ async fn seed(state: &AppState, email: &str) -> anyhow::Result<Value> {
     let mut storage = json!({});
     for n in 0..PROJECTS {
         let name = format!("bench app {n}");
-        let created =
-            project::create_project(&state.db, state.bus.as_ref(), viewer, &name, u32::MAX).await?;
+        let created = project::create_project(
+            &state.db,
+            state.bus.as_ref(),
+            viewer,
+            &name,
+            codekraft::services::run::RunLimits {
+                max_active: u32::MAX,
+                max_spend_usd_per_window: None,
+            },
+        )
+        .await?;
         let project_id = created.0.id;
         let before = stored_bytes(state).await?;
         let mut first_version_bytes = 0;

@@ -48,6 +48,7 @@ async fn add_answer(app: &TestApp, project_id: Uuid) {
         message_id: message.id,
         sandbox_url: "http://preview.invalid".to_owned(),
         title: "An answer".to_owned(),
+        draft: false,
     };
     create_fragment(db, new, &file_map(&[("app/page.tsx", "page")]))
         .await
