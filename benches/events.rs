@@ -11,7 +11,7 @@
 //!
 //! The server is this same executable started with `--serve`: the real app (release build, the
 //! offline model) with the in-memory sandbox, so a restore costs no disk or `npm`.
-//! `BENCH_SERVER_WRAPPER=heaptrack` (or `perf record -g --`…) runs the server under a profiler.
+//! `BENCH_SERVER_WRAPPER=heaptrack` runs the server under a heap profiler.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
