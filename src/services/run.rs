@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::page::page_per_group;
 use super::Viewer;
 use crate::entity::run::{self, RunStatus};
-use crate::entity::{message, project, run_event};
+use crate::entity::{fragment, message, project, run_event};
 use crate::error::{AppError, AppResult};
 use crate::events::{record_event, BusMessage, EventBus, EventKind, RunEventData};
 
@@ -176,12 +176,30 @@ pub async fn retry_run<C: ConnectionTrait + TransactionTrait>(
         .exec(&txn)
         .await?;
     // The failed attempt's ERROR reply goes: a run has one ASSISTANT message, its last outcome.
+    // A reply holding a draft (the files the attempt wrote) stays, outside the run: written
+    // work is only lost when the user discards it.
     let replies = message::Entity::find()
         .filter(message::Column::RunId.eq(run_id))
         .filter(message::Column::Role.eq(message::Role::Assistant))
         .all(&txn)
         .await?;
+    let holding_drafts: Vec<Uuid> = fragment::Entity::find()
+        .select_only()
+        .column(fragment::Column::MessageId)
+        .filter(fragment::Column::MessageId.is_in(replies.iter().map(|reply| reply.id)))
+        .filter(fragment::Column::Draft.eq(true))
+        .into_tuple()
+        .all(&txn)
+        .await?;
     for reply in replies {
+        if holding_drafts.contains(&reply.id) {
+            message::Entity::update_many()
+                .col_expr(message::Column::RunId, Expr::value(Option::<Uuid>::None))
+                .filter(message::Column::Id.eq(reply.id))
+                .exec(&txn)
+                .await?;
+            continue;
+        }
         message::Entity::delete_by_id(reply.id).exec(&txn).await?;
         record_event(
             &txn,

@@ -336,6 +336,21 @@ async fn a_run_stopped_by_its_budget_keeps_its_files_as_a_draft() {
         .await
         .unwrap();
     assert_eq!(latest, None);
+
+    // Retrying the run keeps the draft: its reply leaves the run instead of being deleted.
+    let draft_id = draft["id"].as_str().unwrap().to_owned();
+    app.data(
+        Some(&token),
+        "mutation($id: ID!) { retryRun(runId: $id) { status } }",
+        json!({ "id": run_id }),
+    )
+    .await;
+    let replies = self::replies(&app, &token, &project_id).await;
+    let kept = replies
+        .iter()
+        .find(|reply| reply["fragment"]["id"] == draft_id.as_str())
+        .unwrap_or_else(|| panic!("the draft went with the retry: {replies:?}"));
+    assert_eq!(kept["fragment"]["files"]["app/page.tsx"], "half done");
 }
 
 #[tokio::test]
