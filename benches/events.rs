@@ -13,9 +13,11 @@
 //! offline model) with the in-memory sandbox, so a restore costs no disk or `npm`.
 //! `BENCH_SERVER_WRAPPER=heaptrack` runs the server under a heap profiler.
 
+#[path = "support/server_process.rs"]
+mod server_process;
+
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,8 +30,7 @@ use codekraft::sandbox::fake::FakeSandboxProvider;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use server_process::ServerProcess;
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -72,11 +73,7 @@ fn options() -> anyhow::Result<Options> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Runtime::new()?;
-    if std::env::args().nth(1).as_deref() == Some("--serve") {
-        return runtime.block_on(serve());
-    }
-    runtime.block_on(bench(options()?))
+    server_process::main_with(serve(), async { bench(options()?).await })
 }
 
 /// The server process: `--serve <data dir> <worker concurrency> [database url]`; prints its
@@ -102,69 +99,6 @@ async fn serve() -> anyhow::Result<()> {
     println!("{}", server.addr);
     std::future::pending::<()>().await;
     Ok(())
-}
-
-struct ServerProcess {
-    child: Child,
-    addr: String,
-}
-
-impl ServerProcess {
-    async fn start(
-        data_dir: &std::path::Path,
-        workers: usize,
-        database_url: Option<&str>,
-    ) -> anyhow::Result<Self> {
-        // BENCH_SERVER_WRAPPER (e.g. `heaptrack`) runs the server under a profiler.
-        let mut command = match std::env::var_os("BENCH_SERVER_WRAPPER") {
-            Some(wrapper) => {
-                let mut command = Command::new(wrapper);
-                command.arg(std::env::current_exe()?);
-                command
-            }
-            None => Command::new(std::env::current_exe()?),
-        };
-        command
-            .arg("--serve")
-            .arg(data_dir)
-            .arg(workers.to_string())
-            .args(database_url)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = command.spawn()?;
-        let stdout = child.stdout.take().context("server stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let addr = loop {
-            let line = lines
-                .next_line()
-                .await?
-                .context("the server printed no address")?;
-            if line.parse::<std::net::SocketAddr>().is_ok() {
-                break line;
-            }
-        };
-        Ok(Self { child, addr })
-    }
-
-    /// Resident and peak resident memory, in MiB.
-    fn memory_mib(&self) -> anyhow::Result<(f64, f64)> {
-        let pid = self.child.id().context("server pid")?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let field = |name: &str| -> anyhow::Result<f64> {
-            let line = status
-                .lines()
-                .find(|line| line.starts_with(name))
-                .with_context(|| format!("{name} in /proc/{pid}/status"))?;
-            let kib: f64 = line
-                .split_whitespace()
-                .nth(1)
-                .context("a number")?
-                .parse()?;
-            Ok(kib / 1024.0)
-        };
-        Ok((field("VmRSS:")?, field("VmHWM:")?))
-    }
 }
 
 struct Api {
@@ -284,7 +218,9 @@ async fn bench(options: Options) -> anyhow::Result<()> {
         std::fs::create_dir_all(&dir)?;
         // The first server runs the project's first generation; the others only serve.
         let workers = usize::from(index == 0);
-        servers.push(ServerProcess::start(&dir, workers, options.database_url.as_deref()).await?);
+        let mut args = vec![dir.into_os_string(), workers.to_string().into()];
+        args.extend(options.database_url.clone().map(Into::into));
+        servers.push(ServerProcess::start(args).await?);
     }
     let http = reqwest::Client::new();
     let url = format!("http://{}/graphql", servers[0].addr);

@@ -13,8 +13,10 @@
 //! with `--serve`: the real app (release build) with the in-memory sandbox; it seeds its data
 //! through the services before it listens.
 
+#[path = "support/server_process.rs"]
+mod server_process;
+
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
@@ -27,8 +29,7 @@ use codekraft::services::run_outcome::{record_version, Version};
 use codekraft::services::{project, user, Viewer};
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use server_process::ServerProcess;
 
 const PROJECTS: usize = 20;
 /// Messages per project: the first USER message, then versions.
@@ -79,11 +80,7 @@ fn options() -> anyhow::Result<Options> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Runtime::new()?;
-    if std::env::args().nth(1).as_deref() == Some("--serve") {
-        return runtime.block_on(serve());
-    }
-    runtime.block_on(bench(options()?))
+    server_process::main_with(serve(), async { bench(options()?).await })
 }
 
 /// The server process: `--serve <data dir> <email> [database url]`. Seeds the user's data,
@@ -190,51 +187,21 @@ async fn stored_bytes(state: &AppState) -> anyhow::Result<i64> {
     Ok(row.try_get::<i64>("", "n")?)
 }
 
-struct ServerProcess {
-    _child: Child,
-    addr: String,
-    storage: Value,
-}
-
-impl ServerProcess {
-    async fn start(
-        data_dir: &std::path::Path,
-        email: &str,
-        database_url: Option<&str>,
-    ) -> anyhow::Result<Self> {
-        let mut child = Command::new(std::env::current_exe()?)
-            .arg("--serve")
-            .arg(data_dir)
-            .arg(email)
-            .args(database_url)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()?;
-        let stdout = child.stdout.take().context("server stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let mut printed = Vec::new();
-        while printed.len() < 2 {
-            let line = lines.next_line().await?;
-            printed.push(line.context("the server stopped before it listened")?);
-        }
-        let addr = printed.pop().unwrap_or_default();
-        let storage = serde_json::from_str(&printed[0])?;
-        Ok(Self {
-            _child: child,
-            addr,
-            storage,
-        })
-    }
-}
-
 async fn bench(options: Options) -> anyhow::Result<()> {
     let wrk = which("wrk").context("`wrk` is not installed (Debian: apt-get install wrk)")?;
     let data = tempfile::tempdir()?;
     // A new user per run, so that a reused PostgreSQL database still works.
     let email = format!("bench-{}@example.com", uuid::Uuid::new_v4().simple());
     eprintln!("seeding {PROJECTS} projects × {MESSAGES} messages");
-    let server = ServerProcess::start(data.path(), &email, options.database_url.as_deref()).await?;
+    let mut args = vec![data.path().as_os_str().to_owned(), email.clone().into()];
+    args.extend(options.database_url.clone().map(Into::into));
+    let server = ServerProcess::start(args).await?;
+    let storage: Value = server
+        .printed
+        .iter()
+        .rev()
+        .find_map(|line| serde_json::from_str(line).ok())
+        .context("the server printed no storage figures")?;
     let url = format!("http://{}/graphql", server.addr);
     let http = reqwest::Client::new();
     let signed_in: Value = http
@@ -292,7 +259,7 @@ async fn bench(options: Options) -> anyhow::Result<()> {
             .unwrap_or_default();
         println!("  {name:<34} {per_second:>10} req/s   (mean latency {latency})");
     }
-    let storage = &server.storage;
+    let storage = &storage;
     let follow_ups = storage["follow_ups"].as_i64().unwrap_or(1).max(1);
     let added = storage["follow_up_bytes"].as_i64().unwrap_or(0);
     println!(
