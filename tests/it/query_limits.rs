@@ -297,21 +297,33 @@ async fn first_subscription_message(
     }
 }
 
-/// The text of the string constant `name` of api.js, quoted with `quote`.
-fn constant<'a>(source: &'a str, name: &str, quote: char) -> &'a str {
-    source
-        .split_once(&format!("const {name} = {quote}"))
-        .and_then(|(_, rest)| rest.split_once(quote))
+/// The text of the string constant `name` of api.js (quoted with `'` or a backtick).
+fn constant<'a>(source: &'a str, name: &str) -> &'a str {
+    ['\'', '`']
+        .into_iter()
+        .find_map(|quote| {
+            source
+                .split_once(&format!("const {name} = {quote}"))
+                .and_then(|(_, rest)| rest.split_once(quote))
+        })
         .unwrap_or_else(|| panic!("{name} in api.js"))
         .0
 }
 
-/// `(name, document)` of every entry of `export const Q = { … }` in `api.js`, with the field
-/// lists (`${RUN_FIELDS}`, `${EVENT_DATA}`, `${API_KEY_FIELDS}`) filled in.
+/// `query` with every `${NAME}` replaced by api.js's constant of that name.
+fn fill_constants(source: &str, query: &str) -> String {
+    let mut filled = query.to_owned();
+    while let Some(start) = filled.find("${") {
+        let end = start + filled[start..].find('}').expect("a closing brace");
+        let value = constant(source, &filled[start + 2..end]);
+        filled.replace_range(start..=end, value);
+    }
+    filled
+}
+
+/// `(name, document)` of every entry of `export const Q = { … }` in `api.js`, with the
+/// constants they use (`${RUN_FIELDS}`, …) filled in.
 fn web_client_queries(source: &str) -> Vec<(String, String)> {
-    let run_fields = constant(source, "RUN_FIELDS", '\'');
-    let event_data = constant(source, "EVENT_DATA", '`');
-    let api_key_fields = constant(source, "API_KEY_FIELDS", '\'');
     let mut rest = source
         .split_once("export const Q = {")
         .expect("the Q object in api.js")
@@ -330,13 +342,7 @@ fn web_client_queries(source: &str) -> Vec<(String, String)> {
             "unexpected entry {name}: {value}"
         );
         let (query, after) = value[1..].split_once(quote).expect("a closing quote");
-        queries.push((
-            name.trim().to_owned(),
-            query
-                .replace("${RUN_FIELDS}", run_fields)
-                .replace("${EVENT_DATA}", event_data)
-                .replace("${API_KEY_FIELDS}", api_key_fields),
-        ));
+        queries.push((name.trim().to_owned(), fill_constants(source, query)));
         rest = after.trim_start().strip_prefix(',').unwrap_or(after);
     }
 }

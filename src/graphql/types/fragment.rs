@@ -1,4 +1,3 @@
-use async_graphql::dataloader::DataLoader;
 use async_graphql::{ComplexObject, Context, Enum, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -109,7 +108,7 @@ impl Fragment {
         ctx: &Context<'_>,
     ) -> async_graphql::Result<async_graphql::Json<FileMap>> {
         Ok(async_graphql::Json(
-            ctx.data_unchecked::<DataLoader<FilesByFragment>>()
+            ctx.loader::<FilesByFragment>()
                 .load_one(self.uuid)
                 .await?
                 .unwrap_or_default(),
@@ -120,7 +119,7 @@ impl Fragment {
     #[graphql(complexity = "limits::FILE_LIST_COST")]
     async fn file_list(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<FileEntry>> {
         Ok(ctx
-            .data_unchecked::<DataLoader<FileEntriesByFragment>>()
+            .loader::<FileEntriesByFragment>()
             .load_one(self.uuid)
             .await?
             .unwrap_or_default()
@@ -139,7 +138,7 @@ impl Fragment {
             .gql();
         }
         Ok(ctx
-            .data_unchecked::<DataLoader<FileByPath>>()
+            .loader::<FileByPath>()
             .load_one((self.uuid, path))
             .await?)
     }
@@ -153,7 +152,7 @@ impl Fragment {
             against: parse_id(&against, "fragment").gql()?,
         };
         let diff = ctx
-            .data_unchecked::<DataLoader<DiffByVersions>>()
+            .loader::<DiffByVersions>()
             .load_one(key)
             .await?
             .ok_or(AppError::NotFound("fragment"))

@@ -1,10 +1,10 @@
-use async_graphql::dataloader::DataLoader;
 use async_graphql::{ComplexObject, Context, Enum, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{to_id, Fragment, Run};
 use crate::entity::{fragment, message};
+use crate::graphql::context::ContextExt;
 use crate::graphql::loaders::{FragmentByMessage, LoadedMessage, LoadedRun, RunById};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -75,7 +75,7 @@ impl Message {
             return Ok(preloaded.clone().map(Fragment::from));
         }
         Ok(ctx
-            .data_unchecked::<DataLoader<FragmentByMessage>>()
+            .loader::<FragmentByMessage>()
             .load_one(self.uuid)
             .await?
             .map(Fragment::from))
@@ -90,7 +90,7 @@ impl Message {
             return Ok(None);
         };
         Ok(ctx
-            .data_unchecked::<DataLoader<RunById>>()
+            .loader::<RunById>()
             .load_one(run_id)
             .await?
             .map(Run::from))

@@ -1,5 +1,4 @@
 use async_graphql::connection::{Connection, Edge};
-use async_graphql::dataloader::DataLoader;
 use std::collections::HashMap;
 
 use async_graphql::{ComplexObject, Context, Lookahead, SimpleObject, ID};
@@ -66,7 +65,7 @@ impl Project {
         let page = match &self.preloaded_messages {
             Some((preloaded_key, page)) if *preloaded_key == key => page.clone(),
             _ => ctx
-                .data_unchecked::<DataLoader<MessagesByProject>>()
+                .loader::<MessagesByProject>()
                 .load_one(key)
                 .await?
                 .unwrap_or_else(|| Page::from_overfetch(Vec::new(), key.page.first)),

@@ -1,4 +1,3 @@
-use async_graphql::dataloader::DataLoader;
 use async_graphql::{ComplexObject, Context, Enum, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -6,6 +5,7 @@ use uuid::Uuid;
 use super::{to_id, RunEvent};
 use crate::entity::run::{self, RunStatus as Status};
 use crate::entity::run_event;
+use crate::graphql::context::ContextExt;
 use crate::graphql::error::GqlResult;
 use crate::graphql::limits;
 use crate::graphql::loaders::{
@@ -108,7 +108,7 @@ impl Run {
         let responses = match &self.preloaded_transcript {
             Some((preloaded, responses)) if *preloaded == page => responses.clone(),
             _ => ctx
-                .data_unchecked::<DataLoader<TranscriptByRun>>()
+                .loader::<TranscriptByRun>()
                 .load_one((self.uuid, page))
                 .await?
                 .unwrap_or_default(),
@@ -128,7 +128,7 @@ impl Run {
         let rows = match &self.preloaded_events {
             Some((preloaded, rows)) if *preloaded == page => rows.clone(),
             _ => ctx
-                .data_unchecked::<DataLoader<EventsByRun>>()
+                .loader::<EventsByRun>()
                 .load_one((self.uuid, page))
                 .await?
                 .unwrap_or_default(),
