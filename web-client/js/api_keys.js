@@ -2,7 +2,7 @@
 // once (with a copy button), list and revoke keys; below, the webhooks (see webhooks.js).
 
 import { gql, GqlError, Q } from './api.js';
-import { h, mount, icon, formatDate, timeAgo } from './dom.js';
+import { h, mount, icon, formatDate, timeAgo, shownOnce } from './dom.js';
 import { webhooksSection } from './webhooks.js';
 
 const page = {
@@ -111,36 +111,8 @@ async function createKey(event, content, onError) {
 }
 
 function secretCard(created) {
-  const copied = h('span', { class: 'muted', testid: 'api-key-copied', role: 'status' });
-  return h(
-    'div',
-    { class: 'card secret-card', testid: 'api-key-secret-card' },
-    h('p', {}, h('strong', {}, `“${created.apiKey.name}” is ready.`), ' Copy its secret now: it is not shown again.'),
-    h(
-      'div',
-      { class: 'secret-row' },
-      h('code', { class: 'secret', testid: 'api-key-secret' }, created.secret),
-      h(
-        'button',
-        {
-          type: 'button',
-          class: 'btn btn-ghost',
-          testid: 'api-key-copy',
-          onclick: async () => {
-            try {
-              await navigator.clipboard.writeText(created.secret);
-              copied.textContent = 'Copied';
-            } catch {
-              copied.textContent = 'Select the secret and copy it';
-            }
-          },
-        },
-        icon('file'),
-        'Copy',
-      ),
-      copied,
-    ),
-  );
+  const intro = h('p', {}, h('strong', {}, `“${created.apiKey.name}” is ready.`), ' Copy its secret now: it is not shown again.');
+  return shownOnce(created.secret, intro, 'api-key');
 }
 
 function keyList(content, onError) {

@@ -93,3 +93,38 @@ export function timeAgo(iso) {
 
 export const fmtInt = (n) => new Intl.NumberFormat().format(n || 0);
 export const fmtUsd = (n) => `$${(n || 0).toFixed(n && n < 0.01 ? 4 : 2)}`;
+
+// A secret shown once: `intro`, the secret and a copy button. Test ids start with `testid`
+// (`<testid>-secret-card`, `-secret`, `-copy`, `-copied`).
+export function shownOnce(secret, intro, testid) {
+  const copied = h('span', { class: 'muted', testid: `${testid}-copied`, role: 'status' });
+  return h(
+    'div',
+    { class: 'card secret-card', testid: `${testid}-secret-card` },
+    intro,
+    h(
+      'div',
+      { class: 'secret-row' },
+      h('code', { class: 'secret', testid: `${testid}-secret` }, secret),
+      h(
+        'button',
+        {
+          type: 'button',
+          class: 'btn btn-ghost',
+          testid: `${testid}-copy`,
+          onclick: async () => {
+            try {
+              await navigator.clipboard.writeText(secret);
+              copied.textContent = 'Copied';
+            } catch {
+              copied.textContent = 'Select the secret and copy it';
+            }
+          },
+        },
+        icon('file'),
+        'Copy',
+      ),
+      copied,
+    ),
+  );
+}

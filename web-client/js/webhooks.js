@@ -2,7 +2,7 @@
 // kinds), see its signing secret once (with a copy button), see its recent deliveries, delete it.
 
 import { gql, GqlError, Q } from './api.js';
-import { h, mount, icon, timeAgo } from './dom.js';
+import { h, mount, icon, timeAgo, shownOnce } from './dom.js';
 
 // The kinds offered here; the API accepts every RunEventKind.
 const KINDS = ['RUN_QUEUED', 'RUN_STARTED', 'FRAGMENT_CREATED', 'RUN_FINISHED'];
@@ -103,36 +103,8 @@ async function createHook(event, root, onError) {
 }
 
 function secretCard(created) {
-  const copied = h('span', { class: 'muted', testid: 'webhook-copied', role: 'status' });
-  return h(
-    'div',
-    { class: 'card secret-card', testid: 'webhook-secret-card' },
-    h('p', {}, h('strong', {}, 'The webhook is ready.'), ' Copy its signing secret now: it is not shown again.'),
-    h(
-      'div',
-      { class: 'secret-row' },
-      h('code', { class: 'secret', testid: 'webhook-secret' }, created.secret),
-      h(
-        'button',
-        {
-          type: 'button',
-          class: 'btn btn-ghost',
-          testid: 'webhook-copy',
-          onclick: async () => {
-            try {
-              await navigator.clipboard.writeText(created.secret);
-              copied.textContent = 'Copied';
-            } catch {
-              copied.textContent = 'Select the secret and copy it';
-            }
-          },
-        },
-        icon('file'),
-        'Copy',
-      ),
-      copied,
-    ),
-  );
+  const intro = h('p', {}, h('strong', {}, 'The webhook is ready.'), ' Copy its signing secret now: it is not shown again.');
+  return shownOnce(created.secret, intro, 'webhook');
 }
 
 function hookList(root, onError) {
