@@ -12,7 +12,7 @@ use futures_util::future::join_all;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, EntityTrait,
-    QueryFilter, QueryOrder, Statement,
+    QueryFilter, QueryOrder, Statement, TransactionTrait,
 };
 use tokio::sync::{broadcast, Notify};
 use tokio_util::sync::CancellationToken;
@@ -255,7 +255,9 @@ impl Worker {
         delivery: &webhook_delivery::Model,
         outcome: Outcome,
     ) -> Result<(), DbErr> {
-        let db = &self.db;
+        // One transaction: a reader never sees a delivery's end without its webhook's.
+        let txn = self.db.begin().await?;
+        let db = &txn;
         let status = outcome.response_status();
         let now = Utc::now();
         match outcome {
@@ -302,7 +304,7 @@ impl Worker {
                 }
             }
         }
-        Ok(())
+        txn.commit().await
     }
 }
 
